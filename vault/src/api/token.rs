@@ -1,0 +1,242 @@
+//! `vault.v1.TokenService`.
+
+use super::{Shared, Violations};
+use crate::engine::NewValue;
+use crate::engine::types::{PolicyVersion, Purpose, SubjectId};
+use crate::engine::{Found, MAX_LOOKUP_RESULTS};
+use crate::error::Error;
+use crate::tokens::Token;
+use prost::Message;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+use tonic::{Request, Response, Status};
+use vault_proto::v1::token_service_server::TokenService;
+use vault_proto::v1::{
+    DetokenizeRequest, DetokenizeResponse, Disclosed, Disclosure, FieldToken, LookupRequest, LookupResponse,
+    TokenizeRequest, TokenizeResponse, UpdateRequest, UpdateResponse,
+};
+
+/// The token service.
+#[derive(Debug, Clone)]
+pub struct TokenApi {
+    shared: Arc<Shared>,
+}
+
+impl TokenApi {
+    /// The service over `shared`.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    fn check_size(&self, v: &mut Violations, len: usize) {
+        let max = self.shared.limits.max_request_bytes;
+        if len > max {
+            v.add("request", format!("larger than the limit of {max} bytes"));
+        }
+    }
+
+    fn check_count(&self, v: &mut Violations, what: &str, n: usize) {
+        let max = self.shared.limits.max_batch_items;
+        if n == 0 {
+            v.add(what, "at least one item is required");
+        } else if n > max {
+            v.add(what, format!("more than the limit of {max} items"));
+        }
+    }
+
+    fn check_value(&self, v: &mut Violations, at: String, value: &str) -> bool {
+        let max = self.shared.limits.max_value_bytes;
+        if value.len() > max {
+            v.add(at, format!("longer than the limit of {max} bytes"));
+            false
+        } else {
+            true
+        }
+    }
+
+    fn purpose(v: &mut Violations, text: &str) -> Option<Purpose> {
+        if text.is_empty() {
+            v.add("purpose", "a purpose is required");
+            None
+        } else {
+            v.check("purpose", Purpose::parse(text))
+        }
+    }
+}
+
+fn log_done(rpc: &'static str, items: usize, started: Instant, r: &Result<impl Sized, Error>) {
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    match r {
+        Ok(_) => tracing::debug!(rpc, items, micros, "ok"),
+        Err(e) => tracing::info!(rpc, items, micros, error = %e, "failed"),
+    }
+}
+
+#[tonic::async_trait]
+impl TokenService for TokenApi {
+    async fn tokenize(&self, request: Request<TokenizeRequest>) -> Result<Response<TokenizeResponse>, Status> {
+        let started = Instant::now();
+        let req = request.into_inner();
+        let n = req.fields.len();
+        let r = async {
+            let mut v = Violations::default();
+            self.check_size(&mut v, req.encoded_len());
+            let subject = v.check("subject_id", SubjectId::parse(&req.subject_id));
+            self.check_count(&mut v, "fields", n);
+            let schema = self.shared.engine.schema().clone();
+            let mut seen = HashSet::new();
+            let mut values = Vec::with_capacity(n.min(self.shared.limits.max_batch_items));
+            for (i, fv) in req.fields.iter().enumerate().take(self.shared.limits.max_batch_items) {
+                if fv.field.is_empty() {
+                    v.add(format!("fields[{i}].field"), "a field name is required");
+                    continue;
+                }
+                let Some(def) = schema.field(&fv.field) else {
+                    v.add(format!("fields[{i}].field"), "unknown field (not declared in the schema)");
+                    continue;
+                };
+                if !seen.insert(def.name.as_str()) {
+                    v.add(format!("fields[{i}].field"), "field given more than once");
+                    continue;
+                }
+                if !self.check_value(&mut v, format!("fields[{i}].value"), &fv.value) {
+                    continue;
+                }
+                if let Some(value) = v.check(format!("fields[{i}].value"), def.normalize(&fv.value)) {
+                    values.push(NewValue { field: def.clone(), value });
+                }
+            }
+            let mut purposes = Vec::with_capacity(req.purposes.len());
+            for (i, p) in req.purposes.iter().enumerate().take(64) {
+                purposes.extend(v.check(format!("purposes[{i}]"), Purpose::parse(p)));
+            }
+            if req.purposes.len() > 64 {
+                v.add("purposes", "more than 64 purposes");
+            }
+            let policy_version = v.check("policy_version", PolicyVersion::parse(&req.policy_version));
+            v.finish()?;
+            let (Some(subject), Some(policy_version)) = (subject, policy_version) else {
+                return Err(Error::Internal("validated input missing".into()));
+            };
+            let tokens = self.shared.engine.tokenize(&subject, &values, &purposes, &policy_version).await?;
+            Ok(TokenizeResponse {
+                tokens: values
+                    .iter()
+                    .zip(tokens)
+                    .map(|(nv, t)| FieldToken { field: nv.field.name.clone(), token: t.as_str().to_owned() })
+                    .collect(),
+            })
+        }
+        .await;
+        log_done("Tokenize", n, started, &r);
+        Ok(Response::new(r?))
+    }
+
+    async fn detokenize(&self, request: Request<DetokenizeRequest>) -> Result<Response<DetokenizeResponse>, Status> {
+        let started = Instant::now();
+        let req = request.into_inner();
+        let n = req.tokens.len();
+        let r = async {
+            let mut v = Violations::default();
+            self.check_size(&mut v, req.encoded_len());
+            self.check_count(&mut v, "tokens", n);
+            let _purpose = Self::purpose(&mut v, &req.purpose);
+            let mut tokens = Vec::with_capacity(n.min(self.shared.limits.max_batch_items));
+            for (i, t) in req.tokens.iter().enumerate().take(self.shared.limits.max_batch_items) {
+                tokens.extend(v.check(format!("tokens[{i}]"), Token::parse(t).ok_or("malformed token")));
+            }
+            v.finish()?;
+            let found = self.shared.engine.detokenize(&tokens).await?;
+            Ok(DetokenizeResponse {
+                values: tokens
+                    .into_iter()
+                    .zip(found)
+                    .map(|(t, f)| match f {
+                        Found::Value { field, value } => Disclosed {
+                            token: t.as_str().to_owned(),
+                            field: field.name.clone(),
+                            disclosure: Disclosure::Plain as i32,
+                            value: value.as_str().to_owned(),
+                        },
+                        Found::NotFound => Disclosed {
+                            token: t.as_str().to_owned(),
+                            field: String::new(),
+                            disclosure: Disclosure::NotFound as i32,
+                            value: String::new(),
+                        },
+                    })
+                    .collect(),
+            })
+        }
+        .await;
+        log_done("Detokenize", n, started, &r);
+        Ok(Response::new(r?))
+    }
+
+    async fn lookup(&self, request: Request<LookupRequest>) -> Result<Response<LookupResponse>, Status> {
+        let started = Instant::now();
+        let req = request.into_inner();
+        let r = async {
+            let mut v = Violations::default();
+            self.check_size(&mut v, req.encoded_len());
+            let _purpose = Self::purpose(&mut v, &req.purpose);
+            let field = match self.shared.engine.schema().field(&req.field) {
+                None if req.field.is_empty() => {
+                    v.add("field", "a field name is required");
+                    None
+                }
+                None => {
+                    v.add("field", "unknown field (not declared in the schema)");
+                    None
+                }
+                Some(f) if !f.lookup => {
+                    v.add("field", "not a look-up field");
+                    None
+                }
+                Some(f) => Some(f.clone()),
+            };
+            let value = match &field {
+                Some(f) if self.check_value(&mut v, "value".into(), &req.value) => {
+                    v.check("value", f.normalize(&req.value))
+                }
+                _ => None,
+            };
+            v.finish()?;
+            let (Some(field), Some(value)) = (field, value) else {
+                return Err(Error::Internal("validated input missing".into()));
+            };
+            let tokens = self.shared.engine.lookup(&field, &value)?;
+            debug_assert!(tokens.len() <= MAX_LOOKUP_RESULTS);
+            Ok(LookupResponse { tokens: tokens.into_iter().map(|t| t.as_str().to_owned()).collect() })
+        }
+        .await;
+        log_done("Lookup", 1, started, &r);
+        Ok(Response::new(r?))
+    }
+
+    async fn update(&self, request: Request<UpdateRequest>) -> Result<Response<UpdateResponse>, Status> {
+        let started = Instant::now();
+        let req = request.into_inner();
+        let r = async {
+            let mut v = Violations::default();
+            self.check_size(&mut v, req.encoded_len());
+            let token = v.check("token", Token::parse(&req.token).ok_or("malformed token"));
+            if !req.purpose.is_empty() {
+                v.check("purpose", Purpose::parse(&req.purpose));
+            }
+            self.check_value(&mut v, "value".into(), &req.value);
+            v.finish()?;
+            let Some(token) = token else { return Err(Error::Internal("validated input missing".into())) };
+            let version = self
+                .shared
+                .engine
+                .update(&token, |field| field.normalize(&req.value).map_err(|e| Error::invalid("value", e)))
+                .await?;
+            Ok(UpdateResponse { token: token.as_str().to_owned(), value_version: version })
+        }
+        .await;
+        log_done("Update", 1, started, &r);
+        Ok(Response::new(r?))
+    }
+}

@@ -1,0 +1,137 @@
+//! The `vaultd` command line: `serve` (the default) and `init`.
+
+use crate::config::{Config, LogFormat, Overrides};
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The vault daemon.
+#[derive(Debug, Parser)]
+#[command(name = "vaultd", version, about = "Privacy-compliance data vault (gRPC)")]
+pub struct Cli {
+    /// Configuration file (TOML); also VAULT_CONFIG.
+    #[arg(long, global = true, env = "VAULT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:50051 (port 0 picks a free one).
+    #[arg(long, global = true)]
+    pub listen: Option<String>,
+    /// Data directory.
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Development root key file.
+    #[arg(long, global = true)]
+    pub root_key_file: Option<PathBuf>,
+    /// Field schema (default: the built-in policies/fields.toml).
+    #[arg(long, global = true)]
+    pub schema: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the vault (the default).
+    Serve,
+    /// Create the development root key file and the data directory's keys, then exit.
+    Init,
+    /// Check the configuration and the field schema, then exit.
+    Check,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VAULT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutdown signal received");
+}
+
+/// Runs `vaultd` with the process's arguments and environment.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        listen_addr: cli.listen.clone(),
+        data_dir: cli.data_dir.clone(),
+        root_key_file: cli.root_key_file.clone(),
+        schema_file: cli.schema.clone(),
+    };
+    let config = match Config::load(cli.config.as_deref(), std::env::vars(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vaultd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vaultd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Check => {
+                crate::load_schema(&config)?;
+                eprintln!("vaultd: configuration and schema are valid");
+                Ok(())
+            }
+            Command::Init => {
+                let mut c = config;
+                c.init_if_missing = true;
+                let engine = crate::open_engine(&c).await?;
+                engine.store().flush()?;
+                eprintln!("vaultd: initialised {} (root key file {})", c.data_dir.display(), c.root_key_file.display());
+                Ok(())
+            }
+            Command::Serve => {
+                let listener = tokio::net::TcpListener::bind(config.listen_addr)
+                    .await
+                    .map_err(|e| crate::StartError::Serve(format!("cannot listen on {}: {e}", config.listen_addr)))?;
+                if let Ok(addr) = listener.local_addr() {
+                    // One line on stdout that scripts and tests wait for.
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "vaultd listening on {addr}");
+                    let _ = out.flush();
+                }
+                crate::run(config, listener, shutdown_signal()).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "vaultd failed");
+            eprintln!("vaultd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Configuration: one [`Config`], from a TOML file, then `VAULT_*`
+//! environment variables, then command-line flags (later wins). Every
+//! problem is reported at once.
+//!
+//! | key | env | default |
+//! |---|---|---|
+//! | `listen_addr` | `VAULT_LISTEN_ADDR` | `127.0.0.1:50051` |
+//! | `data_dir` | `VAULT_DATA_DIR` | `./vault-data` |
+//! | `root_key_file` | `VAULT_ROOT_KEY_FILE` | `./vault-root.key` (beside, not inside, the data) |
+//! | `schema_file` | `VAULT_SCHEMA_FILE` | built-in `policies/fields.toml` |
+//! | `max_batch_items` | `VAULT_MAX_BATCH_ITEMS` | 256 |
+//! | `max_value_bytes` | `VAULT_MAX_VALUE_BYTES` | 4096 |
+//! | `max_request_bytes` | `VAULT_MAX_REQUEST_BYTES` | 1048576 |
+//! | `dek_cache_entries` | `VAULT_DEK_CACHE_ENTRIES` | 100000 |
+//! | `store_cache_bytes` | `VAULT_STORE_CACHE_BYTES` | 268435456 (256 MiB) |
+//! | `durability` | `VAULT_DURABILITY` | `fsync` (or `flush`) |
+//! | `log_format` | `VAULT_LOG_FORMAT` | `text` (or `json`) |
+//! | `init_if_missing` | `VAULT_INIT_IF_MISSING` | `true`: first start makes a dev key file |
+//!
+//! Log verbosity is `VAULT_LOG` (a `tracing` filter, default `info`).
+
+use crate::store::sled::Durability;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Output format of the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Size limits on requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most fields in a Tokenize or tokens in a Detokenize.
+    pub max_batch_items: usize,
+    /// Longest value, in bytes.
+    pub max_value_bytes: usize,
+    /// Largest request, in bytes (encoded protobuf).
+    pub max_request_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_batch_items: 256, max_value_bytes: 4096, max_request_bytes: 1 << 20 }
+    }
+}
+
+/// The vault's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen_addr: SocketAddr,
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// The development root key file.
+    pub root_key_file: PathBuf,
+    /// The field schema; `None` uses the built-in default.
+    pub schema_file: Option<PathBuf>,
+    /// Request size limits.
+    pub limits: Limits,
+    /// Most unwrapped DEKs kept in memory.
+    pub dek_cache_entries: usize,
+    /// sled's page cache, in bytes.
+    pub store_cache_bytes: u64,
+    /// What an acknowledged write survives.
+    pub durability: Durability,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// Whether a first start on an empty data directory creates a dev key file.
+    pub init_if_missing: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: PathBuf::from("./vault-data"),
+            root_key_file: PathBuf::from("./vault-root.key"),
+            schema_file: None,
+            limits: Limits::default(),
+            dek_cache_entries: 100_000,
+            store_cache_bytes: 256 << 20,
+            durability: Durability::Fsync,
+            log_format: LogFormat::Text,
+            init_if_missing: true,
+        }
+    }
+}
+
+/// Every problem found in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .problems.join("\n  "))]
+pub struct ConfigError {
+    /// One line per problem, naming its source and key.
+    pub problems: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen_addr: Option<String>,
+    data_dir: Option<PathBuf>,
+    root_key_file: Option<PathBuf>,
+    schema_file: Option<PathBuf>,
+    max_batch_items: Option<usize>,
+    max_value_bytes: Option<usize>,
+    max_request_bytes: Option<usize>,
+    dek_cache_entries: Option<usize>,
+    store_cache_bytes: Option<u64>,
+    durability: Option<String>,
+    log_format: Option<String>,
+    init_if_missing: Option<bool>,
+}
+
+/// Overrides from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen_addr: Option<String>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--root-key-file`.
+    pub root_key_file: Option<PathBuf>,
+    /// `--schema`.
+    pub schema_file: Option<PathBuf>,
+}
+
+fn parse_into<T: std::str::FromStr>(problems: &mut Vec<String>, source: &str, key: &str, text: &str, slot: &mut T) {
+    match text.trim().parse() {
+        Ok(v) => *slot = v,
+        Err(_) => problems.push(format!("{source}: {key}: cannot parse {text:?}")),
+    }
+}
+
+impl Config {
+    /// Loads the configuration: `file` (if any), then the environment as
+    /// given by `env` (pairs of name and value), then `overrides`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut c = Config::default();
+        let mut problems = Vec::new();
+        if let Some(path) = file {
+            let src = path.display().to_string();
+            match std::fs::read_to_string(path) {
+                Err(e) => problems.push(format!("{src}: cannot read: {e}")),
+                Ok(text) => match toml::from_str::<RawConfig>(&text) {
+                    Err(e) => problems.push(format!("{src}: {}", e.to_string().trim_end().replace('\n', "\n    "))),
+                    Ok(raw) => c.apply_raw(raw, &src, &mut problems),
+                },
+            }
+        }
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("VAULT_") else { continue };
+            let src = format!("environment {name}");
+            let s = &mut problems;
+            match key {
+                "LISTEN_ADDR" => parse_into(s, &src, "listen_addr", &value, &mut c.listen_addr),
+                "DATA_DIR" => c.data_dir = PathBuf::from(value),
+                "ROOT_KEY_FILE" => c.root_key_file = PathBuf::from(value),
+                "SCHEMA_FILE" => c.schema_file = Some(PathBuf::from(value)),
+                "MAX_BATCH_ITEMS" => parse_into(s, &src, "max_batch_items", &value, &mut c.limits.max_batch_items),
+                "MAX_VALUE_BYTES" => parse_into(s, &src, "max_value_bytes", &value, &mut c.limits.max_value_bytes),
+                "MAX_REQUEST_BYTES" => parse_into(s, &src, "max_request_bytes", &value, &mut c.limits.max_request_bytes),
+                "DEK_CACHE_ENTRIES" => parse_into(s, &src, "dek_cache_entries", &value, &mut c.dek_cache_entries),
+                "STORE_CACHE_BYTES" => parse_into(s, &src, "store_cache_bytes", &value, &mut c.store_cache_bytes),
+                "DURABILITY" => c.set_durability(&value, &src, s),
+                "LOG_FORMAT" => c.set_log_format(&value, &src, s),
+                "INIT_IF_MISSING" => parse_into(s, &src, "init_if_missing", &value, &mut c.init_if_missing),
+                // VAULT_LOG is read by the log set-up, VAULT_CONFIG names the file,
+                // VAULT_ADDR is vaultctl's.
+                "LOG" | "CONFIG" | "ADDR" => {}
+                _ => problems.push(format!("{src}: unknown setting")),
+            }
+        }
+        if let Some(a) = &overrides.listen_addr {
+            parse_into(&mut problems, "--listen", "listen_addr", a, &mut c.listen_addr);
+        }
+        if let Some(d) = &overrides.data_dir {
+            c.data_dir = d.clone();
+        }
+        if let Some(k) = &overrides.root_key_file {
+            c.root_key_file = k.clone();
+        }
+        if let Some(s) = &overrides.schema_file {
+            c.schema_file = Some(s.clone());
+        }
+        c.check(&mut problems);
+        if problems.is_empty() { Ok(c) } else { Err(ConfigError { problems }) }
+    }
+
+    fn apply_raw(&mut self, raw: RawConfig, src: &str, problems: &mut Vec<String>) {
+        if let Some(a) = raw.listen_addr {
+            parse_into(problems, src, "listen_addr", &a, &mut self.listen_addr);
+        }
+        if let Some(v) = raw.data_dir {
+            self.data_dir = v;
+        }
+        if let Some(v) = raw.root_key_file {
+            self.root_key_file = v;
+        }
+        if raw.schema_file.is_some() {
+            self.schema_file = raw.schema_file;
+        }
+        if let Some(v) = raw.max_batch_items {
+            self.limits.max_batch_items = v;
+        }
+        if let Some(v) = raw.max_value_bytes {
+            self.limits.max_value_bytes = v;
+        }
+        if let Some(v) = raw.max_request_bytes {
+            self.limits.max_request_bytes = v;
+        }
+        if let Some(v) = raw.dek_cache_entries {
+            self.dek_cache_entries = v;
+        }
+        if let Some(v) = raw.store_cache_bytes {
+            self.store_cache_bytes = v;
+        }
+        if let Some(v) = raw.durability {
+            self.set_durability(&v, src, problems);
+        }
+        if let Some(v) = raw.log_format {
+            self.set_log_format(&v, src, problems);
+        }
+        if let Some(v) = raw.init_if_missing {
+            self.init_if_missing = v;
+        }
+    }
+
+    fn set_durability(&mut self, v: &str, src: &str, problems: &mut Vec<String>) {
+        match v.trim() {
+            "fsync" => self.durability = Durability::Fsync,
+            "flush" => self.durability = Durability::Flush,
+            other => problems.push(format!("{src}: durability: {other:?} is not fsync or flush")),
+        }
+    }
+
+    fn set_log_format(&mut self, v: &str, src: &str, problems: &mut Vec<String>) {
+        match v.trim() {
+            "text" => self.log_format = LogFormat::Text,
+            "json" => self.log_format = LogFormat::Json,
+            other => problems.push(format!("{src}: log_format: {other:?} is not text or json")),
+        }
+    }
+
+    fn check(&self, problems: &mut Vec<String>) {
+        let l = &self.limits;
+        if !(1..=10_000).contains(&l.max_batch_items) {
+            problems.push("max_batch_items: must be 1 to 10000".into());
+        }
+        if !(16..=1 << 20).contains(&l.max_value_bytes) {
+            problems.push("max_value_bytes: must be 16 to 1048576".into());
+        }
+        if !(1024..=64 << 20).contains(&l.max_request_bytes) {
+            problems.push("max_request_bytes: must be 1024 to 67108864".into());
+        }
+        if self.dek_cache_entries == 0 {
+            problems.push("dek_cache_entries: must be at least 1".into());
+        }
+        if self.store_cache_bytes < 1 << 20 {
+            problems.push("store_cache_bytes: must be at least 1048576".into());
+        }
+        if !self.listen_addr.ip().is_loopback() {
+            problems.push(format!(
+                "listen_addr: {} is not a loopback address; this vault has no TLS or authentication yet, so it \
+                 serves only on 127.0.0.1 or ::1",
+                self.listen_addr
+            ));
+        }
+        if self.root_key_file.starts_with(&self.data_dir) {
+            problems.push("root_key_file: must not be inside data_dir (keys are kept apart from data)".into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let c = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        assert!(c.listen_addr.ip().is_loopback());
+        assert_eq!(c.limits.max_batch_items, 256);
+        assert_eq!(c.durability, Durability::Fsync);
+    }
+
+    #[test]
+    fn file_then_env_then_flags_and_all_errors_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("v.toml");
+        std::fs::write(&f, "max_batch_items = 10\ndurability = \"flush\"\n").unwrap();
+        let o = Overrides { listen_addr: Some("127.0.0.1:0".into()), ..Default::default() };
+        let c = Config::load(Some(&f), env(&[("VAULT_MAX_BATCH_ITEMS", "20"), ("HOME", "/x")]), &o).unwrap();
+        assert_eq!(c.limits.max_batch_items, 20);
+        assert_eq!(c.durability, Durability::Flush);
+        assert_eq!(c.listen_addr.port(), 0);
+
+        let err = Config::load(
+            None,
+            env(&[("VAULT_MAX_BATCH_ITEMS", "lots"), ("VAULT_LISTEN_ADDR", "0.0.0.0:1"), ("VAULT_COLOUR", "red")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 3, "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("v.toml");
+        std::fs::write(&f, "listen = \"x\"\n").unwrap();
+        let err = Config::load(Some(&f), env(&[]), &Overrides::default()).unwrap_err();
+        assert!(err.problems[0].contains("unknown field"), "{err}");
+    }
+}

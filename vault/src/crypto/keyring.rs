@@ -1,0 +1,159 @@
+//! The keyring: the unwrapped KEKs, the index key and a bounded cache of
+//! unwrapped subject data keys.
+//!
+//! KEKs and the derivation seed are created on first start, wrapped by the
+//! root key and stored; later starts unwrap them, which is also how a wrong
+//! root key is detected. Subjects' DEKs are unwrapped on first use and kept in
+//! an LRU cache; an evicted DEK is wiped when its last user drops it.
+
+use super::keys::{DataKey, DerivationSeed, IndexKey, KEY_LEN, KeyEncryptionKey, RootKey};
+use super::{CryptoError, envelope, random_array};
+use crate::store::{Batch, Store, keys};
+use lru::LruCache;
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use zeroize::Zeroizing;
+
+const SEED_CONTEXT: &[u8] = b"vault/v1/seed";
+
+fn kek_context(version: u32) -> Vec<u8> {
+    let mut c = b"vault/v1/kek/".to_vec();
+    c.extend_from_slice(&version.to_be_bytes());
+    c
+}
+
+fn dek_context(subject_id: &str, dek_version: u32) -> Vec<u8> {
+    let mut c = b"vault/v1/dek/".to_vec();
+    c.extend_from_slice(&dek_version.to_be_bytes());
+    c.extend_from_slice(subject_id.as_bytes());
+    c
+}
+
+/// Why the keyring could not open.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyringError {
+    /// The root key does not open this store's keys.
+    #[error("the root key does not open this data directory's keys (wrong key file?)")]
+    WrongRootKey,
+    /// The store holds keys in an unexpected shape.
+    #[error("the data directory's key records are damaged: {0}")]
+    Damaged(&'static str),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Randomness failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+/// All keys the vault holds in memory while unsealed.
+pub struct Keyring {
+    keks: BTreeMap<u32, KeyEncryptionKey>,
+    active_kek: u32,
+    index: IndexKey,
+    deks: Mutex<LruCache<(String, u32), Arc<DataKey>>>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring").field("active_kek", &self.active_kek).finish_non_exhaustive()
+    }
+}
+
+/// Whether the store already holds vault keys (the data directory is initialised).
+pub fn is_initialised(store: &dyn Store) -> Result<bool, crate::store::StoreError> {
+    Ok(store.get(keys::ACTIVE_KEK)?.is_some())
+}
+
+impl Keyring {
+    /// Opens the keyring from `store` under `root`, creating KEK v1 and the
+    /// seed if the store has none yet.
+    pub async fn open(root: &RootKey, store: &dyn Store, dek_cache: usize) -> Result<Self, KeyringError> {
+        if !is_initialised(store)? {
+            let kek = Zeroizing::new(random_array::<KEY_LEN>()?);
+            let seed = Zeroizing::new(random_array::<KEY_LEN>()?);
+            let mut b = Batch::new();
+            b.put(keys::META_FORMAT, vec![keys::LAYOUT_VERSION]);
+            b.put(keys::kek(1), root.wrap(&kek_context(1), kek.as_ref())?);
+            b.put(keys::SEED, root.wrap(SEED_CONTEXT, seed.as_ref())?);
+            b.put(keys::ACTIVE_KEK, 1u32.to_be_bytes().to_vec());
+            store.commit(b).await?;
+        }
+        let active = store.get(keys::ACTIVE_KEK)?.ok_or(KeyringError::Damaged("no active KEK"))?;
+        let active_kek =
+            u32::from_be_bytes(active.as_slice().try_into().map_err(|_| KeyringError::Damaged("active KEK version"))?);
+        let mut keks = BTreeMap::new();
+        for (k, wrapped) in store.scan_prefix(keys::KEK_PREFIX, 100_000)? {
+            let v = k[keys::KEK_PREFIX.len()..].try_into().map_err(|_| KeyringError::Damaged("KEK key"))?;
+            let version = u32::from_be_bytes(v);
+            let raw = root.unwrap(&kek_context(version), &wrapped).map_err(|_| KeyringError::WrongRootKey)?;
+            let bytes: &[u8; KEY_LEN] = raw.as_slice().try_into().map_err(|_| KeyringError::Damaged("KEK length"))?;
+            keks.insert(version, KeyEncryptionKey::from_bytes(version, bytes));
+        }
+        if !keks.contains_key(&active_kek) {
+            return Err(KeyringError::Damaged("active KEK missing"));
+        }
+        let wrapped_seed = store.get(keys::SEED)?.ok_or(KeyringError::Damaged("no derivation seed"))?;
+        let raw = root.unwrap(SEED_CONTEXT, &wrapped_seed).map_err(|_| KeyringError::WrongRootKey)?;
+        let bytes: &[u8; KEY_LEN] = raw.as_slice().try_into().map_err(|_| KeyringError::Damaged("seed length"))?;
+        let index = IndexKey::derive(&DerivationSeed::from_bytes(bytes));
+        let cap = NonZeroUsize::new(dek_cache.max(1)).unwrap_or(NonZeroUsize::MIN);
+        Ok(Self { keks, active_kek, index, deks: Mutex::new(LruCache::new(cap)) })
+    }
+
+    /// The KEK version that wraps new DEKs.
+    pub fn active_kek_version(&self) -> u32 {
+        self.active_kek
+    }
+
+    /// The blind-index key.
+    pub fn index(&self) -> &IndexKey {
+        &self.index
+    }
+
+    /// Makes a new DEK of `dek_version` for `subject_id`; returns it and its
+    /// wrapped form to store.
+    pub fn new_dek(&self, subject_id: &str, dek_version: u32) -> Result<(Arc<DataKey>, Vec<u8>), CryptoError> {
+        let kek = self.keks.get(&self.active_kek).ok_or(CryptoError::DecryptionFailed)?;
+        let raw = Zeroizing::new(random_array::<KEY_LEN>()?);
+        let wrapped = kek.wrap(&dek_context(subject_id, dek_version), raw.as_ref())?;
+        let dek = Arc::new(DataKey::from_bytes(dek_version, &raw));
+        self.cache_insert(subject_id, dek_version, dek.clone());
+        Ok((dek, wrapped))
+    }
+
+    /// The DEK of `dek_version` of `subject_id`, from the cache or by
+    /// unwrapping `wrapped`.
+    pub fn dek(&self, subject_id: &str, dek_version: u32, wrapped: &[u8]) -> Result<Arc<DataKey>, CryptoError> {
+        if let Ok(mut cache) = self.deks.lock() {
+            if let Some(d) = cache.get(&(subject_id.to_owned(), dek_version)) {
+                return Ok(d.clone());
+            }
+        }
+        let kek_version = envelope::key_version(wrapped).ok_or(CryptoError::DecryptionFailed)?;
+        let kek = self.keks.get(&kek_version).ok_or(CryptoError::DecryptionFailed)?;
+        let raw = kek.unwrap(&dek_context(subject_id, dek_version), wrapped)?;
+        let bytes: &[u8; KEY_LEN] = raw.as_slice().try_into().map_err(|_| CryptoError::DecryptionFailed)?;
+        let dek = Arc::new(DataKey::from_bytes(dek_version, bytes));
+        self.cache_insert(subject_id, dek_version, dek.clone());
+        Ok(dek)
+    }
+
+    /// Drops every cached DEK of `subject_id` (after erasure or re-keying).
+    pub fn forget_subject(&self, subject_id: &str) {
+        if let Ok(mut cache) = self.deks.lock() {
+            let stale: Vec<_> = cache.iter().filter(|((s, _), _)| s == subject_id).map(|(k, _)| k.clone()).collect();
+            for k in stale {
+                cache.pop(&k);
+            }
+        }
+    }
+
+    fn cache_insert(&self, subject_id: &str, dek_version: u32, dek: Arc<DataKey>) {
+        if let Ok(mut cache) = self.deks.lock() {
+            cache.put((subject_id.to_owned(), dek_version), dek);
+        }
+    }
+}

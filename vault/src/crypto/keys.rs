@@ -1,0 +1,212 @@
+//! One type per kind of key. None is `Clone`; none prints its bytes in
+//! `Debug`; all are wiped on drop (the AES key schedules through the `aes`
+//! crate's `zeroize` feature, raw bytes through `secrecy`).
+
+use super::CryptoError;
+use super::envelope;
+use aes_gcm::{Aes256Gcm, KeyInit};
+use ring::{hkdf, hmac};
+use secrecy::{ExposeSecret, SecretBox};
+use std::fmt;
+use zeroize::Zeroizing;
+
+/// Length of every symmetric key, in bytes.
+pub const KEY_LEN: usize = 32;
+
+/// Label of the HKDF derivation of the index key from the seed.
+pub const INDEX_KEY_LABEL: &[u8] = b"vault/v1/blind-index";
+
+/// An AES-256-GCM key ready to use (its key schedule expanded once).
+pub(crate) struct AeadKey(Aes256Gcm);
+
+impl AeadKey {
+    pub(crate) fn new(bytes: &[u8; KEY_LEN]) -> Self {
+        Self(Aes256Gcm::new(bytes.into()))
+    }
+
+    pub(crate) fn cipher(&self) -> &Aes256Gcm {
+        &self.0
+    }
+}
+
+/// The root of the key hierarchy. It only wraps and unwraps other keys.
+pub struct RootKey(AeadKey);
+
+impl RootKey {
+    /// A root key from raw bytes (which the caller wipes).
+    pub fn from_bytes(bytes: &[u8; KEY_LEN]) -> Self {
+        Self(AeadKey::new(bytes))
+    }
+
+    /// Seals `secret` (a KEK or the seed) under the root key, version 0.
+    pub(crate) fn wrap(&self, context: &[u8], secret: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        envelope::seal(&self.0, 0, context, secret)
+    }
+
+    /// Opens what [`RootKey::wrap`] sealed.
+    pub(crate) fn unwrap(&self, context: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        envelope::open(&self.0, context, sealed)
+    }
+}
+
+impl fmt::Debug for RootKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RootKey(..)")
+    }
+}
+
+/// A versioned key-encrypting key: wraps subjects' data keys.
+pub struct KeyEncryptionKey {
+    version: u32,
+    key: AeadKey,
+}
+
+impl KeyEncryptionKey {
+    /// A KEK of `version` from raw bytes (which the caller wipes).
+    pub fn from_bytes(version: u32, bytes: &[u8; KEY_LEN]) -> Self {
+        Self { version, key: AeadKey::new(bytes) }
+    }
+
+    /// The KEK's version, written into every DEK it wraps.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    pub(crate) fn wrap(&self, context: &[u8], dek: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        envelope::seal(&self.key, self.version, context, dek)
+    }
+
+    pub(crate) fn unwrap(&self, context: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        envelope::open(&self.key, context, sealed)
+    }
+}
+
+impl fmt::Debug for KeyEncryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyEncryptionKey").field("version", &self.version).finish_non_exhaustive()
+    }
+}
+
+/// One subject's data key: encrypts that subject's field values.
+pub struct DataKey {
+    version: u32,
+    key: AeadKey,
+}
+
+impl DataKey {
+    /// A DEK of `version` from raw bytes (which the caller wipes).
+    pub fn from_bytes(version: u32, bytes: &[u8; KEY_LEN]) -> Self {
+        Self { version, key: AeadKey::new(bytes) }
+    }
+
+    /// The DEK's version within its subject.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// Encrypts a field value bound to `context` (subject, field, token, value version).
+    pub fn seal(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        envelope::seal(&self.key, self.version, context, plaintext)
+    }
+
+    /// Decrypts a field value; any mismatch is [`CryptoError::DecryptionFailed`].
+    pub fn open(&self, context: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        envelope::open(&self.key, context, sealed)
+    }
+}
+
+impl fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataKey").field("version", &self.version).finish_non_exhaustive()
+    }
+}
+
+/// The seed from which non-wrapping keys (the index key, later the audit
+/// keys) are derived with HKDF-SHA256.
+pub struct DerivationSeed(SecretBox<[u8; KEY_LEN]>);
+
+impl DerivationSeed {
+    /// A seed from raw bytes (which the caller wipes).
+    pub fn from_bytes(bytes: &[u8; KEY_LEN]) -> Self {
+        Self(SecretBox::new(Box::new(*bytes)))
+    }
+
+    /// Derives 32 bytes for `label` and lends them to `f`; they are wiped after.
+    pub fn with_derived<R>(&self, label: &[u8], f: impl FnOnce(&[u8; KEY_LEN]) -> R) -> R {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"vault/v1/derive").extract(self.0.expose_secret());
+        let mut out = Zeroizing::new([0u8; KEY_LEN]);
+        let info = [label];
+        // Expanding 32 bytes from SHA-256 cannot fail (the limit is 255 × 32).
+        if let Ok(okm) = prk.expand(&info, hkdf::HKDF_SHA256) {
+            let _ = okm.fill(out.as_mut());
+        }
+        f(&out)
+    }
+}
+
+impl fmt::Debug for DerivationSeed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DerivationSeed(..)")
+    }
+}
+
+/// Keys HMAC-SHA256 blind indexes of look-up fields.
+///
+/// ring keeps the HMAC's precomputed inner and outer states, which it does
+/// not wipe on drop; the index key lives for the whole process, so this only
+/// matters at exit.
+pub struct IndexKey(hmac::Key);
+
+impl IndexKey {
+    /// The index key derived from `seed`.
+    pub fn derive(seed: &DerivationSeed) -> Self {
+        seed.with_derived(INDEX_KEY_LABEL, |k| Self(hmac::Key::new(hmac::HMAC_SHA256, k)))
+    }
+
+    /// The blind index of `value` in `field`: HMAC(index key, field ‖ 0 ‖ value).
+    pub fn blind(&self, field: &str, value: &str) -> [u8; 32] {
+        let mut ctx = hmac::Context::with_key(&self.0);
+        ctx.update(field.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(value.as_bytes());
+        let tag = ctx.sign();
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+}
+
+impl fmt::Debug for IndexKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IndexKey(..)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_prints_no_key_material() {
+        let bytes = [0xAB; KEY_LEN];
+        let all = format!(
+            "{:?} {:?} {:?} {:?}",
+            RootKey::from_bytes(&bytes),
+            KeyEncryptionKey::from_bytes(3, &bytes),
+            DataKey::from_bytes(1, &bytes),
+            DerivationSeed::from_bytes(&bytes),
+        );
+        assert!(!all.to_lowercase().contains("ab, ") && !all.contains("171"), "{all}");
+        assert!(all.contains("version: 3"));
+    }
+
+    #[test]
+    fn blind_index_is_keyed_and_field_separated() {
+        let a = IndexKey::derive(&DerivationSeed::from_bytes(&[1; KEY_LEN]));
+        let b = IndexKey::derive(&DerivationSeed::from_bytes(&[2; KEY_LEN]));
+        assert_eq!(a.blind("email", "x@y.com"), a.blind("email", "x@y.com"));
+        assert_ne!(a.blind("email", "x@y.com"), b.blind("email", "x@y.com"));
+        assert_ne!(a.blind("email", "x@y.com"), a.blind("phone", "x@y.com"));
+        assert_ne!(a.blind("ab", "c"), a.blind("a", "bc"));
+    }
+}

@@ -1,0 +1,75 @@
+//! Records the engine stores, encoded with prost (unknown fields are kept,
+//! new fields can be added with new tags).
+
+/// One wrapped data key of a subject.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WrappedDek {
+    /// The DEK's version within the subject.
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    /// The DEK sealed by a KEK (the KEK version is in the envelope header).
+    #[prost(bytes = "vec", tag = "2")]
+    pub wrapped: Vec<u8>,
+}
+
+/// A subject: its keys, tokens and consent.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SubjectRecord {
+    /// Every DEK the subject has had, still needed to read its values.
+    #[prost(message, repeated, tag = "1")]
+    pub deks: Vec<WrappedDek>,
+    /// The DEK version that encrypts new values.
+    #[prost(uint32, tag = "2")]
+    pub active_dek: u32,
+    /// Every token of the subject.
+    #[prost(string, repeated, tag = "3")]
+    pub tokens: Vec<String>,
+    /// Purposes the subject consented to.
+    #[prost(string, repeated, tag = "4")]
+    pub purposes: Vec<String>,
+    /// Privacy-policy version the data was collected under.
+    #[prost(string, tag = "5")]
+    pub policy_version: String,
+    /// When the subject was first stored (Unix seconds).
+    #[prost(int64, tag = "6")]
+    pub created_at: i64,
+    /// When the subject's data was last written (Unix seconds).
+    #[prost(int64, tag = "7")]
+    pub last_activity: i64,
+}
+
+impl SubjectRecord {
+    /// The wrapped DEK of `version`.
+    pub fn dek(&self, version: u32) -> Option<&WrappedDek> {
+        self.deks.iter().find(|d| d.version == version)
+    }
+}
+
+/// One stored value behind a token.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TokenRecord {
+    /// The subject the value belongs to.
+    #[prost(string, tag = "1")]
+    pub subject_id: String,
+    /// The field name.
+    #[prost(string, tag = "2")]
+    pub field: String,
+    /// Incremented by each correction; bound into the ciphertext.
+    #[prost(uint32, tag = "3")]
+    pub value_version: u32,
+    /// The subject's DEK version that sealed the value.
+    #[prost(uint32, tag = "4")]
+    pub dek_version: u32,
+    /// The sealed value.
+    #[prost(bytes = "vec", tag = "5")]
+    pub ciphertext: Vec<u8>,
+    /// When the value was stored (Unix seconds).
+    #[prost(int64, tag = "6")]
+    pub created_at: i64,
+    /// When the value was last corrected (Unix seconds).
+    #[prost(int64, tag = "7")]
+    pub updated_at: i64,
+    /// The value's blind index, for look-up fields (to remove it on change).
+    #[prost(bytes = "vec", tag = "8")]
+    pub blind: Vec<u8>,
+}

@@ -1,0 +1,98 @@
+//! The vault's one error type and its only conversion to `tonic::Status`.
+//!
+//! Every variant carries a message that is safe to show a client: never a
+//! value, a key or a ciphertext. Detail meant for operators goes to the log at
+//! the place the error is made.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// One invalid item of a request: where it is and what is wrong with it.
+/// Neither part ever contains the offending value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Path of the item in the request, e.g. `fields[2].value`.
+    pub field: String,
+    /// What is wrong, e.g. `not a valid e-mail address`.
+    pub description: String,
+}
+
+impl Violation {
+    /// A violation at `field` described by `description`.
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self { field: field.into(), description: description.into() }
+    }
+}
+
+/// Everything that can go wrong while serving a request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request is malformed; each violation names an item.
+    #[error("invalid request ({} violation(s))", .0.len())]
+    InvalidArgument(Vec<Violation>),
+    /// The request names something that does not exist (said only where
+    /// existence is not itself a secret).
+    #[error("not found: {0}")]
+    NotFound(&'static str),
+    /// Stored data failed its integrity check: a wrong key, a tampered or a
+    /// moved ciphertext all give this same error.
+    #[error("stored data failed its integrity check")]
+    Integrity,
+    /// Storage could not read or write; the request did nothing.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The vault is not in a state to serve this request.
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(&'static str),
+    /// A bug or an impossible state; the detail is logged, not returned.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// An `InvalidArgument` with a single violation.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![Violation::new(field, description)])
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::InvalidArgument(violations) => {
+                let mut details = ErrorDetails::new();
+                for v in &violations {
+                    details.add_bad_request_violation(v.field.clone(), v.description.clone());
+                }
+                let summary = violations
+                    .iter()
+                    .take(3)
+                    .map(|v| format!("{}: {}", v.field, v.description))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let more = violations.len().saturating_sub(3);
+                let msg = if more > 0 {
+                    format!("invalid request: {summary}; and {more} more")
+                } else {
+                    format!("invalid request: {summary}")
+                };
+                Status::with_error_details(Code::InvalidArgument, msg, details)
+            }
+            Error::NotFound(what) => Status::not_found(format!("{what} not found")),
+            Error::Integrity => Status::new(Code::DataLoss, "stored data failed its integrity check"),
+            Error::Unavailable(detail) => {
+                tracing::error!(%detail, "storage unavailable");
+                Status::unavailable("storage unavailable: the request did nothing")
+            }
+            Error::FailedPrecondition(what) => Status::failed_precondition(what),
+            Error::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+/// Shorthand for results of the vault's core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,419 @@
+//! The field schema (`policies/fields.toml`): which fields exist, their class,
+//! validator, mask, look-up flag, purposes and retention.
+//!
+//! A schema is checked whole when it is loaded, and every problem is reported
+//! at once, naming the file, the field and what is wrong. Unknown fields are
+//! rejected at the edge of every request by [`Schema::field`].
+
+mod mask;
+mod validate;
+
+pub use mask::Mask;
+pub use validate::Validator;
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+/// The default schema, compiled in so `vaultd` runs from any directory.
+pub const DEFAULT_FIELDS_TOML: &str = include_str!("../../../policies/fields.toml");
+
+/// What a retention period counts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetentionAnchor {
+    /// The time the value was stored.
+    Collection,
+    /// The subject's last activity (last write).
+    LastActivity,
+    /// The end of travel, given as an anchor at tokenize time.
+    TravelEnd,
+}
+
+/// How long a class of data is kept, and from when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Length of the period in days.
+    pub days: u32,
+    /// What the period counts from.
+    pub after: RetentionAnchor,
+}
+
+/// A class of fields sharing a retention.
+#[derive(Debug, Clone)]
+pub struct ClassDef {
+    /// The class name, e.g. `card`.
+    pub name: String,
+    /// Human description.
+    pub description: String,
+    /// How long values of this class are kept.
+    pub retention: Retention,
+}
+
+/// One declared field.
+#[derive(Debug, Clone)]
+pub struct FieldDef {
+    /// The field name, e.g. `email`.
+    pub name: String,
+    /// The class name; [`Schema::class`] gives its definition.
+    pub class: String,
+    /// How values are checked and normalised.
+    pub validator: Validator,
+    /// Maximum length in characters.
+    pub max_len: usize,
+    /// How a masked disclosure shows the value.
+    pub mask: Mask,
+    /// Whether exact values can be looked up through a blind index.
+    pub lookup: bool,
+    /// Declared purposes of processing.
+    pub purposes: Vec<String>,
+    /// The policy sentence that makes the vault collect it.
+    pub source: String,
+}
+
+impl FieldDef {
+    /// Checks `value` and returns its canonical form, or a description of what
+    /// is wrong (never containing the value).
+    pub fn normalize(&self, value: &str) -> Result<Zeroizing<String>, &'static str> {
+        if value.chars().count() > self.max_len {
+            return Err("longer than the field's maximum length");
+        }
+        self.validator.normalize(value, self.max_len)
+    }
+
+    /// The form of a canonical value that feeds the blind index: lower-case
+    /// for e-mail addresses, the canonical form for everything else.
+    pub fn index_form(&self, canonical: &str) -> Zeroizing<String> {
+        match self.validator {
+            Validator::Email => Zeroizing::new(canonical.to_lowercase()),
+            _ => Zeroizing::new(canonical.to_owned()),
+        }
+    }
+
+    /// The masked form of a canonical value.
+    pub fn masked(&self, canonical: &str) -> Zeroizing<String> {
+        self.mask.apply(canonical)
+    }
+}
+
+/// The loaded schema.
+#[derive(Debug, Clone)]
+pub struct Schema {
+    fields: BTreeMap<String, Arc<FieldDef>>,
+    classes: BTreeMap<String, ClassDef>,
+}
+
+/// Every problem found in a schema file, each naming file and field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaError {
+    /// One line per problem: `FILE: field NAME: PROBLEM`.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for SchemaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid field schema:")?;
+        for p in &self.problems {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SchemaError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchema {
+    version: u32,
+    #[serde(default)]
+    classes: BTreeMap<String, RawClass>,
+    #[serde(default)]
+    fields: BTreeMap<String, RawField>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClass {
+    #[serde(default)]
+    description: String,
+    retention: Option<String>,
+    after: Option<RetentionAnchor>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawField {
+    class: Option<String>,
+    validator: Option<String>,
+    max_len: Option<usize>,
+    mask: Option<String>,
+    #[serde(default)]
+    lookup: bool,
+    purposes: Option<Vec<String>>,
+    #[serde(default)]
+    source: String,
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && name.as_bytes()[0].is_ascii_lowercase()
+}
+
+/// Parses a retention such as `30d`, `2w` or `6y` (a year is 365 days).
+pub fn parse_retention_days(text: &str) -> Option<u32> {
+    let text = text.trim();
+    let unit = text.chars().last()?;
+    let number: u32 = text[..text.len() - unit.len_utf8()].parse().ok()?;
+    let days = match unit {
+        'd' => Some(number),
+        'w' => number.checked_mul(7),
+        'y' => number.checked_mul(365),
+        _ => None,
+    }?;
+    (days > 0).then_some(days)
+}
+
+impl Schema {
+    /// Loads a schema file; `max_value_bytes` bounds every field's maximum length.
+    pub fn load(path: &Path, max_value_bytes: usize) -> Result<Self, SchemaError> {
+        let label = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| SchemaError {
+            problems: vec![format!("{label}: cannot read: {e}")],
+        })?;
+        Self::parse(&text, &label, max_value_bytes)
+    }
+
+    /// Parses schema text; `label` names the file in error messages.
+    pub fn parse(text: &str, label: &str, max_value_bytes: usize) -> Result<Self, SchemaError> {
+        let raw: RawSchema = toml::from_str(text).map_err(|e| SchemaError {
+            problems: vec![format!("{label}: {}", e.to_string().trim_end().replace('\n', "\n    "))],
+        })?;
+        let mut problems = Vec::new();
+        if raw.version != 1 {
+            problems.push(format!("{label}: version {} is not supported (expected 1)", raw.version));
+        }
+        let mut classes = BTreeMap::new();
+        for (name, c) in raw.classes {
+            let mut bad = |p: String| problems.push(format!("{label}: class {name}: {p}"));
+            if !valid_name(&name) {
+                bad("name must be lower-case letters, digits and _".into());
+            }
+            let days = match c.retention.as_deref() {
+                None => {
+                    bad("missing retention".into());
+                    None
+                }
+                Some(r) => {
+                    let d = parse_retention_days(r);
+                    if d.is_none() {
+                        bad(format!("retention {r:?} is not a number followed by d, w or y"));
+                    }
+                    d
+                }
+            };
+            if c.after.is_none() {
+                bad("missing after (collection, last_activity or travel_end)".into());
+            }
+            if let (Some(days), Some(after)) = (days, c.after) {
+                classes.insert(
+                    name.clone(),
+                    ClassDef { name, description: c.description, retention: Retention { days, after } },
+                );
+            }
+        }
+        let mut fields = BTreeMap::new();
+        for (name, f) in raw.fields {
+            let before = problems.len();
+            let mut bad = |p: String| problems.push(format!("{label}: field {name}: {p}"));
+            if !valid_name(&name) {
+                bad("name must be lower-case letters, digits and _".into());
+            }
+            match f.class.as_deref() {
+                None => bad("missing class".into()),
+                Some(c) if !classes.contains_key(c) => bad(format!("class {c:?} is not declared (or is invalid)")),
+                Some(_) => {}
+            }
+            let validator = match f.validator.as_deref() {
+                None => {
+                    bad("missing validator".into());
+                    None
+                }
+                Some(v) => {
+                    let parsed = Validator::parse(v);
+                    if parsed.is_none() {
+                        bad(format!("unknown validator {v:?}"));
+                    }
+                    parsed
+                }
+            };
+            let mask = match f.mask.as_deref() {
+                None => {
+                    bad("missing mask".into());
+                    None
+                }
+                Some(m) => {
+                    let parsed = Mask::parse(m);
+                    if parsed.is_none() {
+                        bad(format!("unknown mask {m:?}"));
+                    }
+                    parsed
+                }
+            };
+            let max_len = match (validator, f.max_len) {
+                (_, Some(0)) => {
+                    bad("max_len must be at least 1".into());
+                    0
+                }
+                (_, Some(n)) if n > max_value_bytes => {
+                    bad(format!("max_len {n} is above the vault's value limit of {max_value_bytes} bytes"));
+                    0
+                }
+                (_, Some(n)) => n,
+                (Some(v), None) => match v.default_max_len() {
+                    Some(n) => n.min(max_value_bytes),
+                    None => {
+                        bad(format!("validator {} needs max_len", v.name()));
+                        0
+                    }
+                },
+                (None, None) => 0,
+            };
+            let purposes = f.purposes.unwrap_or_default();
+            if purposes.is_empty() {
+                bad("missing purposes (at least one purpose of processing)".into());
+            }
+            for p in &purposes {
+                if !valid_name(p) {
+                    bad(format!("purpose {p:?} must be lower-case letters, digits and _"));
+                }
+            }
+            if problems.len() == before {
+                if let (Some(class), Some(validator), Some(mask)) = (f.class, validator, mask) {
+                    let def = FieldDef {
+                        name: name.clone(),
+                        class,
+                        validator,
+                        max_len,
+                        mask,
+                        lookup: f.lookup,
+                        purposes,
+                        source: f.source,
+                    };
+                    fields.insert(name, Arc::new(def));
+                }
+            }
+        }
+        if fields.is_empty() && problems.is_empty() {
+            problems.push(format!("{label}: no fields declared"));
+        }
+        if problems.is_empty() { Ok(Self { fields, classes }) } else { Err(SchemaError { problems }) }
+    }
+
+    /// The built-in default schema.
+    pub fn default_schema(max_value_bytes: usize) -> Result<Self, SchemaError> {
+        Self::parse(DEFAULT_FIELDS_TOML, "<built-in policies/fields.toml>", max_value_bytes)
+    }
+
+    /// The field called `name`, if declared.
+    pub fn field(&self, name: &str) -> Option<&Arc<FieldDef>> {
+        self.fields.get(name)
+    }
+
+    /// The class called `name`, if declared.
+    pub fn class(&self, name: &str) -> Option<&ClassDef> {
+        self.classes.get(name)
+    }
+
+    /// Every declared field, by name.
+    pub fn fields(&self) -> impl Iterator<Item = &Arc<FieldDef>> {
+        self.fields.values()
+    }
+
+    /// Number of declared fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Whether no field is declared (never true of a loaded schema).
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_schema_loads_with_every_reference_field() {
+        let s = Schema::default_schema(4096).unwrap();
+        for f in [
+            "full_name",
+            "gender",
+            "date_of_birth",
+            "email",
+            "phone",
+            "mailing_address",
+            "billing_address",
+            "postal_code",
+            "ip_address",
+            "card_number",
+            "card_expiry",
+            "cardholder_name",
+        ] {
+            let def = s.field(f).unwrap_or_else(|| panic!("{f} missing"));
+            assert!(s.class(&def.class).is_some());
+            assert!(!def.purposes.is_empty());
+        }
+        assert!(s.field("passport").is_none());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_file_and_field() {
+        let text = r#"
+            version = 1
+            [classes.c]
+            retention = "10x"
+            after = "collection"
+            [fields.a]
+            class = "nope"
+            validator = "email"
+            mask = "email"
+            purposes = ["x"]
+            [fields.b]
+            class = "c"
+            validator = "weird"
+            mask = "email"
+        "#;
+        let err = Schema::parse(text, "f.toml", 4096).unwrap_err();
+        let all = err.to_string();
+        assert!(all.contains("f.toml: class c: retention"), "{all}");
+        assert!(all.contains("f.toml: field a: class \"nope\""), "{all}");
+        assert!(all.contains("f.toml: field b: unknown validator"), "{all}");
+        assert!(all.contains("f.toml: field b: missing purposes"), "{all}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file_and_line() {
+        let err = Schema::parse("version = 1\n[fields.a\n", "f.toml", 4096).unwrap_err();
+        assert!(err.problems[0].starts_with("f.toml:"), "{err}");
+        assert!(err.problems[0].contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn retention_units() {
+        assert_eq!(parse_retention_days("30d"), Some(30));
+        assert_eq!(parse_retention_days("2w"), Some(14));
+        assert_eq!(parse_retention_days("6y"), Some(2190));
+        assert_eq!(parse_retention_days("0d"), None);
+        assert_eq!(parse_retention_days("y"), None);
+        assert_eq!(parse_retention_days("5m"), None);
+        assert_eq!(parse_retention_days(""), None);
+    }
+}

@@ -1,0 +1,65 @@
+//! Key layout of the vault's records in a [`super::Store`].
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `meta/format` | | layout version (one byte) |
+//! | `key/seed` | | derivation seed wrapped by the root key |
+//! | `key/kek/` | version (u32 BE) | KEK wrapped by the root key |
+//! | `key/active-kek` | | active KEK version (u32 BE) |
+//! | `sub/` | subject id | `SubjectRecord`: wrapped DEKs, tokens, consent |
+//! | `tok/` | token | `TokenRecord`: subject, field, ciphertext |
+//! | `idx/` | blind index (32 bytes) ‖ subject id | token |
+//!
+//! Subject ids and tokens are pseudonymous references, stored as they are;
+//! values exist only as ciphertexts, index entries only as keyed hashes.
+
+/// The layout version this code writes and reads.
+pub const LAYOUT_VERSION: u8 = 1;
+/// Key of the layout version.
+pub const META_FORMAT: &[u8] = b"meta/format";
+/// Key of the wrapped derivation seed.
+pub const SEED: &[u8] = b"key/seed";
+/// Key of the active KEK version.
+pub const ACTIVE_KEK: &[u8] = b"key/active-kek";
+/// Prefix of wrapped KEKs.
+pub const KEK_PREFIX: &[u8] = b"key/kek/";
+/// Prefix of subject records.
+pub const SUBJECT_PREFIX: &[u8] = b"sub/";
+/// Prefix of token records.
+pub const TOKEN_PREFIX: &[u8] = b"tok/";
+/// Prefix of blind index entries.
+pub const INDEX_PREFIX: &[u8] = b"idx/";
+
+fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + parts.iter().map(|p| p.len()).sum::<usize>());
+    k.extend_from_slice(prefix);
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+/// Key of the wrapped KEK of `version`.
+pub fn kek(version: u32) -> Vec<u8> {
+    join(KEK_PREFIX, &[&version.to_be_bytes()])
+}
+
+/// Key of a subject's record.
+pub fn subject(subject_id: &str) -> Vec<u8> {
+    join(SUBJECT_PREFIX, &[subject_id.as_bytes()])
+}
+
+/// Key of a token's record.
+pub fn token(token: &str) -> Vec<u8> {
+    join(TOKEN_PREFIX, &[token.as_bytes()])
+}
+
+/// Prefix of every index entry of one blind index value.
+pub fn index_prefix(blind: &[u8; 32]) -> Vec<u8> {
+    join(INDEX_PREFIX, &[blind])
+}
+
+/// Key of the index entry of `blind` for `subject_id`.
+pub fn index(blind: &[u8; 32], subject_id: &str) -> Vec<u8> {
+    join(INDEX_PREFIX, &[blind, subject_id.as_bytes()])
+}
