@@ -14,4 +14,5 @@ pub mod v1 {
 }
 
 /// Encoded `FileDescriptorSet` of every `vault.v1` file, for gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vault_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/vault_descriptor.bin"));

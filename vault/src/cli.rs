@@ -8,7 +8,11 @@ use std::process::ExitCode;
 
 /// The vault daemon.
 #[derive(Debug, Parser)]
-#[command(name = "vaultd", version, about = "Privacy-compliance data vault (gRPC)")]
+#[command(
+    name = "vaultd",
+    version,
+    about = "Privacy-compliance data vault (gRPC)"
+)]
 pub struct Cli {
     /// Configuration file (TOML); also VAULT_CONFIG.
     #[arg(long, global = true, env = "VAULT_CONFIG")]
@@ -43,7 +47,11 @@ pub enum Command {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VAULT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -90,7 +98,10 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("vaultd: cannot start the runtime: {e}");
@@ -109,13 +120,22 @@ pub fn main() -> ExitCode {
                 c.init_if_missing = true;
                 let engine = crate::open_engine(&c).await?;
                 engine.store().flush()?;
-                eprintln!("vaultd: initialised {} (root key file {})", c.data_dir.display(), c.root_key_file.display());
+                eprintln!(
+                    "vaultd: initialised {} (root key file {})",
+                    c.data_dir.display(),
+                    c.root_key_file.display()
+                );
                 Ok(())
             }
             Command::Serve => {
                 let listener = tokio::net::TcpListener::bind(config.listen_addr)
                     .await
-                    .map_err(|e| crate::StartError::Serve(format!("cannot listen on {}: {e}", config.listen_addr)))?;
+                    .map_err(|e| {
+                        crate::StartError::Serve(format!(
+                            "cannot listen on {}: {e}",
+                            config.listen_addr
+                        ))
+                    })?;
                 if let Ok(addr) = listener.local_addr() {
                     // One line on stdout that scripts and tests wait for.
                     let mut out = std::io::stdout().lock();

@@ -12,6 +12,7 @@
 //! | `max_value_bytes` | `VAULT_MAX_VALUE_BYTES` | 4096 |
 //! | `max_request_bytes` | `VAULT_MAX_REQUEST_BYTES` | 1048576 |
 //! | `dek_cache_entries` | `VAULT_DEK_CACHE_ENTRIES` | 100000 |
+//! | `record_cache_entries` | `VAULT_RECORD_CACHE_ENTRIES` | 100000 (subject records, and as many token pointers) |
 //! | `store_cache_bytes` | `VAULT_STORE_CACHE_BYTES` | 268435456 (256 MiB) |
 //! | `durability` | `VAULT_DURABILITY` | `fsync` (or `flush`) |
 //! | `log_format` | `VAULT_LOG_FORMAT` | `text` (or `json`) |
@@ -47,7 +48,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_batch_items: 256, max_value_bytes: 4096, max_request_bytes: 1 << 20 }
+        Self {
+            max_batch_items: 256,
+            max_value_bytes: 4096,
+            max_request_bytes: 1 << 20,
+        }
     }
 }
 
@@ -66,6 +71,8 @@ pub struct Config {
     pub limits: Limits,
     /// Most unwrapped DEKs kept in memory.
     pub dek_cache_entries: usize,
+    /// Most decoded subject records (and token pointers) kept in memory.
+    pub record_cache_entries: usize,
     /// sled's page cache, in bytes.
     pub store_cache_bytes: u64,
     /// What an acknowledged write survives.
@@ -85,6 +92,7 @@ impl Default for Config {
             schema_file: None,
             limits: Limits::default(),
             dek_cache_entries: 100_000,
+            record_cache_entries: 100_000,
             store_cache_bytes: 256 << 20,
             durability: Durability::Fsync,
             log_format: LogFormat::Text,
@@ -112,6 +120,7 @@ struct RawConfig {
     max_value_bytes: Option<usize>,
     max_request_bytes: Option<usize>,
     dek_cache_entries: Option<usize>,
+    record_cache_entries: Option<usize>,
     store_cache_bytes: Option<u64>,
     durability: Option<String>,
     log_format: Option<String>,
@@ -131,7 +140,13 @@ pub struct Overrides {
     pub schema_file: Option<PathBuf>,
 }
 
-fn parse_into<T: std::str::FromStr>(problems: &mut Vec<String>, source: &str, key: &str, text: &str, slot: &mut T) {
+fn parse_into<T: std::str::FromStr>(
+    problems: &mut Vec<String>,
+    source: &str,
+    key: &str,
+    text: &str,
+    slot: &mut T,
+) {
     match text.trim().parse() {
         Ok(v) => *slot = v,
         Err(_) => problems.push(format!("{source}: {key}: cannot parse {text:?}")),
@@ -153,13 +168,18 @@ impl Config {
             match std::fs::read_to_string(path) {
                 Err(e) => problems.push(format!("{src}: cannot read: {e}")),
                 Ok(text) => match toml::from_str::<RawConfig>(&text) {
-                    Err(e) => problems.push(format!("{src}: {}", e.to_string().trim_end().replace('\n', "\n    "))),
+                    Err(e) => problems.push(format!(
+                        "{src}: {}",
+                        e.to_string().trim_end().replace('\n', "\n    ")
+                    )),
                     Ok(raw) => c.apply_raw(raw, &src, &mut problems),
                 },
             }
         }
         for (name, value) in env {
-            let Some(key) = name.strip_prefix("VAULT_") else { continue };
+            let Some(key) = name.strip_prefix("VAULT_") else {
+                continue;
+            };
             let src = format!("environment {name}");
             let s = &mut problems;
             match key {
@@ -167,14 +187,53 @@ impl Config {
                 "DATA_DIR" => c.data_dir = PathBuf::from(value),
                 "ROOT_KEY_FILE" => c.root_key_file = PathBuf::from(value),
                 "SCHEMA_FILE" => c.schema_file = Some(PathBuf::from(value)),
-                "MAX_BATCH_ITEMS" => parse_into(s, &src, "max_batch_items", &value, &mut c.limits.max_batch_items),
-                "MAX_VALUE_BYTES" => parse_into(s, &src, "max_value_bytes", &value, &mut c.limits.max_value_bytes),
-                "MAX_REQUEST_BYTES" => parse_into(s, &src, "max_request_bytes", &value, &mut c.limits.max_request_bytes),
-                "DEK_CACHE_ENTRIES" => parse_into(s, &src, "dek_cache_entries", &value, &mut c.dek_cache_entries),
-                "STORE_CACHE_BYTES" => parse_into(s, &src, "store_cache_bytes", &value, &mut c.store_cache_bytes),
+                "MAX_BATCH_ITEMS" => parse_into(
+                    s,
+                    &src,
+                    "max_batch_items",
+                    &value,
+                    &mut c.limits.max_batch_items,
+                ),
+                "MAX_VALUE_BYTES" => parse_into(
+                    s,
+                    &src,
+                    "max_value_bytes",
+                    &value,
+                    &mut c.limits.max_value_bytes,
+                ),
+                "MAX_REQUEST_BYTES" => parse_into(
+                    s,
+                    &src,
+                    "max_request_bytes",
+                    &value,
+                    &mut c.limits.max_request_bytes,
+                ),
+                "DEK_CACHE_ENTRIES" => parse_into(
+                    s,
+                    &src,
+                    "dek_cache_entries",
+                    &value,
+                    &mut c.dek_cache_entries,
+                ),
+                "RECORD_CACHE_ENTRIES" => parse_into(
+                    s,
+                    &src,
+                    "record_cache_entries",
+                    &value,
+                    &mut c.record_cache_entries,
+                ),
+                "STORE_CACHE_BYTES" => parse_into(
+                    s,
+                    &src,
+                    "store_cache_bytes",
+                    &value,
+                    &mut c.store_cache_bytes,
+                ),
                 "DURABILITY" => c.set_durability(&value, &src, s),
                 "LOG_FORMAT" => c.set_log_format(&value, &src, s),
-                "INIT_IF_MISSING" => parse_into(s, &src, "init_if_missing", &value, &mut c.init_if_missing),
+                "INIT_IF_MISSING" => {
+                    parse_into(s, &src, "init_if_missing", &value, &mut c.init_if_missing)
+                }
                 // VAULT_LOG is read by the log set-up, VAULT_CONFIG names the file,
                 // VAULT_ADDR is vaultctl's.
                 "LOG" | "CONFIG" | "ADDR" => {}
@@ -182,7 +241,13 @@ impl Config {
             }
         }
         if let Some(a) = &overrides.listen_addr {
-            parse_into(&mut problems, "--listen", "listen_addr", a, &mut c.listen_addr);
+            parse_into(
+                &mut problems,
+                "--listen",
+                "listen_addr",
+                a,
+                &mut c.listen_addr,
+            );
         }
         if let Some(d) = &overrides.data_dir {
             c.data_dir = d.clone();
@@ -194,7 +259,11 @@ impl Config {
             c.schema_file = Some(s.clone());
         }
         c.check(&mut problems);
-        if problems.is_empty() { Ok(c) } else { Err(ConfigError { problems }) }
+        if problems.is_empty() {
+            Ok(c)
+        } else {
+            Err(ConfigError { problems })
+        }
     }
 
     fn apply_raw(&mut self, raw: RawConfig, src: &str, problems: &mut Vec<String>) {
@@ -222,6 +291,9 @@ impl Config {
         if let Some(v) = raw.dek_cache_entries {
             self.dek_cache_entries = v;
         }
+        if let Some(v) = raw.record_cache_entries {
+            self.record_cache_entries = v;
+        }
         if let Some(v) = raw.store_cache_bytes {
             self.store_cache_bytes = v;
         }
@@ -240,7 +312,9 @@ impl Config {
         match v.trim() {
             "fsync" => self.durability = Durability::Fsync,
             "flush" => self.durability = Durability::Flush,
-            other => problems.push(format!("{src}: durability: {other:?} is not fsync or flush")),
+            other => problems.push(format!(
+                "{src}: durability: {other:?} is not fsync or flush"
+            )),
         }
     }
 
@@ -266,6 +340,9 @@ impl Config {
         if self.dek_cache_entries == 0 {
             problems.push("dek_cache_entries: must be at least 1".into());
         }
+        if self.record_cache_entries == 0 {
+            problems.push("record_cache_entries: must be at least 1".into());
+        }
         if self.store_cache_bytes < 1 << 20 {
             problems.push("store_cache_bytes: must be at least 1048576".into());
         }
@@ -277,7 +354,9 @@ impl Config {
             ));
         }
         if self.root_key_file.starts_with(&self.data_dir) {
-            problems.push("root_key_file: must not be inside data_dir (keys are kept apart from data)".into());
+            problems.push(
+                "root_key_file: must not be inside data_dir (keys are kept apart from data)".into(),
+            );
         }
     }
 }
@@ -287,7 +366,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -303,15 +385,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("v.toml");
         std::fs::write(&f, "max_batch_items = 10\ndurability = \"flush\"\n").unwrap();
-        let o = Overrides { listen_addr: Some("127.0.0.1:0".into()), ..Default::default() };
-        let c = Config::load(Some(&f), env(&[("VAULT_MAX_BATCH_ITEMS", "20"), ("HOME", "/x")]), &o).unwrap();
+        let o = Overrides {
+            listen_addr: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        };
+        let c = Config::load(
+            Some(&f),
+            env(&[("VAULT_MAX_BATCH_ITEMS", "20"), ("HOME", "/x")]),
+            &o,
+        )
+        .unwrap();
         assert_eq!(c.limits.max_batch_items, 20);
         assert_eq!(c.durability, Durability::Flush);
         assert_eq!(c.listen_addr.port(), 0);
 
         let err = Config::load(
             None,
-            env(&[("VAULT_MAX_BATCH_ITEMS", "lots"), ("VAULT_LISTEN_ADDR", "0.0.0.0:1"), ("VAULT_COLOUR", "red")]),
+            env(&[
+                ("VAULT_MAX_BATCH_ITEMS", "lots"),
+                ("VAULT_LISTEN_ADDR", "0.0.0.0:1"),
+                ("VAULT_COLOUR", "red"),
+            ]),
             &Overrides::default(),
         )
         .unwrap_err();

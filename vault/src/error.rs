@@ -20,7 +20,10 @@ pub struct Violation {
 impl Violation {
     /// A violation at `field` described by `description`.
     pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self { field: field.into(), description: description.into() }
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
     }
 }
 
@@ -80,7 +83,9 @@ impl From<Error> for Status {
                 Status::with_error_details(Code::InvalidArgument, msg, details)
             }
             Error::NotFound(what) => Status::not_found(format!("{what} not found")),
-            Error::Integrity => Status::new(Code::DataLoss, "stored data failed its integrity check"),
+            Error::Integrity => {
+                Status::new(Code::DataLoss, "stored data failed its integrity check")
+            }
             Error::Unavailable(detail) => {
                 tracing::error!(%detail, "storage unavailable");
                 Status::unavailable("storage unavailable: the request did nothing")

@@ -80,7 +80,11 @@ pub fn load_schema(config: &Config) -> Result<Schema, schema::SchemaError> {
 /// data directory if the configuration allows it.
 pub async fn open_engine(config: &Config) -> Result<Engine, StartError> {
     let schema = Arc::new(load_schema(config)?);
-    let store = Arc::new(SledStore::open(&config.data_dir, config.store_cache_bytes, config.durability)?);
+    let store = Arc::new(SledStore::open(
+        &config.data_dir,
+        config.store_cache_bytes,
+        config.durability,
+    )?);
     let initialised = keyring::is_initialised(store.as_ref())?;
     if !config.root_key_file.exists() {
         if initialised {
@@ -98,10 +102,18 @@ pub async fn open_engine(config: &Config) -> Result<Engine, StartError> {
         }
     }
     let root = rootkey::load_dev_key_file(&config.root_key_file)?;
-    tracing::warn!("the root key comes from a development key file (no Shamir unsealing or HSM yet)");
+    tracing::warn!(
+        "the root key comes from a development key file (no Shamir unsealing or HSM yet)"
+    );
     let keyring = Keyring::open(&root, store.as_ref(), config.dek_cache_entries).await?;
     drop(root);
-    Ok(Engine::new(store, keyring, schema, Arc::new(SystemClock)))
+    Ok(Engine::new(
+        store,
+        keyring,
+        schema,
+        Arc::new(SystemClock),
+        config.record_cache_entries,
+    ))
 }
 
 /// Serves the vault on `listener` until `shutdown` resolves, then finishes
@@ -112,15 +124,25 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let engine = Arc::new(open_engine(&config).await?);
-    let shared = Arc::new(api::Shared { engine: engine.clone(), limits: config.limits, started: Instant::now() });
+    let shared = Arc::new(api::Shared {
+        engine: engine.clone(),
+        limits: config.limits,
+        started: Instant::now(),
+    });
     // Tonic's hard cap sits above the vault's limit, so that requests between
     // the two get a clear INVALID_ARGUMENT from the vault itself.
     let decode_cap = config.limits.max_request_bytes + (64 << 10);
-    let tokens = TokenServiceServer::new(api::TokenApi::new(shared.clone())).max_decoding_message_size(decode_cap);
-    let system = SystemServiceServer::new(api::SystemApi::new(shared.clone())).max_decoding_message_size(decode_cap);
+    let tokens = TokenServiceServer::new(api::TokenApi::new(shared.clone()))
+        .max_decoding_message_size(decode_cap);
+    let system = SystemServiceServer::new(api::SystemApi::new(shared.clone()))
+        .max_decoding_message_size(decode_cap);
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<TokenServiceServer<api::TokenApi>>().await;
-    health_reporter.set_serving::<SystemServiceServer<api::SystemApi>>().await;
+    health_reporter
+        .set_serving::<TokenServiceServer<api::TokenApi>>()
+        .await;
+    health_reporter
+        .set_serving::<SystemServiceServer<api::SystemApi>>()
+        .await;
     let reflection = |b: tonic_reflection::server::Builder<'static>| {
         b.register_encoded_file_descriptor_set(vault_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -131,7 +153,9 @@ pub async fn run(
     let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
         .build_v1alpha()
         .map_err(|e| StartError::Serve(e.to_string()))?;
-    let addr = listener.local_addr().map_err(|e| StartError::Serve(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Serve(e.to_string()))?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tracing::info!(%addr, fields = engine.schema().len(), storage = engine.store().backend(), "vault serving");
     let served = Server::builder()

@@ -34,7 +34,11 @@ impl Violations {
     }
 
     /// Records the error of `r` at `field`, returning its value if any.
-    pub(crate) fn check<T>(&mut self, field: impl Into<String>, r: Result<T, &'static str>) -> Option<T> {
+    pub(crate) fn check<T>(
+        &mut self,
+        field: impl Into<String>,
+        r: Result<T, &'static str>,
+    ) -> Option<T> {
         match r {
             Ok(v) => Some(v),
             Err(e) => {
@@ -45,6 +49,10 @@ impl Violations {
     }
 
     pub(crate) fn finish(self) -> Result<(), Error> {
-        if self.0.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(self.0)) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(self.0))
+        }
     }
 }

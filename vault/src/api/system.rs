@@ -21,7 +21,10 @@ impl SystemApi {
 
 #[tonic::async_trait]
 impl SystemService for SystemApi {
-    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         let e = &self.shared.engine;
         Ok(Response::new(StatusResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -13,8 +13,8 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 use vault_proto::v1::token_service_server::TokenService;
 use vault_proto::v1::{
-    DetokenizeRequest, DetokenizeResponse, Disclosed, Disclosure, FieldToken, LookupRequest, LookupResponse,
-    TokenizeRequest, TokenizeResponse, UpdateRequest, UpdateResponse,
+    DetokenizeRequest, DetokenizeResponse, Disclosed, Disclosure, FieldToken, LookupRequest,
+    LookupResponse, TokenizeRequest, TokenizeResponse, UpdateRequest, UpdateResponse,
 };
 
 /// The token service.
@@ -75,7 +75,10 @@ fn log_done(rpc: &'static str, items: usize, started: Instant, r: &Result<impl S
 
 #[tonic::async_trait]
 impl TokenService for TokenApi {
-    async fn tokenize(&self, request: Request<TokenizeRequest>) -> Result<Response<TokenizeResponse>, Status> {
+    async fn tokenize(
+        &self,
+        request: Request<TokenizeRequest>,
+    ) -> Result<Response<TokenizeResponse>, Status> {
         let started = Instant::now();
         let req = request.into_inner();
         let n = req.fields.len();
@@ -87,13 +90,21 @@ impl TokenService for TokenApi {
             let schema = self.shared.engine.schema().clone();
             let mut seen = HashSet::new();
             let mut values = Vec::with_capacity(n.min(self.shared.limits.max_batch_items));
-            for (i, fv) in req.fields.iter().enumerate().take(self.shared.limits.max_batch_items) {
+            for (i, fv) in req
+                .fields
+                .iter()
+                .enumerate()
+                .take(self.shared.limits.max_batch_items)
+            {
                 if fv.field.is_empty() {
                     v.add(format!("fields[{i}].field"), "a field name is required");
                     continue;
                 }
                 let Some(def) = schema.field(&fv.field) else {
-                    v.add(format!("fields[{i}].field"), "unknown field (not declared in the schema)");
+                    v.add(
+                        format!("fields[{i}].field"),
+                        "unknown field (not declared in the schema)",
+                    );
                     continue;
                 };
                 if !seen.insert(def.name.as_str()) {
@@ -103,8 +114,12 @@ impl TokenService for TokenApi {
                 if !self.check_value(&mut v, format!("fields[{i}].value"), &fv.value) {
                     continue;
                 }
-                if let Some(value) = v.check(format!("fields[{i}].value"), def.normalize(&fv.value)) {
-                    values.push(NewValue { field: def.clone(), value });
+                if let Some(value) = v.check(format!("fields[{i}].value"), def.normalize(&fv.value))
+                {
+                    values.push(NewValue {
+                        field: def.clone(),
+                        value,
+                    });
                 }
             }
             let mut purposes = Vec::with_capacity(req.purposes.len());
@@ -114,17 +129,25 @@ impl TokenService for TokenApi {
             if req.purposes.len() > 64 {
                 v.add("purposes", "more than 64 purposes");
             }
-            let policy_version = v.check("policy_version", PolicyVersion::parse(&req.policy_version));
+            let policy_version =
+                v.check("policy_version", PolicyVersion::parse(&req.policy_version));
             v.finish()?;
             let (Some(subject), Some(policy_version)) = (subject, policy_version) else {
                 return Err(Error::Internal("validated input missing".into()));
             };
-            let tokens = self.shared.engine.tokenize(&subject, &values, &purposes, &policy_version).await?;
+            let tokens = self
+                .shared
+                .engine
+                .tokenize(&subject, &values, &purposes, &policy_version)
+                .await?;
             Ok(TokenizeResponse {
                 tokens: values
                     .iter()
                     .zip(tokens)
-                    .map(|(nv, t)| FieldToken { field: nv.field.name.clone(), token: t.as_str().to_owned() })
+                    .map(|(nv, t)| FieldToken {
+                        field: nv.field.name.clone(),
+                        token: t.as_str().to_owned(),
+                    })
                     .collect(),
             })
         }
@@ -133,7 +156,10 @@ impl TokenService for TokenApi {
         Ok(Response::new(r?))
     }
 
-    async fn detokenize(&self, request: Request<DetokenizeRequest>) -> Result<Response<DetokenizeResponse>, Status> {
+    async fn detokenize(
+        &self,
+        request: Request<DetokenizeRequest>,
+    ) -> Result<Response<DetokenizeResponse>, Status> {
         let started = Instant::now();
         let req = request.into_inner();
         let n = req.tokens.len();
@@ -143,8 +169,16 @@ impl TokenService for TokenApi {
             self.check_count(&mut v, "tokens", n);
             let _purpose = Self::purpose(&mut v, &req.purpose);
             let mut tokens = Vec::with_capacity(n.min(self.shared.limits.max_batch_items));
-            for (i, t) in req.tokens.iter().enumerate().take(self.shared.limits.max_batch_items) {
-                tokens.extend(v.check(format!("tokens[{i}]"), Token::parse(t).ok_or("malformed token")));
+            for (i, t) in req
+                .tokens
+                .iter()
+                .enumerate()
+                .take(self.shared.limits.max_batch_items)
+            {
+                tokens.extend(v.check(
+                    format!("tokens[{i}]"),
+                    Token::parse(t).ok_or("malformed token"),
+                ));
             }
             v.finish()?;
             let found = self.shared.engine.detokenize(&tokens).await?;
@@ -174,7 +208,10 @@ impl TokenService for TokenApi {
         Ok(Response::new(r?))
     }
 
-    async fn lookup(&self, request: Request<LookupRequest>) -> Result<Response<LookupResponse>, Status> {
+    async fn lookup(
+        &self,
+        request: Request<LookupRequest>,
+    ) -> Result<Response<LookupResponse>, Status> {
         let started = Instant::now();
         let req = request.into_inner();
         let r = async {
@@ -208,14 +245,19 @@ impl TokenService for TokenApi {
             };
             let tokens = self.shared.engine.lookup(&field, &value)?;
             debug_assert!(tokens.len() <= MAX_LOOKUP_RESULTS);
-            Ok(LookupResponse { tokens: tokens.into_iter().map(|t| t.as_str().to_owned()).collect() })
+            Ok(LookupResponse {
+                tokens: tokens.into_iter().map(|t| t.as_str().to_owned()).collect(),
+            })
         }
         .await;
         log_done("Lookup", 1, started, &r);
         Ok(Response::new(r?))
     }
 
-    async fn update(&self, request: Request<UpdateRequest>) -> Result<Response<UpdateResponse>, Status> {
+    async fn update(
+        &self,
+        request: Request<UpdateRequest>,
+    ) -> Result<Response<UpdateResponse>, Status> {
         let started = Instant::now();
         let req = request.into_inner();
         let r = async {
@@ -227,13 +269,22 @@ impl TokenService for TokenApi {
             }
             self.check_value(&mut v, "value".into(), &req.value);
             v.finish()?;
-            let Some(token) = token else { return Err(Error::Internal("validated input missing".into())) };
+            let Some(token) = token else {
+                return Err(Error::Internal("validated input missing".into()));
+            };
             let version = self
                 .shared
                 .engine
-                .update(&token, |field| field.normalize(&req.value).map_err(|e| Error::invalid("value", e)))
+                .update(&token, |field| {
+                    field
+                        .normalize(&req.value)
+                        .map_err(|e| Error::invalid("value", e))
+                })
                 .await?;
-            Ok(UpdateResponse { token: token.as_str().to_owned(), value_version: version })
+            Ok(UpdateResponse {
+                token: token.as_str().to_owned(),
+                value_version: version,
+            })
         }
         .await;
         log_done("Update", 1, started, &r);

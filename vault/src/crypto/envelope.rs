@@ -28,7 +28,12 @@ fn aad(header: &[u8], context: &[u8]) -> Vec<u8> {
 }
 
 /// Seals `plaintext` under `key` (of `key_version`), bound to `context`.
-pub(crate) fn seal(key: &AeadKey, key_version: u32, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+pub(crate) fn seal(
+    key: &AeadKey,
+    key_version: u32,
+    context: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
     let nonce: [u8; NONCE_LEN] = random_array()?;
     let mut out = Vec::with_capacity(plaintext.len() + OVERHEAD);
     out.push(FORMAT_V1);
@@ -36,21 +41,37 @@ pub(crate) fn seal(key: &AeadKey, key_version: u32, context: &[u8], plaintext: &
     out.extend_from_slice(&nonce);
     let ct = key
         .cipher()
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: &aad(&out[..HEADER_LEN], context) })
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad: &aad(&out[..HEADER_LEN], context),
+            },
+        )
         .map_err(|_| CryptoError::DecryptionFailed)?;
     out.extend_from_slice(&ct);
     Ok(out)
 }
 
 /// Opens an envelope sealed by [`seal`] with the same key and context.
-pub(crate) fn open(key: &AeadKey, context: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+pub(crate) fn open(
+    key: &AeadKey,
+    context: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     if sealed.len() < OVERHEAD || sealed[0] != FORMAT_V1 {
         return Err(CryptoError::DecryptionFailed);
     }
     let (header, rest) = sealed.split_at(HEADER_LEN);
     let (nonce, ct) = rest.split_at(NONCE_LEN);
     key.cipher()
-        .decrypt(GenericArray::from_slice(nonce), Payload { msg: ct, aad: &aad(header, context) })
+        .decrypt(
+            GenericArray::from_slice(nonce),
+            Payload {
+                msg: ct,
+                aad: &aad(header, context),
+            },
+        )
         .map(Zeroizing::new)
         .map_err(|_| CryptoError::DecryptionFailed)
 }
@@ -60,7 +81,9 @@ pub fn key_version(sealed: &[u8]) -> Option<u32> {
     if sealed.len() < OVERHEAD || sealed[0] != FORMAT_V1 {
         return None;
     }
-    Some(u32::from_be_bytes([sealed[1], sealed[2], sealed[3], sealed[4]]))
+    Some(u32::from_be_bytes([
+        sealed[1], sealed[2], sealed[3], sealed[4],
+    ]))
 }
 
 #[cfg(test)]
@@ -94,9 +117,18 @@ mod tests {
         let k = AeadKey::new(&[7; KEY_LEN]);
         let other = AeadKey::new(&[8; KEY_LEN]);
         let sealed = seal(&k, 1, b"subject-a/email", b"secret").unwrap();
-        assert_eq!(open(&k, b"subject-b/email", &sealed).unwrap_err(), CryptoError::DecryptionFailed);
-        assert_eq!(open(&other, b"subject-a/email", &sealed).unwrap_err(), CryptoError::DecryptionFailed);
-        assert_eq!(open(&k, b"", &sealed[..4]).unwrap_err(), CryptoError::DecryptionFailed);
+        assert_eq!(
+            open(&k, b"subject-b/email", &sealed).unwrap_err(),
+            CryptoError::DecryptionFailed
+        );
+        assert_eq!(
+            open(&other, b"subject-a/email", &sealed).unwrap_err(),
+            CryptoError::DecryptionFailed
+        );
+        assert_eq!(
+            open(&k, b"", &sealed[..4]).unwrap_err(),
+            CryptoError::DecryptionFailed
+        );
     }
 
     #[test]

@@ -58,7 +58,9 @@ pub struct Keyring {
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keyring").field("active_kek", &self.active_kek).finish_non_exhaustive()
+        f.debug_struct("Keyring")
+            .field("active_kek", &self.active_kek)
+            .finish_non_exhaustive()
     }
 }
 
@@ -70,7 +72,11 @@ pub fn is_initialised(store: &dyn Store) -> Result<bool, crate::store::StoreErro
 impl Keyring {
     /// Opens the keyring from `store` under `root`, creating KEK v1 and the
     /// seed if the store has none yet.
-    pub async fn open(root: &RootKey, store: &dyn Store, dek_cache: usize) -> Result<Self, KeyringError> {
+    pub async fn open(
+        root: &RootKey,
+        store: &dyn Store,
+        dek_cache: usize,
+    ) -> Result<Self, KeyringError> {
         if !is_initialised(store)? {
             let kek = Zeroizing::new(random_array::<KEY_LEN>()?);
             let seed = Zeroizing::new(random_array::<KEY_LEN>()?);
@@ -81,26 +87,51 @@ impl Keyring {
             b.put(keys::ACTIVE_KEK, 1u32.to_be_bytes().to_vec());
             store.commit(b).await?;
         }
-        let active = store.get(keys::ACTIVE_KEK)?.ok_or(KeyringError::Damaged("no active KEK"))?;
-        let active_kek =
-            u32::from_be_bytes(active.as_slice().try_into().map_err(|_| KeyringError::Damaged("active KEK version"))?);
+        let active = store
+            .get(keys::ACTIVE_KEK)?
+            .ok_or(KeyringError::Damaged("no active KEK"))?;
+        let active_kek = u32::from_be_bytes(
+            active
+                .as_slice()
+                .try_into()
+                .map_err(|_| KeyringError::Damaged("active KEK version"))?,
+        );
         let mut keks = BTreeMap::new();
         for (k, wrapped) in store.scan_prefix(keys::KEK_PREFIX, 100_000)? {
-            let v = k[keys::KEK_PREFIX.len()..].try_into().map_err(|_| KeyringError::Damaged("KEK key"))?;
+            let v = k[keys::KEK_PREFIX.len()..]
+                .try_into()
+                .map_err(|_| KeyringError::Damaged("KEK key"))?;
             let version = u32::from_be_bytes(v);
-            let raw = root.unwrap(&kek_context(version), &wrapped).map_err(|_| KeyringError::WrongRootKey)?;
-            let bytes: &[u8; KEY_LEN] = raw.as_slice().try_into().map_err(|_| KeyringError::Damaged("KEK length"))?;
+            let raw = root
+                .unwrap(&kek_context(version), &wrapped)
+                .map_err(|_| KeyringError::WrongRootKey)?;
+            let bytes: &[u8; KEY_LEN] = raw
+                .as_slice()
+                .try_into()
+                .map_err(|_| KeyringError::Damaged("KEK length"))?;
             keks.insert(version, KeyEncryptionKey::from_bytes(version, bytes));
         }
         if !keks.contains_key(&active_kek) {
             return Err(KeyringError::Damaged("active KEK missing"));
         }
-        let wrapped_seed = store.get(keys::SEED)?.ok_or(KeyringError::Damaged("no derivation seed"))?;
-        let raw = root.unwrap(SEED_CONTEXT, &wrapped_seed).map_err(|_| KeyringError::WrongRootKey)?;
-        let bytes: &[u8; KEY_LEN] = raw.as_slice().try_into().map_err(|_| KeyringError::Damaged("seed length"))?;
+        let wrapped_seed = store
+            .get(keys::SEED)?
+            .ok_or(KeyringError::Damaged("no derivation seed"))?;
+        let raw = root
+            .unwrap(SEED_CONTEXT, &wrapped_seed)
+            .map_err(|_| KeyringError::WrongRootKey)?;
+        let bytes: &[u8; KEY_LEN] = raw
+            .as_slice()
+            .try_into()
+            .map_err(|_| KeyringError::Damaged("seed length"))?;
         let index = IndexKey::derive(&DerivationSeed::from_bytes(bytes));
         let cap = NonZeroUsize::new(dek_cache.max(1)).unwrap_or(NonZeroUsize::MIN);
-        Ok(Self { keks, active_kek, index, deks: Mutex::new(LruCache::new(cap)) })
+        Ok(Self {
+            keks,
+            active_kek,
+            index,
+            deks: Mutex::new(LruCache::new(cap)),
+        })
     }
 
     /// The KEK version that wraps new DEKs.
@@ -115,8 +146,15 @@ impl Keyring {
 
     /// Makes a new DEK of `dek_version` for `subject_id`; returns it and its
     /// wrapped form to store.
-    pub fn new_dek(&self, subject_id: &str, dek_version: u32) -> Result<(Arc<DataKey>, Vec<u8>), CryptoError> {
-        let kek = self.keks.get(&self.active_kek).ok_or(CryptoError::DecryptionFailed)?;
+    pub fn new_dek(
+        &self,
+        subject_id: &str,
+        dek_version: u32,
+    ) -> Result<(Arc<DataKey>, Vec<u8>), CryptoError> {
+        let kek = self
+            .keks
+            .get(&self.active_kek)
+            .ok_or(CryptoError::DecryptionFailed)?;
         let raw = Zeroizing::new(random_array::<KEY_LEN>()?);
         let wrapped = kek.wrap(&dek_context(subject_id, dek_version), raw.as_ref())?;
         let dek = Arc::new(DataKey::from_bytes(dek_version, &raw));
@@ -126,16 +164,27 @@ impl Keyring {
 
     /// The DEK of `dek_version` of `subject_id`, from the cache or by
     /// unwrapping `wrapped`.
-    pub fn dek(&self, subject_id: &str, dek_version: u32, wrapped: &[u8]) -> Result<Arc<DataKey>, CryptoError> {
-        if let Ok(mut cache) = self.deks.lock() {
-            if let Some(d) = cache.get(&(subject_id.to_owned(), dek_version)) {
-                return Ok(d.clone());
-            }
+    pub fn dek(
+        &self,
+        subject_id: &str,
+        dek_version: u32,
+        wrapped: &[u8],
+    ) -> Result<Arc<DataKey>, CryptoError> {
+        if let Ok(mut cache) = self.deks.lock()
+            && let Some(d) = cache.get(&(subject_id.to_owned(), dek_version))
+        {
+            return Ok(d.clone());
         }
         let kek_version = envelope::key_version(wrapped).ok_or(CryptoError::DecryptionFailed)?;
-        let kek = self.keks.get(&kek_version).ok_or(CryptoError::DecryptionFailed)?;
+        let kek = self
+            .keks
+            .get(&kek_version)
+            .ok_or(CryptoError::DecryptionFailed)?;
         let raw = kek.unwrap(&dek_context(subject_id, dek_version), wrapped)?;
-        let bytes: &[u8; KEY_LEN] = raw.as_slice().try_into().map_err(|_| CryptoError::DecryptionFailed)?;
+        let bytes: &[u8; KEY_LEN] = raw
+            .as_slice()
+            .try_into()
+            .map_err(|_| CryptoError::DecryptionFailed)?;
         let dek = Arc::new(DataKey::from_bytes(dek_version, bytes));
         self.cache_insert(subject_id, dek_version, dek.clone());
         Ok(dek)
@@ -144,7 +193,11 @@ impl Keyring {
     /// Drops every cached DEK of `subject_id` (after erasure or re-keying).
     pub fn forget_subject(&self, subject_id: &str) {
         if let Ok(mut cache) = self.deks.lock() {
-            let stale: Vec<_> = cache.iter().filter(|((s, _), _)| s == subject_id).map(|(k, _)| k.clone()).collect();
+            let stale: Vec<_> = cache
+                .iter()
+                .filter(|((s, _), _)| s == subject_id)
+                .map(|(k, _)| k.clone())
+                .collect();
             for k in stale {
                 cache.pop(&k);
             }

@@ -44,7 +44,11 @@ impl RootKey {
     }
 
     /// Opens what [`RootKey::wrap`] sealed.
-    pub(crate) fn unwrap(&self, context: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    pub(crate) fn unwrap(
+        &self,
+        context: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         envelope::open(&self.0, context, sealed)
     }
 }
@@ -64,7 +68,10 @@ pub struct KeyEncryptionKey {
 impl KeyEncryptionKey {
     /// A KEK of `version` from raw bytes (which the caller wipes).
     pub fn from_bytes(version: u32, bytes: &[u8; KEY_LEN]) -> Self {
-        Self { version, key: AeadKey::new(bytes) }
+        Self {
+            version,
+            key: AeadKey::new(bytes),
+        }
     }
 
     /// The KEK's version, written into every DEK it wraps.
@@ -76,14 +83,20 @@ impl KeyEncryptionKey {
         envelope::seal(&self.key, self.version, context, dek)
     }
 
-    pub(crate) fn unwrap(&self, context: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    pub(crate) fn unwrap(
+        &self,
+        context: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         envelope::open(&self.key, context, sealed)
     }
 }
 
 impl fmt::Debug for KeyEncryptionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyEncryptionKey").field("version", &self.version).finish_non_exhaustive()
+        f.debug_struct("KeyEncryptionKey")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
     }
 }
 
@@ -96,7 +109,10 @@ pub struct DataKey {
 impl DataKey {
     /// A DEK of `version` from raw bytes (which the caller wipes).
     pub fn from_bytes(version: u32, bytes: &[u8; KEY_LEN]) -> Self {
-        Self { version, key: AeadKey::new(bytes) }
+        Self {
+            version,
+            key: AeadKey::new(bytes),
+        }
     }
 
     /// The DEK's version within its subject.
@@ -117,7 +133,9 @@ impl DataKey {
 
 impl fmt::Debug for DataKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DataKey").field("version", &self.version).finish_non_exhaustive()
+        f.debug_struct("DataKey")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
     }
 }
 
@@ -133,7 +151,8 @@ impl DerivationSeed {
 
     /// Derives 32 bytes for `label` and lends them to `f`; they are wiped after.
     pub fn with_derived<R>(&self, label: &[u8], f: impl FnOnce(&[u8; KEY_LEN]) -> R) -> R {
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"vault/v1/derive").extract(self.0.expose_secret());
+        let prk =
+            hkdf::Salt::new(hkdf::HKDF_SHA256, b"vault/v1/derive").extract(self.0.expose_secret());
         let mut out = Zeroizing::new([0u8; KEY_LEN]);
         let info = [label];
         // Expanding 32 bytes from SHA-256 cannot fail (the limit is 255 × 32).
@@ -160,7 +179,9 @@ pub struct IndexKey(hmac::Key);
 impl IndexKey {
     /// The index key derived from `seed`.
     pub fn derive(seed: &DerivationSeed) -> Self {
-        seed.with_derived(INDEX_KEY_LABEL, |k| Self(hmac::Key::new(hmac::HMAC_SHA256, k)))
+        seed.with_derived(INDEX_KEY_LABEL, |k| {
+            Self(hmac::Key::new(hmac::HMAC_SHA256, k))
+        })
     }
 
     /// The blind index of `value` in `field`: HMAC(index key, field ‖ 0 ‖ value).
@@ -196,7 +217,10 @@ mod tests {
             DataKey::from_bytes(1, &bytes),
             DerivationSeed::from_bytes(&bytes),
         );
-        assert!(!all.to_lowercase().contains("ab, ") && !all.contains("171"), "{all}");
+        assert!(
+            !all.to_lowercase().contains("ab, ") && !all.contains("171"),
+            "{all}"
+        );
         assert!(all.contains("version: 3"));
     }
 

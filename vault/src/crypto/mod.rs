@@ -41,6 +41,8 @@ pub enum CryptoError {
 /// Fills `N` bytes from the operating system's generator.
 pub fn random_array<const N: usize>() -> Result<[u8; N], CryptoError> {
     let mut out = [0u8; N];
-    SystemRandom::new().fill(&mut out).map_err(|_| CryptoError::Random)?;
+    SystemRandom::new()
+        .fill(&mut out)
+        .map_err(|_| CryptoError::Random)?;
     Ok(out)
 }

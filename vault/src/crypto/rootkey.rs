@@ -23,7 +23,9 @@ pub enum RootKeyError {
     #[error("root key file {0} does not exist")]
     Missing(PathBuf),
     /// Group or others may access the file.
-    #[error("root key file {path} has mode {mode:o}: it must be readable by its owner only (chmod 600)")]
+    #[error(
+        "root key file {path} has mode {mode:o}: it must be readable by its owner only (chmod 600)"
+    )]
     Permissions {
         /// The file.
         path: PathBuf,
@@ -48,7 +50,10 @@ pub enum RootKeyError {
 
 /// Writes a new random root key to `path` (which must not exist), mode 0600.
 pub fn create_dev_key_file(path: &Path) -> Result<(), RootKeyError> {
-    let io = |source| RootKeyError::Io { path: path.to_owned(), source };
+    let io = |source| RootKeyError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let key = Zeroizing::new(random_array::<KEY_LEN>().map_err(|_| RootKeyError::Random)?);
     let mut text = Zeroizing::new(String::with_capacity(80));
     text.push_str(HEADER);
@@ -73,10 +78,15 @@ pub fn create_dev_key_file(path: &Path) -> Result<(), RootKeyError> {
 
 /// Reads the root key from `path`.
 pub fn load_dev_key_file(path: &Path) -> Result<RootKey, RootKeyError> {
-    let io = |source| RootKeyError::Io { path: path.to_owned(), source };
+    let io = |source| RootKeyError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(RootKeyError::Missing(path.to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(RootKeyError::Missing(path.to_owned()));
+        }
         Err(e) => return Err(io(e)),
     };
     #[cfg(unix)]
@@ -84,12 +94,19 @@ pub fn load_dev_key_file(path: &Path) -> Result<RootKey, RootKeyError> {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(RootKeyError::Permissions { path: path.to_owned(), mode });
+            return Err(RootKeyError::Permissions {
+                path: path.to_owned(),
+                mode,
+            });
         }
     }
     let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
     let malformed = || RootKeyError::Malformed(path.to_owned());
-    let encoded = text.trim().strip_prefix(HEADER).ok_or_else(malformed)?.trim();
+    let encoded = text
+        .trim()
+        .strip_prefix(HEADER)
+        .ok_or_else(malformed)?
+        .trim();
     let bytes = Zeroizing::new(URL_SAFE_NO_PAD.decode(encoded).map_err(|_| malformed())?);
     let mut key = Zeroizing::new([0u8; KEY_LEN]);
     if bytes.len() != KEY_LEN {
@@ -109,14 +126,23 @@ mod tests {
         let path = dir.path().join("k/root.key");
         create_dev_key_file(&path).unwrap();
         assert!(load_dev_key_file(&path).is_ok());
-        assert!(matches!(create_dev_key_file(&path), Err(RootKeyError::Io { .. })), "never overwrites");
+        assert!(
+            matches!(create_dev_key_file(&path), Err(RootKeyError::Io { .. })),
+            "never overwrites"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-            assert!(matches!(load_dev_key_file(&path), Err(RootKeyError::Permissions { .. })));
+            assert!(matches!(
+                load_dev_key_file(&path),
+                Err(RootKeyError::Permissions { .. })
+            ));
         }
-        assert!(matches!(load_dev_key_file(&dir.path().join("none")), Err(RootKeyError::Missing(_))));
+        assert!(matches!(
+            load_dev_key_file(&dir.path().join("none")),
+            Err(RootKeyError::Missing(_))
+        ));
     }
 
     #[test]
@@ -125,6 +151,9 @@ mod tests {
         let path = dir.path().join("root.key");
         create_dev_key_file(&path).unwrap();
         std::fs::write(&path, "vault-dev-root-key-v1 AAAA\n").unwrap();
-        assert!(matches!(load_dev_key_file(&path), Err(RootKeyError::Malformed(_))));
+        assert!(matches!(
+            load_dev_key_file(&path),
+            Err(RootKeyError::Malformed(_))
+        ));
     }
 }

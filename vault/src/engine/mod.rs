@@ -15,14 +15,16 @@ use crate::schema::FieldDef;
 use crate::store::{Batch, Store, keys};
 use crate::tokens::Token;
 use prost::Message;
-use records::{SubjectRecord, TokenRecord, WrappedDek};
+use records::{FieldEntry, SubjectRecord, WrappedDek};
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use types::{PolicyVersion, Purpose, SubjectId};
 use zeroize::Zeroizing;
 
+/// Number of record cache shards (each behind its own mutex).
+const CACHE_SHARDS: usize = 16;
 /// Number of lock stripes serialising writes per subject.
 const LOCK_STRIPES: usize = 1024;
 /// Most tokens a look-up returns.
@@ -40,7 +42,9 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> i64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
     }
 }
 
@@ -67,8 +71,73 @@ pub enum Found {
     NotFound,
 }
 
+/// Caches of what reads need from the store: token → subject pointers (which
+/// never change while the token exists) and decoded subject records (written
+/// through under the subject's lock, dropped when a write fails). They hold
+/// ciphertexts and wrapped keys only, never a plaintext value.
+struct RecordCache {
+    pointers: Vec<std::sync::Mutex<lru::LruCache<String, Arc<str>>>>,
+    subjects: Vec<std::sync::Mutex<lru::LruCache<Arc<str>, Arc<SubjectRecord>>>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl RecordCache {
+    fn new(entries: usize) -> Self {
+        let per = std::num::NonZeroUsize::new((entries / CACHE_SHARDS).max(1))
+            .unwrap_or(std::num::NonZeroUsize::MIN);
+        Self {
+            pointers: (0..CACHE_SHARDS)
+                .map(|_| std::sync::Mutex::new(lru::LruCache::new(per)))
+                .collect(),
+            subjects: (0..CACHE_SHARDS)
+                .map(|_| std::sync::Mutex::new(lru::LruCache::new(per)))
+                .collect(),
+            hasher: Default::default(),
+        }
+    }
+
+    fn shard(&self, key: &str) -> usize {
+        usize::try_from(self.hasher.hash_one(key) % CACHE_SHARDS as u64).unwrap_or(0)
+    }
+
+    fn pointer(&self, token: &str) -> Option<Arc<str>> {
+        self.pointers[self.shard(token)]
+            .lock()
+            .ok()?
+            .get(token)
+            .cloned()
+    }
+
+    fn put_pointer(&self, token: &str, subject: Arc<str>) {
+        if let Ok(mut c) = self.pointers[self.shard(token)].lock() {
+            c.put(token.to_owned(), subject);
+        }
+    }
+
+    fn subject(&self, subject: &str) -> Option<Arc<SubjectRecord>> {
+        self.subjects[self.shard(subject)]
+            .lock()
+            .ok()?
+            .get(subject)
+            .cloned()
+    }
+
+    fn put_subject(&self, subject: &str, record: Arc<SubjectRecord>) {
+        if let Ok(mut c) = self.subjects[self.shard(subject)].lock() {
+            c.put(Arc::from(subject), record);
+        }
+    }
+
+    fn forget_subject(&self, subject: &str) {
+        if let Ok(mut c) = self.subjects[self.shard(subject)].lock() {
+            c.pop(subject);
+        }
+    }
+}
+
 /// The engine: store, keys and schema together.
 pub struct Engine {
+    cache: RecordCache,
     store: Arc<dyn Store>,
     keyring: Keyring,
     schema: Arc<crate::schema::Schema>,
@@ -79,7 +148,10 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("store", &self.store).field("keyring", &self.keyring).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("store", &self.store)
+            .field("keyring", &self.keyring)
+            .finish_non_exhaustive()
     }
 }
 
@@ -109,10 +181,50 @@ fn crypto(e: crate::crypto::CryptoError) -> Error {
 }
 
 impl Engine {
-    /// An engine over `store` with `keyring` and `schema`.
-    pub fn new(store: Arc<dyn Store>, keyring: Keyring, schema: Arc<crate::schema::Schema>, clock: Arc<dyn Clock>) -> Self {
-        let locks = (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
-        Self { store, keyring, schema, clock, locks, hasher: Default::default() }
+    /// An engine over `store` with `keyring` and `schema`, caching up to
+    /// `cache_entries` subject records and as many token pointers.
+    pub fn new(
+        store: Arc<dyn Store>,
+        keyring: Keyring,
+        schema: Arc<crate::schema::Schema>,
+        clock: Arc<dyn Clock>,
+        cache_entries: usize,
+    ) -> Self {
+        let locks = (0..LOCK_STRIPES)
+            .map(|_| tokio::sync::Mutex::new(()))
+            .collect();
+        Self {
+            cache: RecordCache::new(cache_entries),
+            store,
+            keyring,
+            schema,
+            clock,
+            locks,
+            hasher: Default::default(),
+        }
+    }
+
+    /// Commits `batch`, whose last write is `subject`'s new `record`, and
+    /// keeps the cache in step: the new record on success, none on failure
+    /// (the store may then hold either version).
+    async fn commit_subject(
+        &self,
+        subject: &str,
+        record: SubjectRecord,
+        mut batch: Batch,
+    ) -> Result<Arc<SubjectRecord>> {
+        batch.put(keys::subject(subject), record.encode_to_vec());
+        match self.store.commit(batch).await {
+            Ok(()) => {
+                let record = Arc::new(record);
+                self.cache.put_subject(subject, record.clone());
+                Ok(record)
+            }
+            Err(e) => {
+                self.cache.forget_subject(subject);
+                Err(e.into())
+            }
+        }
     }
 
     /// The loaded schema.
@@ -131,31 +243,63 @@ impl Engine {
     }
 
     fn lock_for(&self, subject_id: &str) -> &tokio::sync::Mutex<()> {
-        let mut h = self.hasher.build_hasher();
-        subject_id.hash(&mut h);
-        let i = usize::try_from(h.finish() % LOCK_STRIPES as u64).unwrap_or(0);
+        let i =
+            usize::try_from(self.hasher.hash_one(subject_id) % LOCK_STRIPES as u64).unwrap_or(0);
         &self.locks[i]
     }
 
-    fn subject_record(&self, subject_id: &str) -> Result<Option<SubjectRecord>> {
-        self.store.get(&keys::subject(subject_id))?.map(|b| decode(&b, "subject")).transpose()
+    fn subject_record(&self, subject_id: &str) -> Result<Option<Arc<SubjectRecord>>> {
+        if let Some(r) = self.cache.subject(subject_id) {
+            return Ok(Some(r));
+        }
+        let Some(bytes) = self.store.get(&keys::subject(subject_id))? else {
+            return Ok(None);
+        };
+        let record = Arc::new(decode::<SubjectRecord>(&bytes, "subject")?);
+        self.cache.put_subject(subject_id, record.clone());
+        Ok(Some(record))
     }
 
-    fn token_record(&self, token: &Token) -> Result<Option<TokenRecord>> {
-        self.store.get(&keys::token(token.as_str()))?.map(|b| decode(&b, "token")).transpose()
+    /// The subject a token points to (a pointer: check it in the subject record).
+    fn token_subject(&self, token: &Token) -> Result<Option<Arc<str>>> {
+        if let Some(s) = self.cache.pointer(token.as_str()) {
+            return Ok(Some(s));
+        }
+        let Some(sid) = self
+            .store
+            .get(&keys::token(token.as_str()))?
+            .and_then(|b| String::from_utf8(b).ok())
+        else {
+            return Ok(None);
+        };
+        let sid: Arc<str> = Arc::from(sid);
+        self.cache.put_pointer(token.as_str(), sid.clone());
+        Ok(Some(sid))
     }
 
-    fn dek_of(&self, subject_id: &str, record: &SubjectRecord, version: u32) -> Result<Arc<DataKey>> {
+    fn dek_of(
+        &self,
+        subject_id: &str,
+        record: &SubjectRecord,
+        version: u32,
+    ) -> Result<Arc<DataKey>> {
         let wrapped = record.dek(version).ok_or(Error::Integrity)?;
-        self.keyring.dek(subject_id, version, &wrapped.wrapped).map_err(crypto)
+        self.keyring
+            .dek(subject_id, version, &wrapped.wrapped)
+            .map_err(crypto)
     }
 
     fn blind(&self, field: &FieldDef, value: &str) -> [u8; 32] {
-        self.keyring.index().blind(&field.name, &field.index_form(value))
+        self.keyring
+            .index()
+            .blind(&field.name, &field.index_form(value))
     }
 
     /// Stores `values` of `subject` and returns one token per value, in order.
     /// Values of look-up fields that the subject already has keep their token.
+    ///
+    /// Writes token and index pointers first and the subject record last: the
+    /// subject record is the commit.
     pub async fn tokenize(
         &self,
         subject: &SubjectId,
@@ -168,11 +312,14 @@ impl Engine {
         let now = self.clock.now();
         let mut batch = Batch::new();
         let mut record = match self.subject_record(sid)? {
-            Some(r) => r,
+            Some(r) => SubjectRecord::clone(&r),
             None => {
                 let (_, wrapped) = self.keyring.new_dek(sid, 1).map_err(crypto)?;
                 SubjectRecord {
-                    deks: vec![WrappedDek { version: 1, wrapped }],
+                    deks: vec![WrappedDek {
+                        version: 1,
+                        wrapped,
+                    }],
                     active_dek: 1,
                     created_at: now,
                     ..Default::default()
@@ -184,20 +331,35 @@ impl Engine {
         for nv in values {
             let field = &nv.field;
             let blind = field.lookup.then(|| self.blind(field, &nv.value));
-            if let Some(blind) = &blind {
-                if let Some(existing) = self.store.get(&keys::index(blind, sid))? {
-                    let existing = String::from_utf8(existing).ok().and_then(|t| Token::parse(&t));
-                    if let Some(token) = existing {
-                        out.push(token);
-                        continue;
-                    }
+            if let Some(blind) = &blind
+                && let Some(existing) = self.store.get(&keys::index(blind, sid))?
+            {
+                let existing = String::from_utf8(existing)
+                    .ok()
+                    .and_then(|t| Token::parse(&t));
+                let live = existing.filter(|t| {
+                    record
+                        .entry(t.as_str())
+                        .is_some_and(|e| e.field == field.name && e.blind == blind.as_slice())
+                });
+                if let Some(token) = live {
+                    out.push(token);
+                    continue;
                 }
             }
             let token = Token::generate().map_err(crypto)?;
-            let ciphertext =
-                dek.seal(&field_context(sid, &field.name, token.as_str(), 1), nv.value.as_bytes()).map_err(crypto)?;
-            let rec = TokenRecord {
-                subject_id: sid.to_owned(),
+            let ciphertext = dek
+                .seal(
+                    &field_context(sid, &field.name, token.as_str(), 1),
+                    nv.value.as_bytes(),
+                )
+                .map_err(crypto)?;
+            batch.put(keys::token(token.as_str()), sid.as_bytes().to_vec());
+            if let Some(blind) = &blind {
+                batch.put(keys::index(blind, sid), token.as_str().as_bytes().to_vec());
+            }
+            record.entries.push(FieldEntry {
+                token: token.as_str().to_owned(),
                 field: field.name.clone(),
                 value_version: 1,
                 dek_version: dek.version(),
@@ -205,12 +367,7 @@ impl Engine {
                 created_at: now,
                 updated_at: now,
                 blind: blind.map(|b| b.to_vec()).unwrap_or_default(),
-            };
-            batch.put(keys::token(token.as_str()), rec.encode_to_vec());
-            if let Some(blind) = &blind {
-                batch.put(keys::index(blind, sid), token.as_str().as_bytes().to_vec());
-            }
-            record.tokens.push(token.as_str().to_owned());
+            });
             out.push(token);
         }
         if !purposes.is_empty() {
@@ -220,92 +377,146 @@ impl Engine {
             record.policy_version = policy_version.as_str().to_owned();
         }
         record.last_activity = now;
-        batch.put(keys::subject(sid), record.encode_to_vec());
-        self.store.commit(batch).await?;
+        self.commit_subject(sid, record, batch).await?;
         Ok(out)
     }
 
     /// Finds and decrypts the value behind each token, in order.
     pub async fn detokenize(&self, tokens: &[Token]) -> Result<Vec<Found>> {
-        let mut subjects: HashMap<String, SubjectRecord> = HashMap::new();
+        let mut subjects: HashMap<Arc<str>, Option<Arc<SubjectRecord>>> = HashMap::new();
         let mut out = Vec::with_capacity(tokens.len());
         for token in tokens {
-            let Some(rec) = self.token_record(token)? else {
+            let Some(sid) = self.token_subject(token)? else {
                 out.push(Found::NotFound);
                 continue;
             };
-            let Some(field) = self.schema.field(&rec.field).cloned() else {
-                // A field removed from the schema is no longer served.
-                out.push(Found::NotFound);
-                continue;
-            };
-            if !subjects.contains_key(&rec.subject_id) {
-                let Some(sr) = self.subject_record(&rec.subject_id)? else {
-                    out.push(Found::NotFound);
-                    continue;
-                };
-                subjects.insert(rec.subject_id.clone(), sr);
+            if !subjects.contains_key(&sid) {
+                let record = self.subject_record(&sid)?;
+                subjects.insert(sid.clone(), record);
             }
-            let sr = subjects.get(&rec.subject_id).ok_or(Error::Integrity)?;
-            let dek = self.dek_of(&rec.subject_id, sr, rec.dek_version)?;
+            let entry = subjects
+                .get(&sid)
+                .and_then(Option::as_ref)
+                .and_then(|r| r.entry(token.as_str()).map(|e| (r.as_ref(), e)));
+            // A field removed from the schema is no longer served.
+            let Some((record, entry, field)) =
+                entry.and_then(|(r, e)| self.schema.field(&e.field).map(|f| (r, e, f.clone())))
+            else {
+                out.push(Found::NotFound);
+                continue;
+            };
+            let dek = self.dek_of(&sid, record, entry.dek_version)?;
             let plain = dek
-                .open(&field_context(&rec.subject_id, &rec.field, token.as_str(), rec.value_version), &rec.ciphertext)
+                .open(&field_context(&sid, &entry.field, token.as_str(), entry.value_version), &entry.ciphertext)
                 .map_err(|e| {
-                    tracing::error!(field = %rec.field, "a stored value failed its integrity check");
+                    tracing::error!(field = %entry.field, "a stored value failed its integrity check");
                     crypto(e)
                 })?;
             let value = String::from_utf8(plain.to_vec()).map_err(|_| Error::Integrity)?;
-            out.push(Found::Value { field, value: Zeroizing::new(value) });
+            out.push(Found::Value {
+                field,
+                value: Zeroizing::new(value),
+            });
         }
         Ok(out)
     }
 
     /// The tokens whose value in `field` is exactly `value` (canonical form).
+    /// Each index entry is checked against its subject record.
     pub fn lookup(&self, field: &FieldDef, value: &str) -> Result<Vec<Token>> {
         let blind = self.blind(field, value);
-        let entries = self.store.scan_prefix(&keys::index_prefix(&blind), MAX_LOOKUP_RESULTS)?;
-        Ok(entries.into_iter().filter_map(|(_, t)| String::from_utf8(t).ok().and_then(|t| Token::parse(&t))).collect())
+        let mut out = Vec::new();
+        for (key, t) in self
+            .store
+            .scan_prefix(&keys::index_prefix(&blind), MAX_LOOKUP_RESULTS)?
+        {
+            let (Some(sid), Some(token)) = (keys::index_subject(&key), String::from_utf8(t).ok())
+            else {
+                continue;
+            };
+            let live = self.subject_record(sid)?.is_some_and(|r| {
+                r.entry(&token)
+                    .is_some_and(|e| e.field == field.name && e.blind == blind.as_slice())
+            });
+            if let (true, Some(token)) = (live, Token::parse(&token)) {
+                out.push(token);
+            }
+        }
+        Ok(out)
     }
 
-    /// Replaces the value behind `token` with `value` (canonical for the
-    /// token's field, which `validate` checks). Returns the new value version.
+    /// Replaces the value behind `token` with the canonical value `validate`
+    /// makes for the token's field. Returns the new value version.
     pub async fn update(
         &self,
         token: &Token,
         validate: impl FnOnce(&FieldDef) -> Result<Zeroizing<String>>,
     ) -> Result<u32> {
-        let Some(first) = self.token_record(token)? else { return Err(Error::NotFound("token")) };
-        let sid = first.subject_id.clone();
+        let Some(sid) = self.token_subject(token)? else {
+            return Err(Error::NotFound("token"));
+        };
         let _guard = self.lock_for(&sid).lock().await;
-        // Re-read under the lock: a concurrent update may have won.
-        let mut rec = self.token_record(token)?.ok_or(Error::NotFound("token"))?;
-        let field = self.schema.field(&rec.field).cloned().ok_or(Error::NotFound("token"))?;
+        let current = self.subject_record(&sid)?.ok_or(Error::NotFound("token"))?;
+        let mut record = SubjectRecord::clone(&current);
+        let field_name = record
+            .entry(token.as_str())
+            .map(|e| e.field.clone())
+            .ok_or(Error::NotFound("token"))?;
+        let field = self
+            .schema
+            .field(&field_name)
+            .cloned()
+            .ok_or(Error::NotFound("token"))?;
         let value = validate(&field)?;
-        let mut subject = self.subject_record(&sid)?.ok_or(Error::NotFound("token"))?;
-        let dek = self.dek_of(&sid, &subject, subject.active_dek)?;
+        let dek = self.dek_of(&sid, &record, record.active_dek)?;
         let now = self.clock.now();
-        let version = rec.value_version.checked_add(1).ok_or(Error::FailedPrecondition("too many corrections"))?;
         let mut batch = Batch::new();
+        let mut stale_index = None;
+        let entry = record
+            .entry_mut(token.as_str())
+            .ok_or(Error::NotFound("token"))?;
+        let version = entry
+            .value_version
+            .checked_add(1)
+            .ok_or(Error::FailedPrecondition("too many corrections"))?;
         if field.lookup {
-            if let Ok(old) = <[u8; 32]>::try_from(rec.blind.as_slice()) {
+            let blind = self.blind(&field, &value);
+            if entry.blind != blind.as_slice()
+                && let Ok(old) = <[u8; 32]>::try_from(entry.blind.as_slice())
+            {
                 let old_key = keys::index(&old, &sid);
+                // Another token of the subject may have taken the entry over.
                 if self.store.get(&old_key)?.as_deref() == Some(token.as_str().as_bytes()) {
-                    batch.delete(old_key);
+                    stale_index = Some(old_key);
                 }
             }
-            let blind = self.blind(&field, &value);
-            batch.put(keys::index(&blind, &sid), token.as_str().as_bytes().to_vec());
-            rec.blind = blind.to_vec();
+            batch.put(
+                keys::index(&blind, &sid),
+                token.as_str().as_bytes().to_vec(),
+            );
+            entry.blind = blind.to_vec();
         }
-        rec.ciphertext =
-            dek.seal(&field_context(&sid, &field.name, token.as_str(), version), value.as_bytes()).map_err(crypto)?;
-        rec.value_version = version;
-        rec.dek_version = dek.version();
-        rec.updated_at = now;
-        batch.put(keys::token(token.as_str()), rec.encode_to_vec());
-        subject.last_activity = now;
-        batch.put(keys::subject(&sid), subject.encode_to_vec());
-        self.store.commit(batch).await?;
+        entry.ciphertext = dek
+            .seal(
+                &field_context(&sid, &field.name, token.as_str(), version),
+                value.as_bytes(),
+            )
+            .map_err(crypto)?;
+        entry.value_version = version;
+        entry.dek_version = dek.version();
+        entry.updated_at = now;
+        record.last_activity = now;
+        self.commit_subject(&sid, record, batch).await?;
+        // The old index entry goes after the commit: until then it still
+        // points at the committed old value. It is only a hint (every read
+        // checks it), so a failure here is logged, not returned.
+        if let Some(k) = stale_index {
+            let mut cleanup = Batch::new();
+            cleanup.delete(k);
+            if let Err(e) = self.store.commit(cleanup).await {
+                tracing::warn!(error = %e, "could not remove a stale index entry");
+            }
+        }
         Ok(version)
     }
 }

@@ -12,7 +12,9 @@ pub struct WrappedDek {
     pub wrapped: Vec<u8>,
 }
 
-/// A subject: its keys, tokens and consent.
+/// A subject: its keys, every encrypted value, and consent. One record, so
+/// that writing it commits a request atomically and deleting it shreds the
+/// subject.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct SubjectRecord {
     /// Every DEK the subject has had, still needed to read its values.
@@ -21,9 +23,9 @@ pub struct SubjectRecord {
     /// The DEK version that encrypts new values.
     #[prost(uint32, tag = "2")]
     pub active_dek: u32,
-    /// Every token of the subject.
-    #[prost(string, repeated, tag = "3")]
-    pub tokens: Vec<String>,
+    /// Every stored value of the subject, one per token.
+    #[prost(message, repeated, tag = "3")]
+    pub entries: Vec<FieldEntry>,
     /// Purposes the subject consented to.
     #[prost(string, repeated, tag = "4")]
     pub purposes: Vec<String>,
@@ -43,14 +45,24 @@ impl SubjectRecord {
     pub fn dek(&self, version: u32) -> Option<&WrappedDek> {
         self.deks.iter().find(|d| d.version == version)
     }
+
+    /// The entry of `token`.
+    pub fn entry(&self, token: &str) -> Option<&FieldEntry> {
+        self.entries.iter().find(|e| e.token == token)
+    }
+
+    /// The entry of `token`, to change.
+    pub fn entry_mut(&mut self, token: &str) -> Option<&mut FieldEntry> {
+        self.entries.iter_mut().find(|e| e.token == token)
+    }
 }
 
 /// One stored value behind a token.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct TokenRecord {
-    /// The subject the value belongs to.
+pub struct FieldEntry {
+    /// The token that refers to this value.
     #[prost(string, tag = "1")]
-    pub subject_id: String,
+    pub token: String,
     /// The field name.
     #[prost(string, tag = "2")]
     pub field: String,

@@ -19,7 +19,10 @@ impl SubjectId {
         if text.len() > MAX_SUBJECT_ID {
             return Err("subject_id is longer than 128 characters");
         }
-        if !text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')) {
+        if !text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        {
             return Err("subject_id may contain only letters, digits and . _ : -");
         }
         Ok(Self(text.to_owned()))
@@ -38,7 +41,11 @@ pub struct Purpose(String);
 impl Purpose {
     /// Parses a purpose, or says what is wrong with it.
     pub fn parse(text: &str) -> Result<Self, &'static str> {
-        if text.is_empty() || text.len() > 64 || !text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        if text.is_empty()
+            || text.len() > 64
+            || !text
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         {
             return Err("purpose must be 1 to 64 characters of a-z, 0-9 and _");
         }

@@ -54,11 +54,19 @@ impl Mask {
                 if n < 8 {
                     out.push_str("****");
                 } else {
-                    out.extend(value.chars().enumerate().map(|(i, c)| if i + 4 >= n { c } else { '*' }));
+                    out.extend(
+                        value
+                            .chars()
+                            .enumerate()
+                            .map(|(i, c)| if i + 4 >= n { c } else { '*' }),
+                    );
                 }
             }
             Self::Initials => {
-                let words: Vec<char> = value.split_whitespace().filter_map(|w| w.chars().next()).collect();
+                let words: Vec<char> = value
+                    .split_whitespace()
+                    .filter_map(|w| w.chars().next())
+                    .collect();
                 for (i, c) in words.iter().enumerate() {
                     if i > 0 {
                         out.push(' ');
@@ -98,7 +106,10 @@ mod tests {
 
     #[test]
     fn masks() {
-        assert_eq!(*Mask::Email.apply("ann.lee@example.com"), "a***@example.com");
+        assert_eq!(
+            *Mask::Email.apply("ann.lee@example.com"),
+            "a***@example.com"
+        );
         assert_eq!(*Mask::Last4.apply("4111111111110123"), "************0123");
         assert_eq!(*Mask::Last4.apply("+14155550123"), "********0123");
         assert_eq!(*Mask::Last4.apply("123"), "****");
@@ -106,7 +117,10 @@ mod tests {
         assert_eq!(*Mask::Year.apply("1984-06-01"), "1984-**-**");
         assert_eq!(*Mask::Prefix2.apply("SW1A 1AA"), "SW***");
         assert_eq!(*Mask::IpNetwork.apply("192.0.2.77"), "192.0.2.*");
-        assert_eq!(*Mask::IpNetwork.apply("2001:db8:85a3::8a2e:370:7334"), "2001:db8:85a3:0:*");
+        assert_eq!(
+            *Mask::IpNetwork.apply("2001:db8:85a3::8a2e:370:7334"),
+            "2001:db8:85a3:0:*"
+        );
         assert_eq!(*Mask::Redact.apply("anything at all"), "****");
     }
 }

@@ -161,7 +161,9 @@ struct RawField {
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         && name.as_bytes()[0].is_ascii_lowercase()
 }
 
@@ -192,11 +194,17 @@ impl Schema {
     /// Parses schema text; `label` names the file in error messages.
     pub fn parse(text: &str, label: &str, max_value_bytes: usize) -> Result<Self, SchemaError> {
         let raw: RawSchema = toml::from_str(text).map_err(|e| SchemaError {
-            problems: vec![format!("{label}: {}", e.to_string().trim_end().replace('\n', "\n    "))],
+            problems: vec![format!(
+                "{label}: {}",
+                e.to_string().trim_end().replace('\n', "\n    ")
+            )],
         })?;
         let mut problems = Vec::new();
         if raw.version != 1 {
-            problems.push(format!("{label}: version {} is not supported (expected 1)", raw.version));
+            problems.push(format!(
+                "{label}: version {} is not supported (expected 1)",
+                raw.version
+            ));
         }
         let mut classes = BTreeMap::new();
         for (name, c) in raw.classes {
@@ -212,7 +220,9 @@ impl Schema {
                 Some(r) => {
                     let d = parse_retention_days(r);
                     if d.is_none() {
-                        bad(format!("retention {r:?} is not a number followed by d, w or y"));
+                        bad(format!(
+                            "retention {r:?} is not a number followed by d, w or y"
+                        ));
                     }
                     d
                 }
@@ -223,7 +233,11 @@ impl Schema {
             if let (Some(days), Some(after)) = (days, c.after) {
                 classes.insert(
                     name.clone(),
-                    ClassDef { name, description: c.description, retention: Retention { days, after } },
+                    ClassDef {
+                        name,
+                        description: c.description,
+                        retention: Retention { days, after },
+                    },
                 );
             }
         }
@@ -236,7 +250,9 @@ impl Schema {
             }
             match f.class.as_deref() {
                 None => bad("missing class".into()),
-                Some(c) if !classes.contains_key(c) => bad(format!("class {c:?} is not declared (or is invalid)")),
+                Some(c) if !classes.contains_key(c) => {
+                    bad(format!("class {c:?} is not declared (or is invalid)"))
+                }
                 Some(_) => {}
             }
             let validator = match f.validator.as_deref() {
@@ -271,7 +287,9 @@ impl Schema {
                     0
                 }
                 (_, Some(n)) if n > max_value_bytes => {
-                    bad(format!("max_len {n} is above the vault's value limit of {max_value_bytes} bytes"));
+                    bad(format!(
+                        "max_len {n} is above the vault's value limit of {max_value_bytes} bytes"
+                    ));
                     0
                 }
                 (_, Some(n)) => n,
@@ -290,34 +308,44 @@ impl Schema {
             }
             for p in &purposes {
                 if !valid_name(p) {
-                    bad(format!("purpose {p:?} must be lower-case letters, digits and _"));
+                    bad(format!(
+                        "purpose {p:?} must be lower-case letters, digits and _"
+                    ));
                 }
             }
-            if problems.len() == before {
-                if let (Some(class), Some(validator), Some(mask)) = (f.class, validator, mask) {
-                    let def = FieldDef {
-                        name: name.clone(),
-                        class,
-                        validator,
-                        max_len,
-                        mask,
-                        lookup: f.lookup,
-                        purposes,
-                        source: f.source,
-                    };
-                    fields.insert(name, Arc::new(def));
-                }
+            if problems.len() == before
+                && let (Some(class), Some(validator), Some(mask)) = (f.class, validator, mask)
+            {
+                let def = FieldDef {
+                    name: name.clone(),
+                    class,
+                    validator,
+                    max_len,
+                    mask,
+                    lookup: f.lookup,
+                    purposes,
+                    source: f.source,
+                };
+                fields.insert(name, Arc::new(def));
             }
         }
         if fields.is_empty() && problems.is_empty() {
             problems.push(format!("{label}: no fields declared"));
         }
-        if problems.is_empty() { Ok(Self { fields, classes }) } else { Err(SchemaError { problems }) }
+        if problems.is_empty() {
+            Ok(Self { fields, classes })
+        } else {
+            Err(SchemaError { problems })
+        }
     }
 
     /// The built-in default schema.
     pub fn default_schema(max_value_bytes: usize) -> Result<Self, SchemaError> {
-        Self::parse(DEFAULT_FIELDS_TOML, "<built-in policies/fields.toml>", max_value_bytes)
+        Self::parse(
+            DEFAULT_FIELDS_TOML,
+            "<built-in policies/fields.toml>",
+            max_value_bytes,
+        )
     }
 
     /// The field called `name`, if declared.

@@ -6,9 +6,16 @@
 //! | `key/seed` | | derivation seed wrapped by the root key |
 //! | `key/kek/` | version (u32 BE) | KEK wrapped by the root key |
 //! | `key/active-kek` | | active KEK version (u32 BE) |
-//! | `sub/` | subject id | `SubjectRecord`: wrapped DEKs, tokens, consent |
-//! | `tok/` | token | `TokenRecord`: subject, field, ciphertext |
-//! | `idx/` | blind index (32 bytes) ‖ subject id | token |
+//! | `sub/` | subject id | `SubjectRecord`: wrapped DEKs, every encrypted value, consent |
+//! | `tok/` | token | subject id (a pointer) |
+//! | `idx/` | blind index (32 bytes) ‖ subject id | token (a pointer) |
+//!
+//! The subject record is the truth: one key holds a subject's DEKs and all
+//! its ciphertexts, so writing it is the single atomic commit of a request,
+//! and deleting it shreds the subject at once. Token and index entries are
+//! pointers written before it; a reader follows them and then checks the
+//! subject record, so a pointer left by a request that never committed (a
+//! crash between the two writes) leads nowhere.
 //!
 //! Subject ids and tokens are pseudonymous references, stored as they are;
 //! values exist only as ciphertexts, index entries only as keyed hashes.
@@ -25,10 +32,12 @@ pub const ACTIVE_KEK: &[u8] = b"key/active-kek";
 pub const KEK_PREFIX: &[u8] = b"key/kek/";
 /// Prefix of subject records.
 pub const SUBJECT_PREFIX: &[u8] = b"sub/";
-/// Prefix of token records.
+/// Prefix of token pointers.
 pub const TOKEN_PREFIX: &[u8] = b"tok/";
 /// Prefix of blind index entries.
 pub const INDEX_PREFIX: &[u8] = b"idx/";
+/// Length of a blind index value.
+pub const BLIND_LEN: usize = 32;
 
 fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(prefix.len() + parts.iter().map(|p| p.len()).sum::<usize>());
@@ -49,17 +58,22 @@ pub fn subject(subject_id: &str) -> Vec<u8> {
     join(SUBJECT_PREFIX, &[subject_id.as_bytes()])
 }
 
-/// Key of a token's record.
+/// Key of a token's pointer to its subject.
 pub fn token(token: &str) -> Vec<u8> {
     join(TOKEN_PREFIX, &[token.as_bytes()])
 }
 
 /// Prefix of every index entry of one blind index value.
-pub fn index_prefix(blind: &[u8; 32]) -> Vec<u8> {
+pub fn index_prefix(blind: &[u8; BLIND_LEN]) -> Vec<u8> {
     join(INDEX_PREFIX, &[blind])
 }
 
 /// Key of the index entry of `blind` for `subject_id`.
-pub fn index(blind: &[u8; 32], subject_id: &str) -> Vec<u8> {
+pub fn index(blind: &[u8; BLIND_LEN], subject_id: &str) -> Vec<u8> {
     join(INDEX_PREFIX, &[blind, subject_id.as_bytes()])
+}
+
+/// The subject id at the end of an index key.
+pub fn index_subject(key: &[u8]) -> Option<&str> {
+    std::str::from_utf8(key.get(INDEX_PREFIX.len() + BLIND_LEN..)?).ok()
 }

@@ -1,10 +1,15 @@
 //! Storage: the [`Store`] trait, and its embedded implementation on sled.
 //!
-//! A store is an ordered key-value map with atomic, durable batches. The
-//! engine lays its records out in it by key prefix (see [`keys`]). A
-//! [`Store::commit`] returns only once its batch is on disk; concurrent commits
-//! share one flush (group commit), so durable writes cost a fraction of an
-//! fsync each.
+//! A store is an ordered key-value map. A [`Store::commit`] applies a batch's
+//! operations in order, each one atomic, and returns only once all of them
+//! are on disk; concurrent commits share one flush (group commit), so durable
+//! writes cost a fraction of an fsync each.
+//!
+//! A batch as a whole is not promised to be atomic (sled's atomic batches
+//! serialise the whole process). The engine does not need it: its layout (see
+//! [`keys`]) makes the *last* operation of every batch the one write that
+//! commits the request, and every read checks the other entries against it.
+//! A backend with real transactions (PostgreSQL) may apply a batch atomically.
 
 pub mod keys;
 pub mod sled;
@@ -21,7 +26,7 @@ pub enum Op {
     Delete(Vec<u8>),
 }
 
-/// Changes applied together, all or nothing.
+/// Changes applied in order; the last one is the request's commit point.
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
     ops: Vec<Op>,
@@ -72,19 +77,23 @@ impl From<StoreError> for crate::error::Error {
     }
 }
 
+/// Key-value pairs read from a store.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A boxed future, so that [`Store`] stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// An ordered key-value store with atomic, durable batches.
+/// An ordered key-value store with ordered, durable batches of atomic operations.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The value at `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Up to `limit` entries whose keys start with `prefix`, in key order.
-    fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Entries, StoreError>;
 
-    /// Applies `batch` atomically and resolves once it is durable. On error
-    /// nothing of the batch is visible.
+    /// Applies `batch`'s operations in order, each atomically, and resolves
+    /// once all are durable. On error a prefix of the batch may have been
+    /// applied; the engine's layout makes such a prefix invisible.
     fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Makes everything committed so far durable, blocking (for shutdown).

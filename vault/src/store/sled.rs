@@ -1,13 +1,15 @@
 //! The embedded store on sled, with group commit.
 //!
-//! Each commit applies its batch atomically (a sled batch) and then waits for
+//! Each commit applies its operations in order, each one atomic (sled's
+//! `apply_batch` and transactions take a process-wide write lock that stalls
+//! every other reader and writer, so they are not used), and then waits for
 //! a flusher thread. The flusher takes every waiting commit at once, makes the
 //! log durable once, and answers them all: concurrent requests share one
 //! flush. With [`Durability::Fsync`] (the default) the flusher follows sled's
 //! flush (which uses `sync_file_range`) with an `fsync` of sled's data file,
 //! so an acknowledged write survives power loss, not only a killed process.
 
-use super::{Batch, BoxFuture, Op, Store, StoreError};
+use super::{Batch, BoxFuture, Op, Store, StoreError, keys};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
@@ -28,7 +30,8 @@ type Waiter = oneshot::Sender<Result<(), String>>;
 /// sled-backed [`Store`].
 pub struct SledStore {
     db: sled::Db,
-    tree: sled::Tree,
+    /// One sled tree per key family (see [`SledStore::tree_for`]).
+    trees: [sled::Tree; 4],
     dir: PathBuf,
     flush_tx: Mutex<Option<mpsc::Sender<Waiter>>>,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -36,7 +39,9 @@ pub struct SledStore {
 
 impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SledStore").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("SledStore")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -48,7 +53,16 @@ impl SledStore {
     /// Opens (creating if needed) the store in `dir`, with a page cache of
     /// `cache_bytes`.
     pub fn open(dir: &Path, cache_bytes: u64, durability: Durability) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(backend)?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(backend)?;
+            // The data is encrypted, but its shape (how many subjects, when)
+            // is nobody else's business either.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(backend)?;
+            }
+        }
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
@@ -57,7 +71,14 @@ impl SledStore {
             .flush_every_ms(Some(1000))
             .open()
             .map_err(backend)?;
-        let tree = db.open_tree("vault").map_err(backend)?;
+        // Separate trees keep small pointer entries out of the leaves that hold
+        // kilobyte subject records: sled copies a leaf on every write.
+        let trees = [
+            db.open_tree("meta").map_err(backend)?,
+            db.open_tree("subjects").map_err(backend)?,
+            db.open_tree("tokens").map_err(backend)?,
+            db.open_tree("index").map_err(backend)?,
+        ];
         let data_file = match durability {
             Durability::Fsync => Some(File::open(dir.join("db")).map_err(backend)?),
             Durability::Flush => None,
@@ -70,11 +91,25 @@ impl SledStore {
             .map_err(backend)?;
         Ok(Self {
             db,
-            tree,
+            trees,
             dir: dir.to_owned(),
             flush_tx: Mutex::new(Some(tx)),
             flusher: Mutex::new(Some(flusher)),
         })
+    }
+
+    /// The tree that holds keys starting like `key`.
+    fn tree_for(&self, key: &[u8]) -> &sled::Tree {
+        let i = if key.starts_with(keys::SUBJECT_PREFIX) {
+            1
+        } else if key.starts_with(keys::TOKEN_PREFIX) {
+            2
+        } else if key.starts_with(keys::INDEX_PREFIX) {
+            3
+        } else {
+            0
+        };
+        &self.trees[i]
     }
 
     /// Stops the flusher after a last flush. Commits after this fail `Closed`.
@@ -95,10 +130,11 @@ fn group_commit(db: sled::Db, data_file: Option<File>, rx: mpsc::Receiver<Waiter
     while let Ok(first) = rx.recv() {
         let mut waiters = vec![first];
         waiters.extend(rx.try_iter());
-        let result = db
-            .flush()
-            .map_err(|e| e.to_string())
-            .and_then(|_| data_file.as_ref().map_or(Ok(()), |f| f.sync_data().map_err(|e| e.to_string())));
+        let result = db.flush().map_err(|e| e.to_string()).and_then(|_| {
+            data_file
+                .as_ref()
+                .map_or(Ok(()), |f| f.sync_data().map_err(|e| e.to_string()))
+        });
         for w in waiters {
             let _ = w.send(result.clone());
         }
@@ -107,11 +143,15 @@ fn group_commit(db: sled::Db, data_file: Option<File>, rx: mpsc::Receiver<Waiter
 
 impl Store for SledStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.tree.get(key).map_err(backend)?.map(|v| v.to_vec()))
+        Ok(self
+            .tree_for(key)
+            .get(key)
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
     }
 
-    fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        self.tree
+    fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<super::Entries, StoreError> {
+        self.tree_for(prefix)
             .scan_prefix(prefix)
             .take(limit)
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend))
@@ -120,15 +160,19 @@ impl Store for SledStore {
 
     fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            let tx = self.flush_tx.lock().ok().and_then(|t| t.clone()).ok_or(StoreError::Closed)?;
-            let mut b = sled::Batch::default();
+            let tx = self
+                .flush_tx
+                .lock()
+                .ok()
+                .and_then(|t| t.clone())
+                .ok_or(StoreError::Closed)?;
             for op in batch.ops {
                 match op {
-                    Op::Put(k, v) => b.insert(k, v),
-                    Op::Delete(k) => b.remove(k),
+                    Op::Put(k, v) => self.tree_for(&k).insert(k, v).map(drop),
+                    Op::Delete(k) => self.tree_for(&k).remove(k).map(drop),
                 }
+                .map_err(backend)?;
             }
-            self.tree.apply_batch(b).map_err(backend)?;
             let (done, wait) = oneshot::channel();
             tx.send(done).map_err(|_| StoreError::Closed)?;
             match wait.await {
@@ -158,7 +202,7 @@ mod tests {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn commits_are_visible_atomic_and_survive_reopen() {
+    async fn commits_are_visible_in_order_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = SledStore::open(dir.path(), 1 << 20, Durability::Fsync).unwrap();
@@ -181,7 +225,10 @@ mod tests {
                 t.await.unwrap().unwrap();
             }
             s.close().unwrap();
-            assert!(matches!(s.commit(Batch::new()).await, Err(StoreError::Closed)));
+            assert!(matches!(
+                s.commit(Batch::new()).await,
+                Err(StoreError::Closed)
+            ));
         }
         let s = SledStore::open(dir.path(), 1 << 20, Durability::Fsync).unwrap();
         assert_eq!(s.get(b"a/1").unwrap(), None);

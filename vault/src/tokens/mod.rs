@@ -31,7 +31,9 @@ impl Token {
     pub fn parse(text: &str) -> Option<Self> {
         let body = text.strip_prefix(PREFIX)?;
         let ok = body.len() == BODY_LEN
-            && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && body
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             && URL_SAFE_NO_PAD.decode(body).is_ok_and(|b| b.len() == 16);
         ok.then(|| Self(text.to_owned()))
     }
@@ -64,7 +66,14 @@ mod tests {
 
     #[test]
     fn malformed_tokens_are_refused() {
-        for bad in ["", "tok_", "tok_short", "TOK_AAAAAAAAAAAAAAAAAAAAAA", "tok_AAAAAAAAAAAAAAAAAAAA+A", "tok_AAAAAAAAAAAAAAAAAAAAAAA"] {
+        for bad in [
+            "",
+            "tok_",
+            "tok_short",
+            "TOK_AAAAAAAAAAAAAAAAAAAAAA",
+            "tok_AAAAAAAAAAAAAAAAAAAA+A",
+            "tok_AAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
             assert!(Token::parse(bad).is_none(), "{bad}");
         }
     }

@@ -1,0 +1,355 @@
+//! `vaultctl bench`: drives a running vault with C concurrent requests over
+//! several connections for D seconds per workload, and reports RPC/s,
+//! fields/s and p50/p99/p999 latency, with the ratio to the baseline
+//! (`grpc.health.v1` Check).
+//!
+//! Workloads: `health` (baseline), `tokenize` (a six-field traveller record
+//! of unique values, a new subject each time), `detokenize` (six tokens of one
+//! record stored by the tokenize run, or by a short seeding phase).
+
+use crate::cli::{Failure, print_table};
+use crate::proto::{FieldValue, TokenizeRequest};
+use crate::{ClientError, VaultClient, endpoint_uri};
+use hdrhistogram::Histogram;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tonic::transport::Endpoint;
+
+/// Options of `vaultctl bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Concurrent requests in flight.
+    #[arg(short = 'c', long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// TCP connections the requests are spread over.
+    #[arg(long, default_value_t = 8)]
+    pub connections: usize,
+    /// Seconds per workload.
+    #[arg(short = 'd', long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of warm-up before each measured workload.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Workloads to run, in order (health is the baseline).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "health,tokenize,detokenize"
+    )]
+    pub workloads: Vec<Workload>,
+    /// Purpose stated on reveals.
+    #[arg(long, default_value = "customer_support")]
+    pub purpose: String,
+}
+
+/// A bench workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// `grpc.health.v1` Check: the baseline.
+    Health,
+    /// Tokenize of a six-field traveller record.
+    Tokenize,
+    /// Detokenize of six tokens.
+    Detokenize,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Health => "health",
+            Self::Tokenize => "tokenize",
+            Self::Detokenize => "detokenize",
+        }
+    }
+
+    fn fields_per_request(self) -> u64 {
+        match self {
+            Self::Health => 0,
+            Self::Tokenize | Self::Detokenize => 6,
+        }
+    }
+}
+
+/// The result of one workload.
+#[derive(Debug, Clone)]
+pub struct BenchResult {
+    /// Which workload.
+    pub workload: Workload,
+    /// Requests that succeeded.
+    pub ok: u64,
+    /// Requests that failed.
+    pub errors: u64,
+    /// Measured seconds.
+    pub seconds: f64,
+    /// Latency of successful requests, microseconds.
+    pub latency: Histogram<u64>,
+}
+
+impl BenchResult {
+    fn rps(&self) -> f64 {
+        self.ok as f64 / self.seconds
+    }
+}
+
+/// A six-field traveller record with values unique to (`run`, `n`).
+pub fn traveller(run: u64, n: u64) -> TokenizeRequest {
+    let f = |field: &str, value: String| FieldValue {
+        field: field.to_owned(),
+        value,
+    };
+    TokenizeRequest {
+        subject_id: format!("bench-{run}-{n}"),
+        fields: vec![
+            f("full_name", format!("Bench Traveller {}", letters(n))),
+            f("email", format!("bench.{run}.{n}@example.com")),
+            f(
+                "phone",
+                format!(
+                    "+1{:010}",
+                    2_000_000_000 + (run % 1000) * 1_000_000 + n % 1_000_000
+                ),
+            ),
+            f(
+                "date_of_birth",
+                format!("19{:02}-{:02}-{:02}", 40 + n % 60, 1 + n % 12, 1 + n % 28),
+            ),
+            f("gender", ["M", "F", "X", "U"][(n % 4) as usize].to_owned()),
+            f("billing_address", format!("{} Main Street, Springfield", n)),
+        ],
+        purposes: vec!["booking".into()],
+        policy_version: "bench".into(),
+    }
+}
+
+/// `n` spelled in letters (names may not contain digits).
+fn letters(mut n: u64) -> String {
+    let mut s = String::new();
+    loop {
+        s.push(char::from(b'a' + (n % 26) as u8));
+        n /= 26;
+        if n == 0 {
+            return s;
+        }
+    }
+}
+
+async fn connect_all(addr: &str, n: usize) -> Result<Vec<VaultClient>, ClientError> {
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        let ch = Endpoint::from_shared(endpoint_uri(addr))
+            .map_err(ClientError::from)?
+            .tcp_nodelay(true)
+            .connect()
+            .await?;
+        clients.push(VaultClient::from_channel(ch));
+    }
+    Ok(clients)
+}
+
+/// Runs one workload with `concurrency` tasks for `duration` after `warmup`.
+pub async fn run_workload(
+    clients: &[VaultClient],
+    workload: Workload,
+    args: &BenchArgs,
+    pool: Arc<Vec<Vec<String>>>,
+    run_id: u64,
+) -> BenchResult {
+    let counter = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(args.warmup);
+    let end = measure_from + Duration::from_secs_f64(args.duration);
+    let mut tasks = Vec::with_capacity(args.concurrency);
+    for i in 0..args.concurrency.max(1) {
+        let mut client = clients[i % clients.len()].clone();
+        let counter = counter.clone();
+        let pool = pool.clone();
+        let purpose = args.purpose.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = new_histogram();
+            let (mut ok, mut errors) = (0u64, 0u64);
+            loop {
+                let t0 = Instant::now();
+                if t0 >= end {
+                    break;
+                }
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let r = match workload {
+                    Workload::Health => client.health("").await.map(|_| ()),
+                    Workload::Tokenize => client
+                        .tokenize_request(traveller(run_id, n))
+                        .await
+                        .map(|_| ()),
+                    Workload::Detokenize => {
+                        let tokens = &pool[(n as usize) % pool.len().max(1)];
+                        client.detokenize(tokens, &purpose).await.map(|_| ())
+                    }
+                };
+                let t1 = Instant::now();
+                if t0 >= measure_from && t1 <= end {
+                    match r {
+                        Ok(()) => {
+                            ok += 1;
+                            let micros = u64::try_from(t1.duration_since(t0).as_micros())
+                                .unwrap_or(u64::MAX);
+                            hist.saturating_record(micros);
+                        }
+                        Err(_) => errors += 1,
+                    }
+                }
+            }
+            (ok, errors, hist)
+        }));
+    }
+    let mut total = new_histogram();
+    let (mut ok, mut errors) = (0, 0);
+    for t in tasks {
+        if let Ok((o, e, h)) = t.await {
+            ok += o;
+            errors += e;
+            let _ = total.add(h);
+        }
+    }
+    BenchResult {
+        workload,
+        ok,
+        errors,
+        seconds: args.duration,
+        latency: total,
+    }
+}
+
+/// A histogram of 1 µs to 60 s at 3 significant digits.
+#[allow(clippy::expect_used)] // constant, valid bounds: this cannot fail
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Stores `n` records for the detokenize workload, `concurrency` at a time;
+/// returns their tokens.
+async fn seed_pool(
+    clients: &[VaultClient],
+    concurrency: usize,
+    run_id: u64,
+    n: u64,
+) -> Result<Vec<Vec<String>>, ClientError> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..concurrency.max(1) {
+        let mut client = clients[i % clients.len()].clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= n {
+                    return Ok::<_, ClientError>(mine);
+                }
+                let resp = client
+                    .tokenize_request(traveller(run_id, u64::MAX / 2 + k))
+                    .await?;
+                mine.push(resp.tokens.into_iter().map(|t| t.token).collect());
+            }
+        }));
+    }
+    let mut pool = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    for t in tasks {
+        match t.await {
+            Ok(r) => pool.extend(r?),
+            Err(e) => {
+                return Err(ClientError {
+                    code: tonic::Code::Internal,
+                    message: e.to_string(),
+                    violations: vec![],
+                });
+            }
+        }
+    }
+    Ok(pool)
+}
+
+/// Runs `vaultctl bench` and prints the report.
+pub async fn run(
+    addr: &str,
+    args: BenchArgs,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    if args.concurrency == 0 || args.connections == 0 || args.duration <= 0.0 || args.warmup < 0.0 {
+        return Err(Failure::Usage(
+            "concurrency, connections and duration must be positive".into(),
+        ));
+    }
+    let clients = connect_all(addr, args.connections).await?;
+    let run_id = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let mut results = Vec::new();
+    let mut pool = Arc::new(Vec::new());
+    for &w in &args.workloads {
+        if w == Workload::Detokenize && pool.is_empty() {
+            pool = Arc::new(seed_pool(&clients, args.concurrency, run_id, 1000).await?);
+        }
+        eprintln!(
+            "bench: {} for {}s (+{}s warm-up), C={}",
+            w.name(),
+            args.duration,
+            args.warmup,
+            args.concurrency
+        );
+        results.push(run_workload(&clients, w, &args, pool.clone(), run_id).await);
+    }
+    let baseline = results
+        .iter()
+        .find(|r| r.workload == Workload::Health)
+        .map(BenchResult::rps);
+    let ratio = |r: &BenchResult| baseline.filter(|b| *b > 0.0).map(|b| r.rps() / b);
+    if json {
+        let v: Vec<_> = results
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "workload": r.workload.name(), "concurrency": args.concurrency,
+                    "connections": args.connections, "seconds": r.seconds,
+                    "ok": r.ok, "errors": r.errors, "rpc_per_s": r.rps(),
+                    "fields_per_s": r.rps() * r.workload.fields_per_request() as f64,
+                    "p50_us": r.latency.value_at_quantile(0.5), "p99_us": r.latency.value_at_quantile(0.99),
+                    "p999_us": r.latency.value_at_quantile(0.999), "ratio_to_baseline": ratio(r),
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::Value::Array(v))?;
+    } else {
+        let rows: Vec<_> = results
+            .iter()
+            .map(|r| {
+                vec![
+                    r.workload.name().to_owned(),
+                    format!("{:.0}", r.rps()),
+                    format!("{:.0}", r.rps() * r.workload.fields_per_request() as f64),
+                    format!("{:.2}", r.latency.value_at_quantile(0.5) as f64 / 1000.0),
+                    format!("{:.2}", r.latency.value_at_quantile(0.99) as f64 / 1000.0),
+                    format!("{:.2}", r.latency.value_at_quantile(0.999) as f64 / 1000.0),
+                    ratio(r).map_or("-".into(), |x| format!("{x:.2}")),
+                    r.errors.to_string(),
+                ]
+            })
+            .collect();
+        print_table(
+            out,
+            &[
+                "WORKLOAD",
+                "RPC/S",
+                "FIELDS/S",
+                "P50_MS",
+                "P99_MS",
+                "P999_MS",
+                "VS_BASELINE",
+                "ERRORS",
+            ],
+            &rows,
+        )?;
+    }
+    Ok(())
+}
