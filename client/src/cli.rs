@@ -160,13 +160,25 @@ pub fn disclosure_name(d: i32) -> &'static str {
         .unwrap_or("UNKNOWN")
 }
 
+/// The canonical name of a gRPC code, e.g. `INVALID_ARGUMENT`.
+pub fn code_name(code: tonic::Code) -> String {
+    let mut out = String::new();
+    for (i, ch) in format!("{code:?}").chars().enumerate() {
+        if ch.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(ch.to_ascii_uppercase());
+    }
+    out
+}
+
 fn report(err: &ClientError) {
     eprintln!(
-        "error: {}: {}",
-        err.code.description().split(':').next().unwrap_or("error"),
+        "error: {} ({}): {}",
+        code_name(err.code),
+        err.code as i32,
         err.message
     );
-    eprintln!("  code: {:?} ({})", err.code, err.code as i32);
     for (f, d) in &err.violations {
         eprintln!("  {f}: {d}");
     }

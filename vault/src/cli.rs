@@ -58,27 +58,30 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Registers SIGINT and SIGTERM handlers now (so that a signal arriving
+/// right after start-up is not fatal) and returns a future that resolves on
+/// the first of them.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
     {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
             }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
+            tracing::info!("shutdown signal received");
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        Ok(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutdown signal received");
+        })
     }
-    tracing::info!("shutdown signal received");
 }
 
 /// Runs `vaultd` with the process's arguments and environment.
@@ -136,13 +139,15 @@ pub fn main() -> ExitCode {
                             config.listen_addr
                         ))
                     })?;
+                let shutdown = shutdown_signal()
+                    .map_err(|e| crate::StartError::Serve(format!("cannot handle signals: {e}")))?;
                 if let Ok(addr) = listener.local_addr() {
                     // One line on stdout that scripts and tests wait for.
                     let mut out = std::io::stdout().lock();
                     let _ = writeln!(out, "vaultd listening on {addr}");
                     let _ = out.flush();
                 }
-                crate::run(config, listener, shutdown_signal()).await
+                crate::run(config, listener, shutdown).await
             }
         }
     });

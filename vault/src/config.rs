@@ -14,6 +14,7 @@
 //! | `dek_cache_entries` | `VAULT_DEK_CACHE_ENTRIES` | 100000 |
 //! | `record_cache_entries` | `VAULT_RECORD_CACHE_ENTRIES` | 100000 (subject records, and as many token pointers) |
 //! | `store_cache_bytes` | `VAULT_STORE_CACHE_BYTES` | 268435456 (256 MiB) |
+//! | `shutdown_grace_secs` | `VAULT_SHUTDOWN_GRACE_SECS` | 10: longest wait for open requests and connections on SIGTERM |
 //! | `durability` | `VAULT_DURABILITY` | `fsync` (or `flush`) |
 //! | `log_format` | `VAULT_LOG_FORMAT` | `text` (or `json`) |
 //! | `init_if_missing` | `VAULT_INIT_IF_MISSING` | `true`: first start makes a dev key file |
@@ -77,6 +78,8 @@ pub struct Config {
     pub store_cache_bytes: u64,
     /// What an acknowledged write survives.
     pub durability: Durability,
+    /// Longest wait for in-flight requests and open connections at shutdown.
+    pub shutdown_grace: std::time::Duration,
     /// Log output format.
     pub log_format: LogFormat,
     /// Whether a first start on an empty data directory creates a dev key file.
@@ -95,6 +98,7 @@ impl Default for Config {
             record_cache_entries: 100_000,
             store_cache_bytes: 256 << 20,
             durability: Durability::Fsync,
+            shutdown_grace: std::time::Duration::from_secs(10),
             log_format: LogFormat::Text,
             init_if_missing: true,
         }
@@ -123,6 +127,7 @@ struct RawConfig {
     record_cache_entries: Option<usize>,
     store_cache_bytes: Option<u64>,
     durability: Option<String>,
+    shutdown_grace_secs: Option<u64>,
     log_format: Option<String>,
     init_if_missing: Option<bool>,
 }
@@ -230,6 +235,11 @@ impl Config {
                     &mut c.store_cache_bytes,
                 ),
                 "DURABILITY" => c.set_durability(&value, &src, s),
+                "SHUTDOWN_GRACE_SECS" => {
+                    let mut secs = c.shutdown_grace.as_secs();
+                    parse_into(s, &src, "shutdown_grace_secs", &value, &mut secs);
+                    c.shutdown_grace = std::time::Duration::from_secs(secs);
+                }
                 "LOG_FORMAT" => c.set_log_format(&value, &src, s),
                 "INIT_IF_MISSING" => {
                     parse_into(s, &src, "init_if_missing", &value, &mut c.init_if_missing)
@@ -297,6 +307,9 @@ impl Config {
         if let Some(v) = raw.store_cache_bytes {
             self.store_cache_bytes = v;
         }
+        if let Some(v) = raw.shutdown_grace_secs {
+            self.shutdown_grace = std::time::Duration::from_secs(v);
+        }
         if let Some(v) = raw.durability {
             self.set_durability(&v, src, problems);
         }
@@ -342,6 +355,9 @@ impl Config {
         }
         if self.record_cache_entries == 0 {
             problems.push("record_cache_entries: must be at least 1".into());
+        }
+        if self.shutdown_grace.as_secs() > 3600 {
+            problems.push("shutdown_grace_secs: must be at most 3600".into());
         }
         if self.store_cache_bytes < 1 << 20 {
             problems.push("store_cache_bytes: must be at least 1048576".into());

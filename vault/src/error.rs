@@ -7,6 +7,9 @@
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+/// Most field violations returned for one request.
+pub const MAX_REPORTED_VIOLATIONS: usize = 20;
+
 /// One invalid item of a request: where it is and what is wrong with it.
 /// Neither part ever contains the offending value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +66,17 @@ impl Error {
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
         match err {
-            Error::InvalidArgument(violations) => {
+            Error::InvalidArgument(mut violations) => {
+                // The details travel in a trailer, which HTTP/2 limits to
+                // 16 KiB: report the first few and count the rest.
+                let total = violations.len();
+                if total > MAX_REPORTED_VIOLATIONS {
+                    violations.truncate(MAX_REPORTED_VIOLATIONS);
+                    violations.push(Violation::new(
+                        "request",
+                        format!("and {} more violation(s)", total - MAX_REPORTED_VIOLATIONS),
+                    ));
+                }
                 let mut details = ErrorDetails::new();
                 for v in &violations {
                     details.add_bad_request_violation(v.field.clone(), v.description.clone());
@@ -74,7 +87,7 @@ impl From<Error> for Status {
                     .map(|v| format!("{}: {}", v.field, v.description))
                     .collect::<Vec<_>>()
                     .join("; ");
-                let more = violations.len().saturating_sub(3);
+                let more = total.saturating_sub(3);
                 let msg = if more > 0 {
                     format!("invalid request: {summary}; and {more} more")
                 } else {

@@ -129,9 +129,10 @@ pub async fn run(
         limits: config.limits,
         started: Instant::now(),
     });
-    // Tonic's hard cap sits above the vault's limit, so that requests between
-    // the two get a clear INVALID_ARGUMENT from the vault itself.
-    let decode_cap = config.limits.max_request_bytes + (64 << 10);
+    // Tonic's hard cap sits well above the vault's limit, so that requests
+    // between the two get a clear INVALID_ARGUMENT from the vault itself;
+    // beyond the cap, the transport refuses them (RESOURCE_EXHAUSTED or a reset).
+    let decode_cap = config.limits.max_request_bytes.saturating_mul(4);
     let tokens = TokenServiceServer::new(api::TokenApi::new(shared.clone()))
         .max_decoding_message_size(decode_cap);
     let system = SystemServiceServer::new(api::SystemApi::new(shared.clone()))
@@ -158,15 +159,39 @@ pub async fn run(
         .map_err(|e| StartError::Serve(e.to_string()))?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tracing::info!(%addr, fields = engine.schema().len(), storage = engine.store().backend(), "vault serving");
-    let served = Server::builder()
+    // On the shutdown signal, stop accepting and let in-flight requests
+    // finish, but never wait longer than the grace period for clients that
+    // do not close their connections.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let grace = config.shutdown_grace;
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut server_stop = stop_rx.clone();
+    let mut grace_stop = stop_rx;
+    let server = Server::builder()
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(tokens)
         .add_service(system)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = server_stop.wait_for(|stop| *stop).await;
+        });
+    tokio::pin!(server);
+    let served = tokio::select! {
+        r = &mut server => r,
+        // `stopping` resolves once the signal came and the grace period passed.
+        () = async {
+            let _ = grace_stop.wait_for(|stop| *stop).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "connections still open after the grace period; closing them");
+            Ok(())
+        }
+    };
     tracing::info!("vault stopping: in-flight requests finished, flushing");
     engine.store().flush()?;
     served.map_err(|e| StartError::Serve(e.to_string()))

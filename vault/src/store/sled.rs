@@ -60,7 +60,8 @@ impl SledStore {
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(backend)?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(backend)?;
             }
         }
         let db = sled::Config::new()

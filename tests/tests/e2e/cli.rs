@@ -1,0 +1,189 @@
+//! vaultctl against a live vaultd.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use vault_tests::{TestVault, bin};
+
+fn vaultctl(vault: &TestVault, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(bin("vaultctl-under-test"));
+    cmd.env("VAULT_ADDR", &vault.addr)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "vaultctl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vaultctl_tour() {
+    let vault = TestVault::start();
+    // tokenize from arguments and from standard input
+    let out = vaultctl(
+        &vault,
+        &[
+            "--json",
+            "tokenize",
+            "--subject",
+            "cli-1",
+            "--purpose",
+            "booking",
+            "email=Cli@Example.com",
+            "gender=M",
+        ],
+        None,
+    );
+    let v = json(&out);
+    let email_token = v[0]["token"].as_str().unwrap().to_owned();
+    assert_eq!(v[0]["field"], "email");
+    let out = vaultctl(
+        &vault,
+        &["--json", "tokenize", "--subject", "cli-1", "-"],
+        Some("phone=+1 415 555 0111\nfull_name=Cli User\n"),
+    );
+    let v = json(&out);
+    let phone_token = v[0]["token"].as_str().unwrap().to_owned();
+    assert_eq!(v[1]["field"], "full_name");
+
+    // detokenize as a table
+    let out = vaultctl(
+        &vault,
+        &[
+            "detokenize",
+            "--purpose",
+            "customer_support",
+            &email_token,
+            &phone_token,
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let table = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("TOKEN") && lines[0].contains("DISCLOSURE"),
+        "{table}"
+    );
+    assert!(
+        lines[1].contains("email")
+            && lines[1].contains("PLAIN")
+            && lines[1].contains("Cli@Example.com"),
+        "{table}"
+    );
+    assert!(lines[2].contains("+14155550111"), "{table}");
+
+    // lookup, update, detokenize again
+    let v = json(&vaultctl(
+        &vault,
+        &[
+            "--json",
+            "lookup",
+            "--purpose",
+            "customer_support",
+            "email",
+            "cli@example.com",
+        ],
+        None,
+    ));
+    assert_eq!(v, serde_json::json!([email_token]));
+    let v = json(&vaultctl(
+        &vault,
+        &["--json", "update", &email_token, "-"],
+        Some("cli.new@example.com\n"),
+    ));
+    assert_eq!(v["value_version"], 2);
+    let v = json(&vaultctl(
+        &vault,
+        &["--json", "detokenize", "--purpose", "x", &email_token],
+        None,
+    ));
+    assert_eq!(v[0]["value"], "cli.new@example.com");
+    assert_eq!(v[0]["disclosure"], "PLAIN");
+
+    // status
+    let v = json(&vaultctl(&vault, &["--json", "status"], None));
+    assert_eq!(v["sealed"], false);
+    assert_eq!(v["storage"], "sled");
+    let out = vaultctl(&vault, &["status"], None);
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("active_kek_version")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vaultctl_failures_print_the_code_and_exit_non_zero() {
+    let vault = TestVault::start();
+    let out = vaultctl(
+        &vault,
+        &[
+            "tokenize",
+            "--subject",
+            "cli-2",
+            "email=not-an-email",
+            "passport=1",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("INVALID_ARGUMENT"), "{err}");
+    assert!(
+        err.contains("fields[0].value: not a valid e-mail address"),
+        "{err}"
+    );
+    assert!(err.contains("fields[1].field: unknown field"), "{err}");
+    assert!(
+        !err.contains("not-an-email"),
+        "the value is never echoed: {err}"
+    );
+    assert!(out.stdout.is_empty());
+
+    let out = vaultctl(&vault, &["detokenize", "--purpose", "x", "garbage"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("tokens[0]: malformed token")
+    );
+
+    let out = vaultctl(
+        &vault,
+        &["tokenize", "--subject", "cli-3", "no-equals-sign"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+
+    let out = Command::new(bin("vaultctl-under-test"))
+        .args(["--addr", "127.0.0.1:1", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("UNAVAILABLE")
+    );
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests: real vaultd processes on 127.0.0.1:0, real gRPC through
+//! vault-client, real sled and real crypto. Tests named after a COMPLIANCE.md
+//! ID are that promise's evidence.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod bad_input;
+mod cli;
+mod durability;
+mod server;
+mod storage;
+mod tokens;

@@ -1,0 +1,211 @@
+//! The server around the API: health, reflection, status, start-up checks.
+
+use tokio_stream::StreamExt;
+use tonic_health::pb::health_check_response::ServingStatus;
+use vault_tests::TestVault;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_status() {
+    let vault = TestVault::start();
+    let mut c = vault.client().await;
+    assert_eq!(c.health("").await.unwrap(), ServingStatus::Serving);
+    assert_eq!(
+        c.health("vault.v1.TokenService").await.unwrap(),
+        ServingStatus::Serving
+    );
+    let s = c.status().await.unwrap();
+    assert!(!s.sealed);
+    assert_eq!(s.active_kek_version, 1);
+    assert_eq!(s.schema_fields, 15);
+    assert_eq!(s.storage, "sled");
+    assert_eq!(s.root_key_source, "dev-key-file");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_v1_and_v1alpha_list_the_vault_services() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let vault = TestVault::start();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", vault.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let req = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = stream.next().await.unwrap().unwrap();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        resp.message_response
+    else {
+        panic!("no service list")
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(
+        names.contains(&"vault.v1.TokenService") && names.contains(&"vault.v1.SystemService"),
+        "{names:?}"
+    );
+    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let req = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "vault.v1.TokenService".into(),
+            ),
+        ),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = stream.next().await.unwrap().unwrap();
+    assert!(
+        matches!(
+            resp.message_response,
+            Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(ref f))
+                if !f.file_descriptor_proto.is_empty()
+        ),
+        "v1alpha answers with the file descriptor"
+    );
+}
+
+fn run_to_exit(vault: &TestVault, extra: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = vault.command();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.args(extra).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_schema_stops_vaultd_naming_file_field_and_problem() {
+    let mut vault = TestVault::start();
+    assert!(vault.stop());
+    let bad = vault.dir().join("bad-fields.toml");
+    std::fs::write(
+        &bad,
+        "version = 1\n[classes.c]\nretention = \"10d\"\nafter = \"collection\"\n\
+         [fields.email]\nclass = \"c\"\nvalidator = \"emial\"\nmask = \"email\"\npurposes = [\"x\"]\n\
+         [fields.phone]\nclass = \"nope\"\nvalidator = \"phone_e164\"\nmask = \"last4\"\n",
+    )
+    .unwrap();
+    let (ok, stderr) = run_to_exit(&vault, &["--schema", bad.to_str().unwrap(), "serve"], &[]);
+    assert!(!ok, "vaultd must not start");
+    assert!(
+        stderr.contains("bad-fields.toml: field email: unknown validator \"emial\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("bad-fields.toml: field phone: class \"nope\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("bad-fields.toml: field phone: missing purposes"),
+        "{stderr}"
+    );
+
+    std::fs::write(&bad, "version = 1\n[fields.email\n").unwrap();
+    let (ok, stderr) = run_to_exit(&vault, &["--schema", bad.to_str().unwrap(), "check"], &[]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("bad-fields.toml") && stderr.contains("line 2"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_errors_are_reported_all_at_once() {
+    let vault = TestVault::start();
+    let (ok, stderr) = run_to_exit(
+        &vault,
+        &["check"],
+        &[
+            ("VAULT_MAX_BATCH_ITEMS", "many"),
+            ("VAULT_DURABILITY", "sometimes"),
+            ("VAULT_LISTEN_ADDR", "0.0.0.0:1"),
+        ],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("VAULT_MAX_BATCH_ITEMS"), "{stderr}");
+    assert!(stderr.contains("durability"), "{stderr}");
+    // The harness's --listen 127.0.0.1:0 wins over the environment, so the
+    // non-loopback refusal is shown with a command line of its own.
+    let out = std::process::Command::new(vault_tests::bin("vaultd-under-test"))
+        .args(["--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(vault.data_dir())
+        .arg("--root-key-file")
+        .arg(vault.key_file())
+        .arg("check")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_or_missing_root_key_refuses_to_start() {
+    let mut vault = TestVault::start();
+    vault
+        .client()
+        .await
+        .tokenize("rk", &[("email", "rk@example.com")], &[], "")
+        .await
+        .unwrap();
+    assert!(vault.stop());
+    let key = vault.key_file();
+    let saved = std::fs::read(&key).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    let (ok, stderr) = run_to_exit(&vault, &["serve"], &[]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("is initialised but its root key file"),
+        "{stderr}"
+    );
+    assert!(!key.exists(), "never creates a new key for existing data");
+
+    // Another key file.
+    let other = vault.dir().join("other.key");
+    let out = std::process::Command::new(vault_tests::bin("vaultd-under-test"))
+        .arg("--root-key-file")
+        .arg(&other)
+        .arg("--data-dir")
+        .arg(vault.dir().join("d2"))
+        .arg("init")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::copy(&other, &key).unwrap();
+    let (ok, stderr) = run_to_exit(&vault, &["serve"], &[]);
+    assert!(!ok);
+    assert!(stderr.contains("root key does not open"), "{stderr}");
+
+    std::fs::write(&key, saved).unwrap();
+    vault.restart();
+    let shown = vault
+        .client()
+        .await
+        .lookup("email", "rk@example.com", "customer_support")
+        .await
+        .unwrap();
+    assert_eq!(shown.len(), 1);
+}

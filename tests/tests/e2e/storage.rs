@@ -1,0 +1,285 @@
+//! What is on disk: ciphertexts only, bound to where they belong.
+
+use prost::Message;
+use ring::digest::{SHA256, digest};
+use vault::engine::records::SubjectRecord;
+use vault::store::sled::{Durability, SledStore};
+use vault::store::{Batch, Store, keys};
+use vault_client::proto::{Disclosure, FieldValue, TokenizeRequest};
+use vault_tests::{TestVault, card_number, files_below, scan_for};
+
+/// GDPR-32 and PCI-3.5.1: 1,000 distinct known values, card numbers among
+/// them; no byte of the data directory (or the log) holds any of them, nor the
+/// unkeyed SHA-256 of any card number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gdpr_32_pci_3_5_1_no_value_or_card_hash_on_disk() {
+    let mut vault = TestVault::start();
+    let mut c = vault.client().await;
+    let mut needles: Vec<Vec<u8>> = Vec::new();
+    let mut card_hashes: Vec<Vec<u8>> = Vec::new();
+    for i in 0..200u64 {
+        let card = card_number("4", 16, 7_300_000_000 + i * 7919);
+        let email = format!("traveller.{i}.zq@example.org");
+        let phone = format!("+1646{:07}", 1_000_000 + i * 37);
+        let name = format!(
+            "Quintessa Marlowe{}",
+            ["a", "b", "c", "d", "e"][(i % 5) as usize].repeat(1 + (i / 5) as usize % 7)
+        );
+        let address = format!("{} Rue Zephyrine {}", 100 + i, i * 13);
+        for v in [&card, &email, &phone, &name, &address] {
+            needles.push(v.as_bytes().to_vec());
+        }
+        card_hashes.push(digest(&SHA256, card.as_bytes()).as_ref().to_vec());
+        c.tokenize(
+            &format!("scan-{i}"),
+            &[
+                ("card_number", &card),
+                ("email", &email),
+                ("phone", &phone),
+                ("full_name", &name),
+                ("billing_address", &address),
+            ],
+            &["booking"],
+            "2026-01",
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(needles.len(), 1000);
+    let hex_hashes: Vec<Vec<u8>> = card_hashes
+        .iter()
+        .map(|h| {
+            h.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+                .into_bytes()
+        })
+        .collect();
+    assert!(vault.stop(), "clean shutdown");
+    let files = files_below(&vault.data_dir());
+    let total: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    assert!(
+        total > 100_000,
+        "the scan reads a data directory that holds the data ({total} bytes)"
+    );
+    let mut all = needles.clone();
+    all.extend(card_hashes);
+    all.extend(hex_hashes);
+    let hits = scan_for(&vault.data_dir(), &all);
+    assert!(
+        hits.is_empty(),
+        "plaintext or unkeyed hash on disk: {:?}",
+        &hits[..hits.len().min(5)]
+    );
+    let log = vault.log();
+    assert!(!log.is_empty());
+    for n in &needles {
+        assert!(
+            !log.contains(std::str::from_utf8(n).unwrap()),
+            "a value reached the log"
+        );
+    }
+    // The root key is kept apart from the data.
+    assert!(!vault.key_file().starts_with(vault.data_dir()));
+}
+
+/// Reads the subject record of `subject` straight from a stopped vault's store.
+async fn with_store<R>(vault: &TestVault, f: impl AsyncFnOnce(&SledStore) -> R) -> R {
+    let store = SledStore::open(&vault.data_dir(), 1 << 20, Durability::Fsync).unwrap();
+    let r = f(&store).await;
+    store.close().unwrap();
+    r
+}
+
+fn record(store: &SledStore, subject: &str) -> SubjectRecord {
+    SubjectRecord::decode(
+        store
+            .get(&keys::subject(subject))
+            .unwrap()
+            .unwrap()
+            .as_slice(),
+    )
+    .unwrap()
+}
+
+async fn put_record(store: &SledStore, subject: &str, r: &SubjectRecord) {
+    let mut b = Batch::new();
+    b.put(keys::subject(subject), r.encode_to_vec());
+    store.commit(b).await.unwrap();
+}
+
+/// NIST-GCM-2: a flipped bit, or a ciphertext copied to another subject or
+/// another field, fails decryption, always with the same generic error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nist_gcm_2_tampered_or_moved_ciphertexts_fail_alike() {
+    let mut vault = TestVault::start();
+    let mut c = vault.client().await;
+    let a = c
+        .tokenize(
+            "alice",
+            &[("email", "alice@example.com"), ("phone", "+14155550001")],
+            &[],
+            "",
+        )
+        .await
+        .unwrap();
+    let b = c
+        .tokenize("bob", &[("email", "bob@example.com")], &[], "")
+        .await
+        .unwrap();
+    let (a_email, a_phone, b_email) = (a[0].token.clone(), a[1].token.clone(), b[0].token.clone());
+    assert!(vault.stop());
+
+    let original = with_store(&vault, async |s| record(s, "alice")).await;
+    let bob_original = with_store(&vault, async |s| record(s, "bob")).await;
+    let mut messages = Vec::new();
+
+    // 1. Flip one bit of alice's e-mail ciphertext.
+    with_store(&vault, async |s| {
+        let mut r = original.clone();
+        let e = r.entries.iter_mut().find(|e| e.token == a_email).unwrap();
+        let last = e.ciphertext.len() - 1;
+        e.ciphertext[last] ^= 0x01;
+        put_record(s, "alice", &r).await;
+    })
+    .await;
+    vault.restart();
+    let mut c = vault.client().await;
+    let err = c
+        .detokenize(&[a_email.clone()], "customer_support")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, tonic::Code::DataLoss);
+    messages.push(err.message);
+    // Bob is untouched.
+    assert_eq!(
+        c.detokenize(&[b_email.clone()], "customer_support")
+            .await
+            .unwrap()[0]
+            .value,
+        "bob@example.com"
+    );
+    assert!(vault.stop());
+
+    // 2. Copy bob's e-mail ciphertext into alice's e-mail entry (another subject).
+    with_store(&vault, async |s| {
+        let mut r = original.clone();
+        let bob_ct = bob_original
+            .entries
+            .iter()
+            .find(|e| e.token == b_email)
+            .unwrap()
+            .ciphertext
+            .clone();
+        r.entries
+            .iter_mut()
+            .find(|e| e.token == a_email)
+            .unwrap()
+            .ciphertext = bob_ct;
+        put_record(s, "alice", &r).await;
+    })
+    .await;
+    vault.restart();
+    let mut c = vault.client().await;
+    let err = c
+        .detokenize(&[a_email.clone()], "customer_support")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, tonic::Code::DataLoss);
+    messages.push(err.message);
+    assert!(vault.stop());
+
+    // 3. Copy alice's e-mail ciphertext into her phone entry (another field).
+    with_store(&vault, async |s| {
+        let mut r = original.clone();
+        let email_ct = r
+            .entries
+            .iter()
+            .find(|e| e.token == a_email)
+            .unwrap()
+            .ciphertext
+            .clone();
+        r.entries
+            .iter_mut()
+            .find(|e| e.token == a_phone)
+            .unwrap()
+            .ciphertext = email_ct;
+        put_record(s, "alice", &r).await;
+    })
+    .await;
+    vault.restart();
+    let mut c = vault.client().await;
+    let err = c
+        .detokenize(&[a_phone.clone()], "customer_support")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, tonic::Code::DataLoss);
+    messages.push(err.message);
+    assert!(vault.stop());
+
+    assert!(
+        messages.iter().all(|m| m == &messages[0]),
+        "one generic error: {messages:?}"
+    );
+    assert!(!messages[0].contains("alice") && !messages[0].contains("bob@"));
+
+    // Restoring the original record makes everything readable again.
+    with_store(&vault, async |s| put_record(s, "alice", &original).await).await;
+    vault.restart();
+    let mut c = vault.client().await;
+    let shown = c
+        .detokenize(&[a_email, a_phone], "customer_support")
+        .await
+        .unwrap();
+    assert!(
+        shown
+            .iter()
+            .all(|d| d.disclosure == Disclosure::Plain as i32)
+    );
+}
+
+/// The store holds only wrapped keys: the raw root key from the key file is
+/// not in the data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_raw_root_key_in_the_data_directory() {
+    use base64::Engine as _;
+    let mut vault = TestVault::start();
+    let mut c = vault.client().await;
+    c.tokenize_request(TokenizeRequest {
+        subject_id: "k-1".into(),
+        fields: vec![FieldValue {
+            field: "email".into(),
+            value: "k@example.com".into(),
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(vault.stop());
+    let text = std::fs::read_to_string(vault.key_file()).unwrap();
+    let encoded = text.split_whitespace().nth(1).unwrap();
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .unwrap();
+    assert_eq!(raw.len(), 32);
+    assert!(scan_for(&vault.data_dir(), &[raw, encoded.as_bytes().to_vec()]).is_empty());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(vault.key_file())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "the key file is readable by its owner only");
+        let mode = std::fs::metadata(vault.data_dir())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o700, "the data directory is its owner's only");
+    }
+}

@@ -1,0 +1,233 @@
+//! Round trips, dedupe and look-up through the token API.
+
+use vault_client::proto::Disclosure;
+use vault_tests::{TestVault, example_values};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_field_of_the_schema_round_trips() {
+    let vault = TestVault::start();
+    let mut c = vault.client().await;
+    let values = example_values();
+    let schema = vault::schema::Schema::default_schema(4096).unwrap();
+    assert_eq!(
+        values.len(),
+        schema.len(),
+        "the example covers every declared field"
+    );
+    let tokens = c
+        .tokenize("cust-1", &values, &["booking"], "2026-01")
+        .await
+        .unwrap();
+    assert_eq!(tokens.len(), values.len());
+    for (t, (f, _)) in tokens.iter().zip(&values) {
+        assert_eq!(&t.field, f, "tokens come back in request order");
+        assert!(
+            t.token.starts_with("tok_") && t.token.len() == 26,
+            "{}",
+            t.token
+        );
+    }
+    let all: Vec<String> = tokens.iter().map(|t| t.token.clone()).collect();
+    let shown = c.detokenize(&all, "customer_support").await.unwrap();
+    assert_eq!(shown.len(), values.len());
+    for (d, (f, v)) in shown.iter().zip(&values) {
+        assert_eq!(d.disclosure, Disclosure::Plain as i32);
+        assert_eq!(&d.field, f);
+        assert_eq!(&d.value, v, "{f}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_come_back_canonical() {
+    let vault = TestVault::start();
+    let mut c = vault.client().await;
+    let input = [
+        ("phone", "+1 (415) 555-0199"),
+        ("card_number", "4111-1111 1111-1111"),
+        ("country_of_residence", "de"),
+        ("email", "  Bob@Example.com "),
+    ];
+    let tokens = c.tokenize("cust-2", &input, &[], "").await.unwrap();
+    let all: Vec<_> = tokens.iter().map(|t| t.token.clone()).collect();
+    let shown: Vec<_> = c
+        .detokenize(&all, "billing")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.value)
+        .collect();
+    assert_eq!(
+        shown,
+        ["+14155550199", "4111111111111111", "DE", "Bob@Example.com"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_fields_dedupe_per_subject_and_other_fields_do_not() {
+    let vault = TestVault::start();
+    let mut c = vault.client().await;
+    let a = c
+        .tokenize(
+            "cust-3",
+            &[("email", "ann@example.com"), ("full_name", "Ann Lee")],
+            &[],
+            "",
+        )
+        .await
+        .unwrap();
+    let b = c
+        .tokenize(
+            "cust-3",
+            &[("email", "ANN@example.COM"), ("full_name", "Ann Lee")],
+            &[],
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        a[0].token, b[0].token,
+        "same e-mail (any case), same subject: same token"
+    );
+    assert_ne!(
+        a[1].token, b[1].token,
+        "full_name is not a look-up field: a new token each time"
+    );
+    let p1 = c
+        .tokenize("cust-3", &[("phone", "+44 20 7946 0958")], &[], "")
+        .await
+        .unwrap();
+    let p2 = c
+        .tokenize("cust-3", &[("phone", "+442079460958")], &[], "")
+        .await
+        .unwrap();
+    assert_eq!(p1[0].token, p2[0].token, "phone numbers compare in E.164");
+    let other = c
+        .tokenize("cust-4", &[("email", "ann@example.com")], &[], "")
+        .await
+        .unwrap();
+    assert_ne!(
+        other[0].token, a[0].token,
+        "another subject gets its own token"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_finds_tokens_by_exact_normalised_value() {
+    let vault = TestVault::start();
+    let mut c = vault.client().await;
+    let a = c
+        .tokenize(
+            "cust-5",
+            &[("email", "Zed@Example.com"), ("phone", "+33 1 23 45 67 89")],
+            &[],
+            "",
+        )
+        .await
+        .unwrap();
+    let b = c
+        .tokenize("cust-6", &[("email", "zed@example.com")], &[], "")
+        .await
+        .unwrap();
+    let mut found = c
+        .lookup("email", "ZED@EXAMPLE.COM", "customer_support")
+        .await
+        .unwrap();
+    found.sort();
+    let mut expected = vec![a[0].token.clone(), b[0].token.clone()];
+    expected.sort();
+    assert_eq!(found, expected);
+    assert_eq!(
+        c.lookup("phone", "+33123456789", "customer_support")
+            .await
+            .unwrap(),
+        vec![a[1].token.clone()]
+    );
+    assert!(
+        c.lookup("email", "nobody@example.com", "customer_support")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let err = c
+        .lookup("full_name", "Ann Lee", "customer_support")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, tonic::Code::InvalidArgument);
+    assert_eq!(err.violations[0].0, "field");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gdpr_16_update_corrects_the_value_and_keeps_the_token() {
+    let vault = TestVault::start();
+    let mut c = vault.client().await;
+    let t = c
+        .tokenize("cust-7", &[("email", "old@example.com")], &[], "")
+        .await
+        .unwrap()
+        .remove(0)
+        .token;
+    assert_eq!(
+        c.update(&t, "New@Example.com", "customer_request")
+            .await
+            .unwrap(),
+        2
+    );
+    let shown = c
+        .detokenize(&[t.clone()], "customer_support")
+        .await
+        .unwrap();
+    assert_eq!(shown[0].value, "New@Example.com");
+    assert_eq!(shown[0].token, t);
+    assert!(
+        c.lookup("email", "old@example.com", "customer_support")
+            .await
+            .unwrap()
+            .is_empty(),
+        "old value gone"
+    );
+    assert_eq!(
+        c.lookup("email", "new@example.com", "customer_support")
+            .await
+            .unwrap(),
+        vec![t.clone()]
+    );
+    // Tokenizing the corrected value again finds the same token.
+    let again = c
+        .tokenize("cust-7", &[("email", "new@example.com")], &[], "")
+        .await
+        .unwrap();
+    assert_eq!(again[0].token, t);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_tokens_answer_not_found_per_item() {
+    let vault = TestVault::start();
+    let mut c = vault.client().await;
+    let t = c
+        .tokenize("cust-8", &[("gender", "X")], &[], "")
+        .await
+        .unwrap()
+        .remove(0)
+        .token;
+    let unknown = "tok_AAAAAAAAAAAAAAAAAAAAAA".to_owned();
+    let shown = c
+        .detokenize(
+            &[unknown.clone(), t.clone(), unknown.clone()],
+            "secure_flight",
+        )
+        .await
+        .unwrap();
+    let kinds: Vec<i32> = shown.iter().map(|d| d.disclosure).collect();
+    assert_eq!(
+        kinds,
+        [
+            Disclosure::NotFound as i32,
+            Disclosure::Plain as i32,
+            Disclosure::NotFound as i32
+        ]
+    );
+    assert!(shown[0].value.is_empty() && shown[0].field.is_empty());
+    assert_eq!(shown[1].value, "X");
+    let err = c.update(&unknown, "M", "").await.unwrap_err();
+    assert_eq!(err.code, tonic::Code::NotFound);
+}
