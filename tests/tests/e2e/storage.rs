@@ -149,14 +149,14 @@ async fn nist_gcm_2_tampered_or_moved_ciphertexts_fail_alike() {
     vault.restart();
     let mut c = vault.client().await;
     let err = c
-        .detokenize(&[a_email.clone()], "customer_support")
+        .detokenize(&[a_email.as_str()], "customer_support")
         .await
         .unwrap_err();
     assert_eq!(err.code, tonic::Code::DataLoss);
     messages.push(err.message);
     // Bob is untouched.
     assert_eq!(
-        c.detokenize(&[b_email.clone()], "customer_support")
+        c.detokenize(&[b_email.as_str()], "customer_support")
             .await
             .unwrap()[0]
             .value,
@@ -185,7 +185,7 @@ async fn nist_gcm_2_tampered_or_moved_ciphertexts_fail_alike() {
     vault.restart();
     let mut c = vault.client().await;
     let err = c
-        .detokenize(&[a_email.clone()], "customer_support")
+        .detokenize(&[a_email.as_str()], "customer_support")
         .await
         .unwrap_err();
     assert_eq!(err.code, tonic::Code::DataLoss);
@@ -213,7 +213,7 @@ async fn nist_gcm_2_tampered_or_moved_ciphertexts_fail_alike() {
     vault.restart();
     let mut c = vault.client().await;
     let err = c
-        .detokenize(&[a_phone.clone()], "customer_support")
+        .detokenize(&[a_phone.as_str()], "customer_support")
         .await
         .unwrap_err();
     assert_eq!(err.code, tonic::Code::DataLoss);

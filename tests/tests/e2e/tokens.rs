@@ -173,7 +173,7 @@ async fn gdpr_16_update_corrects_the_value_and_keeps_the_token() {
         2
     );
     let shown = c
-        .detokenize(&[t.clone()], "customer_support")
+        .detokenize(&[t.as_str()], "customer_support")
         .await
         .unwrap();
     assert_eq!(shown[0].value, "New@Example.com");
