@@ -30,6 +30,12 @@ pub mod tokens;
 
 pub use config::Config;
 
+/// The global allocator (feature `mimalloc`, on by default): see
+/// `docs/performance.md` for why.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use crate::crypto::keyring::{self, Keyring};
 use crate::crypto::rootkey;
 use crate::engine::{Engine, SystemClock};

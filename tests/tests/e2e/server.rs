@@ -209,3 +209,29 @@ async fn a_wrong_or_missing_root_key_refuses_to_start() {
         .unwrap();
     assert_eq!(shown.len(), 1);
 }
+
+/// A client that never answers the server's GOAWAY cannot hold shutdown up
+/// beyond the grace period.
+#[test]
+fn shutdown_waits_for_silent_clients_only_the_grace_period() {
+    let mut vault = TestVault::start_with(&[("VAULT_SHUTDOWN_GRACE_SECS", "1")]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut client = rt.block_on(vault.client());
+    rt.block_on(client.status()).unwrap();
+    // The runtime is no longer driven: the open connection goes silent.
+    let started = std::time::Instant::now();
+    assert!(vault.stop(), "vaultd exits cleanly");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        vault.log().contains("grace period"),
+        "the forced close is logged"
+    );
+    drop(client);
+}

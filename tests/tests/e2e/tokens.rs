@@ -231,3 +231,33 @@ async fn unknown_tokens_answer_not_found_per_item() {
     let err = c.update(&unknown, "M", "").await.unwrap_err();
     assert_eq!(err.code, tonic::Code::NotFound);
 }
+
+/// Concurrent tokenizes of one look-up value for one subject agree on one token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_tokenizes_of_one_value_share_one_token() {
+    let vault = TestVault::start();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let mut c = vault.client().await;
+        tasks.push(tokio::spawn(async move {
+            c.tokenize("race", &[("email", "race@example.com")], &[], "")
+                .await
+                .unwrap()
+                .remove(0)
+                .token
+        }));
+    }
+    let mut tokens = Vec::new();
+    for t in tasks {
+        tokens.push(t.await.unwrap());
+    }
+    tokens.dedup();
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    let mut c = vault.client().await;
+    assert_eq!(
+        c.lookup("email", "race@example.com", "customer_support")
+            .await
+            .unwrap(),
+        tokens
+    );
+}
