@@ -311,7 +311,11 @@ impl Engine {
         let _guard = self.lock_for(sid).lock().await;
         let now = self.clock.now();
         let mut batch = Batch::new();
-        let mut record = match self.subject_record(sid)? {
+        let existing = self.subject_record(sid)?;
+        // A new subject has no committed entries, so no index entry of its
+        // can be live: skip the dedupe reads.
+        let is_new = existing.is_none();
+        let mut record = match existing {
             Some(r) => SubjectRecord::clone(&r),
             None => {
                 let (_, wrapped) = self.keyring.new_dek(sid, 1).map_err(crypto)?;
@@ -332,6 +336,7 @@ impl Engine {
             let field = &nv.field;
             let blind = field.lookup.then(|| self.blind(field, &nv.value));
             if let Some(blind) = &blind
+                && !is_new
                 && let Some(existing) = self.store.get(&keys::index(blind, sid))?
             {
                 let existing = String::from_utf8(existing)
