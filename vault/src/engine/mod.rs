@@ -49,7 +49,6 @@ impl Clock for SystemClock {
 }
 
 /// One field of a tokenize request, validated and canonical.
-#[derive(Debug)]
 pub struct NewValue {
     /// The field's definition.
     pub field: Arc<FieldDef>,
@@ -58,7 +57,6 @@ pub struct NewValue {
 }
 
 /// What detokenizing one token found.
-#[derive(Debug)]
 pub enum Found {
     /// The token exists: its field and value.
     Value {
@@ -133,6 +131,33 @@ impl RecordCache {
             c.pop(subject);
         }
     }
+}
+
+// Values never reach a log or a panic message through Debug.
+impl std::fmt::Debug for NewValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewValue")
+            .field("field", &self.field.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Found {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Found::Value { field, .. } => f
+                .debug_struct("Value")
+                .field("field", &field.name)
+                .finish_non_exhaustive(),
+            Found::NotFound => f.write_str("NotFound"),
+        }
+    }
+}
+
+/// Constant-time equality of tokens and MACs (lengths are public).
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
 /// The engine: store, keys and schema together.
@@ -345,7 +370,7 @@ impl Engine {
                 let live = existing.filter(|t| {
                     record
                         .entry(t.as_str())
-                        .is_some_and(|e| e.field == field.name && e.blind == blind.as_slice())
+                        .is_some_and(|e| e.field == field.name && ct_eq(&e.blind, blind))
                 });
                 if let Some(token) = live {
                     out.push(token);
@@ -441,7 +466,7 @@ impl Engine {
             };
             let live = self.subject_record(sid)?.is_some_and(|r| {
                 r.entry(&token)
-                    .is_some_and(|e| e.field == field.name && e.blind == blind.as_slice())
+                    .is_some_and(|e| e.field == field.name && ct_eq(&e.blind, &blind))
             });
             if let (true, Some(token)) = (live, Token::parse(&token)) {
                 out.push(token);
@@ -486,12 +511,16 @@ impl Engine {
             .ok_or(Error::FailedPrecondition("too many corrections"))?;
         if field.lookup {
             let blind = self.blind(&field, &value);
-            if entry.blind != blind.as_slice()
+            if !ct_eq(&entry.blind, &blind)
                 && let Ok(old) = <[u8; 32]>::try_from(entry.blind.as_slice())
             {
                 let old_key = keys::index(&old, &sid);
                 // Another token of the subject may have taken the entry over.
-                if self.store.get(&old_key)?.as_deref() == Some(token.as_str().as_bytes()) {
+                if self
+                    .store
+                    .get(&old_key)?
+                    .is_some_and(|t| ct_eq(&t, token.as_str().as_bytes()))
+                {
                     stale_index = Some(old_key);
                 }
             }
@@ -523,5 +552,36 @@ impl Engine {
             }
         }
         Ok(version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_values_prints_no_value() {
+        let schema = crate::schema::Schema::default_schema(4096).unwrap();
+        let field = schema.field("email").unwrap().clone();
+        let nv = NewValue {
+            field: field.clone(),
+            value: Zeroizing::new("secret.marker@example.com".into()),
+        };
+        let found = Found::Value {
+            field,
+            value: Zeroizing::new("secret.marker@example.com".into()),
+        };
+        let shown = format!("{nv:?} {found:?} {:?}", Found::NotFound);
+        assert!(!shown.contains("secret.marker"), "{shown}");
+        assert!(shown.contains("email"));
+    }
+
+    #[test]
+    fn field_context_binds_every_part_unambiguously() {
+        let a = field_context("ab", "c", "tok_x", 1);
+        assert_ne!(a, field_context("a", "bc", "tok_x", 1));
+        assert_ne!(a, field_context("ab", "c", "tok_y", 1));
+        assert_ne!(a, field_context("ab", "c", "tok_x", 2));
+        assert!(ct_eq(b"same", b"same") && !ct_eq(b"same", b"sama") && !ct_eq(b"a", b"ab"));
     }
 }

@@ -1,6 +1,11 @@
 //! Records the engine stores, encoded with prost (unknown fields are kept,
 //! new fields can be added with new tags).
 
+fn token_eq(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
 /// One wrapped data key of a subject.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct WrappedDek {
@@ -46,14 +51,14 @@ impl SubjectRecord {
         self.deks.iter().find(|d| d.version == version)
     }
 
-    /// The entry of `token`.
+    /// The entry of `token` (tokens compared in constant time).
     pub fn entry(&self, token: &str) -> Option<&FieldEntry> {
-        self.entries.iter().find(|e| e.token == token)
+        self.entries.iter().find(|e| token_eq(&e.token, token))
     }
 
     /// The entry of `token`, to change.
     pub fn entry_mut(&mut self, token: &str) -> Option<&mut FieldEntry> {
-        self.entries.iter_mut().find(|e| e.token == token)
+        self.entries.iter_mut().find(|e| token_eq(&e.token, token))
     }
 }
 
