@@ -135,90 +135,56 @@ async fn nist_gcm_2_tampered_or_moved_ciphertexts_fail_alike() {
 
     let original = with_store(&vault, async |s| record(s, "alice")).await;
     let bob_original = with_store(&vault, async |s| record(s, "bob")).await;
+    let ciphertext = |r: &SubjectRecord, token: &str| {
+        r.entries
+            .iter()
+            .find(|e| e.token == token)
+            .unwrap()
+            .ciphertext
+            .clone()
+    };
+
+    // 1. One bit of alice's e-mail ciphertext flipped.
+    let mut flipped = ciphertext(&original, &a_email);
+    *flipped.last_mut().unwrap() ^= 0x01;
+    // 2. Bob's e-mail ciphertext in alice's e-mail entry (another subject).
+    let moved_subject = ciphertext(&bob_original, &b_email);
+    // 3. Alice's e-mail ciphertext in her phone entry (another field).
+    let moved_field = ciphertext(&original, &a_email);
+    let cases = [
+        (&a_email, flipped),
+        (&a_email, moved_subject),
+        (&a_phone, moved_field),
+    ];
+
     let mut messages = Vec::new();
-
-    // 1. Flip one bit of alice's e-mail ciphertext.
-    with_store(&vault, async |s| {
-        let mut r = original.clone();
-        let e = r.entries.iter_mut().find(|e| e.token == a_email).unwrap();
-        let last = e.ciphertext.len() - 1;
-        e.ciphertext[last] ^= 0x01;
-        put_record(s, "alice", &r).await;
-    })
-    .await;
-    vault.restart();
-    let mut c = vault.client().await;
-    let err = c
-        .detokenize(&[a_email.as_str()], "customer_support")
-        .await
-        .unwrap_err();
-    assert_eq!(err.code, tonic::Code::DataLoss);
-    messages.push(err.message);
-    // Bob is untouched.
-    assert_eq!(
-        c.detokenize(&[b_email.as_str()], "customer_support")
+    for (token, bad) in cases {
+        with_store(&vault, async |s| {
+            let mut r = original.clone();
+            r.entries
+                .iter_mut()
+                .find(|e| &e.token == token)
+                .unwrap()
+                .ciphertext = bad;
+            put_record(s, "alice", &r).await;
+        })
+        .await;
+        vault.restart();
+        let mut c = vault.client().await;
+        let err = c
+            .detokenize(&[token.as_str()], "customer_support")
             .await
-            .unwrap()[0]
-            .value,
-        "bob@example.com"
-    );
-    assert!(vault.stop());
-
-    // 2. Copy bob's e-mail ciphertext into alice's e-mail entry (another subject).
-    with_store(&vault, async |s| {
-        let mut r = original.clone();
-        let bob_ct = bob_original
-            .entries
-            .iter()
-            .find(|e| e.token == b_email)
-            .unwrap()
-            .ciphertext
-            .clone();
-        r.entries
-            .iter_mut()
-            .find(|e| e.token == a_email)
-            .unwrap()
-            .ciphertext = bob_ct;
-        put_record(s, "alice", &r).await;
-    })
-    .await;
-    vault.restart();
-    let mut c = vault.client().await;
-    let err = c
-        .detokenize(&[a_email.as_str()], "customer_support")
-        .await
-        .unwrap_err();
-    assert_eq!(err.code, tonic::Code::DataLoss);
-    messages.push(err.message);
-    assert!(vault.stop());
-
-    // 3. Copy alice's e-mail ciphertext into her phone entry (another field).
-    with_store(&vault, async |s| {
-        let mut r = original.clone();
-        let email_ct = r
-            .entries
-            .iter()
-            .find(|e| e.token == a_email)
-            .unwrap()
-            .ciphertext
-            .clone();
-        r.entries
-            .iter_mut()
-            .find(|e| e.token == a_phone)
-            .unwrap()
-            .ciphertext = email_ct;
-        put_record(s, "alice", &r).await;
-    })
-    .await;
-    vault.restart();
-    let mut c = vault.client().await;
-    let err = c
-        .detokenize(&[a_phone.as_str()], "customer_support")
-        .await
-        .unwrap_err();
-    assert_eq!(err.code, tonic::Code::DataLoss);
-    messages.push(err.message);
-    assert!(vault.stop());
+            .unwrap_err();
+        assert_eq!(err.code, tonic::Code::DataLoss);
+        messages.push(err.message);
+        // Bob is untouched.
+        let bob = c
+            .detokenize(&[b_email.as_str()], "customer_support")
+            .await
+            .unwrap();
+        assert_eq!(bob[0].value, "bob@example.com");
+        assert!(vault.stop());
+    }
 
     assert!(
         messages.iter().all(|m| m == &messages[0]),

@@ -402,6 +402,49 @@ mod tests {
         assert!(s.field("passport").is_none());
     }
 
+    /// GDPR-30: the record of processing. Every declared field has a class
+    /// with a retention and at least one purpose; a schema where one lacks
+    /// them does not load (so `vaultd check` fails CI).
+    #[test]
+    fn gdpr_30_every_field_has_class_purposes_and_retention() {
+        let s = Schema::default_schema(4096).unwrap();
+        for f in s.fields() {
+            let class = s.class(&f.class).unwrap();
+            assert!(class.retention.days > 0, "{}", f.name);
+            assert!(!f.purposes.is_empty(), "{}", f.name);
+            assert!(
+                !f.source.is_empty(),
+                "{} names the policy sentence it comes from",
+                f.name
+            );
+        }
+        let head = "version = 1\n[classes.c]\nretention = \"1y\"\nafter = \"collection\"\n";
+        let missing = [
+            (
+                "purposes",
+                "[fields.a]\nclass = \"c\"\nvalidator = \"gender\"\nmask = \"redact\"\n",
+            ),
+            (
+                "class",
+                "[fields.a]\nvalidator = \"gender\"\nmask = \"redact\"\npurposes = [\"p\"]\n",
+            ),
+        ];
+        for (what, field) in missing {
+            let err = Schema::parse(&format!("{head}{field}"), "f.toml", 4096).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("missing {what}")),
+                "{err}"
+            );
+        }
+        let no_retention = "version = 1\n[classes.c]\nafter = \"collection\"\n\
+            [fields.a]\nclass = \"c\"\nvalidator = \"gender\"\nmask = \"redact\"\npurposes = [\"p\"]\n";
+        let err = Schema::parse(no_retention, "f.toml", 4096).unwrap_err();
+        assert!(
+            err.to_string().contains("class c: missing retention"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn every_problem_is_reported_with_file_and_field() {
         let text = r#"
