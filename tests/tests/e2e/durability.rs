@@ -47,10 +47,13 @@ async fn restart_keeps_everything() {
 async fn sigkill_mid_stream_loses_no_acknowledged_write() {
     let mut vault = TestVault::start();
     let acked: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default();
+    // E-mails of requests sent but never acknowledged (in flight at the kill).
+    let unacked: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut tasks = Vec::new();
     for w in 0..8 {
         let mut c = vault.client().await;
         let acked = acked.clone();
+        let unacked = unacked.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0.. {
                 let name = format!("Kill Test {}", ["Ada", "Bo", "Cy", "Di"][i % 4]);
@@ -70,7 +73,10 @@ async fn sigkill_mid_stream_loses_no_acknowledged_write() {
                         a.push((t[0].token.clone(), email, subject.clone()));
                         a.push((t[1].token.clone(), name, subject));
                     }
-                    Err(_) => return,
+                    Err(_) => {
+                        unacked.lock().unwrap().push(email);
+                        return;
+                    }
                 }
             }
         }));
@@ -102,6 +108,21 @@ async fn sigkill_mid_stream_loses_no_acknowledged_write() {
                 "acknowledged token {t} of {s} lost"
             );
             assert_eq!(&d.value, v);
+        }
+    }
+    // All or nothing: a request cut off by the kill left either nothing
+    // visible, or (if its commit reached the disk before the kill) a token
+    // that reads back in full; never an index entry without its value.
+    let unacked = unacked.lock().unwrap().clone();
+    assert!(!unacked.is_empty(), "requests were in flight at the kill");
+    for email in &unacked {
+        for t in c.lookup("email", email, "customer_support").await.unwrap() {
+            let shown = c
+                .detokenize(&[t.as_str()], "customer_support")
+                .await
+                .unwrap();
+            assert_eq!(shown[0].disclosure, Disclosure::Plain as i32);
+            assert_eq!(&shown[0].value, email);
         }
     }
     // And the vault keeps working after recovery.

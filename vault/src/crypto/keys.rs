@@ -1,6 +1,7 @@
 //! One type per kind of key. None is `Clone`; none prints its bytes in
-//! `Debug`; all are wiped on drop (the AES key schedules through the `aes`
-//! crate's `zeroize` feature, raw bytes through `secrecy`).
+//! `Debug`; all are wiped on drop: AES round keys through the `aes` crate's
+//! `zeroize` feature, GHASH's key and state through `polyval`'s (both turned
+//! on in the workspace manifest), raw bytes through `secrecy` and `Zeroizing`.
 
 use super::CryptoError;
 use super::envelope;
