@@ -429,6 +429,19 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid_and_says_the_defaults() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/vault.example.toml");
+        let c = Config::load(Some(&path), env(&[]), &Overrides::default()).unwrap();
+        let d = Config::default();
+        assert_eq!(c.listen_addr, d.listen_addr);
+        assert_eq!(c.limits, d.limits);
+        assert_eq!(c.durability, d.durability);
+        assert_eq!(c.store_cache_bytes, d.store_cache_bytes);
+        assert_eq!(c.shutdown_grace, d.shutdown_grace);
+    }
+
+    #[test]
     fn unknown_keys_in_the_file_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("v.toml");

@@ -103,6 +103,39 @@ impl Mask {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Masks never panic, and last4 never shows more than the last four
+        /// characters of a value of at least eight.
+        #[test]
+        fn masks_show_no_more_than_they_promise(v in "\\PC{0,64}") {
+            for m in [Mask::Email, Mask::Last4, Mask::Initials, Mask::Year, Mask::Prefix2, Mask::IpNetwork, Mask::Redact] {
+                let _ = m.apply(&v);
+            }
+            let n = v.chars().count();
+            let masked = Mask::Last4.apply(&v);
+            if n >= 8 {
+                prop_assert_eq!(masked.chars().count(), n);
+                let shown: String = masked.chars().skip(n - 4).collect();
+                let tail: String = v.chars().skip(n - 4).collect();
+                prop_assert_eq!(shown, tail);
+                prop_assert!(masked.chars().take(n - 4).all(|c| c == '*'));
+            } else {
+                prop_assert_eq!(masked.as_str(), "****");
+            }
+            let redacted = Mask::Redact.apply(&v);
+            prop_assert_eq!(redacted.as_str(), "****");
+        }
+
+        /// The e-mail mask keeps at most the first character of the local part.
+        #[test]
+        fn email_mask_hides_the_local_part(local in "[a-z0-9._]{2,30}", domain in "[a-z]{2,10}\\.[a-z]{2,4}") {
+            let masked = Mask::Email.apply(&format!("{local}@{domain}"));
+            let expected = format!("{}***@{domain}", &local[..1]);
+            prop_assert_eq!(masked.as_str(), expected.as_str());
+        }
+    }
 
     #[test]
     fn masks() {
