@@ -70,13 +70,29 @@ pub enum Found {
 }
 
 /// Caches of what reads need from the store: token → subject pointers (which
-/// never change while the token exists) and decoded subject records (written
-/// through under the subject's lock, dropped when a write fails). They hold
-/// ciphertexts and wrapped keys only, never a plaintext value.
+/// never change while the token exists) and decoded subject records. They
+/// hold ciphertexts and wrapped keys only, never a plaintext value.
+///
+/// Writers put the record they committed (under the subject's lock) and bump
+/// their shard's generation; readers that missed fill the cache only if no
+/// write reached the shard since their read began, so a slow reader can never
+/// put back a record older than one a writer committed.
 struct RecordCache {
     pointers: Vec<std::sync::Mutex<lru::LruCache<String, Arc<str>>>>,
-    subjects: Vec<std::sync::Mutex<lru::LruCache<Arc<str>, Arc<SubjectRecord>>>>,
+    subjects: Vec<std::sync::Mutex<SubjectShard>>,
     hasher: std::collections::hash_map::RandomState,
+}
+
+struct SubjectShard {
+    records: lru::LruCache<Arc<str>, Arc<SubjectRecord>>,
+    /// Bumped by every write-through and every forget.
+    generation: u64,
+}
+
+/// Either a cached record, or the generation a reader must quote to fill.
+enum CacheRead {
+    Hit(Arc<SubjectRecord>),
+    Miss(u64),
 }
 
 impl RecordCache {
@@ -88,7 +104,12 @@ impl RecordCache {
                 .map(|_| std::sync::Mutex::new(lru::LruCache::new(per)))
                 .collect(),
             subjects: (0..CACHE_SHARDS)
-                .map(|_| std::sync::Mutex::new(lru::LruCache::new(per)))
+                .map(|_| {
+                    std::sync::Mutex::new(SubjectShard {
+                        records: lru::LruCache::new(per),
+                        generation: 0,
+                    })
+                })
                 .collect(),
             hasher: Default::default(),
         }
@@ -112,23 +133,41 @@ impl RecordCache {
         }
     }
 
-    fn subject(&self, subject: &str) -> Option<Arc<SubjectRecord>> {
-        self.subjects[self.shard(subject)]
-            .lock()
-            .ok()?
-            .get(subject)
-            .cloned()
-    }
-
-    fn put_subject(&self, subject: &str, record: Arc<SubjectRecord>) {
-        if let Ok(mut c) = self.subjects[self.shard(subject)].lock() {
-            c.put(Arc::from(subject), record);
+    /// A cached record, or the generation to quote in [`RecordCache::fill`].
+    fn read(&self, subject: &str) -> CacheRead {
+        match self.subjects[self.shard(subject)].lock() {
+            Ok(mut shard) => match shard.records.get(subject) {
+                Some(r) => CacheRead::Hit(r.clone()),
+                None => CacheRead::Miss(shard.generation),
+            },
+            // A poisoned shard is never filled: quote an impossible generation.
+            Err(_) => CacheRead::Miss(u64::MAX),
         }
     }
 
+    /// Caches a record a reader loaded, unless a write reached the shard
+    /// since the reader's [`RecordCache::read`] returned `generation`.
+    fn fill(&self, subject: &str, record: Arc<SubjectRecord>, generation: u64) {
+        if let Ok(mut shard) = self.subjects[self.shard(subject)].lock()
+            && shard.generation == generation
+        {
+            shard.records.put(Arc::from(subject), record);
+        }
+    }
+
+    /// Caches the record a writer just committed.
+    fn write_through(&self, subject: &str, record: Arc<SubjectRecord>) {
+        if let Ok(mut shard) = self.subjects[self.shard(subject)].lock() {
+            shard.generation = shard.generation.wrapping_add(1);
+            shard.records.put(Arc::from(subject), record);
+        }
+    }
+
+    /// Drops a subject's record (its state in the store is unknown).
     fn forget_subject(&self, subject: &str) {
-        if let Ok(mut c) = self.subjects[self.shard(subject)].lock() {
-            c.pop(subject);
+        if let Ok(mut shard) = self.subjects[self.shard(subject)].lock() {
+            shard.generation = shard.generation.wrapping_add(1);
+            shard.records.pop(subject);
         }
     }
 }
@@ -242,7 +281,7 @@ impl Engine {
         match self.store.commit(batch).await {
             Ok(()) => {
                 let record = Arc::new(record);
-                self.cache.put_subject(subject, record.clone());
+                self.cache.write_through(subject, record.clone());
                 Ok(record)
             }
             Err(e) => {
@@ -274,14 +313,15 @@ impl Engine {
     }
 
     fn subject_record(&self, subject_id: &str) -> Result<Option<Arc<SubjectRecord>>> {
-        if let Some(r) = self.cache.subject(subject_id) {
-            return Ok(Some(r));
-        }
+        let generation = match self.cache.read(subject_id) {
+            CacheRead::Hit(r) => return Ok(Some(r)),
+            CacheRead::Miss(g) => g,
+        };
         let Some(bytes) = self.store.get(&keys::subject(subject_id))? else {
             return Ok(None);
         };
         let record = Arc::new(decode::<SubjectRecord>(&bytes, "subject")?);
-        self.cache.put_subject(subject_id, record.clone());
+        self.cache.fill(subject_id, record.clone(), generation);
         Ok(Some(record))
     }
 
@@ -574,6 +614,41 @@ mod tests {
         let shown = format!("{nv:?} {found:?} {:?}", Found::NotFound);
         assert!(!shown.contains("secret.marker"), "{shown}");
         assert!(shown.contains("email"));
+    }
+
+    /// A reader that loaded a record before a writer committed a newer one
+    /// cannot put the older one back into the cache.
+    #[test]
+    fn a_slow_reader_never_caches_a_stale_record() {
+        let cache = RecordCache::new(64);
+        let old = Arc::new(SubjectRecord {
+            last_activity: 1,
+            ..Default::default()
+        });
+        let new = Arc::new(SubjectRecord {
+            last_activity: 2,
+            ..Default::default()
+        });
+        let CacheRead::Miss(g) = cache.read("s") else {
+            panic!("empty cache")
+        };
+        // The reader has read `old` from the store; now a writer commits `new`.
+        cache.write_through("s", new.clone());
+        cache.fill("s", old.clone(), g);
+        let CacheRead::Hit(r) = cache.read("s") else {
+            panic!("written through")
+        };
+        assert_eq!(r.last_activity, 2);
+        // Same when the writer's entry was dropped in between.
+        cache.forget_subject("s");
+        cache.fill("s", old.clone(), g);
+        assert!(matches!(cache.read("s"), CacheRead::Miss(_)));
+        // A reader with no write in between does fill.
+        let CacheRead::Miss(g) = cache.read("s") else {
+            panic!()
+        };
+        cache.fill("s", new, g);
+        assert!(matches!(cache.read("s"), CacheRead::Hit(_)));
     }
 
     #[test]
