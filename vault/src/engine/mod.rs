@@ -454,6 +454,8 @@ impl Engine {
     /// Finds and decrypts the value behind each token, in order.
     pub async fn detokenize(&self, tokens: &[Token]) -> Result<Vec<Found>> {
         let mut subjects: HashMap<Arc<str>, Option<Arc<SubjectRecord>>> = HashMap::new();
+        // Tokens of one subject share its DEK: ask the keyring once per request.
+        let mut deks: HashMap<(Arc<str>, u32), Arc<DataKey>> = HashMap::new();
         let mut out = Vec::with_capacity(tokens.len());
         for token in tokens {
             let Some(sid) = self.token_subject(token)? else {
@@ -475,7 +477,14 @@ impl Engine {
                 out.push(Found::NotFound);
                 continue;
             };
-            let dek = self.dek_of(&sid, record, entry.dek_version)?;
+            let dek = match deks.get(&(sid.clone(), entry.dek_version)) {
+                Some(d) => d.clone(),
+                None => {
+                    let d = self.dek_of(&sid, record, entry.dek_version)?;
+                    deks.insert((sid.clone(), entry.dek_version), d.clone());
+                    d
+                }
+            };
             let plain = dek
                 .open(&field_context(&sid, &entry.field, token.as_str(), entry.value_version), &entry.ciphertext)
                 .map_err(|e| {

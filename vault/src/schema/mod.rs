@@ -77,10 +77,8 @@ pub struct FieldDef {
 impl FieldDef {
     /// Checks `value` and returns its canonical form, or a description of what
     /// is wrong (never containing the value).
+    /// The validator bounds the trimmed value by the field's `max_len`.
     pub fn normalize(&self, value: &str) -> Result<Zeroizing<String>, &'static str> {
-        if value.chars().count() > self.max_len {
-            return Err("longer than the field's maximum length");
-        }
         self.validator.normalize(value, self.max_len)
     }
 
@@ -475,6 +473,23 @@ mod tests {
         let err = Schema::parse("version = 1\n[fields.a\n", "f.toml", 4096).unwrap_err();
         assert!(err.problems[0].starts_with("f.toml:"), "{err}");
         assert!(err.problems[0].contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn max_len_counts_characters_of_the_trimmed_value() {
+        let s = Schema::default_schema(4096).unwrap();
+        let age = s.field("age_range").unwrap();
+        assert_eq!(age.max_len, 16);
+        assert!(age.normalize(&"x".repeat(16)).is_ok());
+        assert!(age.normalize(&format!("  {}  ", "x".repeat(16))).is_ok());
+        assert_eq!(
+            age.normalize(&"x".repeat(17)).unwrap_err(),
+            "longer than the field's maximum length"
+        );
+        assert!(
+            age.normalize(&"é".repeat(16)).is_ok(),
+            "characters, not bytes"
+        );
     }
 
     #[test]
