@@ -5,6 +5,7 @@ use crate::engine::NewValue;
 use crate::engine::types::{PolicyVersion, Purpose, SubjectId};
 use crate::engine::{Found, MAX_LOOKUP_RESULTS};
 use crate::error::Error;
+use crate::schema::{FieldDef, Schema};
 use crate::tokens::Token;
 use prost::Message;
 use std::collections::HashSet;
@@ -16,6 +17,7 @@ use vault_proto::v1::{
     DetokenizeRequest, DetokenizeResponse, Disclosed, Disclosure, FieldToken, LookupRequest,
     LookupResponse, TokenizeRequest, TokenizeResponse, UpdateRequest, UpdateResponse,
 };
+use zeroize::Zeroizing;
 
 /// The token service.
 #[derive(Debug, Clone)]
@@ -52,6 +54,40 @@ impl TokenApi {
             false
         } else {
             true
+        }
+    }
+
+    /// The declared field called `name`, or a violation at `at`.
+    fn field<'s>(
+        v: &mut Violations,
+        at: String,
+        schema: &'s Schema,
+        name: &str,
+    ) -> Option<&'s Arc<FieldDef>> {
+        if name.is_empty() {
+            v.add(at, "a field name is required");
+            return None;
+        }
+        let def = schema.field(name);
+        if def.is_none() {
+            v.add(at, "unknown field (not declared in the schema)");
+        }
+        def
+    }
+
+    /// `value` within the byte limit and valid for `field`, canonical; or a
+    /// violation at `at`.
+    fn value(
+        &self,
+        v: &mut Violations,
+        at: String,
+        field: &FieldDef,
+        value: &str,
+    ) -> Option<Zeroizing<String>> {
+        if self.check_value(v, at.clone(), value) {
+            v.check(at, field.normalize(value))
+        } else {
+            None
         }
     }
 
@@ -96,25 +132,17 @@ impl TokenService for TokenApi {
                 .enumerate()
                 .take(self.shared.limits.max_batch_items)
             {
-                if fv.field.is_empty() {
-                    v.add(format!("fields[{i}].field"), "a field name is required");
-                    continue;
-                }
-                let Some(def) = schema.field(&fv.field) else {
-                    v.add(
-                        format!("fields[{i}].field"),
-                        "unknown field (not declared in the schema)",
-                    );
+                let Some(def) =
+                    Self::field(&mut v, format!("fields[{i}].field"), &schema, &fv.field)
+                else {
                     continue;
                 };
                 if !seen.insert(def.name.as_str()) {
                     v.add(format!("fields[{i}].field"), "field given more than once");
                     continue;
                 }
-                if !self.check_value(&mut v, format!("fields[{i}].value"), &fv.value) {
-                    continue;
-                }
-                if let Some(value) = v.check(format!("fields[{i}].value"), def.normalize(&fv.value))
+                if let Some(value) =
+                    self.value(&mut v, format!("fields[{i}].value"), def, &fv.value)
                 {
                     values.push(NewValue {
                         field: def.clone(),
@@ -218,27 +246,17 @@ impl TokenService for TokenApi {
             let mut v = Violations::default();
             self.check_size(&mut v, req.encoded_len());
             let _purpose = Self::purpose(&mut v, &req.purpose);
-            let field = match self.shared.engine.schema().field(&req.field) {
-                None if req.field.is_empty() => {
-                    v.add("field", "a field name is required");
-                    None
-                }
-                None => {
-                    v.add("field", "unknown field (not declared in the schema)");
-                    None
-                }
+            let schema = self.shared.engine.schema().clone();
+            let field = match Self::field(&mut v, "field".into(), &schema, &req.field) {
                 Some(f) if !f.lookup => {
                     v.add("field", "not a look-up field");
                     None
                 }
-                Some(f) => Some(f.clone()),
+                other => other.cloned(),
             };
-            let value = match &field {
-                Some(f) if self.check_value(&mut v, "value".into(), &req.value) => {
-                    v.check("value", f.normalize(&req.value))
-                }
-                _ => None,
-            };
+            let value = field
+                .as_ref()
+                .and_then(|f| self.value(&mut v, "value".into(), f, &req.value));
             v.finish()?;
             let (Some(field), Some(value)) = (field, value) else {
                 return Err(Error::Internal("validated input missing".into()));
