@@ -5,7 +5,13 @@
 use prost::Message;
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["vault/v1/token.proto", "vault/v1/system.proto"];
+const PROTOS: &[&str] = &[
+    "vault/v1/token.proto",
+    "vault/v1/system.proto",
+    "vault/v1/principal.proto",
+    "vault/v1/subject.proto",
+    "vault/v1/policy.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in PROTOS {

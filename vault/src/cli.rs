@@ -29,6 +29,9 @@ pub struct Cli {
     /// Field schema (default: the built-in policies/fields.toml).
     #[arg(long, global = true)]
     pub schema: Option<PathBuf>,
+    /// Directory of vault.cedarschema and *.cedar (default: the built-in policies/).
+    #[arg(long, global = true)]
+    pub policy_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -40,7 +43,7 @@ pub enum Command {
     Serve,
     /// Create the development root key file and the data directory's keys, then exit.
     Init,
-    /// Check the configuration and the field schema, then exit.
+    /// Check the configuration, the field schema and the access policy, then exit.
     Check,
 }
 
@@ -84,6 +87,28 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + 
     }
 }
 
+/// Reloads the access policy on every SIGHUP (a bad policy is logged and the
+/// running one stays).
+fn reload_on_sighup(policy: std::sync::Arc<crate::policy::PolicyEngine>) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let policy = policy.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    crate::api::reload_policy(&policy, "SIGHUP")
+                })
+                .await;
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = policy;
+    Ok(())
+}
+
 /// Runs `vaultd` with the process's arguments and environment.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -92,6 +117,7 @@ pub fn main() -> ExitCode {
         data_dir: cli.data_dir.clone(),
         root_key_file: cli.root_key_file.clone(),
         schema_file: cli.schema.clone(),
+        policy_dir: cli.policy_dir.clone(),
     };
     let config = match Config::load(cli.config.as_deref(), std::env::vars(), &overrides) {
         Ok(c) => c,
@@ -114,8 +140,12 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Check => {
-                crate::load_schema(&config)?;
-                eprintln!("vaultd: configuration and schema are valid");
+                let schema = std::sync::Arc::new(crate::load_schema(&config)?);
+                let policy = crate::policy::PolicyEngine::load(config.policy_dir.clone(), schema)?;
+                eprintln!(
+                    "vaultd: configuration, schema and access policy ({} policies) are valid",
+                    policy.summary().policies
+                );
                 Ok(())
             }
             Command::Init => {
@@ -141,13 +171,19 @@ pub fn main() -> ExitCode {
                     })?;
                 let shutdown = shutdown_signal()
                     .map_err(|e| crate::StartError::Serve(format!("cannot handle signals: {e}")))?;
+                let mut vault = crate::Vault::open(config).await?;
+                reload_on_sighup(vault.policy())
+                    .map_err(|e| crate::StartError::Serve(format!("cannot handle signals: {e}")))?;
+                if let Some(token) = vault.take_bootstrap_token() {
+                    crate::print_bootstrap(&token);
+                }
                 if let Ok(addr) = listener.local_addr() {
                     // One line on stdout that scripts and tests wait for.
                     let mut out = std::io::stdout().lock();
                     let _ = writeln!(out, "vaultd listening on {addr}");
                     let _ = out.flush();
                 }
-                crate::run(config, listener, shutdown).await
+                vault.serve(listener, shutdown).await
             }
         }
     });

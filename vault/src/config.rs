@@ -18,11 +18,18 @@
 //! | `durability` | `VAULT_DURABILITY` | `fsync` (or `flush`) |
 //! | `log_format` | `VAULT_LOG_FORMAT` | `text` (or `json`) |
 //! | `init_if_missing` | `VAULT_INIT_IF_MISSING` | `true`: first start makes a dev key file |
+//! | `policy_dir` | `VAULT_POLICY_DIR` | built-in `policies/*.cedar` + `vault.cedarschema` |
+//! | `tls_cert_file` | `VAULT_TLS_CERT_FILE` | none: plaintext, loopback only |
+//! | `tls_key_file` | `VAULT_TLS_KEY_FILE` | none |
+//! | `tls_client_ca_file` | `VAULT_TLS_CLIENT_CA_FILE` | none: no client certificates (bearer tokens only) |
+//! | `[mtls_principals]` | (file only) | empty: certificate principal (URI SAN or CN) = role |
+//! | `max_token_ttl_secs` | `VAULT_MAX_TOKEN_TTL_SECS` | 2592000 (30 days): longest bearer-token life |
 //!
 //! Log verbosity is `VAULT_LOG` (a `tracing` filter, default `info`).
 
 use crate::store::sled::Durability;
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -84,6 +91,33 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Whether a first start on an empty data directory creates a dev key file.
     pub init_if_missing: bool,
+    /// Directory of `vault.cedarschema` and `*.cedar`; `None` uses the built-in ones.
+    pub policy_dir: Option<PathBuf>,
+    /// TLS: the server's certificate chain and key (PEM), and the CA that
+    /// client certificates must chain to.
+    pub tls: TlsFiles,
+    /// Certificate principal (URI SAN or CN) → role.
+    pub mtls_principals: HashMap<String, String>,
+    /// Longest life of a bearer token, in seconds.
+    pub max_token_ttl_secs: u64,
+}
+
+/// TLS files (PEM). With none, the vault serves plaintext on loopback only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The server's certificate chain.
+    pub cert_file: Option<PathBuf>,
+    /// The server's private key.
+    pub key_file: Option<PathBuf>,
+    /// The CA that client certificates must chain to (enables mTLS).
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// Whether the vault serves TLS.
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
+    }
 }
 
 impl Default for Config {
@@ -101,6 +135,10 @@ impl Default for Config {
             shutdown_grace: std::time::Duration::from_secs(10),
             log_format: LogFormat::Text,
             init_if_missing: true,
+            policy_dir: None,
+            tls: TlsFiles::default(),
+            mtls_principals: HashMap::new(),
+            max_token_ttl_secs: 30 * 24 * 3600,
         }
     }
 }
@@ -130,6 +168,12 @@ struct RawConfig {
     shutdown_grace_secs: Option<u64>,
     log_format: Option<String>,
     init_if_missing: Option<bool>,
+    policy_dir: Option<PathBuf>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    tls_client_ca_file: Option<PathBuf>,
+    mtls_principals: Option<HashMap<String, String>>,
+    max_token_ttl_secs: Option<u64>,
 }
 
 /// Overrides from the command line.
@@ -143,6 +187,8 @@ pub struct Overrides {
     pub root_key_file: Option<PathBuf>,
     /// `--schema`.
     pub schema_file: Option<PathBuf>,
+    /// `--policy-dir`.
+    pub policy_dir: Option<PathBuf>,
 }
 
 fn parse_into<T: std::str::FromStr>(
@@ -244,9 +290,21 @@ impl Config {
                 "INIT_IF_MISSING" => {
                     parse_into(s, &src, "init_if_missing", &value, &mut c.init_if_missing)
                 }
+                "POLICY_DIR" => c.policy_dir = Some(PathBuf::from(value)),
+                "TLS_CERT_FILE" => c.tls.cert_file = Some(PathBuf::from(value)),
+                "TLS_KEY_FILE" => c.tls.key_file = Some(PathBuf::from(value)),
+                "TLS_CLIENT_CA_FILE" => c.tls.client_ca_file = Some(PathBuf::from(value)),
+                "MAX_TOKEN_TTL_SECS" => parse_into(
+                    s,
+                    &src,
+                    "max_token_ttl_secs",
+                    &value,
+                    &mut c.max_token_ttl_secs,
+                ),
                 // VAULT_LOG is read by the log set-up, VAULT_CONFIG names the file,
-                // VAULT_ADDR is vaultctl's.
-                "LOG" | "CONFIG" | "ADDR" => {}
+                // the rest are vaultctl's.
+                "LOG" | "CONFIG" | "ADDR" | "TOKEN" | "CACERT" | "CLIENT_CERT" | "CLIENT_KEY"
+                | "TLS_DOMAIN" => {}
                 _ => problems.push(format!("{src}: unknown setting")),
             }
         }
@@ -267,6 +325,9 @@ impl Config {
         }
         if let Some(s) = &overrides.schema_file {
             c.schema_file = Some(s.clone());
+        }
+        if let Some(d) = &overrides.policy_dir {
+            c.policy_dir = Some(d.clone());
         }
         c.check(&mut problems);
         if problems.is_empty() {
@@ -319,6 +380,24 @@ impl Config {
         if let Some(v) = raw.init_if_missing {
             self.init_if_missing = v;
         }
+        if raw.policy_dir.is_some() {
+            self.policy_dir = raw.policy_dir;
+        }
+        if raw.tls_cert_file.is_some() {
+            self.tls.cert_file = raw.tls_cert_file;
+        }
+        if raw.tls_key_file.is_some() {
+            self.tls.key_file = raw.tls_key_file;
+        }
+        if raw.tls_client_ca_file.is_some() {
+            self.tls.client_ca_file = raw.tls_client_ca_file;
+        }
+        if let Some(m) = raw.mtls_principals {
+            self.mtls_principals = m;
+        }
+        if let Some(v) = raw.max_token_ttl_secs {
+            self.max_token_ttl_secs = v;
+        }
     }
 
     fn set_durability(&mut self, v: &str, src: &str, problems: &mut Vec<String>) {
@@ -362,12 +441,32 @@ impl Config {
         if self.store_cache_bytes < 1 << 20 {
             problems.push("store_cache_bytes: must be at least 1048576".into());
         }
-        if !self.listen_addr.ip().is_loopback() {
+        if !self.listen_addr.ip().is_loopback() && !self.tls.enabled() {
             problems.push(format!(
-                "listen_addr: {} is not a loopback address; this vault has no TLS or authentication yet, so it \
-                 serves only on 127.0.0.1 or ::1",
+                "listen_addr: {} is not a loopback address; without TLS (tls_cert_file, tls_key_file) \
+                 the vault serves only on 127.0.0.1 or ::1",
                 self.listen_addr
             ));
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            problems.push("tls_cert_file and tls_key_file: give both or neither".into());
+        }
+        if self.tls.client_ca_file.is_some() && !self.tls.enabled() {
+            problems.push("tls_client_ca_file: needs tls_cert_file and tls_key_file".into());
+        }
+        if !self.mtls_principals.is_empty() && self.tls.client_ca_file.is_none() {
+            problems.push("mtls_principals: client certificates need tls_client_ca_file".into());
+        }
+        for (principal, role) in &self.mtls_principals {
+            if let Err(e) = crate::auth::credentials::check_name(principal) {
+                problems.push(format!("mtls_principals: {principal:?}: {e}"));
+            }
+            if let Err(e) = crate::auth::credentials::check_role(role) {
+                problems.push(format!("mtls_principals: {principal:?}: {e}"));
+            }
+        }
+        if !(60..=366 * 24 * 3600).contains(&self.max_token_ttl_secs) {
+            problems.push("max_token_ttl_secs: must be 60 to 31622400 (366 days)".into());
         }
         if self.root_key_file.starts_with(&self.data_dir) {
             problems.push(

@@ -37,6 +37,13 @@ pub enum Error {
     /// The request is malformed; each violation names an item.
     #[error("invalid request ({} violation(s))", .0.len())]
     InvalidArgument(Vec<Violation>),
+    /// No credentials, or credentials that are malformed, unknown, expired
+    /// or revoked. The client is told only which of "none" and "invalid".
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(&'static str),
+    /// The caller may not do this. Never says whether the data exists.
+    #[error("permission denied")]
+    PermissionDenied,
     /// The request names something that does not exist (said only where
     /// existence is not itself a secret).
     #[error("not found: {0}")]
@@ -95,6 +102,10 @@ impl From<Error> for Status {
                 };
                 Status::with_error_details(Code::InvalidArgument, msg, details)
             }
+            Error::Unauthenticated(what) => Status::unauthenticated(what),
+            Error::PermissionDenied => Status::permission_denied(
+                "permission denied: the access policy does not allow this request",
+            ),
             Error::NotFound(what) => Status::not_found(format!("{what} not found")),
             Error::Integrity => {
                 Status::new(Code::DataLoss, "stored data failed its integrity check")

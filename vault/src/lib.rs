@@ -9,21 +9,26 @@
 //! - [`store`]: the `Store` trait and its sled implementation (group commit).
 //! - [`schema`]: `fields.toml`: classes, validators, masks, retention.
 //! - [`tokens`]: token formats.
-//! - [`engine`]: tokenize, detokenize, look up, correct.
+//! - [`engine`]: tokenize, detokenize, look up, correct, consent.
+//! - [`auth`]: bearer tokens and mTLS client certificates → a `Principal`.
+//! - [`policy`]: Cedar policies: plain, masked or denied, per field and purpose.
 //! - [`api`]: the tonic services.
 //! - [`cli`]: the `vaultd` command line.
 //!
-//! [`run`] starts a vault on a listener until a shutdown signal; `vaultd` and
-//! the tests call it the same way.
+//! [`run`] starts a vault on a listener until a shutdown signal. `vaultd`
+//! does the same in two steps, [`Vault::open`] then [`Vault::serve`], to print
+//! the bootstrap operator token and its "listening" line in between.
 
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod engine;
 pub mod error;
+pub mod policy;
 pub mod schema;
 pub mod store;
 pub mod tokens;
@@ -45,8 +50,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
+use tonic::server::NamedService;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use vault_proto::v1::policy_service_server::PolicyServiceServer;
+use vault_proto::v1::principal_service_server::PrincipalServiceServer;
+use vault_proto::v1::subject_service_server::SubjectServiceServer;
 use vault_proto::v1::system_service_server::SystemServiceServer;
 use vault_proto::v1::token_service_server::TokenServiceServer;
 
@@ -69,6 +80,15 @@ pub enum StartError {
     /// The data directory holds keys, but the root key file is missing.
     #[error("the data directory {0} is initialised but its root key file {1} is missing")]
     RootKeyMissing(String, String),
+    /// The access policy is invalid.
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
+    /// The TLS files cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// Credentials could not be loaded or the bootstrap token issued.
+    #[error("credentials: {0}")]
+    Credentials(String),
     /// The gRPC server failed.
     #[error("server: {0}")]
     Serve(String),
@@ -122,83 +142,244 @@ pub async fn open_engine(config: &Config) -> Result<Engine, StartError> {
     ))
 }
 
+/// A vault opened and ready to serve.
+pub struct Vault {
+    config: Config,
+    shared: Arc<api::Shared>,
+    tls: Option<ServerTlsConfig>,
+    bootstrap: Option<auth::credentials::IssuedToken>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The TLS settings of `config`, or `None` without TLS.
+fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> {
+    let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) else {
+        return Ok(None);
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| StartError::Tls(format!("{}: cannot read: {e}", p.display())))
+    };
+    let key_pem = zeroize::Zeroizing::new(read(key)?);
+    let mut tls =
+        ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, key_pem.as_slice()));
+    if let Some(ca) = &config.tls.client_ca_file {
+        // Optional, so that bearer-token callers can use TLS without a
+        // certificate; a request with neither is refused UNAUTHENTICATED.
+        tls = tls
+            .client_ca_root(Certificate::from_pem(read(ca)?))
+            .client_auth_optional(true);
+    }
+    Ok(Some(tls.timeout(std::time::Duration::from_secs(10))))
+}
+
+impl Vault {
+    /// Opens the store, keys, policies and credentials; issues the bootstrap
+    /// operator token on the first start.
+    pub async fn open(config: Config) -> Result<Self, StartError> {
+        let tls = tls_config(&config)?;
+        let engine = Arc::new(open_engine(&config).await?);
+        let policy = Arc::new(policy::PolicyEngine::load(
+            config.policy_dir.clone(),
+            engine.schema().clone(),
+        )?);
+        let credentials = auth::credentials::CredentialStore::open(engine.clone())
+            .map_err(|e| StartError::Credentials(e.to_string()))?;
+        let bootstrap = credentials
+            .bootstrap(engine.clock().now())
+            .await
+            .map_err(|e| StartError::Credentials(e.to_string()))?;
+        let auth = Arc::new(auth::Authenticator::new(
+            credentials,
+            &config.mtls_principals,
+            engine.clock().clone(),
+        ));
+        let shared = Arc::new(api::Shared {
+            engine,
+            auth,
+            policy,
+            limits: config.limits,
+            max_token_ttl_secs: config.max_token_ttl_secs,
+            mtls_principals: config.mtls_principals.clone(),
+            started: Instant::now(),
+        });
+        Ok(Self {
+            config,
+            shared,
+            tls,
+            bootstrap,
+        })
+    }
+
+    /// The bootstrap operator token, if this start issued one (once).
+    pub fn take_bootstrap_token(&mut self) -> Option<auth::credentials::IssuedToken> {
+        self.bootstrap.take()
+    }
+
+    /// The running access policy (to reload it).
+    pub fn policy(&self) -> Arc<policy::PolicyEngine> {
+        self.shared.policy.clone()
+    }
+
+    /// Serves the vault on `listener` until `shutdown` resolves, then
+    /// finishes in-flight requests and flushes the store.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let Vault {
+            config,
+            shared,
+            tls,
+            ..
+        } = self;
+        let engine = shared.engine.clone();
+        // Tonic's hard cap sits well above the vault's limit, so that requests
+        // between the two get a clear INVALID_ARGUMENT from the vault itself;
+        // beyond the cap, the transport refuses them (RESOURCE_EXHAUSTED or a reset).
+        let decode_cap = config.limits.max_request_bytes.saturating_mul(4);
+        let guard = api::AuthInterceptor(shared.auth.clone());
+        let tokens = InterceptedService::new(
+            TokenServiceServer::new(api::TokenApi::new(shared.clone()))
+                .max_decoding_message_size(decode_cap),
+            guard.clone(),
+        );
+        let system = InterceptedService::new(
+            SystemServiceServer::new(api::SystemApi::new(shared.clone()))
+                .max_decoding_message_size(decode_cap),
+            guard.clone(),
+        );
+        let principals = InterceptedService::new(
+            PrincipalServiceServer::new(api::PrincipalApi::new(shared.clone()))
+                .max_decoding_message_size(decode_cap),
+            guard.clone(),
+        );
+        let subjects = InterceptedService::new(
+            SubjectServiceServer::new(api::SubjectApi::new(shared.clone()))
+                .max_decoding_message_size(decode_cap),
+            guard.clone(),
+        );
+        let policies = InterceptedService::new(
+            PolicyServiceServer::new(api::PolicyApi::new(shared.clone()))
+                .max_decoding_message_size(decode_cap),
+            guard,
+        );
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        for name in [
+            <TokenServiceServer<api::TokenApi> as NamedService>::NAME,
+            <SystemServiceServer<api::SystemApi> as NamedService>::NAME,
+            <PrincipalServiceServer<api::PrincipalApi> as NamedService>::NAME,
+            <SubjectServiceServer<api::SubjectApi> as NamedService>::NAME,
+            <PolicyServiceServer<api::PolicyApi> as NamedService>::NAME,
+        ] {
+            health_reporter
+                .set_service_status(name, tonic_health::ServingStatus::Serving)
+                .await;
+        }
+        let reflection = |b: tonic_reflection::server::Builder<'static>| {
+            b.register_encoded_file_descriptor_set(vault_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
+            .build_v1()
+            .map_err(|e| StartError::Serve(e.to_string()))?;
+        let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
+            .build_v1alpha()
+            .map_err(|e| StartError::Serve(e.to_string()))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartError::Serve(e.to_string()))?;
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let policy = shared.policy.summary();
+        tracing::info!(
+            %addr,
+            tls = tls.is_some(),
+            mtls = config.tls.client_ca_file.is_some(),
+            fields = engine.schema().len(),
+            policies = policy.policies,
+            storage = engine.store().backend(),
+            "vault serving"
+        );
+        // On the shutdown signal, stop accepting and let in-flight requests
+        // finish, but never wait longer than the grace period for clients that
+        // do not close their connections.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let grace = config.shutdown_grace;
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let mut server_stop = stop_rx.clone();
+        let mut grace_stop = stop_rx;
+        let mut builder = Server::builder().tcp_nodelay(true);
+        if let Some(tls) = tls {
+            builder = builder
+                .tls_config(tls)
+                .map_err(|e| StartError::Tls(e.to_string()))?;
+        }
+        let server = builder
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(tokens)
+            .add_service(system)
+            .add_service(principals)
+            .add_service(subjects)
+            .add_service(policies)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = server_stop.wait_for(|stop| *stop).await;
+            });
+        tokio::pin!(server);
+        let served = tokio::select! {
+            r = &mut server => r,
+            // `stopping` resolves once the signal came and the grace period passed.
+            () = async {
+                let _ = grace_stop.wait_for(|stop| *stop).await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(grace_secs = grace.as_secs(), "connections still open after the grace period; closing them");
+                Ok(())
+            }
+        };
+        tracing::info!("vault stopping: in-flight requests finished, flushing");
+        engine.store().flush()?;
+        served.map_err(|e| StartError::Serve(e.to_string()))
+    }
+}
+
+/// The line `vaultd` prints on stdout with a bootstrap operator token.
+pub const BOOTSTRAP_LINE_PREFIX: &str = "vaultd bootstrap operator token (shown once): ";
+
 /// Serves the vault on `listener` until `shutdown` resolves, then finishes
-/// in-flight requests and flushes the store.
+/// in-flight requests and flushes the store. A bootstrap operator token
+/// issued by this start is printed on stdout.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let engine = Arc::new(open_engine(&config).await?);
-    let shared = Arc::new(api::Shared {
-        engine: engine.clone(),
-        limits: config.limits,
-        started: Instant::now(),
-    });
-    // Tonic's hard cap sits well above the vault's limit, so that requests
-    // between the two get a clear INVALID_ARGUMENT from the vault itself;
-    // beyond the cap, the transport refuses them (RESOURCE_EXHAUSTED or a reset).
-    let decode_cap = config.limits.max_request_bytes.saturating_mul(4);
-    let tokens = TokenServiceServer::new(api::TokenApi::new(shared.clone()))
-        .max_decoding_message_size(decode_cap);
-    let system = SystemServiceServer::new(api::SystemApi::new(shared.clone()))
-        .max_decoding_message_size(decode_cap);
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<TokenServiceServer<api::TokenApi>>()
-        .await;
-    health_reporter
-        .set_serving::<SystemServiceServer<api::SystemApi>>()
-        .await;
-    let reflection = |b: tonic_reflection::server::Builder<'static>| {
-        b.register_encoded_file_descriptor_set(vault_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
-        .build_v1()
-        .map_err(|e| StartError::Serve(e.to_string()))?;
-    let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
-        .build_v1alpha()
-        .map_err(|e| StartError::Serve(e.to_string()))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| StartError::Serve(e.to_string()))?;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tracing::info!(%addr, fields = engine.schema().len(), storage = engine.store().backend(), "vault serving");
-    // On the shutdown signal, stop accepting and let in-flight requests
-    // finish, but never wait longer than the grace period for clients that
-    // do not close their connections.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let grace = config.shutdown_grace;
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let mut server_stop = stop_rx.clone();
-    let mut grace_stop = stop_rx;
-    let server = Server::builder()
-        .tcp_nodelay(true)
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(tokens)
-        .add_service(system)
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = server_stop.wait_for(|stop| *stop).await;
-        });
-    tokio::pin!(server);
-    let served = tokio::select! {
-        r = &mut server => r,
-        // `stopping` resolves once the signal came and the grace period passed.
-        () = async {
-            let _ = grace_stop.wait_for(|stop| *stop).await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!(grace_secs = grace.as_secs(), "connections still open after the grace period; closing them");
-            Ok(())
-        }
-    };
-    tracing::info!("vault stopping: in-flight requests finished, flushing");
-    engine.store().flush()?;
-    served.map_err(|e| StartError::Serve(e.to_string()))
+    let mut vault = Vault::open(config).await?;
+    if let Some(token) = vault.take_bootstrap_token() {
+        print_bootstrap(&token);
+    }
+    vault.serve(listener, shutdown).await
+}
+
+/// Prints the bootstrap operator token on stdout (never to the log).
+pub fn print_bootstrap(token: &auth::credentials::IssuedToken) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{BOOTSTRAP_LINE_PREFIX}{}", token.expose());
+    let _ = out.flush();
+    tracing::warn!(
+        ttl_hours = auth::credentials::BOOTSTRAP_TTL_SECS / 3600,
+        "issued the bootstrap operator token (printed on stdout, once): use it to create principals, then revoke it"
+    );
 }

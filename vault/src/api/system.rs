@@ -1,6 +1,7 @@
 //! `vault.v1.SystemService`: status now; unseal, seal and key rotation later.
 
-use super::Shared;
+use super::{Shared, principal};
+use crate::policy::Action;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use vault_proto::v1::system_service_server::SystemService;
@@ -23,8 +24,10 @@ impl SystemApi {
 impl SystemService for SystemApi {
     async fn status(
         &self,
-        _request: Request<StatusRequest>,
+        request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
+        let who = principal(&request)?;
+        self.shared.require(&who, Action::Status)?;
         let e = &self.shared.engine;
         Ok(Response::new(StatusResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -1,10 +1,11 @@
 //! `vault.v1.TokenService`.
 
-use super::{Shared, Violations};
+use super::{Shared, Violations, declared_purpose, principal};
 use crate::engine::NewValue;
 use crate::engine::types::{PolicyVersion, Purpose, SubjectId};
 use crate::engine::{Found, MAX_LOOKUP_RESULTS};
 use crate::error::Error;
+use crate::policy::{Action, Reveal, SubjectContext};
 use crate::schema::{FieldDef, Schema};
 use crate::tokens::Token;
 use prost::Message;
@@ -90,15 +91,19 @@ impl TokenApi {
             None
         }
     }
+}
 
-    fn purpose(v: &mut Violations, text: &str) -> Option<Purpose> {
-        if text.is_empty() {
-            v.add("purpose", "a purpose is required");
-            None
-        } else {
-            v.check("purpose", Purpose::parse(text))
-        }
-    }
+/// The policy context of a stored subject.
+fn subject_context(
+    schema: &Schema,
+    record: &crate::engine::records::SubjectRecord,
+) -> SubjectContext {
+    SubjectContext::new(
+        schema,
+        record.purposes.iter().map(String::as_str),
+        record.restricted,
+        &record.policy_version,
+    )
 }
 
 fn log_done(rpc: &'static str, items: usize, started: Instant, r: &Result<impl Sized, Error>) {
@@ -116,9 +121,11 @@ impl TokenService for TokenApi {
         request: Request<TokenizeRequest>,
     ) -> Result<Response<TokenizeResponse>, Status> {
         let started = Instant::now();
+        let who = principal(&request);
         let req = request.into_inner();
         let n = req.fields.len();
         let r = async {
+            let who = who?;
             let mut v = Violations::default();
             self.check_size(&mut v, req.encoded_len());
             let subject = v.check("subject_id", SubjectId::parse(&req.subject_id));
@@ -152,7 +159,12 @@ impl TokenService for TokenApi {
             }
             let mut purposes = Vec::with_capacity(req.purposes.len());
             for (i, p) in req.purposes.iter().enumerate().take(64) {
-                purposes.extend(v.check(format!("purposes[{i}]"), Purpose::parse(p)));
+                purposes.extend(declared_purpose(
+                    &mut v,
+                    &format!("purposes[{i}]"),
+                    &schema,
+                    p,
+                ));
             }
             if req.purposes.len() > 64 {
                 v.add("purposes", "more than 64 purposes");
@@ -163,6 +175,21 @@ impl TokenService for TokenApi {
             let (Some(subject), Some(policy_version)) = (subject, policy_version) else {
                 return Err(Error::Internal("validated input missing".into()));
             };
+            // The context of what is being collected: the consent given with it.
+            let ctx = SubjectContext::new(
+                &schema,
+                purposes.iter().map(Purpose::as_str),
+                false,
+                policy_version.as_str(),
+            );
+            let policy = &self.shared.policy;
+            if let Some(denied) = values
+                .iter()
+                .find(|nv| !policy.allows_field(&who, Action::Tokenize, &nv.field, "", &ctx))
+            {
+                tracing::info!(principal = %who.name, role = %who.role, field = %denied.field.name, "tokenize denied");
+                return Err(Error::PermissionDenied);
+            }
             let tokens = self
                 .shared
                 .engine
@@ -189,13 +216,16 @@ impl TokenService for TokenApi {
         request: Request<DetokenizeRequest>,
     ) -> Result<Response<DetokenizeResponse>, Status> {
         let started = Instant::now();
+        let who = principal(&request);
         let req = request.into_inner();
         let n = req.tokens.len();
         let r = async {
+            let who = who?;
             let mut v = Violations::default();
             self.check_size(&mut v, req.encoded_len());
             self.check_count(&mut v, "tokens", n);
-            let _purpose = Self::purpose(&mut v, &req.purpose);
+            let schema = self.shared.engine.schema().clone();
+            let purpose = declared_purpose(&mut v, "purpose", &schema, &req.purpose);
             let mut tokens = Vec::with_capacity(n.min(self.shared.limits.max_batch_items));
             for (i, t) in req
                 .tokens
@@ -209,22 +239,47 @@ impl TokenService for TokenApi {
                 ));
             }
             v.finish()?;
-            let found = self.shared.engine.detokenize(&tokens).await?;
+            let Some(purpose) = purpose else {
+                return Err(Error::Internal("validated input missing".into()));
+            };
+            let policy = &self.shared.policy;
+            let found = self
+                .shared
+                .engine
+                .detokenize(&tokens, |field, record| {
+                    policy.reveal(
+                        &who,
+                        field,
+                        purpose.as_str(),
+                        &subject_context(&schema, record),
+                    )
+                })
+                .await?;
             Ok(DetokenizeResponse {
                 values: tokens
                     .into_iter()
                     .zip(found)
                     .map(|(t, f)| match f {
-                        Found::Value { field, value } => Disclosed {
+                        Found::Value {
+                            field,
+                            reveal,
+                            value,
+                        } => Disclosed {
                             token: t.as_str().to_owned(),
                             field: field.name.clone(),
-                            disclosure: Disclosure::Plain as i32,
+                            disclosure: match reveal {
+                                Reveal::Plain => Disclosure::Plain,
+                                _ => Disclosure::Masked,
+                            } as i32,
                             value: value.as_str().to_owned(),
                         },
-                        Found::NotFound => Disclosed {
+                        // A denied token and a token that does not exist get
+                        // the same answer, without even the field's name: a
+                        // caller learns nothing of data it may not see.
+                        Found::Denied | Found::NotFound => Disclosed {
                             token: t.as_str().to_owned(),
                             field: String::new(),
-                            disclosure: Disclosure::NotFound as i32,
+                            disclosure: Disclosure::Denied as i32,
                             value: String::new(),
                         },
                     })
@@ -241,12 +296,14 @@ impl TokenService for TokenApi {
         request: Request<LookupRequest>,
     ) -> Result<Response<LookupResponse>, Status> {
         let started = Instant::now();
+        let who = principal(&request);
         let req = request.into_inner();
         let r = async {
+            let who = who?;
             let mut v = Violations::default();
             self.check_size(&mut v, req.encoded_len());
-            let _purpose = Self::purpose(&mut v, &req.purpose);
             let schema = self.shared.engine.schema().clone();
+            let purpose = declared_purpose(&mut v, "purpose", &schema, &req.purpose);
             let field = match Self::field(&mut v, "field".into(), &schema, &req.field) {
                 Some(f) if !f.lookup => {
                     v.add("field", "not a look-up field");
@@ -258,10 +315,28 @@ impl TokenService for TokenApi {
                 .as_ref()
                 .and_then(|f| self.value(&mut v, "value".into(), f, &req.value));
             v.finish()?;
-            let (Some(field), Some(value)) = (field, value) else {
+            let (Some(field), Some(value), Some(purpose)) = (field, value, purpose) else {
                 return Err(Error::Internal("validated input missing".into()));
             };
-            let tokens = self.shared.engine.lookup(&field, &value)?;
+            // Refuse at once a caller the policy never lets look this field up
+            // for this purpose (decided on the request alone, so the answer
+            // says nothing of the data); then keep only the subjects whose own
+            // context (consent, restriction) allows it.
+            let policy = &self.shared.policy;
+            let best_case = SubjectContext::new(&schema, [purpose.as_str()], false, "");
+            if !policy.allows_field(&who, Action::Lookup, &field, purpose.as_str(), &best_case) {
+                tracing::info!(principal = %who.name, role = %who.role, field = %field.name, "lookup denied");
+                return Err(Error::PermissionDenied);
+            }
+            let tokens = self.shared.engine.lookup(&field, &value, |record| {
+                policy.allows_field(
+                    &who,
+                    Action::Lookup,
+                    &field,
+                    purpose.as_str(),
+                    &subject_context(&schema, record),
+                )
+            })?;
             debug_assert!(tokens.len() <= MAX_LOOKUP_RESULTS);
             Ok(LookupResponse {
                 tokens: tokens.into_iter().map(|t| t.as_str().to_owned()).collect(),
@@ -277,28 +352,40 @@ impl TokenService for TokenApi {
         request: Request<UpdateRequest>,
     ) -> Result<Response<UpdateResponse>, Status> {
         let started = Instant::now();
+        let who = principal(&request);
         let req = request.into_inner();
         let r = async {
+            let who = who?;
             let mut v = Violations::default();
             self.check_size(&mut v, req.encoded_len());
             let token = v.check("token", Token::parse(&req.token).ok_or("malformed token"));
-            if !req.purpose.is_empty() {
-                v.check("purpose", Purpose::parse(&req.purpose));
-            }
+            let schema = self.shared.engine.schema().clone();
+            let purpose = declared_purpose(&mut v, "purpose", &schema, &req.purpose);
             self.check_value(&mut v, "value".into(), &req.value);
             v.finish()?;
-            let Some(token) = token else {
+            let (Some(token), Some(purpose)) = (token, purpose) else {
                 return Err(Error::Internal("validated input missing".into()));
             };
+            let policy = &self.shared.policy;
             let version = self
                 .shared
                 .engine
-                .update(&token, |field| {
+                .update(&token, |field, record| {
+                    let ctx = subject_context(&schema, record);
+                    if !policy.allows_field(&who, Action::Update, field, purpose.as_str(), &ctx) {
+                        tracing::info!(principal = %who.name, role = %who.role, field = %field.name, "update denied");
+                        return Err(Error::PermissionDenied);
+                    }
                     field
                         .normalize(&req.value)
                         .map_err(|e| Error::invalid("value", e))
                 })
-                .await?;
+                .await
+                // An unknown token is refused like a forbidden one.
+                .map_err(|e| match e {
+                    Error::NotFound(_) => Error::PermissionDenied,
+                    other => other,
+                })?;
             Ok(UpdateResponse {
                 token: token.as_str().to_owned(),
                 value_version: version,

@@ -6,7 +6,9 @@
 //! root key is detected. Subjects' DEKs are unwrapped on first use and kept in
 //! an LRU cache; an evicted DEK is wiped when its last user drops it.
 
-use super::keys::{DataKey, DerivationSeed, IndexKey, KEY_LEN, KeyEncryptionKey, RootKey};
+use super::keys::{
+    CredentialKey, DataKey, DerivationSeed, IndexKey, KEY_LEN, KeyEncryptionKey, RootKey,
+};
 use super::{CryptoError, envelope, random_array};
 use crate::store::{Batch, Store, keys};
 use lru::LruCache;
@@ -53,6 +55,7 @@ pub struct Keyring {
     keks: BTreeMap<u32, KeyEncryptionKey>,
     active_kek: u32,
     index: IndexKey,
+    credential: CredentialKey,
     deks: Mutex<LruCache<(String, u32), Arc<DataKey>>>,
 }
 
@@ -124,12 +127,16 @@ impl Keyring {
             .as_slice()
             .try_into()
             .map_err(|_| KeyringError::Damaged("seed length"))?;
-        let index = IndexKey::derive(&DerivationSeed::from_bytes(bytes));
+        let seed = DerivationSeed::from_bytes(bytes);
+        let index = IndexKey::derive(&seed);
+        let credential = CredentialKey::derive(&seed);
+        drop(seed);
         let cap = NonZeroUsize::new(dek_cache.max(1)).unwrap_or(NonZeroUsize::MIN);
         Ok(Self {
             keks,
             active_kek,
             index,
+            credential,
             deks: Mutex::new(LruCache::new(cap)),
         })
     }
@@ -142,6 +149,11 @@ impl Keyring {
     /// The blind-index key.
     pub fn index(&self) -> &IndexKey {
         &self.index
+    }
+
+    /// The key that hashes bearer-token secrets.
+    pub fn credential(&self) -> &CredentialKey {
+        &self.credential
     }
 
     /// Makes a new DEK of `dek_version` for `subject_id`; returns it and its

@@ -16,6 +16,8 @@ pub const KEY_LEN: usize = 32;
 
 /// Label of the HKDF derivation of the index key from the seed.
 pub const INDEX_KEY_LABEL: &[u8] = b"vault/v1/blind-index";
+/// Label of the key that hashes bearer-token secrets.
+pub const CREDENTIAL_KEY_LABEL: &[u8] = b"vault/v1/credential-hash";
 
 /// An AES-256-GCM key ready to use (its key schedule expanded once).
 pub(crate) struct AeadKey(Aes256Gcm);
@@ -201,6 +203,38 @@ impl IndexKey {
 impl fmt::Debug for IndexKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("IndexKey(..)")
+    }
+}
+
+/// Keys the HMAC-SHA256 hashes of bearer-token secrets: the store holds only
+/// these hashes, so a copy of the data directory yields no usable token.
+pub struct CredentialKey(hmac::Key);
+
+impl CredentialKey {
+    /// The credential key derived from `seed`.
+    pub fn derive(seed: &DerivationSeed) -> Self {
+        seed.with_derived(CREDENTIAL_KEY_LABEL, |k| {
+            Self(hmac::Key::new(hmac::HMAC_SHA256, k))
+        })
+    }
+
+    /// The keyed hash of the secret of credential `id`:
+    /// HMAC(credential key, id ‖ 0 ‖ secret).
+    pub fn hash(&self, id: &str, secret: &[u8]) -> [u8; 32] {
+        let mut ctx = hmac::Context::with_key(&self.0);
+        ctx.update(id.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(secret);
+        let tag = ctx.sign();
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+}
+
+impl fmt::Debug for CredentialKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CredentialKey(..)")
     }
 }
 

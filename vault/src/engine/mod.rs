@@ -11,6 +11,7 @@ pub mod types;
 use crate::crypto::keyring::Keyring;
 use crate::crypto::keys::DataKey;
 use crate::error::{Error, Result};
+use crate::policy::Reveal;
 use crate::schema::FieldDef;
 use crate::store::{Batch, Store, keys};
 use crate::tokens::Token;
@@ -58,13 +59,18 @@ pub struct NewValue {
 
 /// What detokenizing one token found.
 pub enum Found {
-    /// The token exists: its field and value.
+    /// The token exists and the caller may see it: its field, and its value
+    /// in clear or masked as the decision said.
     Value {
         /// The field's definition.
         field: Arc<FieldDef>,
-        /// The canonical value.
+        /// [`Reveal::Plain`] or [`Reveal::Masked`].
+        reveal: Reveal,
+        /// The canonical value, or its mask.
         value: Zeroizing<String>,
     },
+    /// The token exists but the decision denied it (nothing was decrypted).
+    Denied,
     /// No such token.
     NotFound,
 }
@@ -188,6 +194,7 @@ impl std::fmt::Debug for Found {
                 .debug_struct("Value")
                 .field("field", &field.name)
                 .finish_non_exhaustive(),
+            Found::Denied => f.write_str("Denied"),
             Found::NotFound => f.write_str("NotFound"),
         }
     }
@@ -451,8 +458,14 @@ impl Engine {
         Ok(out)
     }
 
-    /// Finds and decrypts the value behind each token, in order.
-    pub async fn detokenize(&self, tokens: &[Token]) -> Result<Vec<Found>> {
+    /// Finds the value behind each token, in order, and asks `decide` what
+    /// the caller may see of it (given the field and the subject's record);
+    /// only values it allows are decrypted.
+    pub async fn detokenize(
+        &self,
+        tokens: &[Token],
+        mut decide: impl FnMut(&FieldDef, &SubjectRecord) -> Reveal,
+    ) -> Result<Vec<Found>> {
         let mut subjects: HashMap<Arc<str>, Option<Arc<SubjectRecord>>> = HashMap::new();
         // Tokens of one subject share its DEK: ask the keyring once per request.
         let mut deks: HashMap<(Arc<str>, u32), Arc<DataKey>> = HashMap::new();
@@ -477,6 +490,11 @@ impl Engine {
                 out.push(Found::NotFound);
                 continue;
             };
+            let reveal = decide(&field, record);
+            if reveal == Reveal::Denied {
+                out.push(Found::Denied);
+                continue;
+            }
             let dek = match deks.get(&(sid.clone(), entry.dek_version)) {
                 Some(d) => d.clone(),
                 None => {
@@ -491,18 +509,30 @@ impl Engine {
                     tracing::error!(field = %entry.field, "a stored value failed its integrity check");
                     crypto(e)
                 })?;
-            let value = String::from_utf8(plain.to_vec()).map_err(|_| Error::Integrity)?;
+            let value =
+                Zeroizing::new(String::from_utf8(plain.to_vec()).map_err(|_| Error::Integrity)?);
+            let value = match reveal {
+                Reveal::Masked => field.masked(&value),
+                _ => value,
+            };
             out.push(Found::Value {
                 field,
-                value: Zeroizing::new(value),
+                reveal,
+                value,
             });
         }
         Ok(out)
     }
 
-    /// The tokens whose value in `field` is exactly `value` (canonical form).
-    /// Each index entry is checked against its subject record.
-    pub fn lookup(&self, field: &FieldDef, value: &str) -> Result<Vec<Token>> {
+    /// The tokens whose value in `field` is exactly `value` (canonical form),
+    /// of the subjects `allow` accepts. Each index entry is checked against
+    /// its subject record.
+    pub fn lookup(
+        &self,
+        field: &FieldDef,
+        value: &str,
+        mut allow: impl FnMut(&SubjectRecord) -> bool,
+    ) -> Result<Vec<Token>> {
         let blind = self.blind(field, value);
         let mut out = Vec::new();
         for (key, t) in self
@@ -516,6 +546,7 @@ impl Engine {
             let live = self.subject_record(sid)?.is_some_and(|r| {
                 r.entry(&token)
                     .is_some_and(|e| e.field == field.name && ct_eq(&e.blind, &blind))
+                    && allow(&r)
             });
             if let (true, Some(token)) = (live, Token::parse(&token)) {
                 out.push(token);
@@ -525,11 +556,12 @@ impl Engine {
     }
 
     /// Replaces the value behind `token` with the canonical value `validate`
-    /// makes for the token's field. Returns the new value version.
+    /// makes for the token's field (given the subject's record; it may also
+    /// refuse). Returns the new value version.
     pub async fn update(
         &self,
         token: &Token,
-        validate: impl FnOnce(&FieldDef) -> Result<Zeroizing<String>>,
+        validate: impl FnOnce(&FieldDef, &SubjectRecord) -> Result<Zeroizing<String>>,
     ) -> Result<u32> {
         let Some(sid) = self.token_subject(token)? else {
             return Err(Error::NotFound("token"));
@@ -546,7 +578,7 @@ impl Engine {
             .field(&field_name)
             .cloned()
             .ok_or(Error::NotFound("token"))?;
-        let value = validate(&field)?;
+        let value = validate(&field, &record)?;
         let dek = self.dek_of(&sid, &record, record.active_dek)?;
         let now = self.clock.now();
         let mut batch = Batch::new();
@@ -604,6 +636,47 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Adds `grant` to and removes `withdraw` from the purposes `subject`
+    /// consented to, and sets the policy version if one is given. Returns the
+    /// consented purposes (sorted) and the policy version after the change.
+    pub async fn set_consent(
+        &self,
+        subject: &SubjectId,
+        grant: &[Purpose],
+        withdraw: &[Purpose],
+        policy_version: &PolicyVersion,
+    ) -> Result<(Vec<String>, String)> {
+        let sid = subject.as_str();
+        let _guard = self.lock_for(sid).lock().await;
+        let current = self
+            .subject_record(sid)?
+            .ok_or(Error::NotFound("subject"))?;
+        let mut record = SubjectRecord::clone(&current);
+        let mut purposes: std::collections::BTreeSet<String> =
+            record.purposes.iter().cloned().collect();
+        for p in grant {
+            purposes.insert(p.as_str().to_owned());
+        }
+        for p in withdraw {
+            purposes.remove(p.as_str());
+        }
+        record.purposes = purposes.into_iter().collect();
+        if !policy_version.as_str().is_empty() {
+            record.policy_version = policy_version.as_str().to_owned();
+        }
+        record.last_activity = self.clock.now();
+        let out = (record.purposes.clone(), record.policy_version.clone());
+        self.commit_subject(sid, record, Batch::new()).await?;
+        Ok(out)
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -618,6 +691,7 @@ mod tests {
         };
         let found = Found::Value {
             field,
+            reveal: Reveal::Plain,
             value: Zeroizing::new("secret.marker@example.com".into()),
         };
         let shown = format!("{nv:?} {found:?} {:?}", Found::NotFound);

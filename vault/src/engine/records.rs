@@ -43,6 +43,9 @@ pub struct SubjectRecord {
     /// When the subject's data was last written (Unix seconds).
     #[prost(int64, tag = "7")]
     pub last_activity: i64,
+    /// Whether processing is restricted (GDPR 18): stored, revealed to nobody.
+    #[prost(bool, tag = "8")]
+    pub restricted: bool,
 }
 
 impl SubjectRecord {

@@ -53,6 +53,55 @@ pub struct ClassDef {
     pub retention: Retention,
 }
 
+/// The lawful basis of a purpose of processing (GDPR 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// Needed to perform the contract (the booking).
+    Contract,
+    /// Required by law (e.g. TSA Secure Flight).
+    LegalObligation,
+    /// The company's legitimate interest (fraud prevention, collections).
+    LegitimateInterest,
+    /// Only with the subject's consent, which can be withdrawn.
+    Consent,
+}
+
+impl Basis {
+    /// The name used in `fields.toml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Basis::Contract => "contract",
+            Basis::LegalObligation => "legal_obligation",
+            Basis::LegitimateInterest => "legitimate_interest",
+            Basis::Consent => "consent",
+        }
+    }
+}
+
+/// A declared purpose of processing.
+#[derive(Debug, Clone)]
+pub struct PurposeDef {
+    /// The purpose name, e.g. `billing`.
+    pub name: String,
+    /// Its position in [`Schema::purposes`] (at most 128 purposes).
+    pub index: u8,
+    /// The lawful basis.
+    pub basis: Basis,
+    /// What the purpose is.
+    pub description: String,
+}
+
+impl PurposeDef {
+    /// Whether the purpose may be used only with the subject's consent.
+    pub fn needs_consent(&self) -> bool {
+        self.basis == Basis::Consent
+    }
+}
+
+/// Most purposes a schema may declare (consent sets are 128-bit masks).
+pub const MAX_PURPOSES: usize = 128;
+
 /// One declared field.
 #[derive(Debug, Clone)]
 pub struct FieldDef {
@@ -102,6 +151,7 @@ impl FieldDef {
 pub struct Schema {
     fields: BTreeMap<String, Arc<FieldDef>>,
     classes: BTreeMap<String, ClassDef>,
+    purposes: BTreeMap<String, PurposeDef>,
 }
 
 /// Every problem found in a schema file, each naming file and field.
@@ -130,7 +180,20 @@ struct RawSchema {
     #[serde(default)]
     classes: BTreeMap<String, RawClass>,
     #[serde(default)]
+    purposes: BTreeMap<String, RawPurpose>,
+    #[serde(default)]
     fields: BTreeMap<String, RawField>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPurpose {
+    basis: Option<Basis>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    source: String,
 }
 
 #[derive(Deserialize)]
@@ -203,6 +266,36 @@ impl Schema {
                 "{label}: version {} is not supported (expected 1)",
                 raw.version
             ));
+        }
+        let mut purpose_defs = BTreeMap::new();
+        if raw.purposes.len() > MAX_PURPOSES {
+            problems.push(format!(
+                "{label}: more than {MAX_PURPOSES} purposes are declared"
+            ));
+        }
+        for (i, (name, p)) in raw.purposes.into_iter().enumerate() {
+            let mut bad = |p: String| problems.push(format!("{label}: purpose {name}: {p}"));
+            if !valid_name(&name) {
+                bad("name must be lower-case letters, digits and _".into());
+            }
+            match (p.basis, u8::try_from(i)) {
+                (None, _) => bad(
+                    "missing basis (contract, legal_obligation, legitimate_interest or consent)"
+                        .into(),
+                ),
+                (Some(basis), Ok(index)) if i < MAX_PURPOSES => {
+                    purpose_defs.insert(
+                        name.clone(),
+                        PurposeDef {
+                            name,
+                            index,
+                            basis,
+                            description: p.description,
+                        },
+                    );
+                }
+                _ => {}
+            }
         }
         let mut classes = BTreeMap::new();
         for (name, c) in raw.classes {
@@ -305,9 +398,9 @@ impl Schema {
                 bad("missing purposes (at least one purpose of processing)".into());
             }
             for p in &purposes {
-                if !valid_name(p) {
+                if !purpose_defs.contains_key(p) {
                     bad(format!(
-                        "purpose {p:?} must be lower-case letters, digits and _"
+                        "purpose {p:?} is not declared under [purposes] (or is invalid)"
                     ));
                 }
             }
@@ -331,7 +424,11 @@ impl Schema {
             problems.push(format!("{label}: no fields declared"));
         }
         if problems.is_empty() {
-            Ok(Self { fields, classes })
+            Ok(Self {
+                fields,
+                classes,
+                purposes: purpose_defs,
+            })
         } else {
             Err(SchemaError { problems })
         }
@@ -354,6 +451,21 @@ impl Schema {
     /// The class called `name`, if declared.
     pub fn class(&self, name: &str) -> Option<&ClassDef> {
         self.classes.get(name)
+    }
+
+    /// The purpose called `name`, if declared.
+    pub fn purpose(&self, name: &str) -> Option<&PurposeDef> {
+        self.purposes.get(name)
+    }
+
+    /// Every declared purpose, by name.
+    pub fn purposes(&self) -> impl Iterator<Item = &PurposeDef> {
+        self.purposes.values()
+    }
+
+    /// Every declared class, by name.
+    pub fn classes(&self) -> impl Iterator<Item = &ClassDef> {
+        self.classes.values()
     }
 
     /// Every declared field, by name.
@@ -416,7 +528,8 @@ mod tests {
                 f.name
             );
         }
-        let head = "version = 1\n[classes.c]\nretention = \"1y\"\nafter = \"collection\"\n";
+        let head = "version = 1\n[purposes.p]\nbasis = \"contract\"\n\
+            [classes.c]\nretention = \"1y\"\nafter = \"collection\"\n";
         let missing = [
             (
                 "purposes",
@@ -434,7 +547,8 @@ mod tests {
                 "{err}"
             );
         }
-        let no_retention = "version = 1\n[classes.c]\nafter = \"collection\"\n\
+        let no_retention = "version = 1\n[purposes.p]\nbasis = \"contract\"\n\
+            [classes.c]\nafter = \"collection\"\n\
             [fields.a]\nclass = \"c\"\nvalidator = \"gender\"\nmask = \"redact\"\npurposes = [\"p\"]\n";
         let err = Schema::parse(no_retention, "f.toml", 4096).unwrap_err();
         assert!(
@@ -466,6 +580,22 @@ mod tests {
         assert!(all.contains("f.toml: field a: class \"nope\""), "{all}");
         assert!(all.contains("f.toml: field b: unknown validator"), "{all}");
         assert!(all.contains("f.toml: field b: missing purposes"), "{all}");
+    }
+
+    #[test]
+    fn purposes_are_declared_with_a_basis() {
+        let s = Schema::default_schema(4096).unwrap();
+        assert!(s.purpose("marketing_email").unwrap().needs_consent());
+        assert!(!s.purpose("billing").unwrap().needs_consent());
+        let text = "version = 1\n[purposes.p]\ndescription = \"x\"\n\
+            [classes.c]\nretention = \"1y\"\nafter = \"collection\"\n\
+            [fields.a]\nclass = \"c\"\nvalidator = \"gender\"\nmask = \"redact\"\npurposes = [\"q\"]\n";
+        let err = Schema::parse(text, "f.toml", 4096).unwrap_err().to_string();
+        assert!(err.contains("f.toml: purpose p: missing basis"), "{err}");
+        assert!(
+            err.contains("f.toml: field a: purpose \"q\" is not declared"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! | `sub/` | subject id | `SubjectRecord`: wrapped DEKs, every encrypted value, consent |
 //! | `tok/` | token | subject id (a pointer) |
 //! | `idx/` | blind index (32 bytes) ‖ subject id | token (a pointer) |
+//! | `cred/` | credential id | `CredentialRecord`: name, role, expiry, revocation, keyed hash of the secret |
+//! | `meta/bootstrapped` | | present once the first operator token was issued |
 //!
 //! The subject record is the truth: one key holds a subject's DEKs and all
 //! its ciphertexts, so writing it is the single atomic commit of a request,
@@ -36,6 +38,10 @@ pub const SUBJECT_PREFIX: &[u8] = b"sub/";
 pub const TOKEN_PREFIX: &[u8] = b"tok/";
 /// Prefix of blind index entries.
 pub const INDEX_PREFIX: &[u8] = b"idx/";
+/// Prefix of bearer-token credentials.
+pub const CREDENTIAL_PREFIX: &[u8] = b"cred/";
+/// Present once the bootstrap operator token has been issued.
+pub const BOOTSTRAPPED: &[u8] = b"meta/bootstrapped";
 /// Length of a blind index value.
 pub const BLIND_LEN: usize = 32;
 
@@ -51,6 +57,11 @@ fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
 /// Key of the wrapped KEK of `version`.
 pub fn kek(version: u32) -> Vec<u8> {
     join(KEK_PREFIX, &[&version.to_be_bytes()])
+}
+
+/// Key of a bearer-token credential.
+pub fn credential(id: &str) -> Vec<u8> {
+    join(CREDENTIAL_PREFIX, &[id.as_bytes()])
 }
 
 /// Key of a subject's record.

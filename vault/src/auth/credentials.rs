@@ -1,0 +1,323 @@
+//! Bearer tokens the vault issues: `vt1.<id>.<secret>`.
+//!
+//! The store keeps, per token, its id, name, role, expiry, revocation and
+//! the keyed hash HMAC(credential key, id ‖ 0 ‖ secret), never the secret.
+//! Every credential is held in memory too (they are few), so checking a
+//! token costs one HMAC and one map look-up; the hashes are compared in
+//! constant time.
+
+use super::{AuthMethod, Principal};
+use crate::crypto::random_array;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::store::{Batch, keys};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use prost::Message;
+use secrecy::{ExposeSecret, SecretString};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use zeroize::Zeroizing;
+
+/// Prefix of every bearer token (format version 1).
+pub const TOKEN_PREFIX: &str = "vt1.";
+/// Length of a credential id (12 random bytes, base64url).
+const ID_LEN: usize = 16;
+/// Length of a secret (32 random bytes, base64url).
+const SECRET_LEN: usize = 43;
+/// Name of the operator token issued at first start.
+pub const BOOTSTRAP_NAME: &str = "bootstrap-operator";
+/// Life of the bootstrap operator token.
+pub const BOOTSTRAP_TTL_SECS: u64 = 24 * 3600;
+
+/// One issued credential as stored (prost; the secret's keyed hash only).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CredentialRecord {
+    /// The public id (the middle part of the token).
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// The principal's name.
+    #[prost(string, tag = "2")]
+    pub name: String,
+    /// The principal's role.
+    #[prost(string, tag = "3")]
+    pub role: String,
+    /// Unix seconds.
+    #[prost(int64, tag = "4")]
+    pub created_at: i64,
+    /// Unix seconds; the token is refused from then on.
+    #[prost(int64, tag = "5")]
+    pub expires_at: i64,
+    /// Unix seconds, or 0 if not revoked.
+    #[prost(int64, tag = "6")]
+    pub revoked_at: i64,
+    /// Who issued it.
+    #[prost(string, tag = "7")]
+    pub created_by: String,
+    /// HMAC(credential key, id ‖ 0 ‖ secret).
+    #[prost(bytes = "vec", tag = "8")]
+    pub hash: Vec<u8>,
+}
+
+/// A newly issued token, shown once.
+pub struct IssuedToken(SecretString);
+
+impl IssuedToken {
+    /// The token's text, to hand to its holder.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IssuedToken(..)")
+    }
+}
+
+/// Checks a principal name: 1 to 128 characters of `[A-Za-z0-9._:@/-]`.
+pub fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 128 {
+        return Err("name must be 1 to 128 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b".:_@/-".contains(&b))
+    {
+        return Err("name may contain only letters, digits and . _ : @ / -");
+    }
+    Ok(())
+}
+
+/// Checks a role name: 1 to 64 characters of `[a-z0-9_]`.
+pub fn check_role(role: &str) -> Result<(), &'static str> {
+    if role.is_empty()
+        || role.len() > 64
+        || !role
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err("role must be 1 to 64 characters of a-z, 0-9 and _");
+    }
+    Ok(())
+}
+
+/// The id and secret of a well-formed token.
+fn parse(token: &str) -> Option<(&str, Zeroizing<Vec<u8>>)> {
+    let rest = token.strip_prefix(TOKEN_PREFIX)?;
+    let (id, secret) = rest.split_once('.')?;
+    if id.len() != ID_LEN || secret.len() != SECRET_LEN {
+        return None;
+    }
+    URL_SAFE_NO_PAD.decode(id).ok()?;
+    let secret = Zeroizing::new(URL_SAFE_NO_PAD.decode(secret).ok()?);
+    (secret.len() == 32).then_some((id, secret))
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// The issued credentials.
+pub struct CredentialStore {
+    engine: Arc<Engine>,
+    records: RwLock<HashMap<String, Arc<CredentialRecord>>>,
+}
+
+impl std::fmt::Debug for CredentialStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CredentialStore(..)")
+    }
+}
+
+impl CredentialStore {
+    /// Loads every credential from the engine's store.
+    pub fn open(engine: Arc<Engine>) -> Result<Self> {
+        let mut records = HashMap::new();
+        for (_, bytes) in engine
+            .store()
+            .scan_prefix(keys::CREDENTIAL_PREFIX, usize::MAX)?
+        {
+            let r = CredentialRecord::decode(bytes.as_slice())
+                .map_err(|e| Error::Internal(format!("undecodable credential record: {e}")))?;
+            records.insert(r.id.clone(), Arc::new(r));
+        }
+        Ok(Self {
+            engine,
+            records: RwLock::new(records),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<CredentialRecord>>> {
+        self.records.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<CredentialRecord>>> {
+        self.records.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The principal a bearer token stands for at time `now`, or
+    /// `UNAUTHENTICATED` for a malformed, unknown, wrong, expired or revoked one.
+    pub fn verify(&self, token: &str, now: i64) -> Result<Principal> {
+        const INVALID: Error = Error::Unauthenticated("invalid credentials");
+        let Some((id, secret)) = parse(token) else {
+            tracing::info!("bearer token refused: malformed");
+            return Err(INVALID);
+        };
+        let hash = self.engine.keyring().credential().hash(id, &secret);
+        let Some(record) = self.read().get(id).cloned() else {
+            tracing::info!(credential = id, "bearer token refused: unknown id");
+            return Err(INVALID);
+        };
+        if !ct_eq(&hash, &record.hash) {
+            tracing::info!(credential = id, "bearer token refused: wrong secret");
+            return Err(INVALID);
+        }
+        if record.revoked_at != 0 {
+            tracing::info!(credential = id, "bearer token refused: revoked");
+            return Err(INVALID);
+        }
+        if record.expires_at <= now {
+            tracing::info!(credential = id, "bearer token refused: expired");
+            return Err(INVALID);
+        }
+        Ok(Principal {
+            name: Arc::from(record.name.as_str()),
+            role: Arc::from(record.role.as_str()),
+            method: AuthMethod::Bearer,
+            credential_id: Some(Arc::from(record.id.as_str())),
+        })
+    }
+
+    /// Issues a token for `name` in `role`, valid for `ttl_secs` from `now`.
+    pub async fn create(
+        &self,
+        name: &str,
+        role: &str,
+        ttl_secs: u64,
+        created_by: &str,
+        now: i64,
+    ) -> Result<(Arc<CredentialRecord>, IssuedToken)> {
+        self.create_with(name, role, ttl_secs, created_by, now, Batch::new())
+            .await
+    }
+
+    async fn create_with(
+        &self,
+        name: &str,
+        role: &str,
+        ttl_secs: u64,
+        created_by: &str,
+        now: i64,
+        mut batch: Batch,
+    ) -> Result<(Arc<CredentialRecord>, IssuedToken)> {
+        let rand = |e| Error::Internal(format!("randomness: {e}"));
+        let id = URL_SAFE_NO_PAD.encode(random_array::<12>().map_err(rand)?);
+        let secret = Zeroizing::new(random_array::<32>().map_err(rand)?);
+        let hash = self
+            .engine
+            .keyring()
+            .credential()
+            .hash(&id, secret.as_ref());
+        let text = Zeroizing::new(format!(
+            "{TOKEN_PREFIX}{id}.{}",
+            URL_SAFE_NO_PAD.encode(secret.as_ref())
+        ));
+        let record = CredentialRecord {
+            id: id.clone(),
+            name: name.to_owned(),
+            role: role.to_owned(),
+            created_at: now,
+            expires_at: now.saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX)),
+            revoked_at: 0,
+            created_by: created_by.to_owned(),
+            hash: hash.to_vec(),
+        };
+        batch.put(keys::credential(&id), record.encode_to_vec());
+        self.engine.store().commit(batch).await?;
+        let record = Arc::new(record);
+        self.write().insert(id, record.clone());
+        Ok((record, IssuedToken(SecretString::from(text.as_str()))))
+    }
+
+    /// Issues the bootstrap operator token if none was ever issued.
+    pub async fn bootstrap(&self, now: i64) -> Result<Option<IssuedToken>> {
+        if self.engine.store().get(keys::BOOTSTRAPPED)?.is_some() {
+            return Ok(None);
+        }
+        let mut batch = Batch::new();
+        batch.put(keys::BOOTSTRAPPED, now.to_be_bytes().to_vec());
+        let (_, token) = self
+            .create_with(
+                BOOTSTRAP_NAME,
+                "operator",
+                BOOTSTRAP_TTL_SECS,
+                "vaultd",
+                now,
+                batch,
+            )
+            .await?;
+        Ok(Some(token))
+    }
+
+    /// Every credential, oldest first.
+    pub fn list(&self) -> Vec<Arc<CredentialRecord>> {
+        let mut all: Vec<_> = self.read().values().cloned().collect();
+        all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        all
+    }
+
+    /// Revokes credential `id` at `now`; revoking twice keeps the first time.
+    pub async fn revoke(&self, id: &str, now: i64) -> Result<Arc<CredentialRecord>> {
+        let current = self
+            .read()
+            .get(id)
+            .cloned()
+            .ok_or(Error::NotFound("credential"))?;
+        if current.revoked_at != 0 {
+            return Ok(current);
+        }
+        let mut record = CredentialRecord::clone(&current);
+        record.revoked_at = now;
+        let mut batch = Batch::new();
+        batch.put(keys::credential(id), record.encode_to_vec());
+        self.engine.store().commit(batch).await?;
+        let record = Arc::new(record);
+        self.write().insert(id.to_owned(), record.clone());
+        Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_accepts_only_well_formed_tokens() {
+        let id = "A".repeat(16);
+        let secret = URL_SAFE_NO_PAD.encode([7u8; 32]);
+        assert!(parse(&format!("vt1.{id}.{secret}")).is_some());
+        assert!(parse(&format!("vt2.{id}.{secret}")).is_none());
+        assert!(parse(&format!("vt1.{id}{secret}")).is_none());
+        assert!(parse(&format!("vt1.{id}.{}", &secret[1..])).is_none());
+        assert!(parse(&format!("vt1.{id}.{secret}=")).is_none());
+        assert!(parse("").is_none());
+    }
+
+    #[test]
+    fn names_and_roles() {
+        assert!(check_name("alice@travel.example").is_ok());
+        assert!(check_name("spiffe://travel.example/booking").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("a b").is_err());
+        assert!(check_role("billing_clerk").is_ok());
+        assert!(check_role("Billing").is_err());
+    }
+
+    #[test]
+    fn issued_token_debug_is_redacted() {
+        let t = IssuedToken(SecretString::from("vt1.secret"));
+        assert!(!format!("{t:?}").contains("secret"));
+    }
+}

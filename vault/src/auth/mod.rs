@@ -1,0 +1,151 @@
+//! Authentication: who is calling. Two ways in, one [`Principal`] out.
+//!
+//! - **Bearer token** (`authorization: Bearer vt1.…`), issued by the vault to
+//!   a name in a role (see [`credentials`]).
+//! - **mTLS client certificate**, verified by the TLS layer against the
+//!   configured CA; the principal is the certificate's first URI SAN (e.g.
+//!   `spiffe://travel.example/booking-service`) or else its subject CN, and
+//!   the configuration maps it to a role.
+//!
+//! A request that carries an `authorization` header is judged by it alone
+//! (an invalid token is refused even on a connection with a valid
+//! certificate). Without one, the client certificate decides. Without
+//! either: `UNAUTHENTICATED`.
+
+pub mod credentials;
+
+use crate::engine::Clock;
+use crate::error::{Error, Result};
+use credentials::CredentialStore;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// How a principal proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthMethod {
+    /// A client certificate.
+    Mtls,
+    /// A bearer token issued by the vault.
+    Bearer,
+}
+
+impl AuthMethod {
+    /// `mtls` or `bearer`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthMethod::Mtls => "mtls",
+            AuthMethod::Bearer => "bearer",
+        }
+    }
+}
+
+/// An authenticated caller in a role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The certificate's URI SAN or CN, or the bearer token's name.
+    pub name: Arc<str>,
+    /// The role the policies know it by.
+    pub role: Arc<str>,
+    /// How it authenticated.
+    pub method: AuthMethod,
+    /// The bearer token's public id (never its secret).
+    pub credential_id: Option<Arc<str>>,
+}
+
+/// The principal a DER certificate names: its first URI SAN, else its
+/// subject's first CN.
+pub fn certificate_principal(der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::URI(uri) = name {
+                return Some((*uri).to_owned());
+            }
+        }
+    }
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned)
+}
+
+/// Turns a request's credentials into a [`Principal`].
+pub struct Authenticator {
+    credentials: CredentialStore,
+    /// Certificate principal → role.
+    mtls_roles: HashMap<String, Arc<str>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("mtls_principals", &self.mtls_roles.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// An authenticator over the issued `credentials` and the configured map
+    /// of certificate principals to roles.
+    pub fn new(
+        credentials: CredentialStore,
+        mtls_roles: &HashMap<String, String>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            credentials,
+            mtls_roles: mtls_roles
+                .iter()
+                .map(|(k, v)| (k.clone(), Arc::from(v.as_str())))
+                .collect(),
+            clock,
+        }
+    }
+
+    /// The issued bearer tokens.
+    pub fn credentials(&self) -> &CredentialStore {
+        &self.credentials
+    }
+
+    /// The time, as the vault sees it.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// The principal behind `request`'s credentials.
+    pub fn authenticate<T>(&self, request: &tonic::Request<T>) -> Result<Principal> {
+        if let Some(header) = request.metadata().get("authorization") {
+            let token = header
+                .to_str()
+                .ok()
+                .and_then(|h| {
+                    let (scheme, rest) = h.split_once(' ')?;
+                    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+                })
+                .ok_or(Error::Unauthenticated("invalid credentials"))?;
+            return self.credentials.verify(token, self.clock.now());
+        }
+        if let Some(certs) = request.peer_certs()
+            && let Some(leaf) = certs.first()
+        {
+            let Some(name) = certificate_principal(leaf.as_ref()) else {
+                tracing::info!("client certificate refused: it names no principal");
+                return Err(Error::Unauthenticated("invalid credentials"));
+            };
+            let Some(role) = self.mtls_roles.get(&name) else {
+                tracing::info!(principal = %name, "client certificate refused: principal not mapped to a role");
+                return Err(Error::Unauthenticated("invalid credentials"));
+            };
+            return Ok(Principal {
+                name: Arc::from(name.as_str()),
+                role: role.clone(),
+                method: AuthMethod::Mtls,
+                credential_id: None,
+            });
+        }
+        Err(Error::Unauthenticated("no credentials"))
+    }
+}

@@ -1,0 +1,532 @@
+//! Access decisions: the Cedar policies of `policies/` (a schema,
+//! `vault.cedarschema`, and `*.cedar` files), evaluated per principal,
+//! action, field and context, with a decision cache dropped on reload.
+//!
+//! Loading checks everything before anything is used: the Cedar schema, each
+//! policy file (syntax, then types against the schema), that policy ids are
+//! unique, and that every `Vault::Field` and `Vault::FieldClass` a policy
+//! names exists in `fields.toml`. Every problem names its file and line. A
+//! vault whose policies do not load does not start; a reload whose policies do
+//! not load keeps the running ones.
+
+mod cache;
+mod load;
+
+use load::Types;
+pub use load::{PolicyError, PolicySource};
+
+use crate::auth::Principal;
+use crate::schema::{FieldDef, Schema};
+use cache::{DecisionCache, Key};
+use cedar_policy::{
+    Authorizer, Context, Decision, Entities, Entity, EntityUid, Request, RestrictedExpression,
+};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+/// An action the policies decide on. The names are the Cedar action ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Action {
+    /// Store a field's value.
+    Tokenize,
+    /// See a field's value in clear.
+    RevealPlain,
+    /// See a field's masked value.
+    RevealMasked,
+    /// Find tokens by exact value.
+    Lookup,
+    /// Correct a field's value.
+    Update,
+    /// Grant or withdraw a subject's consent.
+    SetConsent,
+    /// Export a subject's data.
+    Export,
+    /// Erase a subject.
+    Erase,
+    /// Restrict or lift processing of a subject.
+    Restrict,
+    /// Set or release a legal hold.
+    LegalHold,
+    /// Query the audit trail.
+    ReadAudit,
+    /// Verify the audit trail.
+    VerifyAudit,
+    /// Export the audit trail.
+    ExportAudit,
+    /// Ask the vault's status.
+    Status,
+    /// Create, list and revoke bearer tokens.
+    ManagePrincipals,
+    /// Reload the policies.
+    ReloadPolicy,
+    /// Ask which policy decides a request.
+    ExplainPolicy,
+    /// Unseal.
+    Unseal,
+    /// Seal.
+    Seal,
+    /// Rotate keys.
+    RotateKeys,
+    /// Back up.
+    Backup,
+}
+
+impl Action {
+    /// The Cedar action id.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Tokenize => "tokenize",
+            Action::RevealPlain => "reveal_plain",
+            Action::RevealMasked => "reveal_masked",
+            Action::Lookup => "lookup",
+            Action::Update => "update",
+            Action::SetConsent => "set_consent",
+            Action::Export => "export",
+            Action::Erase => "erase",
+            Action::Restrict => "restrict",
+            Action::LegalHold => "legal_hold",
+            Action::ReadAudit => "read_audit",
+            Action::VerifyAudit => "verify_audit",
+            Action::ExportAudit => "export_audit",
+            Action::Status => "status",
+            Action::ManagePrincipals => "manage_principals",
+            Action::ReloadPolicy => "reload_policy",
+            Action::ExplainPolicy => "explain_policy",
+            Action::Unseal => "unseal",
+            Action::Seal => "seal",
+            Action::RotateKeys => "rotate_keys",
+            Action::Backup => "backup",
+        }
+    }
+
+    /// The action called `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|a| a.name() == name)
+    }
+
+    /// Every action.
+    pub const ALL: [Action; 21] = [
+        Action::Tokenize,
+        Action::RevealPlain,
+        Action::RevealMasked,
+        Action::Lookup,
+        Action::Update,
+        Action::SetConsent,
+        Action::Export,
+        Action::Erase,
+        Action::Restrict,
+        Action::LegalHold,
+        Action::ReadAudit,
+        Action::VerifyAudit,
+        Action::ExportAudit,
+        Action::Status,
+        Action::ManagePrincipals,
+        Action::ReloadPolicy,
+        Action::ExplainPolicy,
+        Action::Unseal,
+        Action::Seal,
+        Action::RotateKeys,
+        Action::Backup,
+    ];
+
+    /// Whether the action's resource is a field (else a subject, the audit
+    /// trail or the vault itself).
+    pub fn on_field(self) -> bool {
+        matches!(
+            self,
+            Action::Tokenize
+                | Action::RevealPlain
+                | Action::RevealMasked
+                | Action::Lookup
+                | Action::Update
+        )
+    }
+
+    fn resource(self, types: &Types) -> EntityUid {
+        match self {
+            a if a.on_field() => types.uid(&types.field, ""),
+            Action::SetConsent
+            | Action::Export
+            | Action::Erase
+            | Action::Restrict
+            | Action::LegalHold => types.uid(&types.subject, "any"),
+            Action::ReadAudit | Action::VerifyAudit | Action::ExportAudit => {
+                types.uid(&types.audit_trail, "main")
+            }
+            _ => types.uid(&types.system, "vault"),
+        }
+    }
+}
+
+/// What a caller gets of one field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reveal {
+    /// The value in clear.
+    Plain,
+    /// The field's mask of the value.
+    Masked,
+    /// Nothing.
+    Denied,
+}
+
+/// What the vault knows of one subject when it decides about its fields.
+#[derive(Debug, Clone, Default)]
+pub struct SubjectContext {
+    /// The purposes the subject consented to, as a mask over
+    /// [`Schema::purposes`] indexes.
+    pub consented: u128,
+    /// Whether processing is restricted (GDPR 18).
+    pub restricted: bool,
+    /// The privacy-policy version the data was collected under.
+    pub policy_version: String,
+}
+
+impl SubjectContext {
+    /// The context of a subject whose consented purposes are `purposes`
+    /// (names; undeclared ones are ignored).
+    pub fn new<'a>(
+        schema: &Schema,
+        purposes: impl IntoIterator<Item = &'a str>,
+        restricted: bool,
+        policy_version: &str,
+    ) -> Self {
+        let mut consented = 0u128;
+        for p in purposes {
+            if let Some(def) = schema.purpose(p) {
+                consented |= 1u128 << def.index;
+            }
+        }
+        Self {
+            consented,
+            restricted,
+            policy_version: policy_version.to_owned(),
+        }
+    }
+}
+
+/// The outcome of one explained decision.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    /// The action asked.
+    pub action: Action,
+    /// Whether it is allowed.
+    pub allowed: bool,
+    /// The policies that decided it (`id (file:line)`); empty when nothing
+    /// permitted it (default deny).
+    pub policies: Vec<String>,
+    /// Errors met while evaluating policies (such a policy is skipped).
+    pub errors: Vec<String>,
+}
+
+/// One loaded, validated policy set with its entities and decision cache.
+struct Loaded {
+    schema: cedar_policy::Schema,
+    policies: cedar_policy::PolicySet,
+    /// Fields and their classes.
+    entities: Entities,
+    /// Where each policy id comes from: `file:line`.
+    origin: HashMap<String, String>,
+    cache: DecisionCache,
+    /// Number of policies.
+    count: usize,
+    /// Names of the files loaded.
+    files: Vec<String>,
+}
+
+/// The running policy: swapped whole on reload.
+pub struct PolicyEngine {
+    current: RwLock<Arc<Loaded>>,
+    dir: Option<PathBuf>,
+    fields: Arc<Schema>,
+    authorizer: Authorizer,
+    types: Types,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a load or reload found.
+#[derive(Debug, Clone)]
+pub struct LoadSummary {
+    /// Number of policies.
+    pub policies: usize,
+    /// The files read.
+    pub files: Vec<String>,
+}
+
+impl PolicyEngine {
+    /// Loads the policies of `dir` (or the built-in ones) against the field
+    /// schema `fields`.
+    pub fn load(dir: Option<PathBuf>, fields: Arc<Schema>) -> Result<Self, PolicyError> {
+        let loaded = Self::compile(dir.as_deref(), &fields)?;
+        Ok(Self {
+            current: RwLock::new(Arc::new(loaded)),
+            dir,
+            fields,
+            authorizer: Authorizer::new(),
+            types: Types::new()?,
+        })
+    }
+
+    fn compile(dir: Option<&std::path::Path>, fields: &Schema) -> Result<Loaded, PolicyError> {
+        let source = match dir {
+            Some(d) => PolicySource::read_dir(d)?,
+            None => PolicySource::builtin(),
+        };
+        let checked = source.check(fields)?;
+        Ok(Loaded {
+            count: checked.origin.len(),
+            schema: checked.schema,
+            policies: checked.policies,
+            entities: checked.entities,
+            origin: checked.origin,
+            cache: DecisionCache::new(),
+            files: source.file_names(),
+        })
+    }
+
+    /// Reloads the policies from their directory. On any problem the running
+    /// policies stay and the error says why. A successful reload drops every
+    /// cached decision.
+    pub fn reload(&self) -> Result<LoadSummary, PolicyError> {
+        let loaded = Self::compile(self.dir.as_deref(), &self.fields)?;
+        let summary = LoadSummary {
+            policies: loaded.count,
+            files: loaded.files.clone(),
+        };
+        match self.current.write() {
+            Ok(mut cur) => *cur = Arc::new(loaded),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(loaded),
+        }
+        Ok(summary)
+    }
+
+    /// What is loaded now.
+    pub fn summary(&self) -> LoadSummary {
+        let cur = self.loaded();
+        LoadSummary {
+            policies: cur.count,
+            files: cur.files.clone(),
+        }
+    }
+
+    fn loaded(&self) -> Arc<Loaded> {
+        match self.current.read() {
+            Ok(cur) => cur.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The field schema the policies were checked against.
+    pub fn fields(&self) -> &Arc<Schema> {
+        &self.fields
+    }
+
+    /// What `principal` gets of `field` for `purpose`, for a subject in
+    /// context `subject`: plain if `reveal_plain` is allowed, else masked if
+    /// `reveal_masked` is, else denied.
+    pub fn reveal(
+        &self,
+        principal: &Principal,
+        field: &FieldDef,
+        purpose: &str,
+        subject: &SubjectContext,
+    ) -> Reveal {
+        let cur = self.loaded();
+        let key = Key::new(principal, None, field, purpose, subject);
+        if let Some(r) = cur.cache.get_reveal(&key) {
+            return r;
+        }
+        let r = if self
+            .evaluate(
+                &cur,
+                principal,
+                Action::RevealPlain,
+                Some((field, purpose, subject)),
+            )
+            .allowed
+        {
+            Reveal::Plain
+        } else if self
+            .evaluate(
+                &cur,
+                principal,
+                Action::RevealMasked,
+                Some((field, purpose, subject)),
+            )
+            .allowed
+        {
+            Reveal::Masked
+        } else {
+            Reveal::Denied
+        };
+        cur.cache.put_reveal(key, r);
+        r
+    }
+
+    /// Whether `principal` may do the field action `action` on `field` for
+    /// `purpose` ("" for tokenize) in context `subject`.
+    pub fn allows_field(
+        &self,
+        principal: &Principal,
+        action: Action,
+        field: &FieldDef,
+        purpose: &str,
+        subject: &SubjectContext,
+    ) -> bool {
+        let cur = self.loaded();
+        let key = Key::new(principal, Some(action), field, purpose, subject);
+        if let Some(r) = cur.cache.get_allowed(&key) {
+            return r;
+        }
+        let r = self
+            .evaluate(&cur, principal, action, Some((field, purpose, subject)))
+            .allowed;
+        cur.cache.put_allowed(key, r);
+        r
+    }
+
+    /// Whether `principal` may do the subject, audit or system action `action`.
+    pub fn allows(&self, principal: &Principal, action: Action) -> bool {
+        let cur = self.loaded();
+        self.evaluate(&cur, principal, action, None).allowed
+    }
+
+    /// Explains the decision of `action` for `principal` (on `field` for
+    /// `purpose` in context `subject`, for field actions).
+    pub fn explain(
+        &self,
+        principal: &Principal,
+        action: Action,
+        field: Option<(&FieldDef, &str, &SubjectContext)>,
+    ) -> Explanation {
+        let cur = self.loaded();
+        self.evaluate(&cur, principal, action, field)
+    }
+
+    fn evaluate(
+        &self,
+        cur: &Loaded,
+        principal: &Principal,
+        action: Action,
+        field: Option<(&FieldDef, &str, &SubjectContext)>,
+    ) -> Explanation {
+        let denied = |e: String| Explanation {
+            action,
+            allowed: false,
+            policies: Vec::new(),
+            errors: vec![e],
+        };
+        let t = &self.types;
+        let principal_uid = t.uid(&t.principal, &principal.name);
+        let role_uid = t.uid(&t.role, &principal.role);
+        let attrs = HashMap::from([(
+            "auth".to_owned(),
+            RestrictedExpression::new_string(principal.method.name().to_owned()),
+        )]);
+        let entity = match Entity::new(
+            principal_uid.clone(),
+            attrs,
+            HashSet::from([role_uid.clone()]),
+        ) {
+            Ok(e) => e,
+            Err(e) => return denied(format!("principal entity: {e}")),
+        };
+        let role = Entity::new_no_attrs(role_uid, HashSet::new());
+        let entities = match cur
+            .entities
+            .clone()
+            .add_entities([entity, role], Some(&cur.schema))
+        {
+            Ok(e) => e,
+            Err(e) => return denied(format!("entities: {e}")),
+        };
+        let (resource, context) = match (action.on_field(), field) {
+            (true, Some((def, purpose, subject))) => {
+                let needs_consent = self
+                    .fields
+                    .purpose(purpose)
+                    .is_some_and(|p| p.needs_consent());
+                let consented = self
+                    .fields
+                    .purposes()
+                    .filter(|p| subject.consented & (1u128 << p.index) != 0)
+                    .map(|p| RestrictedExpression::new_string(p.name.clone()))
+                    .collect::<Vec<_>>();
+                let ctx = Context::from_pairs([
+                    (
+                        "purpose".to_owned(),
+                        RestrictedExpression::new_string(purpose.to_owned()),
+                    ),
+                    (
+                        "purpose_needs_consent".to_owned(),
+                        RestrictedExpression::new_bool(needs_consent),
+                    ),
+                    (
+                        "consented".to_owned(),
+                        RestrictedExpression::new_set(consented),
+                    ),
+                    (
+                        "restricted".to_owned(),
+                        RestrictedExpression::new_bool(subject.restricted),
+                    ),
+                    (
+                        "policy_version".to_owned(),
+                        RestrictedExpression::new_string(subject.policy_version.clone()),
+                    ),
+                ]);
+                match ctx {
+                    Ok(c) => (t.uid(&t.field, &def.name), c),
+                    Err(e) => return denied(format!("context: {e}")),
+                }
+            }
+            (true, None) => return denied("a field action needs a field".into()),
+            (false, _) => (action.resource(t), Context::empty()),
+        };
+        let request = match Request::new(
+            principal_uid,
+            t.uid(&t.action, action.name()),
+            resource,
+            context,
+            Some(&cur.schema),
+        ) {
+            Ok(r) => r,
+            Err(e) => return denied(format!("request: {e}")),
+        };
+        let response = self
+            .authorizer
+            .is_authorized(&request, &cur.policies, &entities);
+        let mut policies: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(|id| {
+                let id = id.to_string();
+                match cur.origin.get(&id) {
+                    Some(at) => format!("{id} ({at})"),
+                    None => id,
+                }
+            })
+            .collect();
+        policies.sort();
+        Explanation {
+            action,
+            allowed: response.decision() == Decision::Allow,
+            policies,
+            errors: response
+                .diagnostics()
+                .errors()
+                .map(|e| e.to_string())
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
