@@ -9,13 +9,12 @@
 
 use crate::cli::{Failure, print_table};
 use crate::proto::{FieldValue, TokenizeRequest};
-use crate::{ClientError, VaultClient, endpoint_uri};
+use crate::{ClientError, Target, VaultClient};
 use hdrhistogram::Histogram;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tonic::transport::Endpoint;
 
 /// Options of `vaultctl bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -39,8 +38,9 @@ pub struct BenchArgs {
         default_value = "health,tokenize,detokenize"
     )]
     pub workloads: Vec<Workload>,
-    /// Purpose stated on reveals.
-    #[arg(long, default_value = "customer_support")]
+    /// Purpose stated on reveals. The default suits a booking_service
+    /// principal, which sees every field of a bench record plain or masked.
+    #[arg(long, default_value = "booking")]
     pub purpose: String,
 }
 
@@ -112,15 +112,32 @@ pub fn traveller(run: u64, n: u64) -> TokenizeRequest {
                 ),
             ),
             f(
-                "date_of_birth",
-                format!("19{:02}-{:02}-{:02}", 40 + n % 60, 1 + n % 12, 1 + n % 28),
+                "mailing_address",
+                format!("{} Harbour Road, Springfield", n),
             ),
-            f("gender", ["M", "F", "X", "U"][(n % 4) as usize].to_owned()),
-            f("billing_address", format!("{} Main Street, Springfield", n)),
+            f("postal_code", format!("SW{} {}AA", 1 + n % 9, n % 10)),
+            f("card_number", test_card(4_000_000 + n)),
         ],
         purposes: vec!["booking".into()],
         policy_version: "bench".into(),
     }
+}
+
+/// A Luhn-valid 16-digit test card number (BIN 4111 11) ending in `n`.
+fn test_card(n: u64) -> String {
+    let body = format!("411111{:09}", n % 1_000_000_000);
+    let mut sum = 0u32;
+    for (i, b) in body.bytes().rev().enumerate() {
+        let mut d = u32::from(b - b'0');
+        if i % 2 == 0 {
+            d *= 2;
+            if d > 9 {
+                d -= 9;
+            }
+        }
+        sum += d;
+    }
+    format!("{body}{}", (10 - sum % 10) % 10)
 }
 
 /// `n` spelled in letters (names may not contain digits).
@@ -135,15 +152,11 @@ fn letters(mut n: u64) -> String {
     }
 }
 
-async fn connect_all(addr: &str, n: usize) -> Result<Vec<VaultClient>, ClientError> {
+async fn connect_all(target: &Target, n: usize) -> Result<Vec<VaultClient>, ClientError> {
     let mut clients = Vec::with_capacity(n);
     for _ in 0..n.max(1) {
-        let ch = Endpoint::from_shared(endpoint_uri(addr))
-            .map_err(ClientError::from)?
-            .tcp_nodelay(true)
-            .connect()
-            .await?;
-        clients.push(VaultClient::from_channel(ch));
+        // One connection each: Target::connect opens a new channel.
+        clients.push(target.connect().await?);
     }
     Ok(clients)
 }
@@ -271,7 +284,7 @@ async fn seed_pool(
 
 /// Runs `vaultctl bench` and prints the report.
 pub async fn run(
-    addr: &str,
+    target: &Target,
     args: BenchArgs,
     json: bool,
     out: &mut impl Write,
@@ -281,7 +294,7 @@ pub async fn run(
             "concurrency, connections and duration must be positive".into(),
         ));
     }
-    let clients = connect_all(addr, args.connections).await?;
+    let clients = connect_all(target, args.connections).await?;
     let run_id = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);

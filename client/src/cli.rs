@@ -1,8 +1,8 @@
-//! The `vaultctl` command line: tokenize, detokenize, lookup, update, status,
-//! bench. A table for people, `--json` for scripts; a failed call prints the
+//! The `vaultctl` command line: tokenize, detokenize, lookup, update,
+//! consent, principal, policy, whoami, status, bench. A table for people, `--json` for scripts; a failed call prints the
 //! gRPC code and message (and each field violation) and exits non-zero.
 
-use crate::{ClientError, VaultClient};
+use crate::{ClientError, Target, TlsOptions, VaultClient};
 use clap::{Parser, Subcommand};
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
@@ -20,11 +20,95 @@ pub struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     pub addr: String,
+    /// Bearer token issued by the vault (`vaultctl principal create`).
+    #[arg(long, global = true, env = "VAULT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate (PEM) of the vault's TLS certificate: turns TLS on.
+    #[arg(long, global = true, env = "VAULT_CACERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// Client certificate (PEM), for mTLS.
+    #[arg(long, global = true, env = "VAULT_CLIENT_CERT")]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// Client certificate key (PEM), for mTLS.
+    #[arg(long, global = true, env = "VAULT_CLIENT_KEY")]
+    pub client_key: Option<std::path::PathBuf>,
+    /// Name to check the vault's certificate against (default: the address's host).
+    #[arg(long, global = true, env = "VAULT_TLS_DOMAIN")]
+    pub tls_domain: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `vaultctl principal` commands.
+#[derive(Debug, Subcommand)]
+pub enum PrincipalCommand {
+    /// Issue a bearer token for NAME in a role (operators). Prints the token once.
+    Create {
+        /// The principal's name, e.g. alice@travel.example.
+        name: String,
+        /// Its role, e.g. billing_clerk.
+        #[arg(long)]
+        role: String,
+        /// Lifetime: seconds, or a number with s, m, h or d (e.g. 8h).
+        #[arg(long, default_value = "8h")]
+        ttl: String,
+    },
+    /// List issued bearer tokens (never their secrets).
+    List,
+    /// Revoke a bearer token by id.
+    Revoke {
+        /// The token's id.
+        id: String,
+    },
+}
+
+/// `vaultctl policy` commands.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate policy files offline (for CI of policy changes); no vault needed.
+    Check {
+        /// Directory of vault.cedarschema and *.cedar.
+        #[arg(long, default_value = "policies")]
+        dir: std::path::PathBuf,
+        /// The field schema (default: DIR/fields.toml).
+        #[arg(long)]
+        schema: Option<std::path::PathBuf>,
+    },
+    /// Which policy permits or forbids a principal's actions on a field.
+    ///
+    /// Asks the running vault; with --dir, decides offline from policy files
+    /// (then give --role).
+    Explain {
+        /// A principal the vault knows (bearer-token name or certificate principal).
+        #[arg(long)]
+        principal: Option<String>,
+        /// Or a role.
+        #[arg(long)]
+        role: Option<String>,
+        /// The field.
+        #[arg(long)]
+        field: String,
+        /// The stated purpose.
+        #[arg(long)]
+        purpose: String,
+        /// A purpose the subject consented to (repeatable).
+        #[arg(long = "consented")]
+        consented: Vec<String>,
+        /// Assume the subject's processing is restricted.
+        #[arg(long)]
+        restricted: bool,
+        /// Decide offline from this policy directory.
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// The field schema for --dir (default: DIR/fields.toml).
+        #[arg(long)]
+        schema: Option<std::path::PathBuf>,
+    },
+    /// Reload the running vault's policy (operators).
+    Reload,
 }
 
 /// A vaultctl command.
@@ -70,13 +154,37 @@ pub enum Command {
     /// Correct the value behind a token (the token stays the same).
     Update {
         /// Why the value is corrected.
-        #[arg(long, default_value = "")]
+        #[arg(long)]
         purpose: String,
         /// The token.
-        token: String,
+        #[arg(value_name = "TOKEN")]
+        target: String,
         /// The new value (`-` reads one line from standard input).
         value: String,
     },
+    /// Grant or withdraw purposes a subject consented to.
+    Consent {
+        /// The subject's id.
+        #[arg(long)]
+        subject: String,
+        /// A purpose to grant (repeatable).
+        #[arg(long)]
+        grant: Vec<String>,
+        /// A purpose to withdraw (repeatable).
+        #[arg(long)]
+        withdraw: Vec<String>,
+        /// The privacy-policy version the consent is given under.
+        #[arg(long, default_value = "")]
+        policy_version: String,
+    },
+    /// Manage bearer tokens (operators).
+    #[command(subcommand)]
+    Principal(PrincipalCommand),
+    /// Check, explain and reload access policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Show who the vault thinks you are.
+    Whoami,
     /// Show the vault's status.
     Status,
     /// Measure throughput and latency of a running vault.
@@ -231,14 +339,286 @@ impl From<std::io::Error> for Failure {
     }
 }
 
+/// Parses a lifetime: seconds, or a number followed by s, m, h or d.
+pub fn parse_ttl(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let (num, unit) = match t.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&t[..i], c),
+        _ => (t, 's'),
+    };
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// The connection the global options describe.
+pub fn target(cli: &Cli) -> Result<Target, Failure> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| Failure::Usage(format!("{}: {e}", p.display())))
+    };
+    let tls = match &cli.ca_cert {
+        None if cli.client_cert.is_some() => {
+            return Err(Failure::Usage("--client-cert needs --ca-cert (TLS)".into()));
+        }
+        None => None,
+        Some(ca) => {
+            if cli.client_cert.is_some() != cli.client_key.is_some() {
+                return Err(Failure::Usage(
+                    "give both --client-cert and --client-key, or neither".into(),
+                ));
+            }
+            Some(TlsOptions {
+                ca_pem: read(ca)?,
+                client_cert_pem: cli.client_cert.as_deref().map(read).transpose()?,
+                client_key_pem: cli.client_key.as_deref().map(read).transpose()?,
+                domain: cli.tls_domain.clone(),
+            })
+        }
+    };
+    Ok(Target {
+        addr: cli.addr.clone(),
+        tls,
+        token: cli.token.clone().map(Zeroizing::new),
+    })
+}
+
+fn print_principals(
+    out: &mut impl Write,
+    json: bool,
+    ps: &[crate::proto::PrincipalInfo],
+) -> std::io::Result<()> {
+    if json {
+        let v: Vec<_> = ps
+            .iter()
+            .map(|p| {
+                serde_json::json!({"id": p.id, "name": p.name, "role": p.role,
+                    "created_at": p.created_at, "expires_at": p.expires_at,
+                    "revoked_at": p.revoked_at, "created_by": p.created_by})
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::Value::Array(v))
+    } else {
+        let rows: Vec<_> = ps
+            .iter()
+            .map(|p| {
+                vec![
+                    p.id.clone(),
+                    p.name.clone(),
+                    p.role.clone(),
+                    p.expires_at.to_string(),
+                    if p.revoked_at == 0 {
+                        "-".into()
+                    } else {
+                        p.revoked_at.to_string()
+                    },
+                ]
+            })
+            .collect();
+        print_table(
+            out,
+            &["ID", "NAME", "ROLE", "EXPIRES_AT", "REVOKED_AT"],
+            &rows,
+        )
+    }
+}
+
+fn print_explained(
+    out: &mut impl Write,
+    json: bool,
+    e: &crate::proto::ExplainResponse,
+) -> std::io::Result<()> {
+    if json {
+        let d: Vec<_> = e
+            .decisions
+            .iter()
+            .map(|d| {
+                serde_json::json!({"action": d.action, "allowed": d.allowed,
+                    "policies": d.policies, "errors": d.errors})
+            })
+            .collect();
+        let v = serde_json::json!({"principal": e.principal, "role": e.role,
+            "disclosure": disclosure_name(e.disclosure), "decisions": d});
+        return writeln!(out, "{v}");
+    }
+    writeln!(
+        out,
+        "{} (role {}): Detokenize answers {}",
+        e.principal,
+        e.role,
+        disclosure_name(e.disclosure)
+    )?;
+    let rows: Vec<_> = e
+        .decisions
+        .iter()
+        .map(|d| {
+            let why = if d.policies.is_empty() {
+                if d.allowed {
+                    String::new()
+                } else {
+                    "no policy permits it (default deny)".into()
+                }
+            } else {
+                d.policies.join(", ")
+            };
+            vec![
+                d.action.clone(),
+                if d.allowed { "allow" } else { "deny" }.into(),
+                why,
+            ]
+        })
+        .collect();
+    print_table(out, &["ACTION", "DECISION", "BECAUSE"], &rows)
+}
+
+#[cfg(feature = "offline-policy")]
+mod offline {
+    use super::Failure;
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    pub(super) fn load(
+        dir: &Path,
+        schema: Option<&Path>,
+    ) -> Result<vault::policy::PolicyEngine, Failure> {
+        let schema_path = schema.map_or_else(|| dir.join("fields.toml"), Path::to_path_buf);
+        let fields = vault::schema::Schema::load(&schema_path, 1 << 20)
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+        vault::policy::PolicyEngine::load(Some(PathBuf::from(dir)), Arc::new(fields))
+            .map_err(|e| Failure::Usage(e.to_string()))
+    }
+
+    pub(super) fn explain(
+        policy: &vault::policy::PolicyEngine,
+        role: &str,
+        field: &str,
+        purpose: &str,
+        consented: &[String],
+        restricted: bool,
+    ) -> Result<crate::proto::ExplainResponse, Failure> {
+        use vault::policy::{Action, Reveal, SubjectContext};
+        let fields = policy.fields().clone();
+        let def = fields
+            .field(field)
+            .ok_or_else(|| Failure::Usage(format!("unknown field {field:?}")))?;
+        vault::auth::credentials::check_role(role).map_err(|e| Failure::Usage(e.into()))?;
+        let who = vault::auth::Principal {
+            name: Arc::from("(any principal)"),
+            role: Arc::from(role),
+            method: vault::auth::AuthMethod::Bearer,
+            credential_id: None,
+        };
+        let ctx = SubjectContext::new(
+            &fields,
+            consented.iter().map(String::as_str),
+            restricted,
+            "",
+        );
+        let decisions = [
+            Action::Tokenize,
+            Action::RevealPlain,
+            Action::RevealMasked,
+            Action::Lookup,
+            Action::Update,
+        ]
+        .into_iter()
+        .map(|a| {
+            let p = if a == Action::Tokenize { "" } else { purpose };
+            let e = policy.explain(&who, a, Some((def, p, &ctx)));
+            crate::proto::ExplainedDecision {
+                action: a.name().to_owned(),
+                allowed: e.allowed,
+                policies: e.policies,
+                errors: e.errors,
+            }
+        })
+        .collect();
+        let disclosure = match policy.reveal(&who, def, purpose, &ctx) {
+            Reveal::Plain => crate::proto::Disclosure::Plain,
+            Reveal::Masked => crate::proto::Disclosure::Masked,
+            Reveal::Denied => crate::proto::Disclosure::Denied,
+        };
+        Ok(crate::proto::ExplainResponse {
+            principal: who.name.to_string(),
+            role: role.to_owned(),
+            disclosure: disclosure as i32,
+            decisions,
+        })
+    }
+}
+
+/// Runs the commands that need no vault; `None` if `command` needs one.
+fn run_offline(command: &Command, json: bool, out: &mut impl Write) -> Option<Result<(), Failure>> {
+    let Command::Policy(p) = command else {
+        return None;
+    };
+    #[cfg(feature = "offline-policy")]
+    match p {
+        PolicyCommand::Check { dir, schema } => Some((|| {
+            let policy = offline::load(dir, schema.as_deref())?;
+            let s = policy.summary();
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"valid": true, "policies": s.policies, "files": s.files})
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "policies are valid: {} policies in {} files",
+                    s.policies,
+                    s.files.len()
+                )?;
+            }
+            Ok(())
+        })()),
+        PolicyCommand::Explain {
+            role,
+            field,
+            purpose,
+            consented,
+            restricted,
+            dir: Some(dir),
+            schema,
+            ..
+        } => Some((|| {
+            let role = role
+                .as_deref()
+                .ok_or_else(|| Failure::Usage("offline explain (--dir) needs --role".into()))?;
+            let policy = offline::load(dir, schema.as_deref())?;
+            let e = offline::explain(&policy, role, field, purpose, consented, *restricted)?;
+            print_explained(out, json, &e)?;
+            Ok(())
+        })()),
+        _ => None,
+    }
+    #[cfg(not(feature = "offline-policy"))]
+    match p {
+        PolicyCommand::Check { .. } | PolicyCommand::Explain { dir: Some(_), .. } => Some(Err(
+            Failure::Usage("this vaultctl was built without the offline-policy feature".into()),
+        )),
+        _ => None,
+    }
+}
+
 /// Runs one parsed command.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let json = cli.json;
     let mut out = std::io::stdout().lock();
-    if let Command::Bench(args) = cli.command {
-        return crate::bench::run(&cli.addr, args, json, &mut out).await;
+    if let Some(r) = run_offline(&cli.command, json, &mut out) {
+        return r;
     }
-    let mut vault = VaultClient::connect(&cli.addr).await?;
+    let target = target(&cli)?;
+    if let Command::Bench(args) = cli.command {
+        return crate::bench::run(&target, args, json, &mut out).await;
+    }
+    let mut vault: VaultClient = target.connect().await?;
     match cli.command {
         Command::Tokenize {
             subject,
@@ -311,7 +691,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Update {
             purpose,
-            token,
+            target: token,
             value,
         } => {
             let value = value_arg(value)?;
@@ -353,6 +733,121 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 writeln!(out, "{v}")?;
             } else {
                 print_table(&mut out, &["KEY", "VALUE"], &rows)?;
+            }
+        }
+        Command::Consent {
+            subject,
+            grant,
+            withdraw,
+            policy_version,
+        } => {
+            let g: Vec<&str> = grant.iter().map(String::as_str).collect();
+            let w: Vec<&str> = withdraw.iter().map(String::as_str).collect();
+            let r = vault.set_consent(&subject, &g, &w, &policy_version).await?;
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"subject_id": subject, "purposes": r.purposes,
+                        "policy_version": r.policy_version})
+                )?;
+            } else {
+                print_table(
+                    &mut out,
+                    &["SUBJECT", "PURPOSES", "POLICY_VERSION"],
+                    &[vec![subject, r.purposes.join(","), r.policy_version]],
+                )?;
+            }
+        }
+        Command::Principal(PrincipalCommand::Create { name, role, ttl }) => {
+            let secs = parse_ttl(&ttl).ok_or_else(|| {
+                Failure::Usage(format!(
+                    "--ttl {ttl:?}: give seconds or a number with s, m, h or d"
+                ))
+            })?;
+            let r = vault.create_principal(&name, &role, secs).await?;
+            let token = Zeroizing::new(r.token);
+            let p = r.principal.unwrap_or_default();
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"id": p.id, "name": p.name, "role": p.role,
+                        "expires_at": p.expires_at, "token": token.as_str()})
+                )?;
+            } else {
+                writeln!(out, "id:         {}", p.id)?;
+                writeln!(out, "name:       {}", p.name)?;
+                writeln!(out, "role:       {}", p.role)?;
+                writeln!(out, "expires_at: {}", p.expires_at)?;
+                writeln!(out, "token:      {}", token.as_str())?;
+                eprintln!(
+                    "vaultctl: the token is shown once; the vault keeps only a keyed hash of it"
+                );
+            }
+        }
+        Command::Principal(PrincipalCommand::List) => {
+            let ps = vault.list_principals().await?;
+            print_principals(&mut out, json, &ps)?;
+        }
+        Command::Principal(PrincipalCommand::Revoke { id }) => {
+            let p = vault.revoke_principal(&id).await?;
+            print_principals(&mut out, json, &[p])?;
+        }
+        Command::Policy(PolicyCommand::Reload) => {
+            let r = vault.reload_policy().await?;
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"policies": r.policies, "files": r.files})
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "reloaded: {} policies from {} files",
+                    r.policies,
+                    r.files.len()
+                )?;
+            }
+        }
+        Command::Policy(PolicyCommand::Explain {
+            principal,
+            role,
+            field,
+            purpose,
+            consented,
+            restricted,
+            ..
+        }) => {
+            let e = vault
+                .explain(crate::proto::ExplainRequest {
+                    principal: principal.unwrap_or_default(),
+                    role: role.unwrap_or_default(),
+                    field,
+                    purpose,
+                    consented,
+                    restricted,
+                    actions: Vec::new(),
+                })
+                .await?;
+            print_explained(&mut out, json, &e)?;
+        }
+        Command::Policy(PolicyCommand::Check { .. }) => {}
+        Command::Whoami => {
+            let w = vault.who_am_i().await?;
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"name": w.name, "role": w.role, "auth": w.auth})
+                )?;
+            } else {
+                print_table(
+                    &mut out,
+                    &["NAME", "ROLE", "AUTH"],
+                    &[vec![w.name, w.role, w.auth]],
+                )?;
             }
         }
         Command::Bench(_) => {}

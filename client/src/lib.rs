@@ -3,7 +3,10 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), vault_client::ClientError> {
-//! let mut vault = vault_client::VaultClient::connect("http://127.0.0.1:50051").await?;
+//! let mut vault = vault_client::VaultClient::connect("http://127.0.0.1:50051")
+//!     .await?
+//!     .with_token("vt1.…")?; // a bearer token; or mTLS through `connect_with`
+//!
 //! let tokens = vault.tokenize("cust-42", &[("email", "ann@example.com")], &["booking"], "2026-01").await?;
 //! let shown = vault.detokenize(&[tokens[0].token.clone()], "customer_support").await?;
 //! # Ok(()) }
@@ -16,13 +19,20 @@ pub mod cli;
 
 pub use vault_proto::v1 as proto;
 
+use proto::policy_service_client::PolicyServiceClient;
+use proto::principal_service_client::PrincipalServiceClient;
+use proto::subject_service_client::SubjectServiceClient;
 use proto::system_service_client::SystemServiceClient;
 use proto::token_service_client::TokenServiceClient;
 use proto::{
-    DetokenizeRequest, Disclosed, FieldToken, FieldValue, LookupRequest, StatusRequest,
-    StatusResponse, TokenizeRequest, TokenizeResponse, UpdateRequest,
+    CreatePrincipalRequest, CreatePrincipalResponse, DetokenizeRequest, Disclosed, ExplainRequest,
+    ExplainResponse, FieldToken, FieldValue, ListPrincipalsRequest, LookupRequest, PrincipalInfo,
+    ReloadPolicyRequest, ReloadPolicyResponse, RevokePrincipalRequest, SetConsentRequest,
+    SetConsentResponse, StatusRequest, StatusResponse, TokenizeRequest, TokenizeResponse,
+    UpdateRequest, WhoAmIRequest, WhoAmIResponse,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 use tonic_types::StatusExt;
@@ -81,11 +91,79 @@ impl From<tonic::transport::Error> for ClientError {
 }
 
 /// A connection to one vault. Cheap to clone; clones share the connection.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct VaultClient {
     tokens: TokenServiceClient<Channel>,
     system: SystemServiceClient<Channel>,
+    principals: PrincipalServiceClient<Channel>,
+    subjects: SubjectServiceClient<Channel>,
+    policies: PolicyServiceClient<Channel>,
     health: HealthClient<Channel>,
+    /// `Bearer <token>`, marked sensitive (never indexed by HPACK).
+    bearer: Option<AsciiMetadataValue>,
+}
+
+impl std::fmt::Debug for VaultClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultClient")
+            .field("bearer", &self.bearer.as_ref().map(|_| "(set)"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// TLS settings of a connection (PEM).
+#[derive(Clone, Default)]
+pub struct TlsOptions {
+    /// The CA that signed the vault's certificate.
+    pub ca_pem: Vec<u8>,
+    /// The client certificate chain, for mTLS.
+    pub client_cert_pem: Option<Vec<u8>>,
+    /// The client certificate's key, for mTLS.
+    pub client_key_pem: Option<Vec<u8>>,
+    /// The name to check the vault's certificate against (default: the
+    /// address's host).
+    pub domain: Option<String>,
+}
+
+impl std::fmt::Debug for TlsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsOptions")
+            .field("client_cert", &self.client_cert_pem.is_some())
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where and how to connect: address, TLS, bearer token.
+#[derive(Clone, Default)]
+pub struct Target {
+    /// `host:port` or a URI.
+    pub addr: String,
+    /// TLS settings; `None` is plaintext.
+    pub tls: Option<TlsOptions>,
+    /// The bearer token to send, if any.
+    pub token: Option<zeroize::Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("addr", &self.addr)
+            .field("tls", &self.tls)
+            .field("token", &self.token.as_ref().map(|_| "(set)"))
+            .finish()
+    }
+}
+
+impl Target {
+    /// A new connection (its own channel) to the target.
+    pub async fn connect(&self) -> Result<VaultClient, ClientError> {
+        let client = VaultClient::connect_with(&self.addr, self.tls.as_ref()).await?;
+        match &self.token {
+            Some(t) => client.with_token(t),
+            None => Ok(client),
+        }
+    }
 }
 
 /// `http://` is added to an address without a scheme.
@@ -100,11 +178,30 @@ pub fn endpoint_uri(addr: &str) -> String {
 impl VaultClient {
     /// Connects to the vault at `addr` (`host:port` or `http://host:port`).
     pub async fn connect(addr: &str) -> Result<Self, ClientError> {
-        let channel = Endpoint::from_shared(endpoint_uri(addr))
+        Self::connect_with(addr, None).await
+    }
+
+    /// Connects to the vault at `addr` over TLS if `tls` is given (then
+    /// `https://` is used), presenting a client certificate if it has one.
+    pub async fn connect_with(addr: &str, tls: Option<&TlsOptions>) -> Result<Self, ClientError> {
+        let uri = match tls {
+            Some(_) if !addr.contains("://") => format!("https://{addr}"),
+            _ => endpoint_uri(addr),
+        };
+        let mut endpoint = Endpoint::from_shared(uri)
             .map_err(ClientError::from)?
-            .tcp_nodelay(true)
-            .connect()
-            .await?;
+            .tcp_nodelay(true);
+        if let Some(t) = tls {
+            let mut cfg = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&t.ca_pem));
+            if let (Some(cert), Some(key)) = (&t.client_cert_pem, &t.client_key_pem) {
+                cfg = cfg.identity(Identity::from_pem(cert, key));
+            }
+            if let Some(d) = &t.domain {
+                cfg = cfg.domain_name(d.clone());
+            }
+            endpoint = endpoint.tls_config(cfg)?;
+        }
+        let channel = endpoint.connect().await?;
         Ok(Self::from_channel(channel))
     }
 
@@ -115,8 +212,42 @@ impl VaultClient {
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
             system: SystemServiceClient::new(channel.clone()),
+            principals: PrincipalServiceClient::new(channel.clone()),
+            subjects: SubjectServiceClient::new(channel.clone()),
+            policies: PolicyServiceClient::new(channel.clone()),
             health: HealthClient::new(channel),
+            bearer: None,
         }
+    }
+
+    /// This client, sending `token` as its bearer token on every call.
+    pub fn with_token(mut self, token: &str) -> Result<Self, ClientError> {
+        let mut v: AsciiMetadataValue =
+            format!("Bearer {}", token.trim())
+                .parse()
+                .map_err(|_| ClientError {
+                    code: tonic::Code::InvalidArgument,
+                    message: "the bearer token has characters a header cannot carry".into(),
+                    violations: Vec::new(),
+                })?;
+        v.set_sensitive(true);
+        self.bearer = Some(v);
+        Ok(self)
+    }
+
+    /// This client without a bearer token (mTLS or nothing).
+    pub fn without_token(mut self) -> Self {
+        self.bearer = None;
+        self
+    }
+
+    /// `msg` as a request carrying the bearer token, if any.
+    fn req<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(b) = &self.bearer {
+            r.metadata_mut().insert("authorization", b.clone());
+        }
+        r
     }
 
     /// Stores `fields` (name, value) of `subject_id`; one token per field, in order.
@@ -147,7 +278,8 @@ impl VaultClient {
         &mut self,
         req: TokenizeRequest,
     ) -> Result<TokenizeResponse, ClientError> {
-        Ok(self.tokens.tokenize(req).await?.into_inner())
+        let r = self.req(req);
+        Ok(self.tokens.tokenize(r).await?.into_inner())
     }
 
     /// Reveals `tokens` for `purpose`; one result per token, in order.
@@ -160,7 +292,8 @@ impl VaultClient {
             tokens: tokens.iter().map(|t| t.as_ref().to_owned()).collect(),
             purpose: purpose.to_owned(),
         };
-        Ok(self.tokens.detokenize(req).await?.into_inner().values)
+        let r = self.req(req);
+        Ok(self.tokens.detokenize(r).await?.into_inner().values)
     }
 
     /// The tokens holding exactly `value` in `field`.
@@ -175,7 +308,8 @@ impl VaultClient {
             value: value.to_owned(),
             purpose: purpose.to_owned(),
         };
-        Ok(self.tokens.lookup(req).await?.into_inner().tokens)
+        let r = self.req(req);
+        Ok(self.tokens.lookup(r).await?.into_inner().tokens)
     }
 
     /// Corrects the value behind `token`; returns the new value version.
@@ -190,12 +324,82 @@ impl VaultClient {
             value: value.to_owned(),
             purpose: purpose.to_owned(),
         };
-        Ok(self.tokens.update(req).await?.into_inner().value_version)
+        let r = self.req(req);
+        Ok(self.tokens.update(r).await?.into_inner().value_version)
     }
 
     /// The vault's status.
     pub async fn status(&mut self) -> Result<StatusResponse, ClientError> {
-        Ok(self.system.status(StatusRequest {}).await?.into_inner())
+        let r = self.req(StatusRequest {});
+        Ok(self.system.status(r).await?.into_inner())
+    }
+
+    /// Issues a bearer token for `name` in `role` (operators).
+    pub async fn create_principal(
+        &mut self,
+        name: &str,
+        role: &str,
+        ttl_seconds: u64,
+    ) -> Result<CreatePrincipalResponse, ClientError> {
+        let r = self.req(CreatePrincipalRequest {
+            name: name.to_owned(),
+            role: role.to_owned(),
+            ttl_seconds,
+        });
+        Ok(self.principals.create(r).await?.into_inner())
+    }
+
+    /// Every issued bearer token (operators).
+    pub async fn list_principals(&mut self) -> Result<Vec<PrincipalInfo>, ClientError> {
+        let r = self.req(ListPrincipalsRequest {});
+        Ok(self.principals.list(r).await?.into_inner().principals)
+    }
+
+    /// Revokes the bearer token `id` (operators).
+    pub async fn revoke_principal(&mut self, id: &str) -> Result<PrincipalInfo, ClientError> {
+        let r = self.req(RevokePrincipalRequest { id: id.to_owned() });
+        Ok(self
+            .principals
+            .revoke(r)
+            .await?
+            .into_inner()
+            .principal
+            .unwrap_or_default())
+    }
+
+    /// Who the vault thinks this client is.
+    pub async fn who_am_i(&mut self) -> Result<WhoAmIResponse, ClientError> {
+        let r = self.req(WhoAmIRequest {});
+        Ok(self.principals.who_am_i(r).await?.into_inner())
+    }
+
+    /// Grants and withdraws consented purposes of `subject_id`.
+    pub async fn set_consent(
+        &mut self,
+        subject_id: &str,
+        grant: &[&str],
+        withdraw: &[&str],
+        policy_version: &str,
+    ) -> Result<SetConsentResponse, ClientError> {
+        let r = self.req(SetConsentRequest {
+            subject_id: subject_id.to_owned(),
+            grant: grant.iter().map(|p| (*p).to_owned()).collect(),
+            withdraw: withdraw.iter().map(|p| (*p).to_owned()).collect(),
+            policy_version: policy_version.to_owned(),
+        });
+        Ok(self.subjects.set_consent(r).await?.into_inner())
+    }
+
+    /// Reloads the vault's access policy (operators).
+    pub async fn reload_policy(&mut self) -> Result<ReloadPolicyResponse, ClientError> {
+        let r = self.req(ReloadPolicyRequest {});
+        Ok(self.policies.reload(r).await?.into_inner())
+    }
+
+    /// Explains a decision of the running policy (operators, auditors).
+    pub async fn explain(&mut self, req: ExplainRequest) -> Result<ExplainResponse, ClientError> {
+        let r = self.req(req);
+        Ok(self.policies.explain(r).await?.into_inner())
     }
 
     /// `grpc.health.v1` Check of `service` ("" for the whole server).

@@ -5,11 +5,40 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use vault_client::VaultClient;
+
+/// The Cedar schema of the repository's `policies/`.
+pub const CEDAR_SCHEMA: &str = include_str!("../../policies/vault.cedarschema");
+
+/// The role the core tests call with. Its policy (written by the harness,
+/// never shipped) permits every action on every field for any purpose, with
+/// none of the default policy's guards: the core tests test storage, tokens
+/// and crypto, not the access policy. Tests of the access policy start the
+/// vault with [`TestVault::start_default_policy`].
+pub const CORE_ROLE: &str = "core_tester";
+
+const HARNESS_POLICY: &str = "// Test harness only: the core tests' role may do everything.\n\
+@id(\"harness_core_tester\")\n\
+permit (principal in Vault::Role::\"core_tester\", action, resource);\n\
+@id(\"harness_status\")\n\
+permit (principal, action == Vault::Action::\"status\", resource);\n";
+
+const GOVERNANCE_POLICY: &str = include_str!("../../policies/governance.cedar");
+
+/// Which access policy a test vault runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyChoice {
+    /// The harness's all-access `core_tester` policy.
+    Harness,
+    /// The vault's built-in default policy.
+    Default,
+}
 
 /// Path of a binary built by this package (`vaultd-under-test`, `vaultctl-under-test`).
 pub fn bin(name: &str) -> PathBuf {
@@ -34,6 +63,10 @@ pub struct TestVault {
     pub addr: String,
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
+    /// The bootstrap operator token the first start printed.
+    operator_token: Option<String>,
+    /// Bearer tokens issued per role by [`TestVault::token_for`].
+    tokens: Mutex<HashMap<String, String>>,
 }
 
 impl TestVault {
@@ -44,19 +77,48 @@ impl TestVault {
 
     /// Starts a vault with extra environment variables.
     pub fn start_with(env: &[(&str, &str)]) -> Self {
+        Self::start_full(env, PolicyChoice::Harness)
+    }
+
+    /// Starts a vault with the built-in default access policy.
+    pub fn start_default_policy() -> Self {
+        Self::start_full(&[], PolicyChoice::Default)
+    }
+
+    /// Starts a vault with extra environment variables and a policy choice
+    /// (a `VAULT_POLICY_DIR` in `env` wins over both).
+    pub fn start_full(env: &[(&str, &str)], policy: PolicyChoice) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let env = env
+        let mut env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        if policy == PolicyChoice::Harness && !env.iter().any(|(k, _)| k == "VAULT_POLICY_DIR") {
+            let pdir = dir.path().join("harness-policies");
+            std::fs::create_dir_all(&pdir).unwrap();
+            std::fs::write(pdir.join("vault.cedarschema"), CEDAR_SCHEMA).unwrap();
+            std::fs::write(pdir.join("harness.cedar"), HARNESS_POLICY).unwrap();
+            // Operators, auditors and the privacy officer as shipped.
+            std::fs::write(pdir.join("governance.cedar"), GOVERNANCE_POLICY).unwrap();
+            env.push(("VAULT_POLICY_DIR".into(), pdir.display().to_string()));
+        }
         let mut v = Self {
             child: None,
             addr: String::new(),
             dir,
             env,
+            operator_token: None,
+            tokens: Mutex::new(HashMap::new()),
         };
         v.spawn();
         v
+    }
+
+    /// The bootstrap operator token.
+    pub fn operator_token(&self) -> &str {
+        self.operator_token
+            .as_deref()
+            .expect("the first start printed a bootstrap token")
     }
 
     /// The temporary directory (data, key and log live below it).
@@ -114,17 +176,28 @@ impl TestVault {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
+            // The bootstrap token line (first start only), then "listening".
+            for line in lines.by_ref() {
+                let Ok(line) = line else { break };
+                let listening = line.starts_with("vaultd listening on ");
                 let _ = tx.send(line);
+                if listening {
+                    break;
+                }
             }
             // Keep draining so vaultd never blocks on a full pipe.
             for _ in lines {}
         });
-        let line = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("vaultd did not start; log:\n{}", self.log());
+        let line = loop {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(l) => match l.strip_prefix(vault::BOOTSTRAP_LINE_PREFIX) {
+                    Some(token) => self.operator_token = Some(token.to_owned()),
+                    None => break l,
+                },
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("vaultd did not start; log:\n{}", self.log());
+                }
             }
         };
         self.addr = line
@@ -134,8 +207,47 @@ impl TestVault {
         self.child = Some(child);
     }
 
-    /// A new client connection.
+    /// A new client connection as the core tests' all-access role
+    /// (see [`CORE_ROLE`]).
     pub async fn client(&self) -> VaultClient {
+        self.client_as(CORE_ROLE).await
+    }
+
+    /// A new client connection as the bootstrap operator.
+    pub async fn operator(&self) -> VaultClient {
+        self.anonymous()
+            .await
+            .with_token(self.operator_token())
+            .unwrap()
+    }
+
+    /// A bearer token for a principal `ROLE-test` in `role` (issued once per
+    /// role by the bootstrap operator, valid for an hour).
+    pub async fn token_for(&self, role: &str) -> String {
+        if let Some(t) = self.tokens.lock().unwrap().get(role) {
+            return t.clone();
+        }
+        let created = self
+            .operator()
+            .await
+            .create_principal(&format!("{role}-test"), role, 3600)
+            .await
+            .unwrap_or_else(|e| panic!("issuing a token for {role}: {e}"));
+        self.tokens
+            .lock()
+            .unwrap()
+            .insert(role.to_owned(), created.token.clone());
+        created.token
+    }
+
+    /// A new client connection as a principal in `role`.
+    pub async fn client_as(&self, role: &str) -> VaultClient {
+        let token = self.token_for(role).await;
+        self.anonymous().await.with_token(&token).unwrap()
+    }
+
+    /// A new client connection without credentials.
+    pub async fn anonymous(&self) -> VaultClient {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match VaultClient::connect(&self.addr).await {

@@ -239,15 +239,35 @@ async fn bad_lookup_and_update_requests() {
         "purpose",
     );
     assert_invalid(
-        &c.update("tok_bad", "x@example.com", "").await.unwrap_err(),
+        &c.update("tok_bad", "x@example.com", "billing")
+            .await
+            .unwrap_err(),
         "token",
     );
     assert_invalid(
-        &c.update(&t, "not-an-email", "").await.unwrap_err(),
+        &c.update(&t, "x@example.com", "").await.unwrap_err(),
+        "purpose",
+    );
+    assert_invalid(
+        &c.update(&t, "x@example.com", "no_such_purpose")
+            .await
+            .unwrap_err(),
+        "purpose",
+    );
+    assert_invalid(
+        &c.detokenize(&[t.as_str()], "no_such_purpose")
+            .await
+            .unwrap_err(),
+        "purpose",
+    );
+    assert_invalid(
+        &c.update(&t, "not-an-email", "billing").await.unwrap_err(),
         "value",
     );
     assert_invalid(
-        &c.update(&t, &"z".repeat(5000), "").await.unwrap_err(),
+        &c.update(&t, &"z".repeat(5000), "billing")
+            .await
+            .unwrap_err(),
         "value",
     );
     // The failed corrections changed nothing.

@@ -2,11 +2,12 @@
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
-use vault_tests::{TestVault, bin};
+use vault_tests::{CORE_ROLE, TestVault, bin};
 
-fn vaultctl(vault: &TestVault, args: &[&str], stdin: Option<&str>) -> Output {
+fn vaultctl(vault: &TestVault, token: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(bin("vaultctl-under-test"));
     cmd.env("VAULT_ADDR", &vault.addr)
+        .env("VAULT_TOKEN", token)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -39,9 +40,11 @@ fn json(out: &Output) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vaultctl_tour() {
     let vault = TestVault::start();
+    let token = vault.token_for(CORE_ROLE).await;
     // tokenize from arguments and from standard input
     let out = vaultctl(
         &vault,
+        &token,
         &[
             "--json",
             "tokenize",
@@ -59,6 +62,7 @@ async fn vaultctl_tour() {
     assert_eq!(v[0]["field"], "email");
     let out = vaultctl(
         &vault,
+        &token,
         &["--json", "tokenize", "--subject", "cli-1", "-"],
         Some("phone=+1 415 555 0111\nfull_name=Cli User\n"),
     );
@@ -69,6 +73,7 @@ async fn vaultctl_tour() {
     // detokenize as a table
     let out = vaultctl(
         &vault,
+        &token,
         &[
             "detokenize",
             "--purpose",
@@ -96,6 +101,7 @@ async fn vaultctl_tour() {
     // lookup, update, detokenize again
     let v = json(&vaultctl(
         &vault,
+        &token,
         &[
             "--json",
             "lookup",
@@ -109,23 +115,25 @@ async fn vaultctl_tour() {
     assert_eq!(v, serde_json::json!([email_token]));
     let v = json(&vaultctl(
         &vault,
-        &["--json", "update", &email_token, "-"],
+        &token,
+        &["--json", "update", "--purpose", "booking", &email_token, "-"],
         Some("cli.new@example.com\n"),
     ));
     assert_eq!(v["value_version"], 2);
     let v = json(&vaultctl(
         &vault,
-        &["--json", "detokenize", "--purpose", "x", &email_token],
+        &token,
+        &["--json", "detokenize", "--purpose", "booking", &email_token],
         None,
     ));
     assert_eq!(v[0]["value"], "cli.new@example.com");
     assert_eq!(v[0]["disclosure"], "PLAIN");
 
     // status
-    let v = json(&vaultctl(&vault, &["--json", "status"], None));
+    let v = json(&vaultctl(&vault, &token, &["--json", "status"], None));
     assert_eq!(v["sealed"], false);
     assert_eq!(v["storage"], "sled");
-    let out = vaultctl(&vault, &["status"], None);
+    let out = vaultctl(&vault, &token, &["status"], None);
     assert!(
         String::from_utf8(out.stdout)
             .unwrap()
@@ -136,8 +144,10 @@ async fn vaultctl_tour() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vaultctl_failures_print_the_code_and_exit_non_zero() {
     let vault = TestVault::start();
+    let token = vault.token_for(CORE_ROLE).await;
     let out = vaultctl(
         &vault,
+        &token,
         &[
             "tokenize",
             "--subject",
@@ -161,7 +171,12 @@ async fn vaultctl_failures_print_the_code_and_exit_non_zero() {
     );
     assert!(out.stdout.is_empty());
 
-    let out = vaultctl(&vault, &["detokenize", "--purpose", "x", "garbage"], None);
+    let out = vaultctl(
+        &vault,
+        &token,
+        &["detokenize", "--purpose", "booking", "garbage"],
+        None,
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8(out.stderr)
@@ -171,6 +186,7 @@ async fn vaultctl_failures_print_the_code_and_exit_non_zero() {
 
     let out = vaultctl(
         &vault,
+        &token,
         &["tokenize", "--subject", "cli-3", "no-equals-sign"],
         None,
     );

@@ -19,7 +19,7 @@ async fn restart_keeps_everything() {
         stored.push((t[0].token.clone(), email));
     }
     let corrected = c
-        .update(&stored[0].0, "fixed@example.com", "")
+        .update(&stored[0].0, "fixed@example.com", "booking")
         .await
         .unwrap();
     assert_eq!(corrected, 2);

@@ -167,7 +167,7 @@ async fn gdpr_16_update_corrects_the_value_and_keeps_the_token() {
         .remove(0)
         .token;
     assert_eq!(
-        c.update(&t, "New@Example.com", "customer_request")
+        c.update(&t, "New@Example.com", "customer_support")
             .await
             .unwrap(),
         2
@@ -200,7 +200,7 @@ async fn gdpr_16_update_corrects_the_value_and_keeps_the_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_tokens_answer_not_found_per_item() {
+async fn unknown_tokens_answer_denied_per_item_like_forbidden_ones() {
     let vault = TestVault::start();
     let mut c = vault.client().await;
     let t = c
@@ -221,15 +221,16 @@ async fn unknown_tokens_answer_not_found_per_item() {
     assert_eq!(
         kinds,
         [
-            Disclosure::NotFound as i32,
+            Disclosure::Denied as i32,
             Disclosure::Plain as i32,
-            Disclosure::NotFound as i32
-        ]
+            Disclosure::Denied as i32
+        ],
+        "a caller is never told whether a token exists"
     );
     assert!(shown[0].value.is_empty() && shown[0].field.is_empty());
     assert_eq!(shown[1].value, "X");
-    let err = c.update(&unknown, "M", "").await.unwrap_err();
-    assert_eq!(err.code, tonic::Code::NotFound);
+    let err = c.update(&unknown, "M", "secure_flight").await.unwrap_err();
+    assert_eq!(err.code, tonic::Code::PermissionDenied);
 }
 
 /// Concurrent tokenizes of one look-up value for one subject agree on one token.
