@@ -116,7 +116,14 @@ async fn vaultctl_tour() {
     let v = json(&vaultctl(
         &vault,
         &token,
-        &["--json", "update", "--purpose", "booking", &email_token, "-"],
+        &[
+            "--json",
+            "update",
+            "--purpose",
+            "booking",
+            &email_token,
+            "-",
+        ],
         Some("cli.new@example.com\n"),
     ));
     assert_eq!(v["value_version"], 2);
