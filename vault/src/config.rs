@@ -24,6 +24,7 @@
 //! | `tls_client_ca_file` | `VAULT_TLS_CLIENT_CA_FILE` | none: no client certificates (bearer tokens only) |
 //! | `[mtls_principals]` | (file only) | empty: certificate principal (URI SAN or CN) = role |
 //! | `max_token_ttl_secs` | `VAULT_MAX_TOKEN_TTL_SECS` | 2592000 (30 days): longest bearer-token life |
+//! | (environment only) | `VAULT_TEST_CLOCK_OFFSET_SECS` | 0: shifts the vault's clock, for tests and drills only (logged loudly) |
 //!
 //! Log verbosity is `VAULT_LOG` (a `tracing` filter, default `info`).
 
@@ -100,6 +101,8 @@ pub struct Config {
     pub mtls_principals: HashMap<String, String>,
     /// Longest life of a bearer token, in seconds.
     pub max_token_ttl_secs: u64,
+    /// Seconds added to the system clock (tests and drills only).
+    pub clock_offset_secs: i64,
 }
 
 /// TLS files (PEM). With none, the vault serves plaintext on loopback only.
@@ -139,6 +142,7 @@ impl Default for Config {
             tls: TlsFiles::default(),
             mtls_principals: HashMap::new(),
             max_token_ttl_secs: 30 * 24 * 3600,
+            clock_offset_secs: 0,
         }
     }
 }
@@ -294,6 +298,13 @@ impl Config {
                 "TLS_CERT_FILE" => c.tls.cert_file = Some(PathBuf::from(value)),
                 "TLS_KEY_FILE" => c.tls.key_file = Some(PathBuf::from(value)),
                 "TLS_CLIENT_CA_FILE" => c.tls.client_ca_file = Some(PathBuf::from(value)),
+                "TEST_CLOCK_OFFSET_SECS" => parse_into(
+                    s,
+                    &src,
+                    "clock_offset_secs",
+                    &value,
+                    &mut c.clock_offset_secs,
+                ),
                 "MAX_TOKEN_TTL_SECS" => parse_into(
                     s,
                     &src,

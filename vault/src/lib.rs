@@ -133,11 +133,20 @@ pub async fn open_engine(config: &Config) -> Result<Engine, StartError> {
     );
     let keyring = Keyring::open(&root, store.as_ref(), config.dek_cache_entries).await?;
     drop(root);
+    let clock: Arc<dyn engine::Clock> = if config.clock_offset_secs == 0 {
+        Arc::new(SystemClock)
+    } else {
+        tracing::warn!(
+            offset_secs = config.clock_offset_secs,
+            "the vault's clock is SHIFTED (VAULT_TEST_CLOCK_OFFSET_SECS): for tests and drills only"
+        );
+        Arc::new(engine::OffsetClock(config.clock_offset_secs))
+    };
     Ok(Engine::new(
         store,
         keyring,
         schema,
-        Arc::new(SystemClock),
+        clock,
         config.record_cache_entries,
     ))
 }

@@ -7,6 +7,8 @@
 mod bad_input;
 mod cli;
 mod durability;
+mod identity;
+mod need_to_know;
 mod server;
 mod storage;
 mod tokens;

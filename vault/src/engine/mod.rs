@@ -49,6 +49,17 @@ impl Clock for SystemClock {
     }
 }
 
+/// The operating system's clock shifted by a fixed number of seconds
+/// (`VAULT_TEST_CLOCK_OFFSET_SECS`: tests and drills only).
+#[derive(Debug)]
+pub struct OffsetClock(pub i64);
+
+impl Clock for OffsetClock {
+    fn now(&self) -> i64 {
+        SystemClock.now().saturating_add(self.0)
+    }
+}
+
 /// One field of a tokenize request, validated and canonical.
 pub struct NewValue {
     /// The field's definition.
