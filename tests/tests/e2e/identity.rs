@@ -224,7 +224,8 @@ async fn pci_8_3_mtls_client_certificates() {
         None,
         Some("spiffe://travel.example/booking-service"),
     );
-    // (The handshake error reaches the client as UNAVAILABLE or UNKNOWN.)
+    // (The refused handshake reaches the client as UNAVAILABLE, UNKNOWN or
+    // CANCELLED, depending on when the server's alert arrives.)
     let code = match connect(Some(foreign)).await {
         Err(e) => e.code,
         Ok(mut f) => f.who_am_i().await.unwrap_err().code,
