@@ -2,6 +2,7 @@
 
 use super::{Shared, Violations, declared_purpose, principal};
 use crate::engine::NewValue;
+use crate::engine::records::SubjectRecord;
 use crate::engine::types::{PolicyVersion, Purpose, SubjectId};
 use crate::engine::{Found, MAX_LOOKUP_RESULTS};
 use crate::error::Error;
@@ -94,10 +95,7 @@ impl TokenApi {
 }
 
 /// The policy context of a stored subject.
-fn subject_context(
-    schema: &Schema,
-    record: &crate::engine::records::SubjectRecord,
-) -> SubjectContext {
+fn subject_context(schema: &Schema, record: &SubjectRecord) -> SubjectContext {
     SubjectContext::new(
         schema,
         record.purposes.iter().map(String::as_str),
@@ -243,16 +241,20 @@ impl TokenService for TokenApi {
                 return Err(Error::Internal("validated input missing".into()));
             };
             let policy = &self.shared.policy;
+            // Tokens of one request mostly share a subject: build its policy
+            // context once (records are not copied during a request, so the
+            // address identifies the record).
+            let mut last: Option<(usize, SubjectContext)> = None;
             let found = self
                 .shared
                 .engine
                 .detokenize(&tokens, |field, record| {
-                    policy.reveal(
-                        &who,
-                        field,
-                        purpose.as_str(),
-                        &subject_context(&schema, record),
-                    )
+                    let at = std::ptr::from_ref::<SubjectRecord>(record).addr();
+                    let ctx = match &mut last {
+                        Some((p, ctx)) if *p == at => ctx,
+                        slot => &slot.insert((at, subject_context(&schema, record))).1,
+                    };
+                    policy.reveal(&who, field, purpose.as_str(), ctx)
                 })
                 .await?;
             Ok(DetokenizeResponse {
