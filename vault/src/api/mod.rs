@@ -57,10 +57,10 @@ impl Shared {
 }
 
 /// The principal the interceptor put on `request`.
-pub(crate) fn principal<T>(request: &Request<T>) -> Result<Principal, Error> {
+pub(crate) fn principal<T>(request: &Request<T>) -> Result<Arc<Principal>, Error> {
     request
         .extensions()
-        .get::<Principal>()
+        .get::<Arc<Principal>>()
         .cloned()
         .ok_or(Error::Unauthenticated("no credentials"))
 }

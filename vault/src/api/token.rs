@@ -240,7 +240,7 @@ impl TokenService for TokenApi {
             let Some(purpose) = purpose else {
                 return Err(Error::Internal("validated input missing".into()));
             };
-            let policy = &self.shared.policy;
+            let policy = self.shared.policy.snapshot();
             // Tokens of one request mostly share a subject: build its policy
             // context once (records are not copied during a request, so the
             // address identifies the record).

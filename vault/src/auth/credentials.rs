@@ -119,10 +119,30 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
+/// One credential in memory: its record and the principal it stands for
+/// (built once, shared by every request that presents it).
+#[derive(Debug, Clone)]
+struct Issued {
+    record: Arc<CredentialRecord>,
+    principal: Arc<Principal>,
+}
+
+impl Issued {
+    fn new(record: Arc<CredentialRecord>) -> Self {
+        let principal = Arc::new(Principal {
+            name: Arc::from(record.name.as_str()),
+            role: Arc::from(record.role.as_str()),
+            method: AuthMethod::Bearer,
+            credential_id: Some(Arc::from(record.id.as_str())),
+        });
+        Self { record, principal }
+    }
+}
+
 /// The issued credentials.
 pub struct CredentialStore {
     engine: Arc<Engine>,
-    records: RwLock<HashMap<String, Arc<CredentialRecord>>>,
+    records: RwLock<HashMap<String, Issued>>,
 }
 
 impl std::fmt::Debug for CredentialStore {
@@ -141,7 +161,7 @@ impl CredentialStore {
         {
             let r = CredentialRecord::decode(bytes.as_slice())
                 .map_err(|e| Error::Internal(format!("undecodable credential record: {e}")))?;
-            records.insert(r.id.clone(), Arc::new(r));
+            records.insert(r.id.clone(), Issued::new(Arc::new(r)));
         }
         Ok(Self {
             engine,
@@ -149,24 +169,24 @@ impl CredentialStore {
         })
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<CredentialRecord>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Issued>> {
         self.records.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<CredentialRecord>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Issued>> {
         self.records.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The principal a bearer token stands for at time `now`, or
     /// `UNAUTHENTICATED` for a malformed, unknown, wrong, expired or revoked one.
-    pub fn verify(&self, token: &str, now: i64) -> Result<Principal> {
+    pub fn verify(&self, token: &str, now: i64) -> Result<Arc<Principal>> {
         const INVALID: Error = Error::Unauthenticated("invalid credentials");
         let Some((id, secret)) = parse(token) else {
             tracing::info!("bearer token refused: malformed");
             return Err(INVALID);
         };
         let hash = self.engine.keyring().credential().hash(id, &secret);
-        let Some(record) = self.read().get(id).cloned() else {
+        let Some(Issued { record, principal }) = self.read().get(id).cloned() else {
             tracing::info!(credential = id, "bearer token refused: unknown id");
             return Err(INVALID);
         };
@@ -182,12 +202,7 @@ impl CredentialStore {
             tracing::info!(credential = id, "bearer token refused: expired");
             return Err(INVALID);
         }
-        Ok(Principal {
-            name: Arc::from(record.name.as_str()),
-            role: Arc::from(record.role.as_str()),
-            method: AuthMethod::Bearer,
-            credential_id: Some(Arc::from(record.id.as_str())),
-        })
+        Ok(principal)
     }
 
     /// Issues a token for `name` in `role`, valid for `ttl_secs` from `now`.
@@ -237,7 +252,7 @@ impl CredentialStore {
         batch.put(keys::credential(&id), record.encode_to_vec());
         self.engine.store().commit(batch).await?;
         let record = Arc::new(record);
-        self.write().insert(id, record.clone());
+        self.write().insert(id, Issued::new(record.clone()));
         Ok((record, IssuedToken(SecretString::from(text.as_str()))))
     }
 
@@ -263,7 +278,7 @@ impl CredentialStore {
 
     /// Every credential, oldest first.
     pub fn list(&self) -> Vec<Arc<CredentialRecord>> {
-        let mut all: Vec<_> = self.read().values().cloned().collect();
+        let mut all: Vec<_> = self.read().values().map(|i| i.record.clone()).collect();
         all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         all
     }
@@ -273,7 +288,7 @@ impl CredentialStore {
         let current = self
             .read()
             .get(id)
-            .cloned()
+            .map(|i| i.record.clone())
             .ok_or(Error::NotFound("credential"))?;
         if current.revoked_at != 0 {
             return Ok(current);
@@ -284,7 +299,8 @@ impl CredentialStore {
         batch.put(keys::credential(id), record.encode_to_vec());
         self.engine.store().commit(batch).await?;
         let record = Arc::new(record);
-        self.write().insert(id.to_owned(), record.clone());
+        self.write()
+            .insert(id.to_owned(), Issued::new(record.clone()));
         Ok(record)
     }
 }

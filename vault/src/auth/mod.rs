@@ -76,8 +76,15 @@ pub struct Authenticator {
     credentials: CredentialStore,
     /// Certificate principal → role.
     mtls_roles: HashMap<String, Arc<str>>,
+    /// Principals of recently seen client certificates (DER → principal),
+    /// so a connection's requests do not parse its certificate each time.
+    /// The TLS layer has verified every certificate before it gets here.
+    cert_cache: std::sync::Mutex<lru::LruCache<Vec<u8>, Arc<Principal>>>,
     clock: Arc<dyn Clock>,
 }
+
+/// Most client certificates whose principal is remembered.
+const CERT_CACHE_ENTRIES: usize = 1024;
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -101,6 +108,10 @@ impl Authenticator {
                 .iter()
                 .map(|(k, v)| (k.clone(), Arc::from(v.as_str())))
                 .collect(),
+            cert_cache: std::sync::Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(CERT_CACHE_ENTRIES)
+                    .unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
             clock,
         }
     }
@@ -116,7 +127,7 @@ impl Authenticator {
     }
 
     /// The principal behind `request`'s credentials.
-    pub fn authenticate<T>(&self, request: &tonic::Request<T>) -> Result<Principal> {
+    pub fn authenticate<T>(&self, request: &tonic::Request<T>) -> Result<Arc<Principal>> {
         if let Some(header) = request.metadata().get("authorization") {
             let token = header
                 .to_str()
@@ -131,6 +142,14 @@ impl Authenticator {
         if let Some(certs) = request.peer_certs()
             && let Some(leaf) = certs.first()
         {
+            if let Some(p) = self
+                .cert_cache
+                .lock()
+                .ok()
+                .and_then(|mut c| c.get(leaf.as_ref()).cloned())
+            {
+                return Ok(p);
+            }
             let Some(name) = certificate_principal(leaf.as_ref()) else {
                 tracing::info!("client certificate refused: it names no principal");
                 return Err(Error::Unauthenticated("invalid credentials"));
@@ -139,12 +158,16 @@ impl Authenticator {
                 tracing::info!(principal = %name, "client certificate refused: principal not mapped to a role");
                 return Err(Error::Unauthenticated("invalid credentials"));
             };
-            return Ok(Principal {
+            let principal = Arc::new(Principal {
                 name: Arc::from(name.as_str()),
                 role: role.clone(),
                 method: AuthMethod::Mtls,
                 credential_id: None,
             });
+            if let Ok(mut c) = self.cert_cache.lock() {
+                c.put(leaf.as_ref().to_vec(), principal.clone());
+            }
+            return Ok(principal);
         }
         Err(Error::Unauthenticated("no credentials"))
     }

@@ -252,6 +252,74 @@ impl std::fmt::Debug for PolicyEngine {
     }
 }
 
+/// One loaded policy set, held for the length of a request.
+pub struct Snapshot<'a> {
+    engine: &'a PolicyEngine,
+    loaded: Arc<Loaded>,
+}
+
+impl std::fmt::Debug for Snapshot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Snapshot")
+    }
+}
+
+impl Snapshot<'_> {
+    /// What `principal` gets of `field` for `purpose`, for a subject in
+    /// context `subject`: plain if `reveal_plain` is allowed, else masked if
+    /// `reveal_masked` is, else denied.
+    pub fn reveal(
+        &self,
+        principal: &Principal,
+        field: &FieldDef,
+        purpose: &str,
+        subject: &SubjectContext,
+    ) -> Reveal {
+        let cur = &self.loaded;
+        let key = Key::new(principal, None, field, purpose, subject);
+        if let Some(r) = cur.cache.get_reveal(&key) {
+            return r;
+        }
+        let ask = |a| {
+            self.engine
+                .evaluate(cur, principal, a, Some((field, purpose, subject)))
+                .allowed
+        };
+        let r = if ask(Action::RevealPlain) {
+            Reveal::Plain
+        } else if ask(Action::RevealMasked) {
+            Reveal::Masked
+        } else {
+            Reveal::Denied
+        };
+        cur.cache.put_reveal(key, r);
+        r
+    }
+
+    /// Whether `principal` may do the field action `action` on `field` for
+    /// `purpose` ("" for tokenize) in context `subject`.
+    pub fn allows_field(
+        &self,
+        principal: &Principal,
+        action: Action,
+        field: &FieldDef,
+        purpose: &str,
+        subject: &SubjectContext,
+    ) -> bool {
+        let cur = &self.loaded;
+        let key = Key::new(principal, Some(action), field, purpose, subject);
+        if let Some(r) = cur.cache.get_allowed(&key) {
+            return r;
+        }
+        let r = self
+            .engine
+            .evaluate(cur, principal, action, Some((field, purpose, subject)))
+            .allowed;
+        cur.cache.put_allowed(key, r);
+        r
+    }
+}
+
 /// What a load or reload found.
 #[derive(Debug, Clone)]
 pub struct LoadSummary {
@@ -329,9 +397,17 @@ impl PolicyEngine {
         &self.fields
     }
 
+    /// The policy set loaded now, to decide many fields of one request
+    /// without going back to the lock for each.
+    pub fn snapshot(&self) -> Snapshot<'_> {
+        Snapshot {
+            engine: self,
+            loaded: self.loaded(),
+        }
+    }
+
     /// What `principal` gets of `field` for `purpose`, for a subject in
-    /// context `subject`: plain if `reveal_plain` is allowed, else masked if
-    /// `reveal_masked` is, else denied.
+    /// context `subject`: see [`Snapshot::reveal`].
     pub fn reveal(
         &self,
         principal: &Principal,
@@ -339,40 +415,11 @@ impl PolicyEngine {
         purpose: &str,
         subject: &SubjectContext,
     ) -> Reveal {
-        let cur = self.loaded();
-        let key = Key::new(principal, None, field, purpose, subject);
-        if let Some(r) = cur.cache.get_reveal(&key) {
-            return r;
-        }
-        let r = if self
-            .evaluate(
-                &cur,
-                principal,
-                Action::RevealPlain,
-                Some((field, purpose, subject)),
-            )
-            .allowed
-        {
-            Reveal::Plain
-        } else if self
-            .evaluate(
-                &cur,
-                principal,
-                Action::RevealMasked,
-                Some((field, purpose, subject)),
-            )
-            .allowed
-        {
-            Reveal::Masked
-        } else {
-            Reveal::Denied
-        };
-        cur.cache.put_reveal(key, r);
-        r
+        self.snapshot().reveal(principal, field, purpose, subject)
     }
 
-    /// Whether `principal` may do the field action `action` on `field` for
-    /// `purpose` ("" for tokenize) in context `subject`.
+    /// Whether `principal` may do the field action `action`: see
+    /// [`Snapshot::allows_field`].
     pub fn allows_field(
         &self,
         principal: &Principal,
@@ -381,16 +428,8 @@ impl PolicyEngine {
         purpose: &str,
         subject: &SubjectContext,
     ) -> bool {
-        let cur = self.loaded();
-        let key = Key::new(principal, Some(action), field, purpose, subject);
-        if let Some(r) = cur.cache.get_allowed(&key) {
-            return r;
-        }
-        let r = self
-            .evaluate(&cur, principal, action, Some((field, purpose, subject)))
-            .allowed;
-        cur.cache.put_allowed(key, r);
-        r
+        self.snapshot()
+            .allows_field(principal, action, field, purpose, subject)
     }
 
     /// Whether `principal` may do the subject, audit or system action `action`.
