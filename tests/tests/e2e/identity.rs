@@ -231,7 +231,7 @@ async fn pci_8_3_mtls_client_certificates() {
         Ok(mut f) => f.who_am_i().await.unwrap_err().code,
     };
     assert!(
-        matches!(code, Code::Unavailable | Code::Unknown),
+        matches!(code, Code::Unavailable | Code::Unknown | Code::Cancelled),
         "{code:?}"
     );
     // Plaintext to a TLS vault gets nowhere either.
