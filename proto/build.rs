@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "vault/v1/principal.proto",
     "vault/v1/subject.proto",
     "vault/v1/policy.proto",
+    "vault/v1/audit.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -12,6 +12,7 @@
 //! - [`engine`]: tokenize, detokenize, look up, correct, consent.
 //! - [`auth`]: bearer tokens and mTLS client certificates → a `Principal`.
 //! - [`policy`]: Cedar policies: plain, masked or denied, per field and purpose.
+//! - [`audit`]: the hash-chained, MACed audit trail.
 //! - [`api`]: the tonic services.
 //! - [`cli`]: the `vaultd` command line.
 //!
@@ -22,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

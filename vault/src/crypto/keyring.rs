@@ -7,7 +7,8 @@
 //! an LRU cache; an evicted DEK is wiped when its last user drops it.
 
 use super::keys::{
-    CredentialKey, DataKey, DerivationSeed, IndexKey, KEY_LEN, KeyEncryptionKey, RootKey,
+    AuditKey, CheckpointKey, CredentialKey, DataKey, DerivationSeed, IndexKey, KEY_LEN,
+    KeyEncryptionKey, RootKey,
 };
 use super::{CryptoError, envelope, random_array};
 use crate::store::{Batch, Store, keys};
@@ -56,6 +57,8 @@ pub struct Keyring {
     active_kek: u32,
     index: IndexKey,
     credential: CredentialKey,
+    audit: AuditKey,
+    checkpoint: CheckpointKey,
     deks: Mutex<LruCache<(String, u32), Arc<DataKey>>>,
 }
 
@@ -130,6 +133,8 @@ impl Keyring {
         let seed = DerivationSeed::from_bytes(bytes);
         let index = IndexKey::derive(&seed);
         let credential = CredentialKey::derive(&seed);
+        let audit = AuditKey::derive(&seed);
+        let checkpoint = CheckpointKey::derive(&seed)?;
         drop(seed);
         let cap = NonZeroUsize::new(dek_cache.max(1)).unwrap_or(NonZeroUsize::MIN);
         Ok(Self {
@@ -137,6 +142,8 @@ impl Keyring {
             active_kek,
             index,
             credential,
+            audit,
+            checkpoint,
             deks: Mutex::new(LruCache::new(cap)),
         })
     }
@@ -154,6 +161,16 @@ impl Keyring {
     /// The key that hashes bearer-token secrets.
     pub fn credential(&self) -> &CredentialKey {
         &self.credential
+    }
+
+    /// The key that MACs the audit chain.
+    pub fn audit(&self) -> &AuditKey {
+        &self.audit
+    }
+
+    /// The key that signs audit checkpoints.
+    pub fn checkpoint(&self) -> &CheckpointKey {
+        &self.checkpoint
     }
 
     /// Makes a new DEK of `dek_version` for `subject_id`; returns it and its

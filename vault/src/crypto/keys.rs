@@ -16,6 +16,10 @@ pub const KEY_LEN: usize = 32;
 
 /// Label of the HKDF derivation of the index key from the seed.
 pub const INDEX_KEY_LABEL: &[u8] = b"vault/v1/blind-index";
+/// Label of the key that MACs the audit chain.
+pub const AUDIT_KEY_LABEL: &[u8] = b"vault/v1/audit-chain";
+/// Label of the seed of the Ed25519 key that signs audit checkpoints.
+pub const CHECKPOINT_KEY_LABEL: &[u8] = b"vault/v1/audit-checkpoint";
 /// Label of the key that hashes bearer-token secrets.
 pub const CREDENTIAL_KEY_LABEL: &[u8] = b"vault/v1/credential-hash";
 
@@ -235,6 +239,68 @@ impl CredentialKey {
 impl fmt::Debug for CredentialKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("CredentialKey(..)")
+    }
+}
+
+/// MACs the audit chain: only the vault can extend it undetected.
+pub struct AuditKey(hmac::Key);
+
+impl AuditKey {
+    /// The audit key derived from `seed`.
+    pub fn derive(seed: &DerivationSeed) -> Self {
+        seed.with_derived(AUDIT_KEY_LABEL, |k| {
+            Self(hmac::Key::new(hmac::HMAC_SHA256, k))
+        })
+    }
+
+    /// HMAC-SHA256 of a chain hash.
+    pub fn mac(&self, hash: &[u8; 32]) -> [u8; 32] {
+        let tag = hmac::sign(&self.0, hash);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    /// Whether `mac` is the MAC of `hash` (constant time).
+    pub fn verify(&self, hash: &[u8; 32], mac: &[u8]) -> bool {
+        hmac::verify(&self.0, hash, mac).is_ok()
+    }
+}
+
+impl fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuditKey(..)")
+    }
+}
+
+/// Signs audit checkpoints (Ed25519); its public half verifies exports offline.
+pub struct CheckpointKey(ring::signature::Ed25519KeyPair);
+
+impl CheckpointKey {
+    /// The checkpoint key derived from `seed`.
+    pub fn derive(seed: &DerivationSeed) -> Result<Self, CryptoError> {
+        seed.with_derived(CHECKPOINT_KEY_LABEL, |k| {
+            ring::signature::Ed25519KeyPair::from_seed_unchecked(k)
+                .map(Self)
+                .map_err(|_| CryptoError::Internal("ed25519 key"))
+        })
+    }
+
+    /// The public key (32 bytes).
+    pub fn public(&self) -> Vec<u8> {
+        use ring::signature::KeyPair;
+        self.0.public_key().as_ref().to_vec()
+    }
+
+    /// Signs `message`.
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        self.0.sign(message).as_ref().to_vec()
+    }
+}
+
+impl fmt::Debug for CheckpointKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CheckpointKey(..)")
     }
 }
 

@@ -36,6 +36,9 @@ pub enum CryptoError {
     /// The operating system's random generator failed.
     #[error("random generator unavailable")]
     Random,
+    /// A key could not be made from its derived bytes.
+    #[error("key derivation failed: {0}")]
+    Internal(&'static str),
 }
 
 /// Fills `N` bytes from the operating system's generator.

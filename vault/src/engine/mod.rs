@@ -35,6 +35,11 @@ pub const MAX_LOOKUP_RESULTS: usize = 256;
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// Seconds since the Unix epoch.
     fn now(&self) -> i64;
+
+    /// Microseconds since the Unix epoch.
+    fn now_micros(&self) -> i64 {
+        self.now().saturating_mul(1_000_000)
+    }
 }
 
 /// The operating system's clock.
@@ -47,6 +52,12 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
     }
+
+    fn now_micros(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    }
 }
 
 /// The operating system's clock shifted by a fixed number of seconds
@@ -57,6 +68,12 @@ pub struct OffsetClock(pub i64);
 impl Clock for OffsetClock {
     fn now(&self) -> i64 {
         SystemClock.now().saturating_add(self.0)
+    }
+
+    fn now_micros(&self) -> i64 {
+        SystemClock
+            .now_micros()
+            .saturating_add(self.0.saturating_mul(1_000_000))
     }
 }
 

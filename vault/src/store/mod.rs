@@ -48,6 +48,11 @@ impl Batch {
         self.ops.push(Op::Delete(key.into()));
     }
 
+    /// Appends `other`'s changes after these.
+    pub fn extend(&mut self, other: Batch) {
+        self.ops.extend(other.ops);
+    }
+
     /// Whether the batch changes nothing.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
@@ -77,8 +82,10 @@ impl From<StoreError> for crate::error::Error {
     }
 }
 
-/// Key-value pairs read from a store.
-pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+/// One key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+/// Keys and values, in key order.
+pub type Entries = Vec<Entry>;
 
 /// A boxed future, so that [`Store`] stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -94,7 +101,24 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Applies `batch`'s operations in order, each atomically, and resolves
     /// once all are durable. On error a prefix of the batch may have been
     /// applied; the engine's layout makes such a prefix invisible.
-    fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.apply(batch)?;
+            self.durable().await
+        })
+    }
+
+    /// Applies `batch`'s operations now, in order, each atomically, without
+    /// waiting for the disk. Operations applied before others are never lost
+    /// while later ones survive a crash (the store's log is ordered).
+    fn apply(&self, batch: Batch) -> Result<(), StoreError>;
+
+    /// Resolves once everything applied before the call is durable (group
+    /// commit: concurrent callers share one flush).
+    fn durable(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The last entry (highest key) whose key starts with `prefix`.
+    fn last_with_prefix(&self, prefix: &[u8]) -> Result<Option<Entry>, StoreError>;
 
     /// Makes everything committed so far durable, blocking (for shutdown).
     fn flush(&self) -> Result<(), StoreError>;

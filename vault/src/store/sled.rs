@@ -31,7 +31,7 @@ type Waiter = oneshot::Sender<Result<(), String>>;
 pub struct SledStore {
     db: sled::Db,
     /// One sled tree per key family (see [`SledStore::tree_for`]).
-    trees: [sled::Tree; 4],
+    trees: [sled::Tree; 5],
     dir: PathBuf,
     flush_tx: Mutex<Option<mpsc::Sender<Waiter>>>,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -79,6 +79,7 @@ impl SledStore {
             db.open_tree("subjects").map_err(backend)?,
             db.open_tree("tokens").map_err(backend)?,
             db.open_tree("index").map_err(backend)?,
+            db.open_tree("audit").map_err(backend)?,
         ];
         let data_file = match durability {
             Durability::Fsync => Some(File::open(dir.join("db")).map_err(backend)?),
@@ -107,6 +108,8 @@ impl SledStore {
             2
         } else if key.starts_with(keys::INDEX_PREFIX) {
             3
+        } else if key.starts_with(keys::AUDIT_PREFIX) {
+            4
         } else {
             0
         };
@@ -159,7 +162,21 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        if self.flush_tx.lock().ok().is_none_or(|t| t.is_none()) {
+            return Err(StoreError::Closed);
+        }
+        for op in batch.ops {
+            match op {
+                Op::Put(k, v) => self.tree_for(&k).insert(k, v).map(drop),
+                Op::Delete(k) => self.tree_for(&k).remove(k).map(drop),
+            }
+            .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    fn durable(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             let tx = self
                 .flush_tx
@@ -167,13 +184,6 @@ impl Store for SledStore {
                 .ok()
                 .and_then(|t| t.clone())
                 .ok_or(StoreError::Closed)?;
-            for op in batch.ops {
-                match op {
-                    Op::Put(k, v) => self.tree_for(&k).insert(k, v).map(drop),
-                    Op::Delete(k) => self.tree_for(&k).remove(k).map(drop),
-                }
-                .map_err(backend)?;
-            }
             let (done, wait) = oneshot::channel();
             tx.send(done).map_err(|_| StoreError::Closed)?;
             match wait.await {
@@ -182,6 +192,15 @@ impl Store for SledStore {
                 Err(_) => Err(StoreError::Closed),
             }
         })
+    }
+
+    fn last_with_prefix(&self, prefix: &[u8]) -> Result<Option<super::Entry>, StoreError> {
+        self.tree_for(prefix)
+            .scan_prefix(prefix)
+            .next_back()
+            .transpose()
+            .map(|o| o.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .map_err(backend)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
