@@ -65,6 +65,43 @@ pub enum PrincipalCommand {
     },
 }
 
+/// `vaultctl audit` commands (auditors).
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print audit events after a sequence number (JSON Lines with --json).
+    Query {
+        /// Only events after this sequence number (resume with the last one seen).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many events (at most 10000).
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        /// Only this principal.
+        #[arg(long, default_value = "")]
+        principal: String,
+        /// Only this role.
+        #[arg(long, default_value = "")]
+        role: String,
+        /// Only events touching this subject.
+        #[arg(long, default_value = "")]
+        subject: String,
+        /// Only events touching this field.
+        #[arg(long, default_value = "")]
+        field: String,
+        /// Only this action (tokenize, reveal, lookup, update, ...).
+        #[arg(long, default_value = "")]
+        action: String,
+        /// Only this outcome (ok, denied, invalid, unauthenticated, error, ...).
+        #[arg(long, default_value = "")]
+        outcome: String,
+        /// Only this event type (request, auth_failure, vault_start, ...).
+        #[arg(long, default_value = "")]
+        event_type: String,
+    },
+    /// Check the whole audit chain in the vault.
+    Verify,
+}
+
 /// `vaultctl policy` commands.
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -183,6 +220,9 @@ pub enum Command {
     /// Check, explain and reload access policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Query and verify the audit trail (auditors).
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Show who the vault thinks you are.
     Whoami,
     /// Show the vault's status.
@@ -426,6 +466,25 @@ fn print_principals(
             &rows,
         )
     }
+}
+
+/// One audit event as JSON (the export schema: the proto's field names).
+pub fn event_json(e: &crate::proto::AuditEvent) -> serde_json::Value {
+    let items: Vec<_> = e
+        .items
+        .iter()
+        .map(|i| {
+            serde_json::json!({"field": i.field, "token": i.token,
+                "disclosure": i.disclosure, "subject_id": i.subject_id})
+        })
+        .collect();
+    serde_json::json!({
+        "seq": e.seq, "time_unix_micros": e.time_unix_micros, "event_type": e.event_type,
+        "principal": e.principal, "role": e.role, "auth": e.auth, "peer": e.peer,
+        "request_id": e.request_id, "rpc": e.rpc, "action": e.action, "purpose": e.purpose,
+        "subject_id": e.subject_id, "items": items, "outcome": e.outcome,
+        "status_code": e.status_code, "detail": e.detail,
+    })
 }
 
 fn print_explained(
@@ -834,6 +893,95 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             print_explained(&mut out, json, &e)?;
         }
         Command::Policy(PolicyCommand::Check { .. }) => {}
+        Command::Audit(AuditCommand::Query {
+            after,
+            limit,
+            principal,
+            role,
+            subject,
+            field,
+            action,
+            outcome,
+            event_type,
+        }) => {
+            let events = vault
+                .audit_query(crate::proto::QueryRequest {
+                    after_seq: after,
+                    limit,
+                    principal,
+                    role,
+                    subject_id: subject,
+                    field,
+                    action,
+                    outcome,
+                    event_type,
+                    ..Default::default()
+                })
+                .await?;
+            if json {
+                for e in &events {
+                    writeln!(out, "{}", event_json(e))?;
+                }
+            } else {
+                let rows: Vec<_> = events
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.seq.to_string(),
+                            e.event_type.clone(),
+                            e.principal.clone(),
+                            e.role.clone(),
+                            e.rpc.rsplit('/').next().unwrap_or("").to_owned(),
+                            e.action.clone(),
+                            e.purpose.clone(),
+                            e.outcome.clone(),
+                            e.items.len().to_string(),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &mut out,
+                    &[
+                        "SEQ",
+                        "TYPE",
+                        "PRINCIPAL",
+                        "ROLE",
+                        "RPC",
+                        "ACTION",
+                        "PURPOSE",
+                        "OUTCOME",
+                        "ITEMS",
+                    ],
+                    &rows,
+                )?;
+            }
+        }
+        Command::Audit(AuditCommand::Verify) => {
+            let v = vault.audit_verify().await?;
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"ok": v.ok, "good": v.good,
+                        "first_bad_seq": v.first_bad_seq, "problem": v.problem})
+                )?;
+            } else if v.ok {
+                writeln!(out, "audit trail verified: {} events", v.good)?;
+            } else {
+                writeln!(
+                    out,
+                    "audit trail BROKEN at event {}: {} ({} events before it verified)",
+                    v.first_bad_seq, v.problem, v.good
+                )?;
+            }
+            if !v.ok {
+                return Err(Failure::Call(ClientError {
+                    code: tonic::Code::DataLoss,
+                    message: format!("audit trail broken at event {}", v.first_bad_seq),
+                    violations: Vec::new(),
+                }));
+            }
+        }
         Command::Whoami => {
             let w = vault.who_am_i().await?;
             if json {

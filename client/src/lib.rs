@@ -19,6 +19,7 @@ pub mod cli;
 
 pub use vault_proto::v1 as proto;
 
+use proto::audit_service_client::AuditServiceClient;
 use proto::policy_service_client::PolicyServiceClient;
 use proto::principal_service_client::PrincipalServiceClient;
 use proto::subject_service_client::SubjectServiceClient;
@@ -98,6 +99,7 @@ pub struct VaultClient {
     principals: PrincipalServiceClient<Channel>,
     subjects: SubjectServiceClient<Channel>,
     policies: PolicyServiceClient<Channel>,
+    audits: AuditServiceClient<Channel>,
     health: HealthClient<Channel>,
     /// `Bearer <token>`, marked sensitive (never indexed by HPACK).
     bearer: Option<AsciiMetadataValue>,
@@ -215,6 +217,7 @@ impl VaultClient {
             principals: PrincipalServiceClient::new(channel.clone()),
             subjects: SubjectServiceClient::new(channel.clone()),
             policies: PolicyServiceClient::new(channel.clone()),
+            audits: AuditServiceClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
             health: HealthClient::new(channel),
             bearer: None,
         }
@@ -394,6 +397,26 @@ impl VaultClient {
     pub async fn reload_policy(&mut self) -> Result<ReloadPolicyResponse, ClientError> {
         let r = self.req(ReloadPolicyRequest {});
         Ok(self.policies.reload(r).await?.into_inner())
+    }
+
+    /// Audit events after `req.after_seq` that pass its filters (auditors).
+    pub async fn audit_query(
+        &mut self,
+        req: proto::QueryRequest,
+    ) -> Result<Vec<proto::AuditEvent>, ClientError> {
+        let r = self.req(req);
+        let mut stream = self.audits.query(r).await?.into_inner();
+        let mut out = Vec::new();
+        while let Some(e) = stream.message().await? {
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    /// Checks the whole audit chain (auditors).
+    pub async fn audit_verify(&mut self) -> Result<proto::VerifyResponse, ClientError> {
+        let r = self.req(proto::VerifyRequest {});
+        Ok(self.audits.verify(r).await?.into_inner())
     }
 
     /// Explains a decision of the running policy (operators, auditors).

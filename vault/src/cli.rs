@@ -89,7 +89,10 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + 
 
 /// Reloads the access policy on every SIGHUP (a bad policy is logged and the
 /// running one stays).
-fn reload_on_sighup(policy: std::sync::Arc<crate::policy::PolicyEngine>) -> std::io::Result<()> {
+fn reload_on_sighup(
+    policy: std::sync::Arc<crate::policy::PolicyEngine>,
+    audit: std::sync::Arc<crate::audit::AuditLog>,
+) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -97,15 +100,33 @@ fn reload_on_sighup(policy: std::sync::Arc<crate::policy::PolicyEngine>) -> std:
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 let policy = policy.clone();
-                let _ = tokio::task::spawn_blocking(move || {
+                let outcome = tokio::task::spawn_blocking(move || {
                     crate::api::reload_policy(&policy, "SIGHUP")
                 })
                 .await;
+                let (ok, detail) = match outcome {
+                    Ok(Ok(s)) => (true, format!("{} policies", s.policies)),
+                    Ok(Err(e)) => (
+                        false,
+                        format!("{} problem(s); the running policy stays", e.problems.len()),
+                    ),
+                    Err(_) => (false, "reload task failed".to_owned()),
+                };
+                let ev = crate::audit::AuditEvent {
+                    event_type: "policy_reload".into(),
+                    principal: "SIGHUP".into(),
+                    outcome: if ok { "ok" } else { "invalid" }.into(),
+                    detail,
+                    ..Default::default()
+                };
+                if let Err(e) = audit.append(vec![ev], crate::store::Batch::new()) {
+                    tracing::error!(error = %e, "could not write the policy_reload audit event");
+                }
             }
         });
     }
     #[cfg(not(unix))]
-    let _ = policy;
+    let _ = (policy, audit);
     Ok(())
 }
 
@@ -172,7 +193,7 @@ pub fn main() -> ExitCode {
                 let shutdown = shutdown_signal()
                     .map_err(|e| crate::StartError::Serve(format!("cannot handle signals: {e}")))?;
                 let mut vault = crate::Vault::open(config).await?;
-                reload_on_sighup(vault.policy())
+                reload_on_sighup(vault.policy(), vault.audit())
                     .map_err(|e| crate::StartError::Serve(format!("cannot handle signals: {e}")))?;
                 if let Some(token) = vault.take_bootstrap_token() {
                     crate::print_bootstrap(&token);

@@ -24,6 +24,7 @@
 //! | `tls_client_ca_file` | `VAULT_TLS_CLIENT_CA_FILE` | none: no client certificates (bearer tokens only) |
 //! | `[mtls_principals]` | (file only) | empty: certificate principal (URI SAN or CN) = role |
 //! | `max_token_ttl_secs` | `VAULT_MAX_TOKEN_TTL_SECS` | 2592000 (30 days): longest bearer-token life |
+//! | `audit_timeout_ms` | `VAULT_AUDIT_TIMEOUT_MS` | 2000: longest wait for a request's audit event to be durable; then `UNAVAILABLE` |
 //! | (environment only) | `VAULT_TEST_CLOCK_OFFSET_SECS` | 0: shifts the vault's clock, for tests and drills only (logged loudly) |
 //!
 //! Log verbosity is `VAULT_LOG` (a `tracing` filter, default `info`).
@@ -103,6 +104,8 @@ pub struct Config {
     pub max_token_ttl_secs: u64,
     /// Seconds added to the system clock (tests and drills only).
     pub clock_offset_secs: i64,
+    /// Longest wait for a request's audit event to be durable.
+    pub audit_timeout: std::time::Duration,
 }
 
 /// TLS files (PEM). With none, the vault serves plaintext on loopback only.
@@ -143,6 +146,7 @@ impl Default for Config {
             mtls_principals: HashMap::new(),
             max_token_ttl_secs: 30 * 24 * 3600,
             clock_offset_secs: 0,
+            audit_timeout: std::time::Duration::from_millis(2000),
         }
     }
 }
@@ -178,6 +182,7 @@ struct RawConfig {
     tls_client_ca_file: Option<PathBuf>,
     mtls_principals: Option<HashMap<String, String>>,
     max_token_ttl_secs: Option<u64>,
+    audit_timeout_ms: Option<u64>,
 }
 
 /// Overrides from the command line.
@@ -305,6 +310,11 @@ impl Config {
                     &value,
                     &mut c.clock_offset_secs,
                 ),
+                "AUDIT_TIMEOUT_MS" => {
+                    let mut ms = u64::try_from(c.audit_timeout.as_millis()).unwrap_or(u64::MAX);
+                    parse_into(s, &src, "audit_timeout_ms", &value, &mut ms);
+                    c.audit_timeout = std::time::Duration::from_millis(ms);
+                }
                 "MAX_TOKEN_TTL_SECS" => parse_into(
                     s,
                     &src,
@@ -409,6 +419,9 @@ impl Config {
         if let Some(v) = raw.max_token_ttl_secs {
             self.max_token_ttl_secs = v;
         }
+        if let Some(v) = raw.audit_timeout_ms {
+            self.audit_timeout = std::time::Duration::from_millis(v);
+        }
     }
 
     fn set_durability(&mut self, v: &str, src: &str, problems: &mut Vec<String>) {
@@ -475,6 +488,9 @@ impl Config {
             if let Err(e) = crate::auth::credentials::check_role(role) {
                 problems.push(format!("mtls_principals: {principal:?}: {e}"));
             }
+        }
+        if !(10..=60_000).contains(&self.audit_timeout.as_millis()) {
+            problems.push("audit_timeout_ms: must be 10 to 60000".into());
         }
         if !(60..=366 * 24 * 3600).contains(&self.max_token_ttl_secs) {
             problems.push("max_token_ttl_secs: must be 60 to 31622400 (366 days)".into());

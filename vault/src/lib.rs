@@ -57,6 +57,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use vault_proto::v1::audit_service_server::AuditServiceServer;
 use vault_proto::v1::policy_service_server::PolicyServiceServer;
 use vault_proto::v1::principal_service_server::PrincipalServiceServer;
 use vault_proto::v1::subject_service_server::SubjectServiceServer;
@@ -85,6 +86,9 @@ pub enum StartError {
     /// The access policy is invalid.
     #[error(transparent)]
     Policy(#[from] policy::PolicyError),
+    /// The audit trail cannot be opened or written.
+    #[error("audit trail: {0}")]
+    Audit(String),
     /// The TLS files cannot be used.
     #[error("TLS: {0}")]
     Tls(String),
@@ -206,6 +210,29 @@ impl Vault {
             .bootstrap(engine.clock().now())
             .await
             .map_err(|e| StartError::Credentials(e.to_string()))?;
+        let audit = Arc::new(
+            audit::AuditLog::open(engine.clone(), config.audit_timeout)
+                .map_err(|e| StartError::Audit(e.to_string()))?,
+        );
+        // The start is the first event of every run; a vault that cannot
+        // write its audit trail does not serve.
+        audit
+            .record(
+                vec![audit::AuditEvent {
+                    event_type: "vault_start".into(),
+                    principal: "vaultd".into(),
+                    outcome: "ok".into(),
+                    detail: format!(
+                        "version {}; bootstrap token issued: {}",
+                        env!("CARGO_PKG_VERSION"),
+                        bootstrap.is_some()
+                    ),
+                    ..Default::default()
+                }],
+                store::Batch::new(),
+            )
+            .await
+            .map_err(|e| StartError::Audit(e.to_string()))?;
         let auth = Arc::new(auth::Authenticator::new(
             credentials,
             &config.mtls_principals,
@@ -214,6 +241,7 @@ impl Vault {
         let shared = Arc::new(api::Shared {
             engine,
             auth,
+            audit,
             policy,
             limits: config.limits,
             max_token_ttl_secs: config.max_token_ttl_secs,
@@ -238,6 +266,11 @@ impl Vault {
         self.shared.policy.clone()
     }
 
+    /// The audit trail.
+    pub fn audit(&self) -> Arc<audit::AuditLog> {
+        self.shared.audit.clone()
+    }
+
     /// Serves the vault on `listener` until `shutdown` resolves, then
     /// finishes in-flight requests and flushes the store.
     pub async fn serve(
@@ -256,7 +289,10 @@ impl Vault {
         // between the two get a clear INVALID_ARGUMENT from the vault itself;
         // beyond the cap, the transport refuses them (RESOURCE_EXHAUSTED or a reset).
         let decode_cap = config.limits.max_request_bytes.saturating_mul(4);
-        let guard = api::AuthInterceptor(shared.auth.clone());
+        let guard = api::AuthInterceptor {
+            auth: shared.auth.clone(),
+            audit: shared.audit.clone(),
+        };
         let tokens = InterceptedService::new(
             TokenServiceServer::new(api::TokenApi::new(shared.clone()))
                 .max_decoding_message_size(decode_cap),
@@ -280,6 +316,11 @@ impl Vault {
         let policies = InterceptedService::new(
             PolicyServiceServer::new(api::PolicyApi::new(shared.clone()))
                 .max_decoding_message_size(decode_cap),
+            guard.clone(),
+        );
+        let audits = InterceptedService::new(
+            AuditServiceServer::new(api::AuditApi::new(shared.clone()))
+                .max_decoding_message_size(decode_cap),
             guard,
         );
         let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -289,6 +330,7 @@ impl Vault {
             <PrincipalServiceServer<api::PrincipalApi> as NamedService>::NAME,
             <SubjectServiceServer<api::SubjectApi> as NamedService>::NAME,
             <PolicyServiceServer<api::PolicyApi> as NamedService>::NAME,
+            <AuditServiceServer<api::AuditApi> as NamedService>::NAME,
         ] {
             health_reporter
                 .set_service_status(name, tonic_health::ServingStatus::Serving)
@@ -329,7 +371,7 @@ impl Vault {
         });
         let mut server_stop = stop_rx.clone();
         let mut grace_stop = stop_rx;
-        let mut builder = Server::builder().tcp_nodelay(true);
+        let mut builder = Server::builder().tcp_nodelay(true).layer(api::RpcPathLayer);
         if let Some(tls) = tls {
             builder = builder
                 .tls_config(tls)
@@ -344,6 +386,7 @@ impl Vault {
             .add_service(principals)
             .add_service(subjects)
             .add_service(policies)
+            .add_service(audits)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = server_stop.wait_for(|stop| *stop).await;
             });
@@ -360,6 +403,17 @@ impl Vault {
             }
         };
         tracing::info!("vault stopping: in-flight requests finished, flushing");
+        if let Err(e) = shared.audit.append(
+            vec![audit::AuditEvent {
+                event_type: "vault_stop".into(),
+                principal: "vaultd".into(),
+                outcome: "ok".into(),
+                ..Default::default()
+            }],
+            store::Batch::new(),
+        ) {
+            tracing::error!(error = %e, "could not write the vault_stop audit event");
+        }
         engine.store().flush()?;
         served.map_err(|e| StartError::Serve(e.to_string()))
     }

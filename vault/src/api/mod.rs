@@ -3,18 +3,21 @@
 //! engine → encode. Also `grpc.health.v1` and gRPC reflection (`v1` and
 //! `v1alpha`), which need no credentials.
 
+mod audit;
 mod policy;
 mod principal;
 mod subject;
 mod system;
 mod token;
 
+pub use audit::AuditApi;
 pub use policy::{PolicyApi, reload as reload_policy};
 pub use principal::PrincipalApi;
 pub use subject::SubjectApi;
 pub use system::SystemApi;
 pub use token::TokenApi;
 
+use crate::audit::{AuditEvent, AuditLog};
 use crate::auth::{Authenticator, Principal};
 use crate::engine::Engine;
 use crate::engine::types::Purpose;
@@ -32,6 +35,8 @@ pub struct Shared {
     pub engine: Arc<Engine>,
     /// Who is calling.
     pub auth: Arc<Authenticator>,
+    /// Where every access is written down.
+    pub audit: Arc<AuditLog>,
     /// What they may do.
     pub policy: Arc<PolicyEngine>,
     /// Request limits.
@@ -56,6 +61,166 @@ impl Shared {
     }
 }
 
+/// The gRPC method of a request (`/vault.v1.TokenService/Detokenize`), put
+/// on every request by [`RpcPathLayer`] for the audit trail.
+#[derive(Debug, Clone)]
+pub struct RpcPath(pub Arc<str>);
+
+/// A tower layer that records each request's path as an [`RpcPath`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RpcPathLayer;
+
+impl<S> tower::Layer<S> for RpcPathLayer {
+    type Service = RpcPathService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcPathService(inner)
+    }
+}
+
+/// See [`RpcPathLayer`].
+#[derive(Debug, Clone)]
+pub struct RpcPathService<S>(S);
+
+impl<S, B> tower::Service<http::Request<B>> for RpcPathService<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let path = RpcPath(Arc::from(req.uri().path()));
+        req.extensions_mut().insert(path);
+        self.0.call(req)
+    }
+}
+
+/// The caller's request id (`x-request-id`, 1 to 64 characters of
+/// `[A-Za-z0-9._:-]`), or a new random one.
+fn request_id<T>(request: &Request<T>) -> String {
+    if let Some(id) = request
+        .metadata()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+        })
+    {
+        return id.to_owned();
+    }
+    crate::crypto::random_array::<8>()
+        .map(|b| b.iter().map(|x| format!("{x:02x}")).collect())
+        .unwrap_or_default()
+}
+
+/// The audit event of `request` so far: who, from where, which RPC.
+pub(crate) fn base_event<T>(request: &Request<T>, principal: Option<&Principal>) -> AuditEvent {
+    AuditEvent {
+        event_type: "request".into(),
+        principal: principal.map(|p| p.name.to_string()).unwrap_or_default(),
+        role: principal.map(|p| p.role.to_string()).unwrap_or_default(),
+        auth: principal.map_or("none", |p| p.method.name()).into(),
+        peer: request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        request_id: request_id(request),
+        rpc: request
+            .extensions()
+            .get::<RpcPath>()
+            .map(|p| p.0.to_string())
+            .unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// The outcome name and gRPC code of an error, and a safe detail.
+fn outcome(e: &Error) -> (&'static str, i32, String) {
+    match e {
+        Error::InvalidArgument(v) => (
+            "invalid",
+            tonic::Code::InvalidArgument as i32,
+            v.iter()
+                .take(20)
+                .map(|v| v.field.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        Error::Unauthenticated(m) => (
+            "unauthenticated",
+            tonic::Code::Unauthenticated as i32,
+            (*m).to_owned(),
+        ),
+        Error::PermissionDenied => (
+            "denied",
+            tonic::Code::PermissionDenied as i32,
+            String::new(),
+        ),
+        Error::NotFound(w) => ("not_found", tonic::Code::NotFound as i32, (*w).to_owned()),
+        Error::FailedPrecondition(w) => (
+            "failed_precondition",
+            tonic::Code::FailedPrecondition as i32,
+            (*w).to_owned(),
+        ),
+        Error::Integrity => ("error", tonic::Code::DataLoss as i32, "integrity".into()),
+        Error::Unavailable(_) => (
+            "error",
+            tonic::Code::Unavailable as i32,
+            "unavailable".into(),
+        ),
+        _ => ("error", tonic::Code::Internal as i32, "internal".into()),
+    }
+}
+
+impl Shared {
+    /// Writes the event of a finished request. A success is recorded and,
+    /// for reads, made durable before the reply leaves (`durable`): if that
+    /// fails the request fails `UNAVAILABLE` and discloses nothing. A
+    /// failure is recorded without waiting (nothing was disclosed); if even
+    /// that fails, the log says so and the original error stands.
+    pub(crate) async fn conclude<R>(
+        &self,
+        mut ev: AuditEvent,
+        r: Result<R, Error>,
+        durable: bool,
+    ) -> Result<R, Error> {
+        match r {
+            Ok(v) => {
+                ev.outcome = "ok".into();
+                if durable {
+                    self.audit
+                        .record(vec![ev], crate::store::Batch::new())
+                        .await?;
+                } else {
+                    self.audit.append(vec![ev], crate::store::Batch::new())?;
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                let (name, code, detail) = outcome(&e);
+                ev.outcome = name.into();
+                ev.status_code = code;
+                ev.detail = detail;
+                if let Err(a) = self.audit.append(vec![ev], crate::store::Batch::new()) {
+                    tracing::error!(error = %a, "could not write the audit event of a failed request");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
 /// The principal the interceptor put on `request`.
 pub(crate) fn principal<T>(request: &Request<T>) -> Result<Arc<Principal>, Error> {
     request
@@ -66,15 +231,36 @@ pub(crate) fn principal<T>(request: &Request<T>) -> Result<Arc<Principal>, Error
 }
 
 /// Authenticates every request of the vault's own services and attaches
-/// the [`Principal`]; refuses the rest with `UNAUTHENTICATED`.
+/// the [`Principal`]; refuses the rest with `UNAUTHENTICATED`, writing an
+/// `auth_failure` event.
 #[derive(Debug, Clone)]
-pub struct AuthInterceptor(pub Arc<Authenticator>);
+pub struct AuthInterceptor {
+    /// Who is calling.
+    pub auth: Arc<Authenticator>,
+    /// Where refusals are written down.
+    pub audit: Arc<AuditLog>,
+}
 
 impl tonic::service::Interceptor for AuthInterceptor {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let principal = self.0.authenticate(&request)?;
-        request.extensions_mut().insert(principal);
-        Ok(request)
+        match self.auth.authenticate(&request) {
+            Ok(principal) => {
+                request.extensions_mut().insert(principal);
+                Ok(request)
+            }
+            Err(e) => {
+                let mut ev = base_event(&request, None);
+                ev.event_type = "auth_failure".into();
+                let (name, code, detail) = outcome(&e);
+                ev.outcome = name.into();
+                ev.status_code = code;
+                ev.detail = detail;
+                if let Err(a) = self.audit.append(vec![ev], crate::store::Batch::new()) {
+                    tracing::error!(error = %a, "could not write the audit event of a refused request");
+                }
+                Err(e.into())
+            }
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! `vault.v1.PrincipalService`: bearer tokens (operators) and "who am I".
 
-use super::{Shared, Violations, principal};
+use super::{Shared, Violations, base_event, principal};
 use crate::auth::credentials::{CredentialRecord, check_name, check_role};
 use crate::error::Error;
 use crate::policy::Action;
@@ -47,29 +47,39 @@ impl PrincipalService for PrincipalApi {
         request: Request<CreatePrincipalRequest>,
     ) -> Result<Response<CreatePrincipalResponse>, Status> {
         let who = principal(&request)?;
-        self.shared.require(&who, Action::ManagePrincipals)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        v.check("name", check_name(&req.name));
-        v.check("role", check_role(&req.role));
-        let max = self.shared.max_token_ttl_secs;
-        if !(MIN_TTL_SECS..=max).contains(&req.ttl_seconds) {
-            v.add(
-                "ttl_seconds",
-                format!("must be {MIN_TTL_SECS} to {max} seconds"),
+        let mut ev = base_event(&request, Some(&who));
+        ev.event_type = "principal_create".into();
+        let r: Result<_, Error> = async {
+            self.shared.require(&who, Action::ManagePrincipals)?;
+            let req = request.into_inner();
+            let mut v = Violations::default();
+            v.check("name", check_name(&req.name));
+            v.check("role", check_role(&req.role));
+            let max = self.shared.max_token_ttl_secs;
+            if !(MIN_TTL_SECS..=max).contains(&req.ttl_seconds) {
+                v.add(
+                    "ttl_seconds",
+                    format!("must be {MIN_TTL_SECS} to {max} seconds"),
+                );
+            }
+            v.finish()?;
+            let auth = &self.shared.auth;
+            let (record, token) = auth
+                .credentials()
+                .create(&req.name, &req.role, req.ttl_seconds, &who.name, auth.now())
+                .await?;
+            tracing::info!(by = %who.name, id = %record.id, name = %record.name, role = %record.role, "bearer token issued");
+            ev.detail = format!(
+                "id {} name {} role {} expires_at {}",
+                record.id, record.name, record.role, record.expires_at
             );
+            Ok(Response::new(CreatePrincipalResponse {
+                principal: Some(info(&record)),
+                token: token.expose().to_owned(),
+            }))
         }
-        v.finish()?;
-        let auth = &self.shared.auth;
-        let (record, token) = auth
-            .credentials()
-            .create(&req.name, &req.role, req.ttl_seconds, &who.name, auth.now())
-            .await?;
-        tracing::info!(by = %who.name, id = %record.id, name = %record.name, role = %record.role, "bearer token issued");
-        Ok(Response::new(CreatePrincipalResponse {
-            principal: Some(info(&record)),
-            token: token.expose().to_owned(),
-        }))
+        .await;
+        Ok(self.shared.conclude(ev, r, true).await?)
     }
 
     async fn list(
@@ -77,17 +87,23 @@ impl PrincipalService for PrincipalApi {
         request: Request<ListPrincipalsRequest>,
     ) -> Result<Response<ListPrincipalsResponse>, Status> {
         let who = principal(&request)?;
-        self.shared.require(&who, Action::ManagePrincipals)?;
-        Ok(Response::new(ListPrincipalsResponse {
-            principals: self
-                .shared
-                .auth
-                .credentials()
-                .list()
-                .iter()
-                .map(|r| info(r))
-                .collect(),
-        }))
+        let mut ev = base_event(&request, Some(&who));
+        ev.event_type = "principal_list".into();
+        let r: Result<_, Error> = async {
+            self.shared.require(&who, Action::ManagePrincipals)?;
+            Ok(Response::new(ListPrincipalsResponse {
+                principals: self
+                    .shared
+                    .auth
+                    .credentials()
+                    .list()
+                    .iter()
+                    .map(|r| info(r))
+                    .collect(),
+            }))
+        }
+        .await;
+        Ok(self.shared.conclude(ev, r, true).await?)
     }
 
     async fn revoke(
@@ -95,17 +111,24 @@ impl PrincipalService for PrincipalApi {
         request: Request<RevokePrincipalRequest>,
     ) -> Result<Response<RevokePrincipalResponse>, Status> {
         let who = principal(&request)?;
-        self.shared.require(&who, Action::ManagePrincipals)?;
-        let req = request.into_inner();
-        if req.id.is_empty() || req.id.len() > 64 {
-            return Err(Error::invalid("id", "a credential id is required").into());
+        let mut ev = base_event(&request, Some(&who));
+        ev.event_type = "principal_revoke".into();
+        let r: Result<_, Error> = async {
+            self.shared.require(&who, Action::ManagePrincipals)?;
+            let req = request.into_inner();
+            if req.id.is_empty() || req.id.len() > 64 {
+                return Err(Error::invalid("id", "a credential id is required"));
+            }
+            let auth = &self.shared.auth;
+            let record = auth.credentials().revoke(&req.id, auth.now()).await?;
+            tracing::info!(by = %who.name, id = %record.id, name = %record.name, "bearer token revoked");
+            ev.detail = format!("id {} name {}", record.id, record.name);
+            Ok(Response::new(RevokePrincipalResponse {
+                principal: Some(info(&record)),
+            }))
         }
-        let auth = &self.shared.auth;
-        let record = auth.credentials().revoke(&req.id, auth.now()).await?;
-        tracing::info!(by = %who.name, id = %record.id, name = %record.name, "bearer token revoked");
-        Ok(Response::new(RevokePrincipalResponse {
-            principal: Some(info(&record)),
-        }))
+        .await;
+        Ok(self.shared.conclude(ev, r, true).await?)
     }
 
     async fn who_am_i(
@@ -113,10 +136,16 @@ impl PrincipalService for PrincipalApi {
         request: Request<WhoAmIRequest>,
     ) -> Result<Response<WhoAmIResponse>, Status> {
         let who = principal(&request)?;
-        Ok(Response::new(WhoAmIResponse {
-            name: who.name.to_string(),
-            role: who.role.to_string(),
-            auth: who.method.name().to_owned(),
-        }))
+        let mut ev = base_event(&request, Some(&who));
+        ev.event_type = "request".into();
+        let r: Result<_, Error> = async {
+            Ok(Response::new(WhoAmIResponse {
+                name: who.name.to_string(),
+                role: who.role.to_string(),
+                auth: who.method.name().to_owned(),
+            }))
+        }
+        .await;
+        Ok(self.shared.conclude(ev, r, true).await?)
     }
 }

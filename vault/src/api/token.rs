@@ -1,6 +1,7 @@
 //! `vault.v1.TokenService`.
 
-use super::{Shared, Violations, declared_purpose, principal};
+use super::{Shared, Violations, base_event, declared_purpose, principal};
+use crate::audit::AuditItem;
 use crate::engine::NewValue;
 use crate::engine::records::SubjectRecord;
 use crate::engine::types::{PolicyVersion, Purpose, SubjectId};
@@ -120,6 +121,7 @@ impl TokenService for TokenApi {
     ) -> Result<Response<TokenizeResponse>, Status> {
         let started = Instant::now();
         let who = principal(&request);
+        let mut ev = base_event(&request, who.as_deref().ok());
         let req = request.into_inner();
         let n = req.fields.len();
         let r = async {
@@ -188,11 +190,23 @@ impl TokenService for TokenApi {
                 tracing::info!(principal = %who.name, role = %who.role, field = %denied.field.name, "tokenize denied");
                 return Err(Error::PermissionDenied);
             }
+            ev.action = "tokenize".into();
+            ev.subject_id = subject.as_str().to_owned();
             let tokens = self
                 .shared
                 .engine
                 .tokenize(&subject, &values, &purposes, &policy_version)
                 .await?;
+            ev.items = values
+                .iter()
+                .zip(&tokens)
+                .map(|(nv, t)| AuditItem {
+                    field: nv.field.name.clone(),
+                    token: t.as_str().to_owned(),
+                    disclosure: "STORED".into(),
+                    subject_id: subject.as_str().to_owned(),
+                })
+                .collect();
             Ok(TokenizeResponse {
                 tokens: values
                     .iter()
@@ -205,6 +219,7 @@ impl TokenService for TokenApi {
             })
         }
         .await;
+        let r = self.shared.conclude(ev, r, true).await;
         log_done("Tokenize", n, started, &r);
         Ok(Response::new(r?))
     }
@@ -215,6 +230,7 @@ impl TokenService for TokenApi {
     ) -> Result<Response<DetokenizeResponse>, Status> {
         let started = Instant::now();
         let who = principal(&request);
+        let mut ev = base_event(&request, who.as_deref().ok());
         let req = request.into_inner();
         let n = req.tokens.len();
         let r = async {
@@ -240,6 +256,8 @@ impl TokenService for TokenApi {
             let Some(purpose) = purpose else {
                 return Err(Error::Internal("validated input missing".into()));
             };
+            ev.action = "reveal".into();
+            ev.purpose = purpose.as_str().to_owned();
             let policy = self.shared.policy.snapshot();
             // Tokens of one request mostly share a subject: build its policy
             // context once (records are not copied during a request, so the
@@ -257,6 +275,38 @@ impl TokenService for TokenApi {
                     policy.reveal(&who, field, purpose.as_str(), ctx)
                 })
                 .await?;
+            ev.items = tokens
+                .iter()
+                .zip(&found)
+                .map(|(t, f)| {
+                    let (field, subject, disclosure) = match f {
+                        Found::Value {
+                            field,
+                            subject,
+                            reveal,
+                            ..
+                        } => (
+                            field.name.as_str(),
+                            &**subject,
+                            if *reveal == Reveal::Plain {
+                                "PLAIN"
+                            } else {
+                                "MASKED"
+                            },
+                        ),
+                        Found::Denied { field, subject } => {
+                            (field.name.as_str(), &**subject, "DENIED")
+                        }
+                        Found::NotFound => ("", "", "NOT_FOUND"),
+                    };
+                    AuditItem {
+                        field: field.to_owned(),
+                        token: t.as_str().to_owned(),
+                        disclosure: disclosure.into(),
+                        subject_id: subject.to_owned(),
+                    }
+                })
+                .collect();
             Ok(DetokenizeResponse {
                 values: tokens
                     .into_iter()
@@ -266,6 +316,7 @@ impl TokenService for TokenApi {
                             field,
                             reveal,
                             value,
+                            ..
                         } => Disclosed {
                             token: t.as_str().to_owned(),
                             field: field.name.clone(),
@@ -278,7 +329,7 @@ impl TokenService for TokenApi {
                         // A denied token and a token that does not exist get
                         // the same answer, without even the field's name: a
                         // caller learns nothing of data it may not see.
-                        Found::Denied | Found::NotFound => Disclosed {
+                        Found::Denied { .. } | Found::NotFound => Disclosed {
                             token: t.as_str().to_owned(),
                             field: String::new(),
                             disclosure: Disclosure::Denied as i32,
@@ -289,6 +340,7 @@ impl TokenService for TokenApi {
             })
         }
         .await;
+        let r = self.shared.conclude(ev, r, true).await;
         log_done("Detokenize", n, started, &r);
         Ok(Response::new(r?))
     }
@@ -299,6 +351,7 @@ impl TokenService for TokenApi {
     ) -> Result<Response<LookupResponse>, Status> {
         let started = Instant::now();
         let who = principal(&request);
+        let mut ev = base_event(&request, who.as_deref().ok());
         let req = request.into_inner();
         let r = async {
             let who = who?;
@@ -324,6 +377,8 @@ impl TokenService for TokenApi {
             // for this purpose (decided on the request alone, so the answer
             // says nothing of the data); then keep only the subjects whose own
             // context (consent, restriction) allows it.
+            ev.action = "lookup".into();
+            ev.purpose = purpose.as_str().to_owned();
             let policy = &self.shared.policy;
             let best_case = SubjectContext::new(&schema, [purpose.as_str()], false, "");
             if !policy.allows_field(&who, Action::Lookup, &field, purpose.as_str(), &best_case) {
@@ -340,11 +395,21 @@ impl TokenService for TokenApi {
                 )
             })?;
             debug_assert!(tokens.len() <= MAX_LOOKUP_RESULTS);
+            ev.items = tokens
+                .iter()
+                .map(|t| AuditItem {
+                    field: field.name.clone(),
+                    token: t.as_str().to_owned(),
+                    disclosure: "FOUND".into(),
+                    subject_id: String::new(),
+                })
+                .collect();
             Ok(LookupResponse {
                 tokens: tokens.into_iter().map(|t| t.as_str().to_owned()).collect(),
             })
         }
         .await;
+        let r = self.shared.conclude(ev, r, true).await;
         log_done("Lookup", 1, started, &r);
         Ok(Response::new(r?))
     }
@@ -355,6 +420,7 @@ impl TokenService for TokenApi {
     ) -> Result<Response<UpdateResponse>, Status> {
         let started = Instant::now();
         let who = principal(&request);
+        let mut ev = base_event(&request, who.as_deref().ok());
         let req = request.into_inner();
         let r = async {
             let who = who?;
@@ -368,11 +434,15 @@ impl TokenService for TokenApi {
             let (Some(token), Some(purpose)) = (token, purpose) else {
                 return Err(Error::Internal("validated input missing".into()));
             };
+            ev.action = "update".into();
+            ev.purpose = purpose.as_str().to_owned();
+            let mut touched = String::new();
             let policy = &self.shared.policy;
             let version = self
                 .shared
                 .engine
                 .update(&token, |field, record| {
+                    touched = field.name.clone();
                     let ctx = subject_context(&schema, record);
                     if !policy.allows_field(&who, Action::Update, field, purpose.as_str(), &ctx) {
                         tracing::info!(principal = %who.name, role = %who.role, field = %field.name, "update denied");
@@ -388,12 +458,19 @@ impl TokenService for TokenApi {
                     Error::NotFound(_) => Error::PermissionDenied,
                     other => other,
                 })?;
+            ev.items = vec![AuditItem {
+                field: touched,
+                token: token.as_str().to_owned(),
+                disclosure: "UPDATED".into(),
+                subject_id: String::new(),
+            }];
             Ok(UpdateResponse {
                 token: token.as_str().to_owned(),
                 value_version: version,
             })
         }
         .await;
+        let r = self.shared.conclude(ev, r, true).await;
         log_done("Update", 1, started, &r);
         Ok(Response::new(r?))
     }

@@ -19,7 +19,26 @@ use prost::Message;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use vault_proto::v1::{AuditEvent, AuditItem, AuditRecord};
+pub use vault_proto::v1::{AuditEvent, AuditItem, AuditRecord, QueryRequest};
+
+/// Most events one query returns.
+pub const MAX_QUERY_EVENTS: usize = 10_000;
+
+/// Whether `e` passes the filters of `q` (empty filters match everything).
+pub fn matches(q: &QueryRequest, e: &AuditEvent) -> bool {
+    let eq = |want: &str, have: &str| want.is_empty() || want == have;
+    eq(&q.principal, &e.principal)
+        && eq(&q.role, &e.role)
+        && eq(&q.action, &e.action)
+        && eq(&q.outcome, &e.outcome)
+        && eq(&q.event_type, &e.event_type)
+        && (q.subject_id.is_empty()
+            || e.subject_id == q.subject_id
+            || e.items.iter().any(|i| i.subject_id == q.subject_id))
+        && (q.field.is_empty() || e.items.iter().any(|i| i.field == q.field))
+        && (q.since_unix_micros == 0 || e.time_unix_micros >= q.since_unix_micros)
+        && (q.until_unix_micros == 0 || e.time_unix_micros < q.until_unix_micros)
+}
 
 /// Domain separation of the chain hash.
 pub const CHAIN_LABEL: &[u8] = b"vault/v1/audit";
@@ -246,6 +265,40 @@ impl AuditLog {
             [0; 32],
             Some(self.engine.keyring().audit()),
         ))
+    }
+
+    /// Events after `q.after_seq` that pass `q`'s filters, in order, at
+    /// most `q.limit` (default 1,000, at most [`MAX_QUERY_EVENTS`]).
+    pub fn query(&self, q: &QueryRequest) -> Result<Vec<AuditEvent>> {
+        let limit = match q.limit {
+            0 => 1000,
+            n => usize::try_from(n)
+                .unwrap_or(MAX_QUERY_EVENTS)
+                .min(MAX_QUERY_EVENTS),
+        };
+        let mut out = Vec::new();
+        let mut from = q.after_seq.saturating_add(1);
+        loop {
+            let chunk =
+                self.engine
+                    .store()
+                    .scan_from(keys::AUDIT_PREFIX, &keys::audit(from), 1024)?;
+            let Some(last) = chunk.last().and_then(|(k, _)| decode_seq(k)) else {
+                return Ok(out);
+            };
+            for (_, v) in &chunk {
+                let record = AuditRecord::decode(v.as_slice()).map_err(|_| Error::Integrity)?;
+                let event =
+                    AuditEvent::decode(record.event.as_slice()).map_err(|_| Error::Integrity)?;
+                if matches(q, &event) {
+                    out.push(event);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            from = last.saturating_add(1);
+        }
     }
 
     /// The next sequence number.

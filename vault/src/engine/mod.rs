@@ -92,13 +92,20 @@ pub enum Found {
     Value {
         /// The field's definition.
         field: Arc<FieldDef>,
+        /// The subject the token belongs to.
+        subject: Arc<str>,
         /// [`Reveal::Plain`] or [`Reveal::Masked`].
         reveal: Reveal,
         /// The canonical value, or its mask.
         value: Zeroizing<String>,
     },
     /// The token exists but the decision denied it (nothing was decrypted).
-    Denied,
+    Denied {
+        /// The field's definition.
+        field: Arc<FieldDef>,
+        /// The subject the token belongs to.
+        subject: Arc<str>,
+    },
     /// No such token.
     NotFound,
 }
@@ -222,7 +229,10 @@ impl std::fmt::Debug for Found {
                 .debug_struct("Value")
                 .field("field", &field.name)
                 .finish_non_exhaustive(),
-            Found::Denied => f.write_str("Denied"),
+            Found::Denied { field, .. } => f
+                .debug_struct("Denied")
+                .field("field", &field.name)
+                .finish_non_exhaustive(),
             Found::NotFound => f.write_str("NotFound"),
         }
     }
@@ -520,7 +530,10 @@ impl Engine {
             };
             let reveal = decide(&field, record);
             if reveal == Reveal::Denied {
-                out.push(Found::Denied);
+                out.push(Found::Denied {
+                    field,
+                    subject: sid.clone(),
+                });
                 continue;
             }
             let dek = match deks.get(&(sid.clone(), entry.dek_version)) {
@@ -545,6 +558,7 @@ impl Engine {
             };
             out.push(Found::Value {
                 field,
+                subject: sid.clone(),
                 reveal,
                 value,
             });
@@ -719,6 +733,7 @@ mod tests {
         };
         let found = Found::Value {
             field,
+            subject: Arc::from("s"),
             reveal: Reveal::Plain,
             value: Zeroizing::new("secret.marker@example.com".into()),
         };

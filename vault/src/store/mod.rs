@@ -117,6 +117,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// commit: concurrent callers share one flush).
     fn durable(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 
+    /// Up to `limit` entries whose key starts with `prefix`, from `start` on
+    /// (inclusive), in key order.
+    fn scan_from(&self, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StoreError>;
+
     /// The last entry (highest key) whose key starts with `prefix`.
     fn last_with_prefix(&self, prefix: &[u8]) -> Result<Option<Entry>, StoreError>;
 

@@ -194,6 +194,20 @@ impl Store for SledStore {
         })
     }
 
+    fn scan_from(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<super::Entries, StoreError> {
+        self.tree_for(prefix)
+            .range(start.to_vec()..)
+            .take_while(|r| r.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
+            .take(limit)
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend))
+            .collect()
+    }
+
     fn last_with_prefix(&self, prefix: &[u8]) -> Result<Option<super::Entry>, StoreError> {
         self.tree_for(prefix)
             .scan_prefix(prefix)
