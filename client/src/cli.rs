@@ -98,8 +98,23 @@ pub enum AuditCommand {
         #[arg(long, default_value = "")]
         event_type: String,
     },
-    /// Check the whole audit chain in the vault.
-    Verify,
+    /// Check the audit trail: in the vault, or offline an EXPORT file with
+    /// the vault's public key.
+    Verify {
+        /// An export (`vaultctl audit export > FILE`); without it, ask the vault.
+        export: Option<std::path::PathBuf>,
+        /// The vault's checkpoint public key (hex, as `vaultctl audit pubkey` prints it).
+        #[arg(long)]
+        pubkey: Option<String>,
+    },
+    /// Write the audit trail as JSON Lines with a signed checkpoint.
+    Export {
+        /// Only events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+    /// Print the Ed25519 public key that verifies exports (hex).
+    Pubkey,
 }
 
 /// `vaultctl policy` commands.
@@ -611,8 +626,67 @@ mod offline {
     }
 }
 
+fn verify_export_file(
+    file: &std::path::Path,
+    pubkey: Option<&str>,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    use crate::audit::{ExportVerdict, unhex, verify_export};
+    let key = pubkey
+        .and_then(unhex)
+        .filter(|k| k.len() == 32)
+        .ok_or_else(|| {
+            Failure::Usage("--pubkey: give the 64 hex digits of `vaultctl audit pubkey`".into())
+        })?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure::Usage(format!("{}: {e}", file.display())))?;
+    let verdict = verify_export(text.lines(), &key);
+    let (ok, msg, bad_seq) = match &verdict {
+        ExportVerdict::Valid {
+            events,
+            checkpoint_seq,
+        } => (
+            true,
+            format!("export verified: {events} events, checkpoint at event {checkpoint_seq}"),
+            0,
+        ),
+        ExportVerdict::BadEvent { seq, problem } => (
+            false,
+            format!("export BROKEN at event {seq}: {problem}"),
+            *seq,
+        ),
+        ExportVerdict::Bad(problem) => (false, format!("export BROKEN: {problem}"), 0),
+    };
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"ok": ok, "first_bad_seq": bad_seq, "message": msg})
+        )?;
+    } else {
+        writeln!(out, "{msg}")?;
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::Call(ClientError {
+            code: tonic::Code::DataLoss,
+            message: msg,
+            violations: Vec::new(),
+        }))
+    }
+}
+
 /// Runs the commands that need no vault; `None` if `command` needs one.
 fn run_offline(command: &Command, json: bool, out: &mut impl Write) -> Option<Result<(), Failure>> {
+    if let Command::Audit(AuditCommand::Verify {
+        export: Some(file),
+        pubkey,
+    }) = command
+    {
+        return Some(verify_export_file(file, pubkey.as_deref(), json, out));
+    }
     let Command::Policy(p) = command else {
         return None;
     };
@@ -956,7 +1030,21 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 )?;
             }
         }
-        Command::Audit(AuditCommand::Verify) => {
+        Command::Audit(AuditCommand::Export { after }) => {
+            let (prev, events, checkpoint) = vault.audit_export(after).await?;
+            writeln!(out, "{}", crate::audit::header_line(after, &prev))?;
+            for e in &events {
+                writeln!(out, "{}", crate::audit::event_line(e))?;
+            }
+            if let Some(c) = &checkpoint {
+                writeln!(out, "{}", crate::audit::checkpoint_line(c))?;
+            }
+        }
+        Command::Audit(AuditCommand::Pubkey) => {
+            let key = vault.audit_public_key().await?;
+            writeln!(out, "{}", crate::audit::hex(&key))?;
+        }
+        Command::Audit(AuditCommand::Verify { .. }) => {
             let v = vault.audit_verify().await?;
             if json {
                 writeln!(

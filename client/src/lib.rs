@@ -14,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod bench;
 pub mod cli;
 
@@ -411,6 +412,40 @@ impl VaultClient {
             out.push(e);
         }
         Ok(out)
+    }
+
+    /// An export of the audit trail after `after_seq` (auditors):
+    /// `(hash before the first event, events, signed checkpoint)`.
+    pub async fn audit_export(
+        &mut self,
+        after_seq: u64,
+    ) -> Result<
+        (
+            Vec<u8>,
+            Vec<proto::ExportedEvent>,
+            Option<proto::Checkpoint>,
+        ),
+        ClientError,
+    > {
+        let r = self.req(proto::ExportRequest { after_seq });
+        let mut stream = self.audits.export(r).await?.into_inner();
+        let (mut prev, mut events, mut checkpoint) = (None, Vec::new(), None);
+        while let Some(chunk) = stream.message().await? {
+            if prev.is_none() {
+                prev = Some(chunk.start_prev_hash);
+            }
+            events.extend(chunk.events);
+            if chunk.checkpoint.is_some() {
+                checkpoint = chunk.checkpoint;
+            }
+        }
+        Ok((prev.unwrap_or_default(), events, checkpoint))
+    }
+
+    /// The Ed25519 public key that verifies audit checkpoints.
+    pub async fn audit_public_key(&mut self) -> Result<Vec<u8>, ClientError> {
+        let r = self.req(proto::PublicKeyRequest {});
+        Ok(self.audits.public_key(r).await?.into_inner().ed25519)
     }
 
     /// Checks the whole audit chain (auditors).

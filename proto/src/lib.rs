@@ -16,3 +16,42 @@ pub mod v1 {
 /// Encoded `FileDescriptorSet` of every `vault.v1` file, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/vault_descriptor.bin"));
+
+/// The audit trail's hash chain and checkpoint messages: fixed by the
+/// protocol, shared by the vault (which writes them) and by anyone who
+/// verifies an export offline.
+pub mod audit {
+    /// Domain separation of the chain hash.
+    pub const CHAIN_LABEL: &[u8] = b"vault/v1/audit";
+    /// Domain separation of checkpoint signatures.
+    pub const CHECKPOINT_LABEL: &[u8] = b"vault/v1/audit-checkpoint";
+
+    /// `SHA-256(CHAIN_LABEL ‖ prev ‖ event)`: the chain hash of an encoded
+    /// event after the hash `prev` (32 zero bytes before the first event).
+    pub fn chain_hash(prev: &[u8; 32], event: &[u8]) -> [u8; 32] {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(CHAIN_LABEL);
+        ctx.update(prev);
+        ctx.update(event);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
+    }
+
+    /// The message a checkpoint signs: `CHECKPOINT_LABEL ‖ seq (u64 BE) ‖ hash`.
+    pub fn checkpoint_message(seq: u64, hash: &[u8]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(CHECKPOINT_LABEL.len() + 8 + hash.len());
+        m.extend_from_slice(CHECKPOINT_LABEL);
+        m.extend_from_slice(&seq.to_be_bytes());
+        m.extend_from_slice(hash);
+        m
+    }
+
+    /// Whether `signature` is the checkpoint key `public_key`'s signature of
+    /// `(seq, hash)`.
+    pub fn verify_checkpoint(public_key: &[u8], seq: u64, hash: &[u8], signature: &[u8]) -> bool {
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public_key)
+            .verify(&checkpoint_message(seq, hash), signature)
+            .is_ok()
+    }
+}

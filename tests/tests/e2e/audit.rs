@@ -174,3 +174,105 @@ async fn the_chain_survives_a_restart() {
         .unwrap();
     assert!(v.ok, "{v:?}");
 }
+
+/// PCI DSS 10.3 offline: an export verifies with the vault's public key
+/// alone; changing, deleting, reordering or cutting it is found, at the first
+/// bad event where there is one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pci_10_3_an_export_verifies_offline_and_tampering_is_named() {
+    use vault_client::audit::{ExportVerdict, verify_export};
+    let vault = TestVault::start_default_policy();
+    let mut booking = vault.client_as("booking_service").await;
+    for i in 0..5 {
+        booking
+            .tokenize(&format!("x-{i}"), &[("email", "x@example.com")], &[], "")
+            .await
+            .unwrap();
+    }
+    let auditor_token = vault.token_for("auditor").await;
+    let run = |args: &[&str]| {
+        std::process::Command::new(vault_tests::bin("vaultctl-under-test"))
+            .env("VAULT_ADDR", &vault.addr)
+            .env("VAULT_TOKEN", &auditor_token)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let export = run(&["audit", "export"]);
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let text = String::from_utf8(export.stdout).unwrap();
+    let pubkey = String::from_utf8(run(&["audit", "pubkey"]).stdout).unwrap();
+    let key = vault_client::audit::unhex(pubkey.trim()).unwrap();
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let events = lines.len() as u64 - 2;
+    assert!(events >= 8, "{text}");
+    let check = |ls: &[String]| verify_export(ls.iter().map(String::as_str), &key);
+    assert_eq!(
+        check(&lines),
+        ExportVerdict::Valid {
+            events,
+            checkpoint_seq: events
+        }
+    );
+    let bad_at = |v: ExportVerdict| match v {
+        ExportVerdict::BadEvent { seq, .. } => seq,
+        other => panic!("{other:?}"),
+    };
+    // Line i + 1 holds event i (line 0 is the header).
+    let mut changed = lines.clone();
+    changed[4] = changed[4].replace("\"outcome\":\"ok\"", "\"outcome\":\"denied\"");
+    assert_ne!(changed[4], lines[4]);
+    assert_eq!(bad_at(check(&changed)), 4);
+    let mut deleted = lines.clone();
+    deleted.remove(6);
+    assert_eq!(bad_at(check(&deleted)), 6);
+    let mut swapped = lines.clone();
+    swapped.swap(3, 5);
+    assert_eq!(bad_at(check(&swapped)), 3);
+    let mut inserted = lines.clone();
+    inserted.insert(7, lines[2].clone());
+    assert_eq!(bad_at(check(&inserted)), 7);
+    let cut = lines[..lines.len() - 1].to_vec();
+    assert!(matches!(check(&cut), ExportVerdict::Bad(_)));
+    let mut wrong_key = key.clone();
+    wrong_key[0] ^= 1;
+    assert!(matches!(
+        verify_export(lines.iter().map(String::as_str), &wrong_key),
+        ExportVerdict::Bad(_)
+    ));
+
+    // The command line says the same, and fails.
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.jsonl");
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&good, lines.join("\n")).unwrap();
+    std::fs::write(&bad, changed.join("\n")).unwrap();
+    let ok = run(&[
+        "audit",
+        "verify",
+        good.to_str().unwrap(),
+        "--pubkey",
+        pubkey.trim(),
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let broken = run(&[
+        "audit",
+        "verify",
+        bad.to_str().unwrap(),
+        "--pubkey",
+        pubkey.trim(),
+    ]);
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&broken.stdout).contains("BROKEN at event 4"));
+    // Only auditors export.
+    let err = booking.audit_export(0).await.unwrap_err();
+    assert_eq!(err.code, Code::PermissionDenied);
+}

@@ -4,10 +4,14 @@
 use super::{Shared, base_event, principal};
 use crate::error::Error;
 use crate::policy::Action;
+use prost::Message;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use vault_proto::v1::audit_service_server::AuditService;
-use vault_proto::v1::{AuditEvent, QueryRequest, VerifyRequest, VerifyResponse};
+use vault_proto::v1::{
+    AuditEvent, Checkpoint, ExportChunk, ExportRequest, ExportedEvent, PublicKeyRequest,
+    PublicKeyResponse, QueryRequest, VerifyRequest, VerifyResponse,
+};
 
 /// The audit service.
 #[derive(Debug, Clone)]
@@ -23,10 +27,91 @@ impl AuditApi {
 }
 
 type EventStream = tokio_stream::Iter<std::vec::IntoIter<Result<AuditEvent, Status>>>;
+type ChunkStream = tokio_stream::Iter<std::vec::IntoIter<Result<ExportChunk, Status>>>;
+
+/// Events per export chunk.
+const EXPORT_CHUNK: usize = 1000;
 
 #[tonic::async_trait]
 impl AuditService for AuditApi {
     type QueryStream = EventStream;
+    type ExportStream = ChunkStream;
+
+    async fn export(
+        &self,
+        request: Request<ExportRequest>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        let who = principal(&request)?;
+        let mut ev = base_event(&request, Some(&who));
+        ev.event_type = "audit_export".into();
+        ev.action = "export_audit".into();
+        let after = request.get_ref().after_seq;
+        let r: Result<_, Error> = async {
+            self.shared.require(&who, Action::ExportAudit)?;
+            let shared = self.shared.clone();
+            tokio::task::spawn_blocking(move || shared.audit.export(after))
+                .await
+                .map_err(|e| Error::Internal(format!("audit export task: {e}")))?
+        }
+        .await;
+        if let Ok((_, records)) = &r {
+            ev.detail = format!("after_seq {after} events {}", records.len());
+        }
+        // The export is itself an event, durable before the export leaves.
+        let (prev, records) = self.shared.conclude(ev, r, true).await?;
+        let mut last = (after, prev.to_vec());
+        let mut chunks = Vec::new();
+        let mut first = true;
+        let mut events = Vec::new();
+        for (seq, rec) in records {
+            let event = AuditEvent::decode(rec.event.as_slice()).map_err(|_| Error::Integrity)?;
+            last = (seq, rec.hash.clone());
+            events.push(ExportedEvent {
+                event: Some(event),
+                encoded: rec.event,
+                hash: rec.hash,
+            });
+            if events.len() == EXPORT_CHUNK {
+                chunks.push(ExportChunk {
+                    start_prev_hash: if first { prev.to_vec() } else { Vec::new() },
+                    events: std::mem::take(&mut events),
+                    checkpoint: None,
+                });
+                first = false;
+            }
+        }
+        let signature = self.shared.audit.sign_checkpoint(last.0, &last.1);
+        chunks.push(ExportChunk {
+            start_prev_hash: if first { prev.to_vec() } else { Vec::new() },
+            events,
+            checkpoint: Some(Checkpoint {
+                seq: last.0,
+                hash: last.1,
+                signature,
+                time_unix_micros: self.shared.engine.clock().now_micros(),
+            }),
+        });
+        Ok(Response::new(tokio_stream::iter(
+            chunks.into_iter().map(Ok).collect::<Vec<_>>(),
+        )))
+    }
+
+    async fn public_key(
+        &self,
+        request: Request<PublicKeyRequest>,
+    ) -> Result<Response<PublicKeyResponse>, Status> {
+        let who = principal(&request)?;
+        let mut ev = base_event(&request, Some(&who));
+        ev.event_type = "audit_public_key".into();
+        let r: Result<_, Error> = async {
+            self.shared.require(&who, Action::VerifyAudit)?;
+            Ok(PublicKeyResponse {
+                ed25519: self.shared.audit.public_key(),
+            })
+        }
+        .await;
+        Ok(Response::new(self.shared.conclude(ev, r, true).await?))
+    }
 
     async fn query(
         &self,

@@ -40,22 +40,14 @@ pub fn matches(q: &QueryRequest, e: &AuditEvent) -> bool {
         && (q.until_unix_micros == 0 || e.time_unix_micros < q.until_unix_micros)
 }
 
-/// Domain separation of the chain hash.
-pub const CHAIN_LABEL: &[u8] = b"vault/v1/audit";
+pub use vault_proto::audit::{CHAIN_LABEL, CHECKPOINT_LABEL, chain_hash, checkpoint_message};
+
 /// How long a request waits for its events to be durable before it fails
 /// `UNAVAILABLE` (and discloses nothing).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The chain hash of `event` (encoded) after `prev`.
-pub fn chain_hash(prev: &[u8; 32], event: &[u8]) -> [u8; 32] {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(CHAIN_LABEL);
-    ctx.update(prev);
-    ctx.update(event);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
-}
+/// Stored records with their sequence numbers, in order.
+pub type Records = Vec<(u64, AuditRecord)>;
 
 /// The head of the chain: the next sequence number and the last hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,6 +291,53 @@ impl AuditLog {
             }
             from = last.saturating_add(1);
         }
+    }
+
+    /// Every record after `after_seq`: `(hash before the first, records)`.
+    pub fn export(&self, after_seq: u64) -> Result<([u8; 32], Records)> {
+        let prev = if after_seq == 0 {
+            [0; 32]
+        } else {
+            let v = self
+                .engine
+                .store()
+                .get(&keys::audit(after_seq))?
+                .ok_or(Error::NotFound("audit event"))?;
+            let r = AuditRecord::decode(v.as_slice()).map_err(|_| Error::Integrity)?;
+            r.hash.as_slice().try_into().map_err(|_| Error::Integrity)?
+        };
+        let mut out = Vec::new();
+        let mut from = after_seq.saturating_add(1);
+        loop {
+            let chunk =
+                self.engine
+                    .store()
+                    .scan_from(keys::AUDIT_PREFIX, &keys::audit(from), 4096)?;
+            let Some(last) = chunk.last().and_then(|(k, _)| decode_seq(k)) else {
+                return Ok((prev, out));
+            };
+            for (k, v) in chunk {
+                let seq = decode_seq(&k).ok_or(Error::Integrity)?;
+                out.push((
+                    seq,
+                    AuditRecord::decode(v.as_slice()).map_err(|_| Error::Integrity)?,
+                ));
+            }
+            from = last.saturating_add(1);
+        }
+    }
+
+    /// Signs a checkpoint over `(seq, hash)`.
+    pub fn sign_checkpoint(&self, seq: u64, hash: &[u8]) -> Vec<u8> {
+        self.engine
+            .keyring()
+            .checkpoint()
+            .sign(&checkpoint_message(seq, hash))
+    }
+
+    /// The checkpoint public key.
+    pub fn public_key(&self) -> Vec<u8> {
+        self.engine.keyring().checkpoint().public()
     }
 
     /// The next sequence number.

@@ -1,0 +1,175 @@
+//! Audit exports as JSON Lines, and their offline verification.
+//!
+//! An export is, line by line:
+//!
+//! 1. `{"vault_audit_export": 1, "after_seq": N, "start_prev_hash": HEX}`
+//! 2. one line per event: `{"seq": S, "hash": HEX, "encoded": BASE64, "event": {...}}`
+//!    where `event` is the event as JSON (the schema of docs/audit.md) and
+//!    `encoded` its protobuf encoding, over which the chain hash is computed;
+//! 3. `{"checkpoint": {"seq": S, "hash": HEX, "signature": HEX, "time_unix_micros": T}}`,
+//!    an Ed25519 signature by the vault over the last event's hash.
+//!
+//! [`verify_export`] needs only the export and the vault's public key
+//! (`vaultctl audit pubkey`): it recomputes every hash, checks that each
+//! event's JSON matches its encoding, and checks the checkpoint signature.
+
+use crate::proto::{AuditEvent, Checkpoint, ExportedEvent};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use prost::Message;
+use vault_proto::audit::{chain_hash, verify_checkpoint};
+
+/// Lower-case hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses lower- or upper-case hexadecimal.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    let t = text.trim();
+    if !t.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..t.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(t.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The export's first line.
+pub fn header_line(after_seq: u64, start_prev_hash: &[u8]) -> String {
+    serde_json::json!({"vault_audit_export": 1, "after_seq": after_seq,
+        "start_prev_hash": hex(start_prev_hash)})
+    .to_string()
+}
+
+/// One event's line.
+pub fn event_line(e: &ExportedEvent) -> String {
+    let event = e
+        .event
+        .as_ref()
+        .map_or(serde_json::Value::Null, crate::cli::event_json);
+    serde_json::json!({"seq": e.event.as_ref().map_or(0, |e| e.seq), "hash": hex(&e.hash),
+        "encoded": STANDARD.encode(&e.encoded), "event": event})
+    .to_string()
+}
+
+/// The checkpoint's line.
+pub fn checkpoint_line(c: &Checkpoint) -> String {
+    serde_json::json!({"checkpoint": {"seq": c.seq, "hash": hex(&c.hash),
+        "signature": hex(&c.signature), "time_unix_micros": c.time_unix_micros}})
+    .to_string()
+}
+
+/// What an offline verification found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportVerdict {
+    /// Every event and the checkpoint check out.
+    Valid {
+        /// Events verified.
+        events: u64,
+        /// The checkpoint's sequence number.
+        checkpoint_seq: u64,
+    },
+    /// The first bad event and what is wrong with it.
+    BadEvent {
+        /// Its sequence number (the one expected at that place).
+        seq: u64,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The export as a whole is wrong (format, checkpoint).
+    Bad(String),
+}
+
+fn field<'a>(v: &'a serde_json::Value, k: &str) -> Option<&'a serde_json::Value> {
+    v.get(k)
+}
+
+/// Verifies an export given as its lines, with the vault's Ed25519 public key.
+pub fn verify_export<'a>(
+    lines: impl IntoIterator<Item = &'a str>,
+    public_key: &[u8],
+) -> ExportVerdict {
+    let mut lines = lines.into_iter().filter(|l| !l.trim().is_empty());
+    let Some(header) = lines
+        .next()
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    else {
+        return ExportVerdict::Bad("no header line".into());
+    };
+    if field(&header, "vault_audit_export").and_then(|v| v.as_u64()) != Some(1) {
+        return ExportVerdict::Bad("not a version 1 vault audit export".into());
+    }
+    let (Some(after), Some(prev)) = (
+        field(&header, "after_seq").and_then(|v| v.as_u64()),
+        field(&header, "start_prev_hash")
+            .and_then(|v| v.as_str())
+            .and_then(unhex)
+            .and_then(|h| <[u8; 32]>::try_from(h).ok()),
+    ) else {
+        return ExportVerdict::Bad("header lacks after_seq or start_prev_hash".into());
+    };
+    let mut prev = prev;
+    for (expected, line) in (after + 1..).zip(lines) {
+        let bad = |problem: &str| ExportVerdict::BadEvent {
+            seq: expected,
+            problem: problem.into(),
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            return bad("line is not JSON");
+        };
+        if let Some(c) = field(&v, "checkpoint") {
+            let seq = c.get("seq").and_then(|s| s.as_u64());
+            let hash = c.get("hash").and_then(|s| s.as_str()).and_then(unhex);
+            let sig = c.get("signature").and_then(|s| s.as_str()).and_then(unhex);
+            let (Some(seq), Some(hash), Some(sig)) = (seq, hash, sig) else {
+                return ExportVerdict::Bad("malformed checkpoint".into());
+            };
+            if seq + 1 != expected || hash != prev {
+                return ExportVerdict::Bad(format!(
+                    "the checkpoint (event {seq}) does not match the last event ({}): events missing at the end",
+                    expected - 1
+                ));
+            }
+            if !verify_checkpoint(public_key, seq, &hash, &sig) {
+                return ExportVerdict::Bad(
+                    "checkpoint signature invalid (not this vault's key, or the events were rewritten)".into(),
+                );
+            }
+            return ExportVerdict::Valid {
+                events: expected - after - 1,
+                checkpoint_seq: seq,
+            };
+        }
+        if field(&v, "seq").and_then(|s| s.as_u64()) != Some(expected) {
+            return bad("missing, reordered or inserted (sequence number out of place)");
+        }
+        let Some(encoded) = field(&v, "encoded")
+            .and_then(|e| e.as_str())
+            .and_then(|e| STANDARD.decode(e).ok())
+        else {
+            return bad("no encoded event");
+        };
+        let Ok(event) = AuditEvent::decode(encoded.as_slice()) else {
+            return bad("encoded event does not decode");
+        };
+        if event.seq != expected {
+            return bad("the encoded event's sequence number is out of place");
+        }
+        if field(&v, "event") != Some(&crate::cli::event_json(&event)) {
+            return bad("the event's JSON does not match its encoding (changed)");
+        }
+        let hash = chain_hash(&prev, &encoded);
+        if field(&v, "hash")
+            .and_then(|h| h.as_str())
+            .and_then(unhex)
+            .as_deref()
+            != Some(&hash[..])
+        {
+            return bad("hash does not match the event and its predecessor (changed or reordered)");
+        }
+        prev = hash;
+    }
+    ExportVerdict::Bad("no checkpoint line: the export is cut short".into())
+}
