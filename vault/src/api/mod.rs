@@ -221,6 +221,32 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Like [`Shared::conclude`] for writes whose success event the engine
+    /// already wrote in the same ordered write as the data: only a failure
+    /// is written here.
+    pub(crate) async fn conclude_written<R>(
+        &self,
+        ev: AuditEvent,
+        r: Result<R, Error>,
+    ) -> Result<R, Error> {
+        match r {
+            Ok(v) => Ok(v),
+            Err(e) => self.conclude(ev, Err(e), false).await,
+        }
+    }
+
+    /// `ev` as the engine should write it with a write's data.
+    pub(crate) fn audited<'a>(&'a self, ev: &AuditEvent) -> crate::engine::Audited<'a> {
+        let mut event = ev.clone();
+        event.outcome = "ok".into();
+        crate::engine::Audited {
+            log: &self.audit,
+            event,
+        }
+    }
+}
+
 /// The principal the interceptor put on `request`.
 pub(crate) fn principal<T>(request: &Request<T>) -> Result<Arc<Principal>, Error> {
     request

@@ -65,24 +65,30 @@ impl SubjectService for SubjectApi {
             let (Some(subject), Some(policy_version)) = (subject, policy_version) else {
                 return Err(Error::Internal("validated input missing".into()));
             };
-            let (purposes, policy_version) = self
-                .shared
-                .engine
-                .set_consent(&subject, &grant, &withdraw, &policy_version)
-                .await?;
-            tracing::info!(by = %who.name, subject = subject.as_str(), granted = grant.len(), withdrawn = withdraw.len(), "consent changed");
             ev.action = "set_consent".into();
             ev.subject_id = subject.as_str().to_owned();
             let names = |l: &[crate::engine::types::Purpose]| {
                 l.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(",")
             };
             ev.detail = format!("granted [{}] withdrawn [{}]", names(&grant), names(&withdraw));
+            let (purposes, policy_version) = self
+                .shared
+                .engine
+                .set_consent(
+                    &subject,
+                    &grant,
+                    &withdraw,
+                    &policy_version,
+                    Some(self.shared.audited(&ev)),
+                )
+                .await?;
+            tracing::info!(by = %who.name, subject = subject.as_str(), granted = grant.len(), withdrawn = withdraw.len(), "consent changed");
             Ok(Response::new(SetConsentResponse {
                 purposes,
                 policy_version,
             }))
         }
         .await;
-        Ok(self.shared.conclude(ev, r, true).await?)
+        Ok(self.shared.conclude_written(ev, r).await?)
     }
 }

@@ -195,18 +195,14 @@ impl TokenService for TokenApi {
             let tokens = self
                 .shared
                 .engine
-                .tokenize(&subject, &values, &purposes, &policy_version)
+                .tokenize(
+                    &subject,
+                    &values,
+                    &purposes,
+                    &policy_version,
+                    Some(self.shared.audited(&ev)),
+                )
                 .await?;
-            ev.items = values
-                .iter()
-                .zip(&tokens)
-                .map(|(nv, t)| AuditItem {
-                    field: nv.field.name.clone(),
-                    token: t.as_str().to_owned(),
-                    disclosure: "STORED".into(),
-                    subject_id: subject.as_str().to_owned(),
-                })
-                .collect();
             Ok(TokenizeResponse {
                 tokens: values
                     .iter()
@@ -219,7 +215,7 @@ impl TokenService for TokenApi {
             })
         }
         .await;
-        let r = self.shared.conclude(ev, r, true).await;
+        let r = self.shared.conclude_written(ev, r).await;
         log_done("Tokenize", n, started, &r);
         Ok(Response::new(r?))
     }
@@ -436,13 +432,11 @@ impl TokenService for TokenApi {
             };
             ev.action = "update".into();
             ev.purpose = purpose.as_str().to_owned();
-            let mut touched = String::new();
             let policy = &self.shared.policy;
             let version = self
                 .shared
                 .engine
                 .update(&token, |field, record| {
-                    touched = field.name.clone();
                     let ctx = subject_context(&schema, record);
                     if !policy.allows_field(&who, Action::Update, field, purpose.as_str(), &ctx) {
                         tracing::info!(principal = %who.name, role = %who.role, field = %field.name, "update denied");
@@ -451,26 +445,20 @@ impl TokenService for TokenApi {
                     field
                         .normalize(&req.value)
                         .map_err(|e| Error::invalid("value", e))
-                })
+                }, Some(self.shared.audited(&ev)))
                 .await
                 // An unknown token is refused like a forbidden one.
                 .map_err(|e| match e {
                     Error::NotFound(_) => Error::PermissionDenied,
                     other => other,
                 })?;
-            ev.items = vec![AuditItem {
-                field: touched,
-                token: token.as_str().to_owned(),
-                disclosure: "UPDATED".into(),
-                subject_id: String::new(),
-            }];
             Ok(UpdateResponse {
                 token: token.as_str().to_owned(),
                 value_version: version,
             })
         }
         .await;
-        let r = self.shared.conclude(ev, r, true).await;
+        let r = self.shared.conclude_written(ev, r).await;
         log_done("Update", 1, started, &r);
         Ok(Response::new(r?))
     }

@@ -77,6 +77,26 @@ impl Clock for OffsetClock {
     }
 }
 
+/// A write's audit event and the log to write it to, in the same ordered
+/// write as the data (see [`Engine::commit_subject`]). The engine fills in
+/// the items it touched.
+#[derive(Debug)]
+pub struct Audited<'a> {
+    /// The audit log.
+    pub log: &'a crate::audit::AuditLog,
+    /// The event so far (who, what, why).
+    pub event: crate::audit::AuditEvent,
+}
+
+fn item(field: &str, token: &str, disclosure: &str, subject: &str) -> crate::audit::AuditItem {
+    crate::audit::AuditItem {
+        field: field.to_owned(),
+        token: token.to_owned(),
+        disclosure: disclosure.to_owned(),
+        subject_id: subject.to_owned(),
+    }
+}
+
 /// One field of a tokenize request, validated and canonical.
 pub struct NewValue {
     /// The field's definition.
@@ -313,17 +333,41 @@ impl Engine {
         }
     }
 
-    /// Commits `batch`, whose last write is `subject`'s new `record`, and
-    /// keeps the cache in step: the new record on success, none on failure
-    /// (the store may then hold either version).
+    /// Commits `batch` and then `subject`'s new `record` (the commit point),
+    /// and keeps the cache in step: the new record on success, none on
+    /// failure (the store may then hold either version).
+    ///
+    /// With an audit event, the batch's pointers are applied first (they are
+    /// hints), then the event and the record in one ordered write under the
+    /// audit log's lock, so that a record that survives a crash never lacks
+    /// its event; both are durable before this returns.
     async fn commit_subject(
         &self,
         subject: &str,
         record: SubjectRecord,
         mut batch: Batch,
+        audit: Option<Audited<'_>>,
     ) -> Result<Arc<SubjectRecord>> {
-        batch.put(keys::subject(subject), record.encode_to_vec());
-        match self.store.commit(batch).await {
+        let key = keys::subject(subject);
+        let bytes = record.encode_to_vec();
+        let result = match audit {
+            None => {
+                batch.put(key, bytes);
+                self.store.commit(batch).await.map_err(Error::from)
+            }
+            Some(Audited { log, event }) => {
+                let applied = self.store.apply(batch).map_err(Error::from);
+                match applied {
+                    Ok(()) => {
+                        let mut last = Batch::new();
+                        last.put(key, bytes);
+                        log.record(vec![event], last).await.map(drop)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match result {
             Ok(()) => {
                 let record = Arc::new(record);
                 self.cache.write_through(subject, record.clone());
@@ -331,7 +375,7 @@ impl Engine {
             }
             Err(e) => {
                 self.cache.forget_subject(subject);
-                Err(e.into())
+                Err(e)
             }
         }
     }
@@ -416,6 +460,7 @@ impl Engine {
         values: &[NewValue],
         purposes: &[Purpose],
         policy_version: &PolicyVersion,
+        mut audit: Option<Audited<'_>>,
     ) -> Result<Vec<Token>> {
         let sid = subject.as_str();
         let _guard = self.lock_for(sid).lock().await;
@@ -492,7 +537,14 @@ impl Engine {
             record.policy_version = policy_version.as_str().to_owned();
         }
         record.last_activity = now;
-        self.commit_subject(sid, record, batch).await?;
+        if let Some(a) = audit.as_mut() {
+            a.event.items = values
+                .iter()
+                .zip(&out)
+                .map(|(nv, t)| item(&nv.field.name, t.as_str(), "STORED", sid))
+                .collect();
+        }
+        self.commit_subject(sid, record, batch, audit).await?;
         Ok(out)
     }
 
@@ -604,6 +656,7 @@ impl Engine {
         &self,
         token: &Token,
         validate: impl FnOnce(&FieldDef, &SubjectRecord) -> Result<Zeroizing<String>>,
+        mut audit: Option<Audited<'_>>,
     ) -> Result<u32> {
         let Some(sid) = self.token_subject(token)? else {
             return Err(Error::NotFound("token"));
@@ -663,7 +716,11 @@ impl Engine {
         entry.dek_version = dek.version();
         entry.updated_at = now;
         record.last_activity = now;
-        self.commit_subject(&sid, record, batch).await?;
+        if let Some(a) = audit.as_mut() {
+            a.event.items = vec![item(&field.name, token.as_str(), "UPDATED", &sid)];
+            a.event.subject_id = sid.to_string();
+        }
+        self.commit_subject(&sid, record, batch, audit).await?;
         // The old index entry goes after the commit: until then it still
         // points at the committed old value. It is only a hint (every read
         // checks it), so a failure here is logged, not returned.
@@ -688,6 +745,7 @@ impl Engine {
         grant: &[Purpose],
         withdraw: &[Purpose],
         policy_version: &PolicyVersion,
+        audit: Option<Audited<'_>>,
     ) -> Result<(Vec<String>, String)> {
         let sid = subject.as_str();
         let _guard = self.lock_for(sid).lock().await;
@@ -709,7 +767,8 @@ impl Engine {
         }
         record.last_activity = self.clock.now();
         let out = (record.purposes.clone(), record.policy_version.clone());
-        self.commit_subject(sid, record, Batch::new()).await?;
+        self.commit_subject(sid, record, Batch::new(), audit)
+            .await?;
         Ok(out)
     }
 
