@@ -7,7 +7,7 @@
 //! constant time.
 
 use super::{AuthMethod, Principal};
-use crate::crypto::random_array;
+use crate::crypto::{ct_eq, random_array};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::store::{Batch, keys};
@@ -112,11 +112,6 @@ fn parse(token: &str) -> Option<(&str, Zeroizing<Vec<u8>>)> {
     URL_SAFE_NO_PAD.decode(id).ok()?;
     let secret = Zeroizing::new(URL_SAFE_NO_PAD.decode(secret).ok()?);
     (secret.len() == 32).then_some((id, secret))
-}
-
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    use subtle::ConstantTimeEq;
-    a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
 /// One credential in memory: its record and the principal it stands for

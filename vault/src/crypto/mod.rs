@@ -41,6 +41,12 @@ pub enum CryptoError {
     Internal(&'static str),
 }
 
+/// Constant-time equality of tokens, MACs and hashes (lengths are public).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
 /// Fills `N` bytes from the operating system's generator.
 pub fn random_array<const N: usize>() -> Result<[u8; N], CryptoError> {
     let mut out = [0u8; N];

@@ -8,6 +8,7 @@
 pub mod records;
 pub mod types;
 
+use crate::crypto::ct_eq;
 use crate::crypto::keyring::Keyring;
 use crate::crypto::keys::DataKey;
 use crate::error::{Error, Result};
@@ -256,12 +257,6 @@ impl std::fmt::Debug for Found {
             Found::NotFound => f.write_str("NotFound"),
         }
     }
-}
-
-/// Constant-time equality of tokens and MACs (lengths are public).
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    use subtle::ConstantTimeEq;
-    a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
 /// The engine: store, keys and schema together.

@@ -2,8 +2,7 @@
 //! new fields can be added with new tags).
 
 fn token_eq(a: &str, b: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+    crate::crypto::ct_eq(a.as_bytes(), b.as_bytes())
 }
 
 /// One wrapped data key of a subject.
