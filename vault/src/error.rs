@@ -64,6 +64,21 @@ pub enum Error {
 }
 
 impl Error {
+    /// The gRPC code the error answers with (the one mapping, shared by the
+    /// conversion to `Status` and by the audit trail).
+    pub fn code(&self) -> Code {
+        match self {
+            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::PermissionDenied => Code::PermissionDenied,
+            Error::NotFound(_) => Code::NotFound,
+            Error::Integrity => Code::DataLoss,
+            Error::Unavailable(_) => Code::Unavailable,
+            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::Internal(_) => Code::Internal,
+        }
+    }
+
     /// An `InvalidArgument` with a single violation.
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
         Self::InvalidArgument(vec![Violation::new(field, description)])
@@ -72,6 +87,7 @@ impl Error {
 
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
+        let code = err.code();
         match err {
             Error::InvalidArgument(mut violations) => {
                 // The details travel in a trailer, which HTTP/2 limits to
@@ -100,24 +116,23 @@ impl From<Error> for Status {
                 } else {
                     format!("invalid request: {summary}")
                 };
-                Status::with_error_details(Code::InvalidArgument, msg, details)
+                Status::with_error_details(code, msg, details)
             }
-            Error::Unauthenticated(what) => Status::unauthenticated(what),
-            Error::PermissionDenied => Status::permission_denied(
+            Error::Unauthenticated(what) => Status::new(code, what),
+            Error::PermissionDenied => Status::new(
+                code,
                 "permission denied: the access policy does not allow this request",
             ),
-            Error::NotFound(what) => Status::not_found(format!("{what} not found")),
-            Error::Integrity => {
-                Status::new(Code::DataLoss, "stored data failed its integrity check")
-            }
+            Error::NotFound(what) => Status::new(code, format!("{what} not found")),
+            Error::Integrity => Status::new(code, "stored data failed its integrity check"),
             Error::Unavailable(detail) => {
                 tracing::error!(%detail, "storage unavailable");
-                Status::unavailable("storage unavailable: the request did nothing")
+                Status::new(code, "storage unavailable: the request did nothing")
             }
-            Error::FailedPrecondition(what) => Status::failed_precondition(what),
+            Error::FailedPrecondition(what) => Status::new(code, what),
             Error::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
-                Status::internal("internal error")
+                Status::new(code, "internal error")
             }
         }
     }

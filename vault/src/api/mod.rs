@@ -147,40 +147,24 @@ pub(crate) fn base_event<T>(request: &Request<T>, principal: Option<&Principal>)
 
 /// The outcome name and gRPC code of an error, and a safe detail.
 fn outcome(e: &Error) -> (&'static str, i32, String) {
-    match e {
+    let (name, detail) = match e {
         Error::InvalidArgument(v) => (
             "invalid",
-            tonic::Code::InvalidArgument as i32,
             v.iter()
                 .take(20)
                 .map(|v| v.field.as_str())
                 .collect::<Vec<_>>()
                 .join(","),
         ),
-        Error::Unauthenticated(m) => (
-            "unauthenticated",
-            tonic::Code::Unauthenticated as i32,
-            (*m).to_owned(),
-        ),
-        Error::PermissionDenied => (
-            "denied",
-            tonic::Code::PermissionDenied as i32,
-            String::new(),
-        ),
-        Error::NotFound(w) => ("not_found", tonic::Code::NotFound as i32, (*w).to_owned()),
-        Error::FailedPrecondition(w) => (
-            "failed_precondition",
-            tonic::Code::FailedPrecondition as i32,
-            (*w).to_owned(),
-        ),
-        Error::Integrity => ("error", tonic::Code::DataLoss as i32, "integrity".into()),
-        Error::Unavailable(_) => (
-            "error",
-            tonic::Code::Unavailable as i32,
-            "unavailable".into(),
-        ),
-        _ => ("error", tonic::Code::Internal as i32, "internal".into()),
-    }
+        Error::Unauthenticated(m) => ("unauthenticated", (*m).to_owned()),
+        Error::PermissionDenied => ("denied", String::new()),
+        Error::NotFound(w) => ("not_found", (*w).to_owned()),
+        Error::FailedPrecondition(w) => ("failed_precondition", (*w).to_owned()),
+        Error::Integrity => ("error", "integrity".into()),
+        Error::Unavailable(_) => ("error", "unavailable".into()),
+        _ => ("error", "internal".into()),
+    };
+    (name, e.code() as i32, detail)
 }
 
 impl Shared {
