@@ -575,7 +575,7 @@ mod offline {
         consented: &[String],
         restricted: bool,
     ) -> Result<crate::proto::ExplainResponse, Failure> {
-        use vault::policy::{Action, Reveal, SubjectContext};
+        use vault::policy::{Action, SubjectContext};
         let fields = policy.fields().clone();
         let def = fields
             .field(field)
@@ -593,36 +593,14 @@ mod offline {
             restricted,
             "",
         );
-        let decisions = [
-            Action::Tokenize,
-            Action::RevealPlain,
-            Action::RevealMasked,
-            Action::Lookup,
-            Action::Update,
-        ]
-        .into_iter()
-        .map(|a| {
-            let p = if a == Action::Tokenize { "" } else { purpose };
-            let e = policy.explain(&who, a, Some((def, p, &ctx)));
-            crate::proto::ExplainedDecision {
-                action: a.name().to_owned(),
-                allowed: e.allowed,
-                policies: e.policies,
-                errors: e.errors,
-            }
-        })
-        .collect();
-        let disclosure = match policy.reveal(&who, def, purpose, &ctx) {
-            Reveal::Plain => crate::proto::Disclosure::Plain,
-            Reveal::Masked => crate::proto::Disclosure::Masked,
-            Reveal::Denied => crate::proto::Disclosure::Denied,
-        };
-        Ok(crate::proto::ExplainResponse {
-            principal: who.name.to_string(),
-            role: role.to_owned(),
-            disclosure: disclosure as i32,
-            decisions,
-        })
+        Ok(vault::api::explain_response(
+            policy,
+            &who,
+            def,
+            purpose,
+            &ctx,
+            &Action::ON_FIELD,
+        ))
     }
 }
 

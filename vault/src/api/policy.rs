@@ -5,13 +5,12 @@ use super::{Shared, Violations, base_event, principal};
 use crate::auth::credentials::check_role;
 use crate::auth::{AuthMethod, Principal};
 use crate::error::Error;
-use crate::policy::{Action, Reveal, SubjectContext};
+use crate::policy::{Action, SubjectContext};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use vault_proto::v1::policy_service_server::PolicyService;
 use vault_proto::v1::{
-    Disclosure, ExplainRequest, ExplainResponse, ExplainedDecision, ReloadPolicyRequest,
-    ReloadPolicyResponse,
+    ExplainRequest, ExplainResponse, ExplainedDecision, ReloadPolicyRequest, ReloadPolicyResponse,
 };
 
 /// The policy service.
@@ -37,20 +36,37 @@ impl PolicyApi {
                 credential_id: None,
             });
         }
-        let now = self.shared.auth.now();
-        self.shared
-            .auth
-            .credentials()
-            .list()
+        let auth = &self.shared.auth;
+        auth.credentials()
+            .newest_valid(name, auth.now())
+            .map(|p| Principal::clone(&p))
+    }
+}
+
+/// The answer to an explain of `principal`'s field `actions` (shared by the
+/// RPC and `vaultctl policy explain --dir`).
+pub fn explain_response(
+    policy: &crate::policy::PolicyEngine,
+    principal: &Principal,
+    field: &crate::schema::FieldDef,
+    purpose: &str,
+    ctx: &SubjectContext,
+    actions: &[Action],
+) -> ExplainResponse {
+    let (reveal, explained) = policy.explain_field(principal, field, purpose, ctx, actions);
+    ExplainResponse {
+        principal: principal.name.to_string(),
+        role: principal.role.to_string(),
+        disclosure: reveal.disclosure() as i32,
+        decisions: explained
             .into_iter()
-            .rev()
-            .find(|r| r.name == name && r.revoked_at == 0 && r.expires_at > now)
-            .map(|r| Principal {
-                name: Arc::from(r.name.as_str()),
-                role: Arc::from(r.role.as_str()),
-                method: AuthMethod::Bearer,
-                credential_id: Some(Arc::from(r.id.as_str())),
+            .map(|e| ExplainedDecision {
+                action: e.action.name().to_owned(),
+                allowed: e.allowed,
+                policies: e.policies,
+                errors: e.errors,
             })
+            .collect(),
     }
 }
 
@@ -177,35 +193,14 @@ impl PolicyService for PolicyApi {
                 req.restricted,
                 "",
             );
-            let policy = &self.shared.policy;
-            let decisions = actions
-                .iter()
-                .map(|&a| {
-                    let purpose = if a == Action::Tokenize {
-                        ""
-                    } else {
-                        req.purpose.as_str()
-                    };
-                    let e = policy.explain(&subject, a, Some((&field, purpose, &ctx)));
-                    ExplainedDecision {
-                        action: a.name().to_owned(),
-                        allowed: e.allowed,
-                        policies: e.policies,
-                        errors: e.errors,
-                    }
-                })
-                .collect();
-            let disclosure = match policy.reveal(&subject, &field, &req.purpose, &ctx) {
-                Reveal::Plain => Disclosure::Plain,
-                Reveal::Masked => Disclosure::Masked,
-                Reveal::Denied => Disclosure::Denied,
-            };
-            Ok(Response::new(ExplainResponse {
-                principal: subject.name.to_string(),
-                role: subject.role.to_string(),
-                disclosure: disclosure as i32,
-                decisions,
-            }))
+            Ok(Response::new(explain_response(
+                &self.shared.policy,
+                &subject,
+                &field,
+                &req.purpose,
+                &ctx,
+                &actions,
+            )))
         }
         .await;
         Ok(self.shared.conclude(ev, r, true).await?)

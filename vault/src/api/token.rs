@@ -7,7 +7,7 @@ use crate::engine::records::SubjectRecord;
 use crate::engine::types::{PolicyVersion, Purpose, SubjectId};
 use crate::engine::{Found, MAX_LOOKUP_RESULTS};
 use crate::error::Error;
-use crate::policy::{Action, Reveal, SubjectContext};
+use crate::policy::{Action, SubjectContext};
 use crate::schema::{FieldDef, Schema};
 use crate::tokens::Token;
 use prost::Message;
@@ -284,11 +284,7 @@ impl TokenService for TokenApi {
                         } => (
                             field.name.as_str(),
                             &**subject,
-                            if *reveal == Reveal::Plain {
-                                "PLAIN"
-                            } else {
-                                "MASKED"
-                            },
+                            reveal.disclosure().as_str_name(),
                         ),
                         Found::Denied { field, subject } => {
                             (field.name.as_str(), &**subject, "DENIED")
@@ -316,10 +312,7 @@ impl TokenService for TokenApi {
                         } => Disclosed {
                             token: t.as_str().to_owned(),
                             field: field.name.clone(),
-                            disclosure: match reveal {
-                                Reveal::Plain => Disclosure::Plain,
-                                _ => Disclosure::Masked,
-                            } as i32,
+                            disclosure: reveal.disclosure() as i32,
                             value: value.as_str().to_owned(),
                         },
                         // A denied token and a token that does not exist get

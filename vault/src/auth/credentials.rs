@@ -271,6 +271,20 @@ impl CredentialStore {
         Ok(Some(token))
     }
 
+    /// The principal of the newest valid (unrevoked, unexpired at `now`)
+    /// token issued to `name`.
+    pub fn newest_valid(&self, name: &str, now: i64) -> Option<Arc<Principal>> {
+        self.read()
+            .values()
+            .filter(|i| {
+                i.record.name == name && i.record.revoked_at == 0 && i.record.expires_at > now
+            })
+            .max_by(|a, b| {
+                (a.record.created_at, &a.record.id).cmp(&(b.record.created_at, &b.record.id))
+            })
+            .map(|i| i.principal.clone())
+    }
+
     /// Every credential, oldest first.
     pub fn list(&self) -> Vec<Arc<CredentialRecord>> {
         let mut all: Vec<_> = self.read().values().map(|i| i.record.clone()).collect();

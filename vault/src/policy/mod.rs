@@ -131,6 +131,15 @@ impl Action {
         Action::Backup,
     ];
 
+    /// The actions on a field, in the order `explain` reports them.
+    pub const ON_FIELD: [Action; 5] = [
+        Action::Tokenize,
+        Action::RevealPlain,
+        Action::RevealMasked,
+        Action::Lookup,
+        Action::Update,
+    ];
+
     /// Whether the action's resource is a field (else a subject, the audit
     /// trail or the vault itself).
     pub fn on_field(self) -> bool {
@@ -169,6 +178,17 @@ pub enum Reveal {
     Masked,
     /// Nothing.
     Denied,
+}
+
+impl Reveal {
+    /// The disclosure a Detokenize answers for this decision.
+    pub fn disclosure(self) -> vault_proto::v1::Disclosure {
+        match self {
+            Reveal::Plain => vault_proto::v1::Disclosure::Plain,
+            Reveal::Masked => vault_proto::v1::Disclosure::Masked,
+            Reveal::Denied => vault_proto::v1::Disclosure::Denied,
+        }
+    }
 }
 
 /// What the vault knows of one subject when it decides about its fields.
@@ -436,6 +456,30 @@ impl PolicyEngine {
     pub fn allows(&self, principal: &Principal, action: Action) -> bool {
         let cur = self.loaded();
         self.evaluate(&cur, principal, action, None).allowed
+    }
+
+    /// Explains each of the field `actions` (tokenize is asked with no
+    /// purpose, the others with `purpose`) and the resulting reveal.
+    pub fn explain_field(
+        &self,
+        principal: &Principal,
+        field: &FieldDef,
+        purpose: &str,
+        subject: &SubjectContext,
+        actions: &[Action],
+    ) -> (Reveal, Vec<Explanation>) {
+        let snapshot = self.snapshot();
+        let explained = actions
+            .iter()
+            .map(|&a| {
+                let p = if a == Action::Tokenize { "" } else { purpose };
+                self.evaluate(&snapshot.loaded, principal, a, Some((field, p, subject)))
+            })
+            .collect();
+        (
+            snapshot.reveal(principal, field, purpose, subject),
+            explained,
+        )
     }
 
     /// Explains the decision of `action` for `principal` (on `field` for
