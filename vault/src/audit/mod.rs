@@ -241,22 +241,44 @@ impl AuditLog {
 
     /// Checks the whole stored chain (hashes, MACs, sequence).
     pub fn verify(&self) -> Result<Verified> {
+        // Undecodable records are kept (as empty ones) so that the chain
+        // check names them rather than the scan failing.
         let mut records = Vec::new();
-        for (k, v) in self
-            .engine
-            .store()
-            .scan_prefix(keys::AUDIT_PREFIX, usize::MAX)?
-        {
-            let seq = decode_seq(&k).unwrap_or(0);
-            let record = AuditRecord::decode(v.as_slice()).unwrap_or_default();
-            records.push((seq, record));
-        }
+        self.scan_after(0, |seq, bytes| {
+            records.push((seq, AuditRecord::decode(bytes).unwrap_or_default()));
+            Ok(true)
+        })?;
         Ok(verify_chain(
             records,
             1,
             [0; 32],
             Some(self.engine.keyring().audit()),
         ))
+    }
+
+    /// Calls `f` with each stored record after `after_seq`, in order, a
+    /// chunk at a time, until `f` answers `false` or the records end.
+    fn scan_after(
+        &self,
+        after_seq: u64,
+        mut f: impl FnMut(u64, &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let mut from = after_seq.saturating_add(1);
+        loop {
+            let chunk =
+                self.engine
+                    .store()
+                    .scan_from(keys::AUDIT_PREFIX, &keys::audit(from), 4096)?;
+            let Some(last) = chunk.last().and_then(|(k, _)| decode_seq(k)) else {
+                return Ok(());
+            };
+            for (k, v) in &chunk {
+                if !f(decode_seq(k).unwrap_or(0), v)? {
+                    return Ok(());
+                }
+            }
+            from = last.saturating_add(1);
+        }
     }
 
     /// Events after `q.after_seq` that pass `q`'s filters, in order, at
@@ -269,28 +291,16 @@ impl AuditLog {
                 .min(MAX_QUERY_EVENTS),
         };
         let mut out = Vec::new();
-        let mut from = q.after_seq.saturating_add(1);
-        loop {
-            let chunk =
-                self.engine
-                    .store()
-                    .scan_from(keys::AUDIT_PREFIX, &keys::audit(from), 1024)?;
-            let Some(last) = chunk.last().and_then(|(k, _)| decode_seq(k)) else {
-                return Ok(out);
-            };
-            for (_, v) in &chunk {
-                let record = AuditRecord::decode(v.as_slice()).map_err(|_| Error::Integrity)?;
-                let event =
-                    AuditEvent::decode(record.event.as_slice()).map_err(|_| Error::Integrity)?;
-                if matches(q, &event) {
-                    out.push(event);
-                    if out.len() >= limit {
-                        return Ok(out);
-                    }
-                }
+        self.scan_after(q.after_seq, |_, bytes| {
+            let record = AuditRecord::decode(bytes).map_err(|_| Error::Integrity)?;
+            let event =
+                AuditEvent::decode(record.event.as_slice()).map_err(|_| Error::Integrity)?;
+            if matches(q, &event) {
+                out.push(event);
             }
-            from = last.saturating_add(1);
-        }
+            Ok(out.len() < limit)
+        })?;
+        Ok(out)
     }
 
     /// Every record after `after_seq`: `(hash before the first, records)`.
@@ -307,24 +317,14 @@ impl AuditLog {
             r.hash.as_slice().try_into().map_err(|_| Error::Integrity)?
         };
         let mut out = Vec::new();
-        let mut from = after_seq.saturating_add(1);
-        loop {
-            let chunk =
-                self.engine
-                    .store()
-                    .scan_from(keys::AUDIT_PREFIX, &keys::audit(from), 4096)?;
-            let Some(last) = chunk.last().and_then(|(k, _)| decode_seq(k)) else {
-                return Ok((prev, out));
-            };
-            for (k, v) in chunk {
-                let seq = decode_seq(&k).ok_or(Error::Integrity)?;
-                out.push((
-                    seq,
-                    AuditRecord::decode(v.as_slice()).map_err(|_| Error::Integrity)?,
-                ));
-            }
-            from = last.saturating_add(1);
-        }
+        self.scan_after(after_seq, |seq, bytes| {
+            out.push((
+                seq,
+                AuditRecord::decode(bytes).map_err(|_| Error::Integrity)?,
+            ));
+            Ok(true)
+        })?;
+        Ok((prev, out))
     }
 
     /// Signs a checkpoint over `(seq, hash)`.
