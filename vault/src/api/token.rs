@@ -182,7 +182,7 @@ impl TokenService for TokenApi {
                 false,
                 policy_version.as_str(),
             );
-            let policy = &self.shared.policy;
+            let policy = self.shared.policy.snapshot();
             if let Some(denied) = values
                 .iter()
                 .find(|nv| !policy.allows_field(&who, Action::Tokenize, &nv.field, "", &ctx))
@@ -368,7 +368,7 @@ impl TokenService for TokenApi {
             // context (consent, restriction) allows it.
             ev.action = "lookup".into();
             ev.purpose = purpose.as_str().to_owned();
-            let policy = &self.shared.policy;
+            let policy = self.shared.policy.snapshot();
             let best_case = SubjectContext::new(&schema, [purpose.as_str()], false, "");
             if !policy.allows_field(&who, Action::Lookup, &field, purpose.as_str(), &best_case) {
                 tracing::info!(principal = %who.name, role = %who.role, field = %field.name, "lookup denied");
