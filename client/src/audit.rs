@@ -160,6 +160,13 @@ pub fn verify_export<'a>(
         if field(&v, "event") != Some(&crate::cli::event_json(&event)) {
             return bad("the event's JSON does not match its encoding (changed)");
         }
+        if let Some(cp) = &event.checkpoint
+            && (cp.seq + 1 != expected
+                || cp.hash.as_slice() != prev
+                || !verify_checkpoint(public_key, cp.seq, &cp.hash, &cp.signature))
+        {
+            return bad("checkpoint does not match the chain or is not signed by this vault");
+        }
         let hash = chain_hash(&prev, &encoded);
         if field(&v, "hash")
             .and_then(|h| h.as_str())

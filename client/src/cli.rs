@@ -493,13 +493,22 @@ pub fn event_json(e: &crate::proto::AuditEvent) -> serde_json::Value {
                 "disclosure": i.disclosure, "subject_id": i.subject_id})
         })
         .collect();
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "seq": e.seq, "time_unix_micros": e.time_unix_micros, "event_type": e.event_type,
         "principal": e.principal, "role": e.role, "auth": e.auth, "peer": e.peer,
         "request_id": e.request_id, "rpc": e.rpc, "action": e.action, "purpose": e.purpose,
         "subject_id": e.subject_id, "items": items, "outcome": e.outcome,
         "status_code": e.status_code, "detail": e.detail,
-    })
+    });
+    if let (Some(c), Some(map)) = (&e.checkpoint, v.as_object_mut()) {
+        map.insert(
+            "checkpoint".into(),
+            serde_json::json!({"seq": c.seq, "hash": crate::audit::hex(&c.hash),
+                "signature": crate::audit::hex(&c.signature),
+                "time_unix_micros": c.time_unix_micros}),
+        );
+    }
+    v
 }
 
 fn print_explained(
@@ -1009,12 +1018,16 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Audit(AuditCommand::Export { after }) => {
-            let (prev, events, checkpoint) = vault.audit_export(after).await?;
-            writeln!(out, "{}", crate::audit::header_line(after, &prev))?;
-            for e in &events {
+            let x = vault.audit_export(after).await?;
+            writeln!(
+                out,
+                "{}",
+                crate::audit::header_line(x.after_seq, &x.start_prev_hash)
+            )?;
+            for e in &x.events {
                 writeln!(out, "{}", crate::audit::event_line(e))?;
             }
-            if let Some(c) = &checkpoint {
+            if let Some(c) = &x.checkpoint {
                 writeln!(out, "{}", crate::audit::checkpoint_line(c))?;
             }
         }

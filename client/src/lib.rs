@@ -115,6 +115,19 @@ impl std::fmt::Debug for VaultClient {
 }
 
 /// TLS settings of a connection (PEM).
+/// An export of the audit trail, as [`VaultClient::audit_export`] got it.
+#[derive(Debug, Clone, Default)]
+pub struct AuditExport {
+    /// The sequence number before the first event.
+    pub after_seq: u64,
+    /// The chain hash before the first event.
+    pub start_prev_hash: Vec<u8>,
+    /// The events.
+    pub events: Vec<proto::ExportedEvent>,
+    /// The signed checkpoint over the last event.
+    pub checkpoint: Option<proto::Checkpoint>,
+}
+
 #[derive(Clone, Default)]
 pub struct TlsOptions {
     /// The CA that signed the vault's certificate.
@@ -414,32 +427,25 @@ impl VaultClient {
         Ok(out)
     }
 
-    /// An export of the audit trail after `after_seq` (auditors):
-    /// `(hash before the first event, events, signed checkpoint)`.
-    pub async fn audit_export(
-        &mut self,
-        after_seq: u64,
-    ) -> Result<
-        (
-            Vec<u8>,
-            Vec<proto::ExportedEvent>,
-            Option<proto::Checkpoint>,
-        ),
-        ClientError,
-    > {
+    /// An export of the audit trail after `after_seq` (auditors), from the
+    /// pruning anchor at the earliest.
+    pub async fn audit_export(&mut self, after_seq: u64) -> Result<AuditExport, ClientError> {
         let r = self.req(proto::ExportRequest { after_seq });
         let mut stream = self.audits.export(r).await?.into_inner();
-        let (mut prev, mut events, mut checkpoint) = (None, Vec::new(), None);
+        let mut out = AuditExport::default();
+        let mut first = true;
         while let Some(chunk) = stream.message().await? {
-            if prev.is_none() {
-                prev = Some(chunk.start_prev_hash);
+            if first {
+                out.after_seq = chunk.after_seq;
+                out.start_prev_hash = chunk.start_prev_hash;
+                first = false;
             }
-            events.extend(chunk.events);
+            out.events.extend(chunk.events);
             if chunk.checkpoint.is_some() {
-                checkpoint = chunk.checkpoint;
+                out.checkpoint = chunk.checkpoint;
             }
         }
-        Ok((prev.unwrap_or_default(), events, checkpoint))
+        Ok(out)
     }
 
     /// The Ed25519 public key that verifies audit checkpoints.

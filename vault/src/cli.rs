@@ -119,7 +119,7 @@ fn reload_on_sighup(
                     detail,
                     ..Default::default()
                 };
-                if let Err(e) = audit.append(vec![ev], crate::store::Batch::new()) {
+                if let Err(e) = audit.append(vec![ev]) {
                     tracing::error!(error = %e, "could not write the policy_reload audit event");
                 }
             }

@@ -25,6 +25,11 @@
 //! | `[mtls_principals]` | (file only) | empty: certificate principal (URI SAN or CN) = role |
 //! | `max_token_ttl_secs` | `VAULT_MAX_TOKEN_TTL_SECS` | 2592000 (30 days): longest bearer-token life |
 //! | `audit_timeout_ms` | `VAULT_AUDIT_TIMEOUT_MS` | 2000: longest wait for a request's audit event to be durable; then `UNAVAILABLE` |
+//! | `audit_retention_days` | `VAULT_AUDIT_RETENTION_DAYS` | 365: audit events are kept this long, then pruned (1 to 3650) |
+//! | `audit_query_days` | `VAULT_AUDIT_QUERY_DAYS` | 90: a query without a time range covers this many days (1 to retention) |
+//! | `audit_checkpoint_events` | `VAULT_AUDIT_CHECKPOINT_EVENTS` | 10000: a signed checkpoint at least every this many events |
+//! | `audit_checkpoint_secs` | `VAULT_AUDIT_CHECKPOINT_SECS` | 60: … or this many seconds |
+//! | `audit_segment_bytes` | `VAULT_AUDIT_SEGMENT_BYTES` | 67108864 (64 MiB): size of an audit segment file (4096 or more) |
 //! | (environment only) | `VAULT_TEST_CLOCK_OFFSET_SECS` | 0: shifts the vault's clock, for tests and drills only (logged loudly) |
 //!
 //! Log verbosity is `VAULT_LOG` (a `tracing` filter, default `info`).
@@ -106,6 +111,16 @@ pub struct Config {
     pub clock_offset_secs: i64,
     /// Longest wait for a request's audit event to be durable.
     pub audit_timeout: std::time::Duration,
+    /// Days audit events are kept.
+    pub audit_retention_days: u32,
+    /// Days a query without a time range covers.
+    pub audit_query_days: u32,
+    /// Most events between two signed checkpoints.
+    pub audit_checkpoint_events: u64,
+    /// Most seconds between two signed checkpoints.
+    pub audit_checkpoint_secs: u64,
+    /// Size of an audit segment file.
+    pub audit_segment_bytes: u64,
 }
 
 /// TLS files (PEM). With none, the vault serves plaintext on loopback only.
@@ -147,6 +162,11 @@ impl Default for Config {
             max_token_ttl_secs: 30 * 24 * 3600,
             clock_offset_secs: 0,
             audit_timeout: std::time::Duration::from_millis(2000),
+            audit_retention_days: 365,
+            audit_query_days: 90,
+            audit_checkpoint_events: 10_000,
+            audit_checkpoint_secs: 60,
+            audit_segment_bytes: 64 << 20,
         }
     }
 }
@@ -183,6 +203,11 @@ struct RawConfig {
     mtls_principals: Option<HashMap<String, String>>,
     max_token_ttl_secs: Option<u64>,
     audit_timeout_ms: Option<u64>,
+    audit_retention_days: Option<u32>,
+    audit_query_days: Option<u32>,
+    audit_checkpoint_events: Option<u64>,
+    audit_checkpoint_secs: Option<u64>,
+    audit_segment_bytes: Option<u64>,
 }
 
 /// Overrides from the command line.
@@ -315,6 +340,37 @@ impl Config {
                     parse_into(s, &src, "audit_timeout_ms", &value, &mut ms);
                     c.audit_timeout = std::time::Duration::from_millis(ms);
                 }
+                "AUDIT_RETENTION_DAYS" => parse_into(
+                    s,
+                    &src,
+                    "audit_retention_days",
+                    &value,
+                    &mut c.audit_retention_days,
+                ),
+                "AUDIT_QUERY_DAYS" => {
+                    parse_into(s, &src, "audit_query_days", &value, &mut c.audit_query_days)
+                }
+                "AUDIT_CHECKPOINT_EVENTS" => parse_into(
+                    s,
+                    &src,
+                    "audit_checkpoint_events",
+                    &value,
+                    &mut c.audit_checkpoint_events,
+                ),
+                "AUDIT_CHECKPOINT_SECS" => parse_into(
+                    s,
+                    &src,
+                    "audit_checkpoint_secs",
+                    &value,
+                    &mut c.audit_checkpoint_secs,
+                ),
+                "AUDIT_SEGMENT_BYTES" => parse_into(
+                    s,
+                    &src,
+                    "audit_segment_bytes",
+                    &value,
+                    &mut c.audit_segment_bytes,
+                ),
                 "MAX_TOKEN_TTL_SECS" => parse_into(
                     s,
                     &src,
@@ -422,6 +478,34 @@ impl Config {
         if let Some(v) = raw.audit_timeout_ms {
             self.audit_timeout = std::time::Duration::from_millis(v);
         }
+        if let Some(v) = raw.audit_retention_days {
+            self.audit_retention_days = v;
+        }
+        if let Some(v) = raw.audit_query_days {
+            self.audit_query_days = v;
+        }
+        if let Some(v) = raw.audit_checkpoint_events {
+            self.audit_checkpoint_events = v;
+        }
+        if let Some(v) = raw.audit_checkpoint_secs {
+            self.audit_checkpoint_secs = v;
+        }
+        if let Some(v) = raw.audit_segment_bytes {
+            self.audit_segment_bytes = v;
+        }
+    }
+
+    /// The audit trail's settings.
+    pub fn audit_settings(&self) -> crate::audit::Settings {
+        crate::audit::Settings {
+            timeout: self.audit_timeout,
+            retention_days: self.audit_retention_days,
+            query_days: self.audit_query_days,
+            checkpoint_events: self.audit_checkpoint_events,
+            checkpoint_secs: self.audit_checkpoint_secs,
+            segment_bytes: self.audit_segment_bytes,
+            sync: self.durability == Durability::Fsync,
+        }
     }
 
     fn set_durability(&mut self, v: &str, src: &str, problems: &mut Vec<String>) {
@@ -491,6 +575,21 @@ impl Config {
         }
         if !(10..=60_000).contains(&self.audit_timeout.as_millis()) {
             problems.push("audit_timeout_ms: must be 10 to 60000".into());
+        }
+        if !(1..=3650).contains(&self.audit_retention_days) {
+            problems.push("audit_retention_days: must be 1 to 3650".into());
+        }
+        if !(1..=self.audit_retention_days.max(1)).contains(&self.audit_query_days) {
+            problems.push("audit_query_days: must be 1 to audit_retention_days".into());
+        }
+        if !(1..=10_000_000).contains(&self.audit_checkpoint_events) {
+            problems.push("audit_checkpoint_events: must be 1 to 10000000".into());
+        }
+        if !(1..=86_400).contains(&self.audit_checkpoint_secs) {
+            problems.push("audit_checkpoint_secs: must be 1 to 86400".into());
+        }
+        if !(4096..=1 << 40).contains(&self.audit_segment_bytes) {
+            problems.push("audit_segment_bytes: must be 4096 or more".into());
         }
         if !(60..=366 * 24 * 3600).contains(&self.max_token_ttl_secs) {
             problems.push("max_token_ttl_secs: must be 60 to 31622400 (366 days)".into());

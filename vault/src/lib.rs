@@ -211,26 +211,26 @@ impl Vault {
             .await
             .map_err(|e| StartError::Credentials(e.to_string()))?;
         let audit = Arc::new(
-            audit::AuditLog::open(engine.clone(), config.audit_timeout)
-                .map_err(|e| StartError::Audit(e.to_string()))?,
+            audit::AuditLog::open(
+                engine.clone(),
+                &config.data_dir.join("audit"),
+                config.audit_settings(),
+            )
+            .map_err(|e| StartError::Audit(e.to_string()))?,
         );
         // The start is the first event of every run; a vault that cannot
         // write its audit trail does not serve.
+        let mut detail = format!(
+            "version {}; bootstrap token issued: {}",
+            env!("CARGO_PKG_VERSION"),
+            bootstrap.is_some()
+        );
+        for note in audit.startup_notes() {
+            detail.push_str("; ");
+            detail.push_str(note);
+        }
         audit
-            .record(
-                vec![audit::AuditEvent {
-                    event_type: "vault_start".into(),
-                    principal: "vaultd".into(),
-                    outcome: "ok".into(),
-                    detail: format!(
-                        "version {}; bootstrap token issued: {}",
-                        env!("CARGO_PKG_VERSION"),
-                        bootstrap.is_some()
-                    ),
-                    ..Default::default()
-                }],
-                store::Batch::new(),
-            )
+            .record(vec![audit::system_event("vault_start", "ok", detail)])
             .await
             .map_err(|e| StartError::Audit(e.to_string()))?;
         let auth = Arc::new(auth::Authenticator::new(
@@ -403,17 +403,14 @@ impl Vault {
             }
         };
         tracing::info!("vault stopping: in-flight requests finished, flushing");
-        if let Err(e) = shared.audit.append(
-            vec![audit::AuditEvent {
-                event_type: "vault_stop".into(),
-                principal: "vaultd".into(),
-                outcome: "ok".into(),
-                ..Default::default()
-            }],
-            store::Batch::new(),
-        ) {
+        if let Err(e) =
+            shared
+                .audit
+                .append(vec![audit::system_event("vault_stop", "ok", String::new())])
+        {
             tracing::error!(error = %e, "could not write the vault_stop audit event");
         }
+        shared.audit.close();
         engine.store().flush()?;
         served.map_err(|e| StartError::Serve(e.to_string()))
     }

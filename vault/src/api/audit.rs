@@ -54,11 +54,11 @@ impl AuditService for AuditApi {
                 .map_err(|e| Error::Internal(format!("audit export task: {e}")))?
         }
         .await;
-        if let Ok((_, records)) = &r {
-            ev.detail = format!("after_seq {after} events {}", records.len());
+        if let Ok((start, _, records)) = &r {
+            ev.detail = format!("after_seq {start} events {}", records.len());
         }
         // The export is itself an event, durable before the export leaves.
-        let (prev, records) = self.shared.conclude(ev, r, true).await?;
+        let (after, prev, records) = self.shared.conclude(ev, r, true).await?;
         let mut last = (after, prev.to_vec());
         let mut chunks = Vec::new();
         let mut first = true;
@@ -76,6 +76,7 @@ impl AuditService for AuditApi {
                     start_prev_hash: if first { prev.to_vec() } else { Vec::new() },
                     events: std::mem::take(&mut events),
                     checkpoint: None,
+                    after_seq: if first { after } else { 0 },
                 });
                 first = false;
             }
@@ -83,6 +84,7 @@ impl AuditService for AuditApi {
         let signature = self.shared.audit.sign_checkpoint(last.0, &last.1);
         chunks.push(ExportChunk {
             start_prev_hash: if first { prev.to_vec() } else { Vec::new() },
+            after_seq: if first { after } else { 0 },
             events,
             checkpoint: Some(Checkpoint {
                 seq: last.0,

@@ -183,11 +183,9 @@ impl Shared {
             Ok(v) => {
                 ev.outcome = "ok".into();
                 if durable {
-                    self.audit
-                        .record(vec![ev], crate::store::Batch::new())
-                        .await?;
+                    self.audit.record(vec![ev]).await?;
                 } else {
-                    self.audit.append(vec![ev], crate::store::Batch::new())?;
+                    self.audit.append(vec![ev])?;
                 }
                 Ok(v)
             }
@@ -196,7 +194,7 @@ impl Shared {
                 ev.outcome = name.into();
                 ev.status_code = code;
                 ev.detail = detail;
-                if let Err(a) = self.audit.append(vec![ev], crate::store::Batch::new()) {
+                if let Err(a) = self.audit.append(vec![ev]) {
                     tracing::error!(error = %a, "could not write the audit event of a failed request");
                 }
                 Err(e)
@@ -206,9 +204,9 @@ impl Shared {
 }
 
 impl Shared {
-    /// Like [`Shared::conclude`] for writes whose success event the engine
-    /// already wrote in the same ordered write as the data: only a failure
-    /// is written here.
+    /// Like [`Shared::conclude`] for writes whose success event was made
+    /// durable before the data (see [`Shared::audited`]): only a failure is
+    /// written here.
     pub(crate) async fn conclude_written<R>(
         &self,
         ev: AuditEvent,
@@ -265,7 +263,7 @@ impl tonic::service::Interceptor for AuthInterceptor {
                 ev.outcome = name.into();
                 ev.status_code = code;
                 ev.detail = detail;
-                if let Err(a) = self.audit.append(vec![ev], crate::store::Batch::new()) {
+                if let Err(a) = self.audit.append(vec![ev]) {
                     tracing::error!(error = %a, "could not write the audit event of a refused request");
                 }
                 Err(e.into())

@@ -66,20 +66,23 @@ impl PrincipalService for PrincipalApi {
             let auth = &self.shared.auth;
             let (record, token) = auth
                 .credentials()
-                .create(&req.name, &req.role, req.ttl_seconds, &who.name, auth.now())
+                .create(
+                    &req.name,
+                    &req.role,
+                    req.ttl_seconds,
+                    &who.name,
+                    auth.now(),
+                    Some(self.shared.audited(&ev)),
+                )
                 .await?;
             tracing::info!(by = %who.name, id = %record.id, name = %record.name, role = %record.role, "bearer token issued");
-            ev.detail = format!(
-                "id {} name {} role {} expires_at {}",
-                record.id, record.name, record.role, record.expires_at
-            );
             Ok(Response::new(CreatePrincipalResponse {
                 principal: Some(info(&record)),
                 token: token.expose().to_owned(),
             }))
         }
         .await;
-        Ok(self.shared.conclude(ev, r, true).await?)
+        Ok(self.shared.conclude_written(ev, r).await?)
     }
 
     async fn list(
@@ -120,15 +123,17 @@ impl PrincipalService for PrincipalApi {
                 return Err(Error::invalid("id", "a credential id is required"));
             }
             let auth = &self.shared.auth;
-            let record = auth.credentials().revoke(&req.id, auth.now()).await?;
+            let record = auth
+                .credentials()
+                .revoke(&req.id, auth.now(), Some(self.shared.audited(&ev)))
+                .await?;
             tracing::info!(by = %who.name, id = %record.id, name = %record.name, "bearer token revoked");
-            ev.detail = format!("id {} name {}", record.id, record.name);
             Ok(Response::new(RevokePrincipalResponse {
                 principal: Some(info(&record)),
             }))
         }
         .await;
-        Ok(self.shared.conclude(ev, r, true).await?)
+        Ok(self.shared.conclude_written(ev, r).await?)
     }
 
     async fn who_am_i(

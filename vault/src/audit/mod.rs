@@ -1,25 +1,31 @@
-//! The audit trail: an append-only, hash-chained, MACed log of events,
-//! stored beside the data (`aud/<seq>`), never holding a value.
+//! The audit trail: an append-only, hash-chained, MACed log of events in
+//! files of its own (see [`segments`]), never holding a value.
 //!
 //! Each record keeps the encoded [`AuditEvent`], its chain hash
 //! `SHA-256("vault/v1/audit" ‖ previous hash ‖ event)` and
 //! `HMAC-SHA256(audit key, hash)`. Anyone can recompute the hashes of an
 //! export; only the vault can make the MACs; Ed25519 checkpoints over
-//! `(seq, hash)` let an export be verified offline with the public key.
+//! `(seq, hash)`, written into the trail every N events or T seconds, let
+//! an export be verified offline with the public key.
 //!
-//! Appending assigns sequence numbers and applies the events to the store
-//! under one lock, in order, together with (and before) whatever the request
-//! writes, so a write that survives a crash is never without its event.
+//! Appending numbers and chains events under one lock into a buffer; one
+//! writer thread writes the buffer to the current segment and syncs it
+//! (group commit: every request waiting shares one `fdatasync`). A read
+//! waits for its event before answering; a write waits for its event
+//! before it changes any data ([`AuditLog::record_then`]), so a change that
+//! survives a crash never lacks its event.
+
+pub mod segments;
 
 use crate::crypto::keys::AuditKey;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::store::{Batch, keys};
-use prost::Message;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use segments::{End, Segment};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-pub use vault_proto::v1::{AuditEvent, AuditItem, AuditRecord, QueryRequest};
+pub use vault_proto::v1::{AuditEvent, AuditItem, AuditRecord, Checkpoint, QueryRequest};
 
 /// Most events one query returns.
 pub const MAX_QUERY_EVENTS: usize = 10_000;
@@ -40,7 +46,9 @@ pub fn matches(q: &QueryRequest, e: &AuditEvent) -> bool {
         && (q.until_unix_micros == 0 || e.time_unix_micros < q.until_unix_micros)
 }
 
-pub use vault_proto::audit::{CHAIN_LABEL, CHECKPOINT_LABEL, chain_hash, checkpoint_message};
+pub use vault_proto::audit::{
+    CHAIN_LABEL, CHECKPOINT_LABEL, chain_hash, checkpoint_message, verify_checkpoint,
+};
 
 /// How long a request waits for its events to be durable before it fails
 /// `UNAVAILABLE` (and discloses nothing).
@@ -48,13 +56,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Stored records with their sequence numbers, in order.
 pub type Records = Vec<(u64, AuditRecord)>;
-
-/// The head of the chain: the next sequence number and the last hash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Head {
-    next: u64,
-    hash: [u8; 32],
-}
 
 /// The result of checking a run of records.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,222 +68,860 @@ pub struct Verified {
     pub head: [u8; 32],
 }
 
-/// Checks records given as `(key sequence number, record)` in key order,
-/// starting at `first` after `prev_hash`; with `key`, the MACs too.
+/// Checks a chain one record at a time, from a known start.
+#[derive(Debug)]
+pub struct ChainChecker<'a> {
+    expected: u64,
+    prev: [u8; 32],
+    good: u64,
+    key: Option<&'a AuditKey>,
+    public_key: Option<&'a [u8]>,
+}
+
+impl<'a> ChainChecker<'a> {
+    /// A checker expecting event `first` after `prev_hash`; with `key` it
+    /// checks MACs, with `public_key` the checkpoints' signatures.
+    pub fn new(
+        first: u64,
+        prev_hash: [u8; 32],
+        key: Option<&'a AuditKey>,
+        public_key: Option<&'a [u8]>,
+    ) -> Self {
+        Self {
+            expected: first,
+            prev: prev_hash,
+            good: 0,
+            key,
+            public_key,
+        }
+    }
+
+    /// Checks the next record (`None`: one that does not decode); on a
+    /// problem, the sequence number where it is and what is wrong.
+    pub fn check(
+        &mut self,
+        item: Option<(&AuditRecord, &AuditEvent)>,
+    ) -> std::result::Result<(), (u64, &'static str)> {
+        let at = self.expected;
+        let Some((record, event)) = item else {
+            return Err((at, "undecodable event"));
+        };
+        if event.seq > at {
+            return Err((at, "missing (deleted)"));
+        }
+        if event.seq < at {
+            return Err((
+                at,
+                "sequence number does not match its place (reordered or inserted)",
+            ));
+        }
+        let hash = chain_hash(&self.prev, &record.event);
+        if record.hash.as_slice() != hash.as_slice() {
+            return Err((
+                at,
+                "hash does not match the event and its predecessor (changed, reordered or inserted)",
+            ));
+        }
+        if let Some(k) = self.key
+            && !k.verify(&hash, &record.mac)
+        {
+            return Err((at, "MAC does not match (not written by this vault)"));
+        }
+        if let Some(cp) = &event.checkpoint {
+            let signed = self
+                .public_key
+                .is_none_or(|pk| verify_checkpoint(pk, cp.seq, &cp.hash, &cp.signature));
+            if cp.seq.checked_add(1) != Some(at) || cp.hash.as_slice() != self.prev || !signed {
+                return Err((
+                    at,
+                    "checkpoint does not match the chain or is not signed by this vault",
+                ));
+            }
+        }
+        self.prev = hash;
+        self.good += 1;
+        self.expected += 1;
+        Ok(())
+    }
+
+    /// The verdict so far, with `first_bad` if a check failed.
+    pub fn verdict(&self, first_bad: Option<(u64, &'static str)>) -> Verified {
+        Verified {
+            good: self.good,
+            first_bad,
+            head: self.prev,
+        }
+    }
+}
+
+/// Checks records in order, starting at `first` after `prev_hash`; with
+/// `key`, the MACs too; with `public_key`, the checkpoints' signatures.
 pub fn verify_chain(
-    records: impl IntoIterator<Item = (u64, AuditRecord)>,
+    records: impl IntoIterator<Item = Option<(AuditRecord, AuditEvent)>>,
     first: u64,
     prev_hash: [u8; 32],
     key: Option<&AuditKey>,
+    public_key: Option<&[u8]>,
 ) -> Verified {
-    let mut prev = prev_hash;
-    let mut good = 0;
-    let bad = |seq, why, good, head| Verified {
-        good,
-        first_bad: Some((seq, why)),
-        head,
-    };
-    for (expected, (at, record)) in (first..).zip(records) {
-        if at != expected {
-            return bad(
-                expected,
-                if at > expected {
-                    "missing (deleted)"
-                } else {
-                    "out of order"
-                },
-                good,
-                prev,
-            );
+    let mut c = ChainChecker::new(first, prev_hash, key, public_key);
+    for r in records {
+        if let Err(bad) = c.check(r.as_ref().map(|(r, e)| (r, e))) {
+            return c.verdict(Some(bad));
         }
-        let Ok(event) = AuditEvent::decode(record.event.as_slice()) else {
-            return bad(at, "undecodable event", good, prev);
-        };
-        if event.seq != at {
-            return bad(
-                at,
-                "sequence number does not match its place (reordered or inserted)",
-                good,
-                prev,
-            );
-        }
-        let hash = chain_hash(&prev, &record.event);
-        if record.hash.as_slice() != hash.as_slice() {
-            return bad(
-                at,
-                "hash does not match the event and its predecessor (changed, reordered or inserted)",
-                good,
-                prev,
-            );
-        }
-        if let Some(k) = key
-            && !k.verify(&hash, &record.mac)
-        {
-            return bad(
-                at,
-                "MAC does not match (not written by this vault)",
-                good,
-                prev,
-            );
-        }
-        prev = hash;
-        good += 1;
     }
-    Verified {
-        good,
-        first_bad: None,
-        head: prev,
+    c.verdict(None)
+}
+
+/// The audit trail's settings (see `docs/audit.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// How long a request waits for its event to be durable.
+    pub timeout: Duration,
+    /// Events are kept at least this long (and pruned after).
+    pub retention_days: u32,
+    /// A query without a time range covers this many days back.
+    pub query_days: u32,
+    /// A checkpoint at the latest after this many events…
+    pub checkpoint_events: u64,
+    /// …or this many seconds, whichever comes first.
+    pub checkpoint_secs: u64,
+    /// A new segment when the current one reaches this size (or a day).
+    pub segment_bytes: u64,
+    /// `fdatasync` each group of events (else: written, not synced).
+    pub sync: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            timeout: DEFAULT_TIMEOUT,
+            retention_days: 365,
+            query_days: 90,
+            checkpoint_events: 10_000,
+            checkpoint_secs: 60,
+            segment_bytes: 64 << 20,
+            sync: true,
+        }
     }
+}
+
+/// Most bytes of events waiting for the disk; beyond, appends fail
+/// `UNAVAILABLE` at once.
+const MAX_PENDING: usize = 64 << 20;
+/// How often the writer looks for segments to prune.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// A segment is closed after a day, so that pruning can remove whole days.
+const SEGMENT_MICROS: i64 = 86_400_000_000;
+const DAY_MICROS: i64 = 86_400_000_000;
+
+/// How far the writer got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Progress {
+    /// Every event up to this one is durable.
+    durable: u64,
+    /// The last write failed; waiters give up at once.
+    failing: bool,
+}
+
+/// The last appended event (head of the chain) or, while pending, the
+/// first and last event waiting.
+#[derive(Debug, Clone, Copy, Default)]
+struct Mark {
+    seq: u64,
+    time: i64,
+    hash: [u8; 32],
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The last appended event (seq 0 and the anchor's hash when none).
+    head: Mark,
+    /// Frames waiting for the writer.
+    pending: Vec<u8>,
+    pending_first: Option<Mark>,
+    /// Durable segments, oldest first.
+    segments: Vec<Segment>,
+    /// Where the kept chain starts, after pruning.
+    anchor: Option<Checkpoint>,
+    /// Events whose requests were refused because they were not durable in time.
+    refused: Vec<u64>,
+    refused_total: u64,
+    /// Refused before they had a sequence number (buffer full).
+    refused_unnumbered: u64,
+    /// Sequence number and time of the last checkpoint event.
+    last_checkpoint: (u64, i64),
+    closing: bool,
+}
+
+struct Inner {
+    dir: PathBuf,
+    engine: Arc<Engine>,
+    settings: Settings,
+    state: Mutex<State>,
+    wake: Condvar,
+    progress: tokio::sync::watch::Sender<Progress>,
 }
 
 /// The vault's audit log.
 pub struct AuditLog {
-    engine: Arc<Engine>,
-    head: Mutex<Head>,
-    timeout: Duration,
+    inner: Arc<Inner>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    notes: Vec<String>,
 }
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditLog")
-            .field("timeout", &self.timeout)
+            .field("dir", &self.inner.dir)
+            .field("settings", &self.inner.settings)
             .finish_non_exhaustive()
     }
 }
 
-fn decode_seq(key: &[u8]) -> Option<u64> {
-    let raw: [u8; 8] = key.get(keys::AUDIT_PREFIX.len()..)?.try_into().ok()?;
-    Some(u64::from_be_bytes(raw))
+fn poisoned<T>(_: T) -> Error {
+    Error::Internal("audit state lock poisoned".into())
 }
 
-impl AuditLog {
-    /// Opens the log at its last record; a request waits at most `timeout`
-    /// for its events to be durable.
-    pub fn open(engine: Arc<Engine>, timeout: Duration) -> Result<Self> {
-        let head = match engine.store().last_with_prefix(keys::AUDIT_PREFIX)? {
-            None => Head {
-                next: 1,
-                hash: [0; 32],
-            },
-            Some((key, value)) => {
-                let seq = decode_seq(&key).ok_or(Error::Integrity)?;
-                let record = AuditRecord::decode(value.as_slice()).map_err(|_| Error::Integrity)?;
-                let hash: [u8; 32] = record
-                    .hash
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| Error::Integrity)?;
-                Head {
-                    next: seq.checked_add(1).ok_or(Error::Integrity)?,
-                    hash,
-                }
-            }
-        };
-        Ok(Self {
-            engine,
-            head: Mutex::new(head),
-            timeout,
-        })
+/// A checkpoint event signing the event before it.
+fn checkpoint_event(engine: &Engine, seq: u64, hash: &[u8; 32], now: i64) -> AuditEvent {
+    AuditEvent {
+        event_type: "checkpoint".into(),
+        principal: "vaultd".into(),
+        outcome: "ok".into(),
+        checkpoint: Some(Checkpoint {
+            seq,
+            hash: hash.to_vec(),
+            signature: engine
+                .keyring()
+                .checkpoint()
+                .sign(&checkpoint_message(seq, hash)),
+            time_unix_micros: now,
+        }),
+        ..Default::default()
+    }
+}
+
+/// An event written by the vault itself.
+pub fn system_event(event_type: &str, outcome: &str, detail: String) -> AuditEvent {
+    AuditEvent {
+        event_type: event_type.into(),
+        principal: "vaultd".into(),
+        outcome: outcome.into(),
+        detail,
+        ..Default::default()
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> Result<MutexGuard<'_, State>> {
+        self.state.lock().map_err(poisoned)
     }
 
-    /// Numbers and chains `events`, then applies them and, after them,
-    /// `then`, in one ordered write; does not wait for the disk. Returns the
-    /// sequence numbers given.
-    pub fn append(&self, events: Vec<AuditEvent>, then: Batch) -> Result<Vec<u64>> {
-        let mut head = self
-            .head
-            .lock()
-            .map_err(|_| Error::Internal("audit head lock poisoned".into()))?;
-        let mut next = *head;
-        let mut batch = Batch::new();
+    /// Numbers, chains and frames `events` into the pending buffer.
+    fn push(&self, st: &mut State, events: Vec<AuditEvent>, now: i64) -> Vec<u64> {
         let mut seqs = Vec::with_capacity(events.len());
-        let now = self.engine.clock().now_micros();
         for mut e in events {
-            e.seq = next.next;
+            e.seq = st.head.seq + 1;
             if e.time_unix_micros == 0 {
                 e.time_unix_micros = now;
             }
-            let bytes = e.encode_to_vec();
-            let hash = chain_hash(&next.hash, &bytes);
+            let bytes = prost::Message::encode_to_vec(&e);
+            let hash = chain_hash(&st.head.hash, &bytes);
             let mac = self.engine.keyring().audit().mac(&hash);
             let record = AuditRecord {
                 event: bytes,
                 hash: hash.to_vec(),
                 mac: mac.to_vec(),
             };
-            batch.put(keys::audit(next.next), record.encode_to_vec());
-            seqs.push(next.next);
-            next = Head {
-                next: next.next + 1,
+            segments::frame(&record, &mut st.pending);
+            st.head = Mark {
+                seq: e.seq,
+                time: e.time_unix_micros,
                 hash,
             };
+            if st.pending_first.is_none() {
+                st.pending_first = Some(st.head);
+            }
+            seqs.push(e.seq);
         }
-        batch.extend(then);
-        // On failure the head stays: the next append reuses (overwrites) any
-        // sequence numbers this one may have written.
-        self.engine.store().apply(batch)?;
-        *head = next;
+        seqs
+    }
+
+    /// Adds a checkpoint of the head if one is due (`force`: if anything
+    /// happened since the last).
+    fn checkpoint_if_due(&self, st: &mut State, now: i64, force: bool) {
+        let since = st.head.seq.saturating_sub(st.last_checkpoint.0);
+        let due = since >= self.settings.checkpoint_events
+            || (force && since > 0)
+            || (since > 0
+                && now.saturating_sub(st.last_checkpoint.1)
+                    >= i64::try_from(self.settings.checkpoint_secs)
+                        .unwrap_or(i64::MAX)
+                        .saturating_mul(1_000_000));
+        if due && st.head.seq > 0 {
+            let e = checkpoint_event(&self.engine, st.head.seq, &st.head.hash, now);
+            let seqs = self.push(st, vec![e], now);
+            st.last_checkpoint = (seqs.last().copied().unwrap_or(0), now);
+        }
+    }
+
+    fn append(&self, events: Vec<AuditEvent>) -> Result<Vec<u64>> {
+        let mut st = self.lock()?;
+        if st.closing {
+            return Err(Error::Unavailable("audit trail closed".into()));
+        }
+        if st.pending.len() > MAX_PENDING {
+            st.refused_unnumbered += 1;
+            return Err(Error::Unavailable(
+                "audit trail: too many events waiting for the disk".into(),
+            ));
+        }
+        let now = self.engine.clock().now_micros();
+        let seqs = self.push(&mut st, events, now);
+        self.checkpoint_if_due(&mut st, now, false);
+        drop(st);
+        self.wake.notify_one();
         Ok(seqs)
     }
 
-    /// [`AuditLog::append`], then waits until the events (and `then`) are
-    /// durable, at most the configured time: after that, `UNAVAILABLE`.
-    pub async fn record(&self, events: Vec<AuditEvent>, then: Batch) -> Result<Vec<u64>> {
-        let seqs = self.append(events, then)?;
-        match tokio::time::timeout(self.timeout, self.engine.store().durable()).await {
-            Ok(Ok(())) => Ok(seqs),
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(Error::Unavailable(format!(
-                "audit events not durable within {} ms",
-                self.timeout.as_millis()
-            ))),
+    /// Removes the segments wholly older than the retention, leaving a
+    /// signed anchor, and writes an `audit_prune` event.
+    fn prune(&self) -> Result<u64> {
+        let now = self.engine.clock().now_micros();
+        let cutoff =
+            now.saturating_sub(i64::from(self.settings.retention_days).saturating_mul(DAY_MICROS));
+        let victims: Vec<Segment> = {
+            let st = self.lock()?;
+            // Never the newest segment: the writer may be appending to it.
+            let n = st.segments.len().saturating_sub(1);
+            st.segments[..n]
+                .iter()
+                .take_while(|s| s.last_time < cutoff)
+                .copied()
+                .collect()
+        };
+        let (Some(first), Some(last)) = (victims.first(), victims.last()) else {
+            return Ok(0);
+        };
+        let anchor = Checkpoint {
+            seq: last.last_seq,
+            hash: last.last_hash.to_vec(),
+            signature: self
+                .engine
+                .keyring()
+                .checkpoint()
+                .sign(&checkpoint_message(last.last_seq, &last.last_hash)),
+            time_unix_micros: now,
+        };
+        // The anchor first: a crash before the files are gone leaves
+        // segments the next start removes (they end at or before it).
+        segments::write_synced(
+            &self.dir.join(segments::ANCHOR_FILE),
+            &prost::Message::encode_to_vec(&anchor),
+        )?;
+        for s in &victims {
+            std::fs::remove_file(segments::segment_path(&self.dir, s.number)).map_err(|e| {
+                Error::Unavailable(format!("audit trail: removing a segment: {}", e.kind()))
+            })?;
+        }
+        segments::sync_dir(&self.dir)?;
+        let pruned = last.last_seq + 1 - first.first_seq;
+        {
+            let mut st = self.lock()?;
+            st.segments.retain(|s| s.number > last.number);
+            st.anchor = Some(anchor);
+        }
+        tracing::info!(
+            events = pruned,
+            segments = victims.len(),
+            through = last.last_seq,
+            "audit events past retention pruned"
+        );
+        self.append(vec![system_event(
+            "audit_prune",
+            "ok",
+            format!(
+                "pruned events {}..={} ({pruned} events, {} segments), all older than {} days; anchor signed at event {}",
+                first.first_seq,
+                last.last_seq,
+                victims.len(),
+                self.settings.retention_days,
+                last.last_seq
+            ),
+        )])?;
+        Ok(pruned)
+    }
+}
+
+/// The writer thread's open segment.
+struct Current {
+    file: std::fs::File,
+    number: u64,
+    /// Bytes known good (written and, with `sync`, synced).
+    len: u64,
+    first_time: i64,
+    /// Not yet in the state's segment list.
+    listed: bool,
+}
+
+/// The writer thread: writes pending frames, syncs, publishes progress,
+/// writes timed checkpoints and prunes.
+fn writer(inner: Arc<Inner>, mut next_number: u64) {
+    let mut current: Option<Current> = None;
+    let mut retry: Option<(u64, u64, i64, bool)> = None;
+    let mut last_prune = Instant::now();
+    let mut closing_failures = 0;
+    loop {
+        let Ok(mut st) = inner.state.lock() else {
+            return;
+        };
+        while st.pending.is_empty() && !st.closing {
+            let Ok((g, timeout)) = inner.wake.wait_timeout(st, Duration::from_secs(1)) else {
+                return;
+            };
+            st = g;
+            if timeout.timed_out() {
+                let now = inner.engine.clock().now_micros();
+                inner.checkpoint_if_due(&mut st, now, false);
+                if last_prune.elapsed() >= PRUNE_EVERY {
+                    drop(st);
+                    last_prune = Instant::now();
+                    if let Err(e) = inner.prune() {
+                        tracing::error!(error = %e, "audit pruning failed; will retry");
+                    }
+                    let Ok(g) = inner.state.lock() else {
+                        return;
+                    };
+                    st = g;
+                }
+            }
+        }
+        if st.pending.is_empty() {
+            return; // closing, all written
+        }
+        let bytes = std::mem::take(&mut st.pending);
+        let Some(first) = st.pending_first.take() else {
+            return;
+        };
+        let last = st.head;
+        drop(st);
+
+        let result = (|| -> std::io::Result<()> {
+            if let Some(c) = &current
+                && (c.len >= inner.settings.segment_bytes
+                    || first.time.saturating_sub(c.first_time) >= SEGMENT_MICROS)
+            {
+                current = None;
+            }
+            if current.is_none() {
+                let (number, len, first_time, listed) =
+                    retry.unwrap_or((next_number, 0, first.time, false));
+                let (file, on_disk) = segments::open_for_append(&inner.dir, number)?;
+                if on_disk != len {
+                    file.set_len(len)?;
+                }
+                if retry.take().is_none() {
+                    next_number += 1;
+                }
+                current = Some(Current {
+                    file,
+                    number,
+                    len,
+                    first_time,
+                    listed,
+                });
+            }
+            let Some(c) = current.as_mut() else {
+                return Err(std::io::Error::other("no segment"));
+            };
+            std::io::Write::write_all(&mut c.file, &bytes)?;
+            if inner.settings.sync {
+                c.file.sync_data()?;
+            }
+            c.len += bytes.len() as u64;
+            Ok(())
+        })();
+
+        let Ok(mut st) = inner.state.lock() else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                if let Some(c) = current.as_mut() {
+                    if c.listed {
+                        if let Some(s) = st.segments.last_mut() {
+                            s.last_seq = last.seq;
+                            s.last_time = last.time;
+                            s.last_hash = last.hash;
+                        }
+                    } else {
+                        st.segments.push(Segment {
+                            number: c.number,
+                            first_seq: first.seq,
+                            last_seq: last.seq,
+                            first_time: first.time,
+                            last_time: last.time,
+                            last_hash: last.hash,
+                        });
+                        c.listed = true;
+                    }
+                }
+                inner.progress.send_modify(|p| {
+                    p.durable = last.seq;
+                    p.failing = false;
+                });
+                if (!st.refused.is_empty() && st.refused.iter().all(|s| *s <= last.seq))
+                    || st.refused_unnumbered > 0
+                {
+                    let list: Vec<String> = st.refused.iter().map(u64::to_string).collect();
+                    let detail = format!(
+                        "{} request(s) were answered UNAVAILABLE because their events were not durable within {} ms, and {} more before they had an event; they disclosed and changed nothing. Their events (first 1000): [{}]",
+                        st.refused_total,
+                        inner.settings.timeout.as_millis(),
+                        st.refused_unnumbered,
+                        list.join(", ")
+                    );
+                    st.refused.clear();
+                    st.refused_total = 0;
+                    st.refused_unnumbered = 0;
+                    let now = inner.engine.clock().now_micros();
+                    inner.push(
+                        &mut st,
+                        vec![system_event("audit_refused", "ok", detail)],
+                        now,
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e.kind(), "audit trail write failed; requests are refused until it succeeds");
+                if let Some(c) = current.take() {
+                    // Cut back to the last good frame; reopened on retry.
+                    let _ = c.file.set_len(c.len);
+                    retry = Some((c.number, c.len, c.first_time, c.listed));
+                }
+                // The events go back in front of any newer ones.
+                let mut again = bytes;
+                again.append(&mut st.pending);
+                st.pending = again;
+                st.pending_first = Some(first);
+                inner.progress.send_modify(|p| p.failing = true);
+                if st.closing {
+                    closing_failures += 1;
+                    if closing_failures >= 3 {
+                        tracing::error!("audit trail closed with events unwritten");
+                        return;
+                    }
+                }
+                drop(st);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    /// Lets the writer finish what is pending and stop (without waiting).
+    fn drop(&mut self) {
+        if let Ok(mut st) = self.inner.state.lock() {
+            st.closing = true;
+        }
+        self.inner.wake.notify_all();
+    }
+}
+
+impl AuditLog {
+    /// Opens the trail in `dir` (creating it), recovers from a torn end,
+    /// finishes an interrupted pruning, prunes, and starts the writer.
+    pub fn open(engine: Arc<Engine>, dir: &Path, settings: Settings) -> Result<Self> {
+        let io = |what: &str, e: std::io::Error| {
+            Error::Unavailable(format!("audit trail: {what}: {}", e.kind()))
+        };
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| io("creating its directory", e))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| io("setting its permissions", e))?;
+            }
+        }
+        let anchor = segments::read_anchor(dir)?;
+        let mut notes = Vec::new();
+        let numbers = segments::list(dir)?;
+        let mut list = Vec::new();
+        let mut last_type = String::new();
+        for (i, &n) in numbers.iter().enumerate() {
+            let (summary, end) = segments::summarize(dir, n)?;
+            if let End::Torn { offset } = end {
+                if i + 1 == numbers.len() {
+                    let (aside, bytes) = segments::set_aside_tail(dir, n, offset)?;
+                    tracing::warn!(file = %aside.display(), bytes, "audit trail ended in a torn record; set aside");
+                    notes.push(format!(
+                        "the trail ended in {bytes} bytes that were not a whole event (an interrupted write); set aside in {}",
+                        aside.file_name().and_then(|f| f.to_str()).unwrap_or("?")
+                    ));
+                } else {
+                    tracing::error!(
+                        segment = n,
+                        "audit segment damaged in the middle; verify will name it"
+                    );
+                }
+            }
+            match summary {
+                Some(s) if anchor.as_ref().is_some_and(|a| s.last_seq <= a.seq) => {
+                    // Left over from a pruning interrupted after its anchor.
+                    std::fs::remove_file(segments::segment_path(dir, n))
+                        .map_err(|e| io("removing a pruned segment", e))?;
+                }
+                Some(s) => list.push(s),
+                None => {
+                    std::fs::remove_file(segments::segment_path(dir, n))
+                        .map_err(|e| io("removing an empty segment", e))?;
+                }
+            }
+        }
+        if let Some(last) = list.last() {
+            segments::read_frames(&segments::segment_path(dir, last.number), |_, bytes| {
+                if let Some((_, e)) = segments::decode(bytes)
+                    && e.seq == last.last_seq
+                {
+                    last_type = e.event_type;
+                }
+                Ok(true)
+            })?;
+            if last_type != "vault_stop" {
+                notes.push(
+                    "the previous run ended without a vault_stop event (killed or crashed): a write whose event is among its last may not have been applied".into(),
+                );
+            }
+        }
+        let head = match (list.last(), &anchor) {
+            (Some(s), _) => Mark {
+                seq: s.last_seq,
+                time: s.last_time,
+                hash: s.last_hash,
+            },
+            (None, Some(a)) => Mark {
+                seq: a.seq,
+                time: a.time_unix_micros,
+                hash: a.hash.as_slice().try_into().map_err(|_| Error::Integrity)?,
+            },
+            (None, None) => Mark::default(),
+        };
+        let next_number = numbers.last().map_or(1, |n| n + 1);
+        let now = engine.clock().now_micros();
+        let (progress, _) = tokio::sync::watch::channel(Progress {
+            durable: head.seq,
+            failing: false,
+        });
+        let inner = Arc::new(Inner {
+            dir: dir.to_owned(),
+            engine,
+            settings,
+            state: Mutex::new(State {
+                head,
+                segments: list,
+                anchor,
+                last_checkpoint: (head.seq, now),
+                ..Default::default()
+            }),
+            wake: Condvar::new(),
+            progress,
+        });
+        let for_writer = inner.clone();
+        let handle = std::thread::Builder::new()
+            .name("vault-audit-writer".into())
+            .spawn(move || writer(for_writer, next_number))
+            .map_err(|e| io("starting its writer", e))?;
+        let log = Self {
+            inner,
+            writer: Mutex::new(Some(handle)),
+            notes,
+        };
+        log.inner.prune()?;
+        Ok(log)
+    }
+
+    /// What opening found and repaired, for the `vault_start` event.
+    pub fn startup_notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// Numbers and chains `events` and queues them for the disk; does not
+    /// wait. Returns their sequence numbers.
+    pub fn append(&self, events: Vec<AuditEvent>) -> Result<Vec<u64>> {
+        self.inner.append(events)
+    }
+
+    /// [`AuditLog::append`], then waits until the events are durable, at
+    /// most the configured time: after that, `UNAVAILABLE` (and the trail
+    /// later says the request was refused).
+    pub async fn record(&self, events: Vec<AuditEvent>) -> Result<Vec<u64>> {
+        let seqs = self.append(events)?;
+        let last = seqs.last().copied().unwrap_or(0);
+        let mut rx = self.inner.progress.subscribe();
+        let waited = tokio::time::timeout(
+            self.inner.settings.timeout,
+            rx.wait_for(|p| p.durable >= last || p.failing),
+        )
+        .await;
+        let durable = matches!(&waited, Ok(Ok(p)) if p.durable >= last);
+        drop(waited);
+        if durable {
+            return Ok(seqs);
+        }
+        if let Ok(mut st) = self.inner.state.lock() {
+            if st.refused.len() < 1000 {
+                st.refused.push(last);
+            }
+            st.refused_total += 1;
+        }
+        Err(Error::Unavailable(format!(
+            "audit event not durable within {} ms",
+            self.inner.settings.timeout.as_millis()
+        )))
+    }
+
+    /// Makes `event` durable, then runs `write`: a change is never made
+    /// without its event. If `write` fails, a `write_failed` event follows,
+    /// naming the first.
+    pub async fn record_then<T>(
+        &self,
+        event: AuditEvent,
+        write: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let seqs = self.record(vec![event]).await?;
+        match write.await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let ev = system_event(
+                    "write_failed",
+                    "error",
+                    format!(
+                        "the change of event {} was not made: {:?}",
+                        seqs.first().copied().unwrap_or(0),
+                        e.code()
+                    ),
+                );
+                if let Err(a) = self.append(vec![ev]) {
+                    tracing::error!(error = %a, "could not write a write_failed audit event");
+                }
+                Err(e)
+            }
         }
     }
 
-    /// Checks the whole stored chain (hashes, MACs, sequence).
-    pub fn verify(&self) -> Result<Verified> {
-        // Undecodable records are kept (as empty ones) so that the chain
-        // check names them rather than the scan failing.
-        let mut records = Vec::new();
-        self.scan_after(0, |seq, bytes| {
-            records.push((seq, AuditRecord::decode(bytes).unwrap_or_default()));
-            Ok(true)
-        })?;
-        Ok(verify_chain(
-            records,
-            1,
-            [0; 32],
-            Some(self.engine.keyring().audit()),
-        ))
+    /// Writes a checkpoint (if anything happened since the last), waits
+    /// for everything to be written, and stops the writer.
+    pub fn close(&self) {
+        if let Ok(mut st) = self.inner.state.lock() {
+            let now = self.inner.engine.clock().now_micros();
+            self.inner.checkpoint_if_due(&mut st, now, true);
+            st.closing = true;
+        }
+        self.inner.wake.notify_all();
+        let handle = self.writer.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle
+            && h.join().is_err()
+        {
+            tracing::error!("audit writer thread panicked");
+        }
     }
 
-    /// Calls `f` with each stored record after `after_seq`, in order, a
-    /// chunk at a time, until `f` answers `false` or the records end.
+    /// Removes events past retention now (the writer also does it hourly).
+    pub fn prune(&self) -> Result<u64> {
+        self.inner.prune()
+    }
+
+    /// Where the kept chain starts: `(sequence number before the first
+    /// kept event, its hash)`, and the anchor if pruning left one.
+    fn start(&self) -> Result<(u64, [u8; 32], Option<Checkpoint>)> {
+        let st = self.inner.lock()?;
+        Ok(match &st.anchor {
+            Some(a) => (
+                a.seq,
+                a.hash.as_slice().try_into().map_err(|_| Error::Integrity)?,
+                Some(a.clone()),
+            ),
+            None => (0, [0; 32], None),
+        })
+    }
+
+    /// Calls `f` with each durable record after `after_seq`, in order,
+    /// until it answers `false`; `None` for a record that does not decode.
+    /// With `since`, segments wholly older are skipped.
     fn scan_after(
         &self,
         after_seq: u64,
-        mut f: impl FnMut(u64, &[u8]) -> Result<bool>,
+        since: i64,
+        mut f: impl FnMut(Option<(AuditRecord, AuditEvent)>) -> Result<bool>,
     ) -> Result<()> {
-        let mut from = after_seq.saturating_add(1);
-        loop {
-            let chunk =
-                self.engine
-                    .store()
-                    .scan_from(keys::AUDIT_PREFIX, &keys::audit(from), 4096)?;
-            let Some(last) = chunk.last().and_then(|(k, _)| decode_seq(k)) else {
+        let list = self.inner.lock()?.segments.clone();
+        for s in list
+            .iter()
+            .filter(|s| s.last_seq > after_seq && s.last_time >= since)
+        {
+            let mut more = true;
+            let end = segments::read_frames(
+                &segments::segment_path(&self.inner.dir, s.number),
+                |_, bytes| {
+                    let item = segments::decode(bytes);
+                    match &item {
+                        Some((_, e)) if e.seq <= after_seq => return Ok(true),
+                        // Beyond what was durable when the scan began.
+                        Some((_, e)) if e.seq > s.last_seq => return Ok(false),
+                        _ => {}
+                    }
+                    more = f(item)?;
+                    Ok(more)
+                },
+            )?;
+            if !more {
                 return Ok(());
-            };
-            for (k, v) in &chunk {
-                if !f(decode_seq(k).unwrap_or(0), v)? {
-                    return Ok(());
+            }
+            if matches!(end, End::Torn { .. }) && !f(None)? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the whole kept chain (anchor, hashes, MACs, checkpoints).
+    pub fn verify(&self) -> Result<Verified> {
+        let (after, prev, anchor) = self.start()?;
+        let public = self.public_key();
+        if let Some(a) = &anchor
+            && !verify_checkpoint(&public, a.seq, &a.hash, &a.signature)
+        {
+            return Ok(Verified {
+                good: 0,
+                first_bad: Some((after + 1, "the pruning anchor is not signed by this vault")),
+                head: prev,
+            });
+        }
+        let key = self.inner.engine.keyring().audit();
+        let mut c = ChainChecker::new(after + 1, prev, Some(key), Some(&public));
+        let mut bad = None;
+        self.scan_after(after, 0, |item| {
+            match c.check(item.as_ref().map(|(r, e)| (r, e))) {
+                Ok(()) => Ok(true),
+                Err(b) => {
+                    bad = Some(b);
+                    Ok(false)
                 }
             }
-            from = last.saturating_add(1);
-        }
+        })?;
+        Ok(c.verdict(bad))
     }
 
     /// Events after `q.after_seq` that pass `q`'s filters, in order, at
-    /// most `q.limit` (default 1,000, at most [`MAX_QUERY_EVENTS`]).
+    /// most `q.limit` (default 1,000, at most [`MAX_QUERY_EVENTS`]). Without
+    /// a time range, only the last `query_days` days.
     pub fn query(&self, q: &QueryRequest) -> Result<Vec<AuditEvent>> {
         let limit = match q.limit {
             0 => 1000,
@@ -290,12 +929,16 @@ impl AuditLog {
                 .unwrap_or(MAX_QUERY_EVENTS)
                 .min(MAX_QUERY_EVENTS),
         };
+        let mut q = q.clone();
+        if q.since_unix_micros == 0 && q.until_unix_micros == 0 {
+            q.since_unix_micros = self.inner.engine.clock().now_micros().saturating_sub(
+                i64::from(self.inner.settings.query_days).saturating_mul(DAY_MICROS),
+            );
+        }
         let mut out = Vec::new();
-        self.scan_after(q.after_seq, |_, bytes| {
-            let record = AuditRecord::decode(bytes).map_err(|_| Error::Integrity)?;
-            let event =
-                AuditEvent::decode(record.event.as_slice()).map_err(|_| Error::Integrity)?;
-            if matches(q, &event) {
+        self.scan_after(q.after_seq, q.since_unix_micros, |item| {
+            let (_, event) = item.ok_or(Error::Integrity)?;
+            if matches(&q, &event) {
                 out.push(event);
             }
             Ok(out.len() < limit)
@@ -303,33 +946,38 @@ impl AuditLog {
         Ok(out)
     }
 
-    /// Every record after `after_seq`: `(hash before the first, records)`.
-    pub fn export(&self, after_seq: u64) -> Result<([u8; 32], Records)> {
-        let prev = if after_seq == 0 {
-            [0; 32]
+    /// Every kept record after `after_seq`: `(sequence number before the
+    /// first, its hash, records)`.
+    pub fn export(&self, after_seq: u64) -> Result<(u64, [u8; 32], Records)> {
+        let (start, start_hash, _) = self.start()?;
+        let (after, prev) = if after_seq <= start {
+            (start, start_hash)
         } else {
-            let v = self
-                .engine
-                .store()
-                .get(&keys::audit(after_seq))?
-                .ok_or(Error::NotFound("audit event"))?;
-            let r = AuditRecord::decode(v.as_slice()).map_err(|_| Error::Integrity)?;
-            r.hash.as_slice().try_into().map_err(|_| Error::Integrity)?
+            let mut hash = None;
+            self.scan_after(after_seq - 1, 0, |item| {
+                let (r, e) = item.ok_or(Error::Integrity)?;
+                if e.seq == after_seq {
+                    hash = Some(
+                        <[u8; 32]>::try_from(r.hash.as_slice()).map_err(|_| Error::Integrity)?,
+                    );
+                }
+                Ok(false)
+            })?;
+            (after_seq, hash.ok_or(Error::NotFound("audit event"))?)
         };
         let mut out = Vec::new();
-        self.scan_after(after_seq, |seq, bytes| {
-            out.push((
-                seq,
-                AuditRecord::decode(bytes).map_err(|_| Error::Integrity)?,
-            ));
+        self.scan_after(after, 0, |item| {
+            let (r, e) = item.ok_or(Error::Integrity)?;
+            out.push((e.seq, r));
             Ok(true)
         })?;
-        Ok((prev, out))
+        Ok((after, prev, out))
     }
 
     /// Signs a checkpoint over `(seq, hash)`.
     pub fn sign_checkpoint(&self, seq: u64, hash: &[u8]) -> Vec<u8> {
-        self.engine
+        self.inner
+            .engine
             .keyring()
             .checkpoint()
             .sign(&checkpoint_message(seq, hash))
@@ -337,12 +985,23 @@ impl AuditLog {
 
     /// The checkpoint public key.
     pub fn public_key(&self) -> Vec<u8> {
-        self.engine.keyring().checkpoint().public()
+        self.inner.engine.keyring().checkpoint().public()
     }
 
-    /// The next sequence number.
-    pub fn next_seq(&self) -> u64 {
-        self.head.lock().map_or(0, |h| h.next)
+    /// The sequence number of the last appended event.
+    pub fn head_seq(&self) -> u64 {
+        self.inner.state.lock().map_or(0, |s| s.head.seq)
+    }
+
+    /// Bytes the kept trail takes on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        let Ok(list) = segments::list(&self.inner.dir) else {
+            return 0;
+        };
+        list.iter()
+            .filter_map(|n| std::fs::metadata(segments::segment_path(&self.inner.dir, *n)).ok())
+            .map(|m| m.len())
+            .sum()
     }
 }
 

@@ -4,8 +4,9 @@ use crate::crypto::keys::RootKey;
 use crate::engine::SystemClock;
 use crate::store::Store;
 use crate::store::sled::{Durability, SledStore};
+use prost::Message;
 
-async fn engine(dir: &std::path::Path) -> Arc<Engine> {
+async fn engine(dir: &Path) -> Arc<Engine> {
     let store: Arc<dyn Store> =
         Arc::new(SledStore::open(&dir.join("data"), 1 << 20, Durability::Flush).unwrap());
     let root = RootKey::from_bytes(&[7; 32]);
@@ -30,131 +31,197 @@ fn event(i: u64) -> AuditEvent {
     }
 }
 
-fn records(e: &Engine) -> Vec<(u64, AuditRecord)> {
-    e.store()
-        .scan_prefix(keys::AUDIT_PREFIX, usize::MAX)
-        .unwrap()
-        .into_iter()
-        .map(|(k, v)| {
-            (
-                decode_seq(&k).unwrap(),
-                AuditRecord::decode(v.as_slice()).unwrap(),
-            )
-        })
-        .collect()
+fn settings() -> Settings {
+    Settings {
+        sync: false,
+        ..Settings::default()
+    }
 }
 
-fn put(e: &Engine, seq: u64, r: &AuditRecord) {
-    let mut b = Batch::new();
-    b.put(keys::audit(seq), r.encode_to_vec());
-    e.store().apply(b).unwrap();
+/// Every record of every segment, in file order.
+fn records(dir: &Path) -> Vec<AuditRecord> {
+    let mut out = Vec::new();
+    for n in segments::list(dir).unwrap() {
+        segments::read_frames(&segments::segment_path(dir, n), |_, b| {
+            out.push(AuditRecord::decode(b).unwrap());
+            Ok(true)
+        })
+        .unwrap();
+    }
+    out
+}
+
+/// Replaces the trail with `records`, in one segment.
+fn rewrite(dir: &Path, records: &[AuditRecord]) {
+    for n in segments::list(dir).unwrap() {
+        std::fs::remove_file(segments::segment_path(dir, n)).unwrap();
+    }
+    let mut bytes = Vec::new();
+    for r in records {
+        segments::frame(r, &mut bytes);
+    }
+    std::fs::write(segments::segment_path(dir, 1), bytes).unwrap();
+}
+
+fn decoded(records: &[AuditRecord]) -> Vec<Option<(AuditRecord, AuditEvent)>> {
+    records
+        .iter()
+        .map(|r| {
+            AuditEvent::decode(r.event.as_slice())
+                .ok()
+                .map(|e| (r.clone(), e))
+        })
+        .collect()
 }
 
 #[tokio::test]
 async fn the_chain_continues_across_reopen_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
+    let trail = dir.path().join("audit");
     let e = engine(dir.path()).await;
-    let log = AuditLog::open(e.clone(), DEFAULT_TIMEOUT).unwrap();
-    let seqs = log
-        .record((1..=5).map(event).collect(), Batch::new())
-        .await
-        .unwrap();
+    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    let seqs = log.record((1..=5).map(event).collect()).await.unwrap();
     assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
-    let log = AuditLog::open(e.clone(), DEFAULT_TIMEOUT).unwrap();
-    assert_eq!(log.next_seq(), 6);
-    let mut then = Batch::new();
-    then.put(b"meta/x".to_vec(), b"y".to_vec());
-    log.record(vec![event(6)], then).await.unwrap();
-    assert_eq!(
-        e.store().get(b"meta/x").unwrap().as_deref(),
-        Some(&b"y"[..])
-    );
+    log.close();
+    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    // close() wrote a checkpoint as event 6.
+    assert_eq!(log.head_seq(), 6);
+    assert!(!log.startup_notes().is_empty(), "no vault_stop: noted");
+    log.record(vec![event(7)]).await.unwrap();
     let v = log.verify().unwrap();
-    assert_eq!((v.good, v.first_bad), (6, None));
-    // Offline, without the MAC key, the hashes alone also check out.
-    assert_eq!(verify_chain(records(&e), 1, [0; 32], None).first_bad, None);
+    assert_eq!((v.good, v.first_bad), (7, None));
+    log.close();
+    // Offline, without the MAC key, the hashes and signatures check out.
+    let public = e.keyring().checkpoint().public();
+    let all = decoded(&records(&trail));
+    assert_eq!(all.len(), 8, "7 events and the second close's checkpoint");
+    assert!(
+        all.iter()
+            .flatten()
+            .any(|(_, ev)| ev.event_type == "checkpoint" && ev.checkpoint.is_some())
+    );
+    assert_eq!(
+        verify_chain(all, 1, [0; 32], None, Some(&public)).first_bad,
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_torn_end_is_set_aside_and_the_chain_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let trail = dir.path().join("audit");
+    let e = engine(dir.path()).await;
+    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    log.record((1..=3).map(event).collect()).await.unwrap();
+    log.close();
+    // Half a frame at the end, as an interrupted write leaves it.
+    let last = *segments::list(&trail).unwrap().last().unwrap();
+    let path = segments::segment_path(&trail, last);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3]);
+    std::fs::write(&path, bytes).unwrap();
+    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    assert!(
+        log.startup_notes().iter().any(|n| n.contains("set aside")),
+        "{:?}",
+        log.startup_notes()
+    );
+    log.record(vec![event(9)]).await.unwrap();
+    assert_eq!(log.verify().unwrap().first_bad, None);
+    log.close();
 }
 
 #[tokio::test]
 async fn pci_10_3_any_change_is_found_at_the_first_bad_event() {
     let dir = tempfile::tempdir().unwrap();
+    let trail = dir.path().join("audit");
     let e = engine(dir.path()).await;
-    let log = AuditLog::open(e.clone(), DEFAULT_TIMEOUT).unwrap();
-    log.record((1..=8).map(event).collect(), Batch::new())
-        .await
-        .unwrap();
-    let original = records(&e);
-    let restore = |e: &Engine| {
-        for (seq, r) in &original {
-            put(e, *seq, r);
-        }
-    };
-    let first_bad = |e: &Engine| {
-        verify_chain(records(e), 1, [0; 32], Some(e.keyring().audit()))
+    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    log.record((1..=8).map(event).collect()).await.unwrap();
+    log.close();
+    let original = records(&trail);
+    assert_eq!(original.len(), 9, "8 events and a checkpoint");
+    let key = e.keyring().audit();
+    let public = e.keyring().checkpoint().public();
+    let first_bad = |rs: &[AuditRecord]| {
+        verify_chain(decoded(rs), 1, [0; 32], Some(key), Some(&public))
             .first_bad
             .map(|b| b.0)
     };
+    // Online: the vault's own verify over the files.
+    let online = |rs: &[AuditRecord]| {
+        rewrite(&trail, rs);
+        let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+        let bad = log.verify().unwrap().first_bad.map(|b| b.0);
+        // Stop without adding events: reopening appends nothing by itself.
+        drop(log);
+        bad
+    };
+    assert_eq!(first_bad(&original), None);
 
     // A flipped byte in event 4.
-    let mut r = original[3].1.clone();
-    let last = r.event.len() - 1;
-    r.event[last] ^= 1;
-    put(&e, 4, &r);
-    assert_eq!(first_bad(&e), Some(4));
-    restore(&e);
-    assert_eq!(first_bad(&e), None);
+    let mut rs = original.clone();
+    let last = rs[3].event.len() - 1;
+    rs[3].event[last] ^= 1;
+    assert_eq!(first_bad(&rs), Some(4));
+    assert_eq!(online(&rs), Some(4));
 
     // Event 4 deleted.
-    let mut b = Batch::new();
-    b.delete(keys::audit(4));
-    e.store().apply(b).unwrap();
-    assert_eq!(first_bad(&e), Some(4));
-    restore(&e);
+    let mut rs = original.clone();
+    rs.remove(3);
+    assert_eq!(first_bad(&rs), Some(4));
+    assert_eq!(online(&rs), Some(4));
 
     // Events 3 and 5 swapped.
-    put(&e, 3, &original[4].1);
-    put(&e, 5, &original[2].1);
-    assert_eq!(first_bad(&e), Some(3));
-    restore(&e);
+    let mut rs = original.clone();
+    rs.swap(2, 4);
+    assert_eq!(first_bad(&rs), Some(3));
+    assert_eq!(online(&rs), Some(3));
 
     // An event forged at 6 by someone without the key: the hash chain can be
     // recomputed, the MAC cannot.
     let mut forged = event(99);
     forged.seq = 6;
     let bytes = forged.encode_to_vec();
-    let prev: [u8; 32] = original[4].1.hash.as_slice().try_into().unwrap();
+    let prev: [u8; 32] = original[4].hash.as_slice().try_into().unwrap();
     let hash = chain_hash(&prev, &bytes);
-    put(
-        &e,
+    let mut rs = original.clone();
+    rs[5] = AuditRecord {
+        event: bytes,
+        hash: hash.to_vec(),
+        mac: vec![0; 32],
+    };
+    assert_eq!(first_bad(&rs), Some(6));
+    assert_eq!(online(&rs), Some(6));
+
+    // An extra event inserted between 6 and 7.
+    let mut rs = original.clone();
+    let mut extra = event(100);
+    extra.seq = 7;
+    rs.insert(
         6,
-        &AuditRecord {
-            event: bytes,
-            hash: hash.to_vec(),
+        AuditRecord {
+            event: extra.encode_to_vec(),
+            hash: vec![0; 32],
             mac: vec![0; 32],
         },
     );
-    assert_eq!(first_bad(&e), Some(6));
-    restore(&e);
+    assert_eq!(first_bad(&rs), Some(7));
+    assert_eq!(online(&rs), Some(7));
 
-    // An extra event inserted between 6 and 7 (everything after renumbered).
-    let mut inserted = original.clone();
-    let mut extra = event(100);
-    extra.seq = 7;
-    inserted.insert(
-        6,
-        (
-            7,
-            AuditRecord {
-                event: extra.encode_to_vec(),
-                hash: vec![0; 32],
-                mac: vec![0; 32],
-            },
-        ),
+    // A rewritten checkpoint (the events re-hashed by someone without the
+    // signing key) fails its signature.
+    let mut rs = original.clone();
+    let mut cp = AuditEvent::decode(rs[8].event.as_slice()).unwrap();
+    cp.checkpoint.as_mut().unwrap().signature[0] ^= 1;
+    let bytes = cp.encode_to_vec();
+    let prev: [u8; 32] = original[7].hash.as_slice().try_into().unwrap();
+    rs[8].hash = chain_hash(&prev, &bytes).to_vec();
+    rs[8].event = bytes;
+    assert_eq!(
+        verify_chain(decoded(&rs), 1, [0; 32], None, Some(&public))
+            .first_bad
+            .map(|b| b.0),
+        Some(9)
     );
-    for (i, (seq, _)) in inserted.iter_mut().enumerate() {
-        *seq = i as u64 + 1;
-    }
-    let v = verify_chain(inserted, 1, [0; 32], Some(e.keyring().audit()));
-    assert_eq!(v.first_bad.map(|b| b.0), Some(7));
-    assert_eq!(v.good, 6);
 }

@@ -8,7 +8,7 @@
 
 use super::{AuthMethod, Principal};
 use crate::crypto::{ct_eq, random_array};
-use crate::engine::Engine;
+use crate::engine::{Audited, Engine};
 use crate::error::{Error, Result};
 use crate::store::{Batch, keys};
 use base64::Engine as _;
@@ -200,7 +200,8 @@ impl CredentialStore {
         Ok(principal)
     }
 
-    /// Issues a token for `name` in `role`, valid for `ttl_secs` from `now`.
+    /// Issues a token for `name` in `role`, valid for `ttl_secs` from `now`;
+    /// with `audit`, its event is durable before the token is stored.
     pub async fn create(
         &self,
         name: &str,
@@ -208,20 +209,30 @@ impl CredentialStore {
         ttl_secs: u64,
         created_by: &str,
         now: i64,
+        audit: Option<Audited<'_>>,
     ) -> Result<(Arc<CredentialRecord>, IssuedToken)> {
-        self.create_with(name, role, ttl_secs, created_by, now, Batch::new())
-            .await
+        let who = Issue {
+            name,
+            role,
+            ttl_secs,
+            created_by,
+        };
+        self.create_with(&who, now, Batch::new(), audit).await
     }
 
     async fn create_with(
         &self,
-        name: &str,
-        role: &str,
-        ttl_secs: u64,
-        created_by: &str,
+        who: &Issue<'_>,
         now: i64,
         mut batch: Batch,
+        audit: Option<Audited<'_>>,
     ) -> Result<(Arc<CredentialRecord>, IssuedToken)> {
+        let Issue {
+            name,
+            role,
+            ttl_secs,
+            created_by,
+        } = *who;
         let rand = |e| Error::Internal(format!("randomness: {e}"));
         let id = URL_SAFE_NO_PAD.encode(random_array::<12>().map_err(rand)?);
         let secret = Zeroizing::new(random_array::<32>().map_err(rand)?);
@@ -245,7 +256,17 @@ impl CredentialStore {
             hash: hash.to_vec(),
         };
         batch.put(keys::credential(&id), record.encode_to_vec());
-        self.engine.store().commit(batch).await?;
+        let write = async { self.engine.store().commit(batch).await.map_err(Error::from) };
+        match audit {
+            None => write.await?,
+            Some(Audited { log, mut event }) => {
+                event.detail = format!(
+                    "id {} name {} role {} expires_at {}",
+                    record.id, record.name, record.role, record.expires_at
+                );
+                log.record_then(event, write).await?;
+            }
+        }
         let record = Arc::new(record);
         self.write().insert(id, Issued::new(record.clone()));
         Ok((record, IssuedToken(SecretString::from(text.as_str()))))
@@ -260,12 +281,15 @@ impl CredentialStore {
         batch.put(keys::BOOTSTRAPPED, now.to_be_bytes().to_vec());
         let (_, token) = self
             .create_with(
-                BOOTSTRAP_NAME,
-                "operator",
-                BOOTSTRAP_TTL_SECS,
-                "vaultd",
+                &Issue {
+                    name: BOOTSTRAP_NAME,
+                    role: "operator",
+                    ttl_secs: BOOTSTRAP_TTL_SECS,
+                    created_by: "vaultd",
+                },
                 now,
                 batch,
+                None,
             )
             .await?;
         Ok(Some(token))
@@ -293,25 +317,51 @@ impl CredentialStore {
     }
 
     /// Revokes credential `id` at `now`; revoking twice keeps the first time.
-    pub async fn revoke(&self, id: &str, now: i64) -> Result<Arc<CredentialRecord>> {
+    /// With `audit`, its event is durable before the change.
+    pub async fn revoke(
+        &self,
+        id: &str,
+        now: i64,
+        audit: Option<Audited<'_>>,
+    ) -> Result<Arc<CredentialRecord>> {
         let current = self
             .read()
             .get(id)
             .map(|i| i.record.clone())
             .ok_or(Error::NotFound("credential"))?;
         if current.revoked_at != 0 {
+            if let Some(Audited { log, mut event }) = audit {
+                event.detail = format!("id {} name {} (already revoked)", current.id, current.name);
+                log.record(vec![event]).await?;
+            }
             return Ok(current);
         }
         let mut record = CredentialRecord::clone(&current);
         record.revoked_at = now;
         let mut batch = Batch::new();
         batch.put(keys::credential(id), record.encode_to_vec());
-        self.engine.store().commit(batch).await?;
+        let write = async { self.engine.store().commit(batch).await.map_err(Error::from) };
+        match audit {
+            None => write.await?,
+            Some(Audited { log, mut event }) => {
+                event.detail = format!("id {} name {}", record.id, record.name);
+                log.record_then(event, write).await?;
+            }
+        }
         let record = Arc::new(record);
         self.write()
             .insert(id.to_owned(), Issued::new(record.clone()));
         Ok(record)
     }
+}
+
+/// Who a new token is for.
+#[derive(Debug, Clone, Copy)]
+struct Issue<'a> {
+    name: &'a str,
+    role: &'a str,
+    ttl_secs: u64,
+    created_by: &'a str,
 }
 
 #[cfg(test)]

@@ -78,8 +78,8 @@ impl Clock for OffsetClock {
     }
 }
 
-/// A write's audit event and the log to write it to, in the same ordered
-/// write as the data (see [`Engine::commit_subject`]). The engine fills in
+/// A write's audit event and the log to write it to, durable before the
+/// data (see [`crate::audit::AuditLog::record_then`]). The engine fills in
 /// the items it touched.
 #[derive(Debug)]
 pub struct Audited<'a> {
@@ -332,10 +332,9 @@ impl Engine {
     /// and keeps the cache in step: the new record on success, none on
     /// failure (the store may then hold either version).
     ///
-    /// With an audit event, the batch's pointers are applied first (they are
-    /// hints), then the event and the record in one ordered write under the
-    /// audit log's lock, so that a record that survives a crash never lacks
-    /// its event; both are durable before this returns.
+    /// With an audit event, the event is durable before anything is
+    /// written ([`crate::audit::AuditLog::record_then`]), so that a record
+    /// that survives a crash never lacks its event.
     async fn commit_subject(
         &self,
         subject: &str,
@@ -343,24 +342,11 @@ impl Engine {
         mut batch: Batch,
         audit: Option<Audited<'_>>,
     ) -> Result<Arc<SubjectRecord>> {
-        let key = keys::subject(subject);
-        let bytes = record.encode_to_vec();
+        batch.put(keys::subject(subject), record.encode_to_vec());
+        let write = async { self.store.commit(batch).await.map_err(Error::from) };
         let result = match audit {
-            None => {
-                batch.put(key, bytes);
-                self.store.commit(batch).await.map_err(Error::from)
-            }
-            Some(Audited { log, event }) => {
-                let applied = self.store.apply(batch).map_err(Error::from);
-                match applied {
-                    Ok(()) => {
-                        let mut last = Batch::new();
-                        last.put(key, bytes);
-                        log.record(vec![event], last).await.map(drop)
-                    }
-                    Err(e) => Err(e),
-                }
-            }
+            None => write.await,
+            Some(Audited { log, event }) => log.record_then(event, write).await,
         };
         match result {
             Ok(()) => {

@@ -11,7 +11,6 @@
 //! | `idx/` | blind index (32 bytes) ‖ subject id | token (a pointer) |
 //! | `cred/` | credential id | `CredentialRecord`: name, role, expiry, revocation, keyed hash of the secret |
 //! | `meta/bootstrapped` | | present once the first operator token was issued |
-//! | `aud/` | sequence number (u64 BE) | `AuditRecord`: the encoded event and its chain MAC |
 //!
 //! The subject record is the truth: one key holds a subject's DEKs and all
 //! its ciphertexts, so writing it is the single atomic commit of a request,
@@ -41,8 +40,6 @@ pub const TOKEN_PREFIX: &[u8] = b"tok/";
 pub const INDEX_PREFIX: &[u8] = b"idx/";
 /// Prefix of bearer-token credentials.
 pub const CREDENTIAL_PREFIX: &[u8] = b"cred/";
-/// Prefix of audit records.
-pub const AUDIT_PREFIX: &[u8] = b"aud/";
 /// Present once the bootstrap operator token has been issued.
 pub const BOOTSTRAPPED: &[u8] = b"meta/bootstrapped";
 /// Length of a blind index value.
@@ -65,11 +62,6 @@ pub fn kek(version: u32) -> Vec<u8> {
 /// Key of a bearer-token credential.
 pub fn credential(id: &str) -> Vec<u8> {
     join(CREDENTIAL_PREFIX, &[id.as_bytes()])
-}
-
-/// Key of the audit record with sequence number `seq`.
-pub fn audit(seq: u64) -> Vec<u8> {
-    join(AUDIT_PREFIX, &[&seq.to_be_bytes()])
 }
 
 /// Key of a subject's record.

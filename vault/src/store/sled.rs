@@ -31,7 +31,7 @@ type Waiter = oneshot::Sender<Result<(), String>>;
 pub struct SledStore {
     db: sled::Db,
     /// One sled tree per key family (see [`SledStore::tree_for`]).
-    trees: [sled::Tree; 5],
+    trees: [sled::Tree; 4],
     dir: PathBuf,
     flush_tx: Mutex<Option<mpsc::Sender<Waiter>>>,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -79,7 +79,6 @@ impl SledStore {
             db.open_tree("subjects").map_err(backend)?,
             db.open_tree("tokens").map_err(backend)?,
             db.open_tree("index").map_err(backend)?,
-            db.open_tree("audit").map_err(backend)?,
         ];
         let data_file = match durability {
             Durability::Fsync => Some(File::open(dir.join("db")).map_err(backend)?),
@@ -108,8 +107,6 @@ impl SledStore {
             2
         } else if key.starts_with(keys::INDEX_PREFIX) {
             3
-        } else if key.starts_with(keys::AUDIT_PREFIX) {
-            4
         } else {
             0
         };
