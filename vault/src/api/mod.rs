@@ -104,7 +104,7 @@ where
 }
 
 /// The caller's request id (`x-request-id`, 1 to 64 characters of
-/// `[A-Za-z0-9._:-]`), or a new random one.
+/// `[A-Za-z0-9._:-]`), or a new one (see [`generated_request_id`]).
 fn request_id<T>(request: &Request<T>) -> String {
     if let Some(id) = request
         .metadata()
@@ -119,9 +119,21 @@ fn request_id<T>(request: &Request<T>) -> String {
     {
         return id.to_owned();
     }
-    crate::crypto::random_array::<8>()
-        .map(|b| b.iter().map(|x| format!("{x:02x}")).collect())
-        .unwrap_or_default()
+    generated_request_id()
+}
+
+/// A request id unique to this vault: a random prefix per process and a
+/// counter (no system call per request).
+fn generated_request_id() -> String {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let prefix = PREFIX.get_or_init(|| {
+        crate::crypto::random_array::<6>()
+            .map(|b| b.iter().map(|x| format!("{x:02x}")).collect())
+            .unwrap_or_default()
+    });
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{n:x}")
 }
 
 /// The audit event of `request` so far: who, from where, which RPC.

@@ -301,6 +301,24 @@ fn checkpoint_event(engine: &Engine, seq: u64, hash: &[u8; 32], now: i64) -> Aud
     }
 }
 
+/// When every item names the same subject, names it once, on the event
+/// (items then leave `subject_id` empty): a smaller trail, same meaning.
+fn hoist_subject(e: &mut AuditEvent) {
+    let Some(first) = e.items.first().map(|i| i.subject_id.as_str()) else {
+        return;
+    };
+    if first.is_empty()
+        || !(e.subject_id.is_empty() || e.subject_id == first)
+        || e.items.iter().any(|i| i.subject_id != first)
+    {
+        return;
+    }
+    e.subject_id = std::mem::take(&mut e.items[0].subject_id);
+    for i in &mut e.items {
+        i.subject_id.clear();
+    }
+}
+
 /// An event written by the vault itself.
 pub fn system_event(event_type: &str, outcome: &str, detail: String) -> AuditEvent {
     AuditEvent {
@@ -321,6 +339,7 @@ impl Inner {
     fn push(&self, st: &mut State, events: Vec<AuditEvent>, now: i64) -> Vec<u64> {
         let mut seqs = Vec::with_capacity(events.len());
         for mut e in events {
+            hoist_subject(&mut e);
             e.seq = st.head.seq + 1;
             if e.time_unix_micros == 0 {
                 e.time_unix_micros = now;
