@@ -97,6 +97,13 @@ pub enum AuditCommand {
         /// Only this event type (request, auth_failure, vault_start, ...).
         #[arg(long, default_value = "")]
         event_type: String,
+        /// Keep printing new events as they come (one line each), like
+        /// `tail -f`; your own polling queries are left out. Ctrl-C stops.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// With --follow: how often to ask, in milliseconds.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+        interval_ms: u64,
     },
     /// Check the audit trail: in the vault, or offline an EXPORT file with
     /// the vault's public key.
@@ -286,6 +293,48 @@ fn parse_pairs(args: Vec<String>) -> Result<Vec<(String, Zeroizing<String>)>, St
 }
 
 /// Prints rows as an aligned table with a header.
+/// `vaultctl audit query --follow`: polls for events after the last one
+/// seen and prints each as one line, leaving out this caller's own queries.
+async fn follow_audit(
+    vault: &mut VaultClient,
+    mut query: crate::proto::QueryRequest,
+    interval_ms: u64,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    let me = vault.who_am_i().await?.name;
+    loop {
+        let events = vault.audit_query(query.clone()).await?;
+        for e in &events {
+            query.after_seq = e.seq;
+            if e.event_type == "audit_query" && e.principal == me {
+                continue;
+            }
+            if json {
+                writeln!(out, "{}", event_json(e))?;
+            } else {
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    e.seq,
+                    e.event_type,
+                    e.principal,
+                    e.role,
+                    e.rpc.rsplit('/').next().unwrap_or(""),
+                    e.action,
+                    e.purpose,
+                    e.outcome,
+                    e.items.len()
+                )?;
+            }
+        }
+        out.flush()?;
+        if events.len() < query.limit.max(1) as usize {
+            tokio::time::sleep(std::time::Duration::from_millis(interval_ms)).await;
+        }
+    }
+}
+
 pub fn print_table(
     out: &mut impl Write,
     header: &[&str],
@@ -964,21 +1013,25 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             action,
             outcome,
             event_type,
+            follow,
+            interval_ms,
         }) => {
-            let events = vault
-                .audit_query(crate::proto::QueryRequest {
-                    after_seq: after,
-                    limit,
-                    principal,
-                    role,
-                    subject_id: subject,
-                    field,
-                    action,
-                    outcome,
-                    event_type,
-                    ..Default::default()
-                })
-                .await?;
+            let query = crate::proto::QueryRequest {
+                after_seq: after,
+                limit,
+                principal,
+                role,
+                subject_id: subject,
+                field,
+                action,
+                outcome,
+                event_type,
+                ..Default::default()
+            };
+            if follow {
+                return follow_audit(&mut vault, query, interval_ms, json, &mut out).await;
+            }
+            let events = vault.audit_query(query).await?;
             if json {
                 for e in &events {
                     writeln!(out, "{}", event_json(e))?;

@@ -210,3 +210,67 @@ async fn vaultctl_failures_print_the_code_and_exit_non_zero() {
             .contains("UNAVAILABLE")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_query_follow_prints_new_events_as_they_come() {
+    use std::io::{BufRead, BufReader};
+    let vault = TestVault::start();
+    let auditor = vault.token_for("auditor").await;
+    let mut child = Command::new(bin("vaultctl-under-test"))
+        .env("VAULT_ADDR", &vault.addr)
+        .env("VAULT_TOKEN", &auditor)
+        .args([
+            "--json",
+            "audit",
+            "query",
+            "--follow",
+            "--interval-ms",
+            "100",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    // Written after the follower started: it must show up.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    vault
+        .client()
+        .await
+        .tokenize("follow-1", &[("email", "f@example.com")], &[], "")
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut seen = Vec::new();
+    let found = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                seen.push(v.clone());
+                if v["subject_id"] == "follow-1" {
+                    break true;
+                }
+            }
+            Err(_) => break false,
+        }
+    };
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(found, "the tokenize event never showed: {seen:?}");
+    // The follower's own polling is not in its output.
+    assert!(
+        !seen
+            .iter()
+            .any(|v| v["event_type"] == "audit_query" && v["principal"] == "auditor-test"),
+        "{seen:?}"
+    );
+}
