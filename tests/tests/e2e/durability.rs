@@ -125,6 +125,65 @@ async fn sigkill_mid_stream_loses_no_acknowledged_write() {
             assert_eq!(&shown[0].value, email);
         }
     }
+    // Every stored subject, acknowledged or cut off, has its tokenize event
+    // (the event is durable before the data), and the restart says the
+    // previous run ended without a stop.
+    let mut auditor = vault.client_as("auditor").await;
+    let mut events = Vec::new();
+    loop {
+        let page = auditor
+            .audit_query(vault_client::proto::QueryRequest {
+                after_seq: events
+                    .last()
+                    .map_or(0, |e: &vault_client::proto::AuditEvent| e.seq),
+                limit: 10_000,
+                action: "tokenize".into(),
+                outcome: "ok".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let done = page.len() < 10_000;
+        events.extend(page);
+        if done {
+            break;
+        }
+    }
+    let audited: std::collections::HashSet<&str> =
+        events.iter().map(|e| e.subject_id.as_str()).collect();
+    for (_, _, subject) in &acked {
+        assert!(audited.contains(subject.as_str()), "{subject} has no event");
+    }
+    for email in &unacked {
+        if !c
+            .lookup("email", email, "customer_support")
+            .await
+            .unwrap()
+            .is_empty()
+        {
+            let (w, n) = email
+                .trim_end_matches("@example.com")
+                .split_once('.')
+                .unwrap();
+            let subject = format!("kill-{}-{}", &w[1..], &n[1..]);
+            assert!(audited.contains(subject.as_str()), "{subject} has no event");
+        }
+    }
+    let start = auditor
+        .audit_query(vault_client::proto::QueryRequest {
+            event_type: "vault_start".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        start
+            .last()
+            .unwrap()
+            .detail
+            .contains("ended without a vault_stop"),
+        "{start:?}"
+    );
     // And the vault keeps working after recovery.
     c.tokenize("after-kill", &[("email", "after@example.com")], &[], "")
         .await
