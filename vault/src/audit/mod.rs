@@ -491,9 +491,18 @@ fn writer(inner: Arc<Inner>, mut next_number: u64) {
     let mut last_prune = Instant::now();
     let mut closing_failures = 0;
     loop {
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = Instant::now();
+            if let Err(e) = inner.prune() {
+                tracing::error!(error = %e, "audit pruning failed; will retry");
+            }
+        }
         let Ok(mut st) = inner.state.lock() else {
             return;
         };
+        // A timed checkpoint whether the trail is busy or idle.
+        let now = inner.engine.clock().now_micros();
+        inner.checkpoint_if_due(&mut st, now, false);
         while st.pending.is_empty() && !st.closing {
             let Ok((g, timeout)) = inner.wake.wait_timeout(st, Duration::from_secs(1)) else {
                 return;
@@ -503,17 +512,12 @@ fn writer(inner: Arc<Inner>, mut next_number: u64) {
                 let now = inner.engine.clock().now_micros();
                 inner.checkpoint_if_due(&mut st, now, false);
                 if last_prune.elapsed() >= PRUNE_EVERY {
-                    drop(st);
-                    last_prune = Instant::now();
-                    if let Err(e) = inner.prune() {
-                        tracing::error!(error = %e, "audit pruning failed; will retry");
-                    }
-                    let Ok(g) = inner.state.lock() else {
-                        return;
-                    };
-                    st = g;
+                    break;
                 }
             }
+        }
+        if st.pending.is_empty() && !st.closing {
+            continue; // time to prune
         }
         if st.pending.is_empty() {
             return; // closing, all written

@@ -225,3 +225,38 @@ async fn pci_10_3_any_change_is_found_at_the_first_bad_event() {
         Some(9)
     );
 }
+
+#[tokio::test]
+async fn a_checkpoint_follows_within_its_interval_even_when_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let trail = dir.path().join("audit");
+    let e = engine(dir.path()).await;
+    let log = AuditLog::open(
+        e.clone(),
+        &trail,
+        Settings {
+            checkpoint_secs: 1,
+            ..settings()
+        },
+    )
+    .unwrap();
+    // An event every 100 ms: the writer never sits idle for a second.
+    for i in 0..25 {
+        log.record(vec![event(i)]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    log.close();
+    let all = decoded(&records(&trail));
+    let checkpoints = all
+        .iter()
+        .flatten()
+        .filter(|(_, ev)| ev.event_type == "checkpoint")
+        .count();
+    // 2.5 s of events: at least two timed checkpoints and the closing one.
+    assert!(checkpoints >= 3, "{checkpoints} checkpoints");
+    let public = e.keyring().checkpoint().public();
+    assert_eq!(
+        verify_chain(all, 1, [0; 32], Some(e.keyring().audit()), Some(&public)).first_bad,
+        None
+    );
+}
