@@ -214,15 +214,6 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const SEGMENT_MICROS: i64 = 86_400_000_000;
 const DAY_MICROS: i64 = 86_400_000_000;
 
-/// How far the writer got.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Progress {
-    /// Every event up to this one is durable.
-    durable: u64,
-    /// The last write failed; waiters give up at once.
-    failing: bool,
-}
-
 /// The last appended event (head of the chain) or, while pending, the
 /// first and last event waiting.
 #[derive(Debug, Clone, Copy, Default)]
@@ -251,6 +242,9 @@ struct State {
     /// Sequence number and time of the last checkpoint event.
     last_checkpoint: (u64, i64),
     closing: bool,
+    /// Requests waiting for their last event to be durable, in sequence
+    /// order: answered `true` once it is, `false` when a write fails.
+    waiters: std::collections::VecDeque<(u64, tokio::sync::oneshot::Sender<bool>)>,
 }
 
 struct Inner {
@@ -259,7 +253,6 @@ struct Inner {
     settings: Settings,
     state: Mutex<State>,
     wake: Condvar,
-    progress: tokio::sync::watch::Sender<Progress>,
 }
 
 /// The vault's audit log.
@@ -384,7 +377,13 @@ impl Inner {
         }
     }
 
-    fn append(&self, events: Vec<AuditEvent>) -> Result<Vec<u64>> {
+    /// Appends `events`; with `waiter`, registers it to hear when the
+    /// last of them is durable.
+    fn append(
+        &self,
+        events: Vec<AuditEvent>,
+        waiter: Option<tokio::sync::oneshot::Sender<bool>>,
+    ) -> Result<Vec<u64>> {
         let mut st = self.lock()?;
         if st.closing {
             return Err(Error::Unavailable("audit trail closed".into()));
@@ -397,6 +396,10 @@ impl Inner {
         }
         let now = self.engine.clock().now_micros();
         let seqs = self.push(&mut st, events, now);
+        if let (Some(tx), Some(last)) = (waiter, seqs.last()) {
+            // Sequence numbers only grow under this lock: the queue stays sorted.
+            st.waiters.push_back((*last, tx));
+        }
         self.checkpoint_if_due(&mut st, now, false);
         drop(st);
         self.wake.notify_one();
@@ -456,7 +459,8 @@ impl Inner {
             through = last.last_seq,
             "audit events past retention pruned"
         );
-        self.append(vec![system_event(
+        self.append(
+            vec![system_event(
             "audit_prune",
             "ok",
             format!(
@@ -467,7 +471,7 @@ impl Inner {
                 self.settings.retention_days,
                 last.last_seq
             ),
-        )])?;
+        )], None)?;
         Ok(pruned)
     }
 }
@@ -589,10 +593,12 @@ fn writer(inner: Arc<Inner>, mut next_number: u64) {
                         c.listed = true;
                     }
                 }
-                inner.progress.send_modify(|p| {
-                    p.durable = last.seq;
-                    p.failing = false;
-                });
+                // Only the requests whose events are now durable wake up.
+                while st.waiters.front().is_some_and(|(s, _)| *s <= last.seq) {
+                    if let Some((_, tx)) = st.waiters.pop_front() {
+                        let _ = tx.send(true);
+                    }
+                }
                 if (!st.refused.is_empty() && st.refused.iter().all(|s| *s <= last.seq))
                     || st.refused_unnumbered > 0
                 {
@@ -627,7 +633,10 @@ fn writer(inner: Arc<Inner>, mut next_number: u64) {
                 again.append(&mut st.pending);
                 st.pending = again;
                 st.pending_first = Some(first);
-                inner.progress.send_modify(|p| p.failing = true);
+                // Everyone waiting is answered at once: not durable.
+                for (_, tx) in st.waiters.drain(..) {
+                    let _ = tx.send(false);
+                }
                 if st.closing {
                     closing_failures += 1;
                     if closing_failures >= 3 {
@@ -733,10 +742,6 @@ impl AuditLog {
         };
         let next_number = numbers.last().map_or(1, |n| n + 1);
         let now = engine.clock().now_micros();
-        let (progress, _) = tokio::sync::watch::channel(Progress {
-            durable: head.seq,
-            failing: false,
-        });
         let inner = Arc::new(Inner {
             dir: dir.to_owned(),
             engine,
@@ -749,7 +754,6 @@ impl AuditLog {
                 ..Default::default()
             }),
             wake: Condvar::new(),
-            progress,
         });
         let for_writer = inner.clone();
         let handle = std::thread::Builder::new()
@@ -778,24 +782,20 @@ impl AuditLog {
     /// Numbers and chains `events` and queues them for the disk; does not
     /// wait. Returns their sequence numbers.
     pub fn append(&self, events: Vec<AuditEvent>) -> Result<Vec<u64>> {
-        self.inner.append(events)
+        self.inner.append(events, None)
     }
 
     /// [`AuditLog::append`], then waits until the events are durable, at
     /// most the configured time: after that, `UNAVAILABLE` (and the trail
     /// later says the request was refused).
     pub async fn record(&self, events: Vec<AuditEvent>) -> Result<Vec<u64>> {
-        let seqs = self.append(events)?;
-        let last = seqs.last().copied().unwrap_or(0);
-        let mut rx = self.inner.progress.subscribe();
-        let waited = tokio::time::timeout(
-            self.inner.settings.timeout,
-            rx.wait_for(|p| p.durable >= last || p.failing),
-        )
-        .await;
-        let durable = matches!(&waited, Ok(Ok(p)) if p.durable >= last);
-        drop(waited);
-        if durable {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let seqs = self.inner.append(events, Some(tx))?;
+        let Some(&last) = seqs.last() else {
+            return Ok(seqs);
+        };
+        let waited = tokio::time::timeout(self.inner.settings.timeout, rx).await;
+        if matches!(waited, Ok(Ok(true))) {
             return Ok(seqs);
         }
         if let Ok(mut st) = self.inner.state.lock() {
