@@ -242,6 +242,9 @@ struct State {
     /// Sequence number and time of the last checkpoint event.
     last_checkpoint: (u64, i64),
     closing: bool,
+    /// The writer is waiting for work (else it looks again after its write
+    /// by itself: appenders need not wake it).
+    writer_idle: bool,
     /// Requests waiting for their last event to be durable, in sequence
     /// order: answered `true` once it is, `false` when a write fails.
     waiters: std::collections::VecDeque<(u64, tokio::sync::oneshot::Sender<bool>)>,
@@ -401,8 +404,11 @@ impl Inner {
             st.waiters.push_back((*last, tx));
         }
         self.checkpoint_if_due(&mut st, now, false);
+        let idle = st.writer_idle;
         drop(st);
-        self.wake.notify_one();
+        if idle {
+            self.wake.notify_one();
+        }
         Ok(seqs)
     }
 
@@ -508,10 +514,12 @@ fn writer(inner: Arc<Inner>, mut next_number: u64) {
         let now = inner.engine.clock().now_micros();
         inner.checkpoint_if_due(&mut st, now, false);
         while st.pending.is_empty() && !st.closing {
+            st.writer_idle = true;
             let Ok((g, timeout)) = inner.wake.wait_timeout(st, Duration::from_secs(1)) else {
                 return;
             };
             st = g;
+            st.writer_idle = false;
             if timeout.timed_out() {
                 let now = inner.engine.clock().now_micros();
                 inner.checkpoint_if_due(&mut st, now, false);
