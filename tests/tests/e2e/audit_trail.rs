@@ -240,8 +240,36 @@ async fn pci_10_2_2_events_follow_the_schema_and_hold_no_value() {
             .unwrap();
         secrets.extend([address, card, corrected]);
     }
+    // A denied reveal: the clerk may not see an address for billing.
+    let mut clerk = vault.client_as("billing_clerk").await;
+    let address_token = {
+        let t = booking
+            .tokenize(
+                "prop-denied",
+                &[("mailing_address", secrets[0].as_str())],
+                &["booking"],
+                "2026-01",
+            )
+            .await
+            .unwrap();
+        t[0].token.clone()
+    };
+    let shown = clerk
+        .detokenize(&[&address_token], "billing")
+        .await
+        .unwrap();
+    assert!(shown[0].value.is_empty());
     let mut auditor = vault.client_as("auditor").await;
     let events = every_event(&mut auditor).await;
+    let refusal = events
+        .iter()
+        .find(|e| e.principal == "billing_clerk-test" && e.action == "reveal")
+        .expect("the denied reveal is an event");
+    assert_eq!(refusal.role, "billing_clerk");
+    assert!(refusal.peer.starts_with("127.0.0.1:"));
+    assert_eq!(refusal.items[0].field, "mailing_address");
+    assert_eq!(refusal.items[0].disclosure, "DENIED");
+    assert_eq!(refusal.subject_id, "prop-denied");
     let export = auditor.audit_export(0).await.unwrap();
     let text = export_text(&export);
     let public = auditor.audit_public_key().await.unwrap();
