@@ -607,8 +607,9 @@ fn writer(inner: Arc<Inner>, mut next_number: u64) {
                         let _ = tx.send(true);
                     }
                 }
-                if (!st.refused.is_empty() && st.refused.iter().all(|s| *s <= last.seq))
-                    || st.refused_unnumbered > 0
+                // Once every refused request's event is on disk, say so.
+                if (!st.refused.is_empty() || st.refused_unnumbered > 0)
+                    && st.refused.iter().all(|s| *s <= last.seq)
                 {
                     let list: Vec<String> = st.refused.iter().map(u64::to_string).collect();
                     let detail = format!(
