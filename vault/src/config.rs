@@ -29,6 +29,7 @@
 //! | `audit_query_days` | `VAULT_AUDIT_QUERY_DAYS` | 90: a query without a time range covers this many days (1 to retention) |
 //! | `audit_checkpoint_events` | `VAULT_AUDIT_CHECKPOINT_EVENTS` | 10000: a signed checkpoint at least every this many events |
 //! | `audit_checkpoint_secs` | `VAULT_AUDIT_CHECKPOINT_SECS` | 60: … or this many seconds |
+//! | `audit_sync_gather_us` | `VAULT_AUDIT_SYNC_GATHER_US` | 1000: under load, at most one audit sync per this many µs (more events per sync); 0 to 100000 |
 //! | `audit_segment_bytes` | `VAULT_AUDIT_SEGMENT_BYTES` | 67108864 (64 MiB): size of an audit segment file (4096 or more) |
 //! | (environment only) | `VAULT_TEST_CLOCK_OFFSET_SECS` | 0: shifts the vault's clock, for tests and drills only (logged loudly) |
 //!
@@ -121,6 +122,8 @@ pub struct Config {
     pub audit_checkpoint_secs: u64,
     /// Size of an audit segment file.
     pub audit_segment_bytes: u64,
+    /// Shortest time between two audit syncs, in microseconds.
+    pub audit_sync_gather_us: u64,
 }
 
 /// TLS files (PEM). With none, the vault serves plaintext on loopback only.
@@ -167,6 +170,7 @@ impl Default for Config {
             audit_checkpoint_events: 10_000,
             audit_checkpoint_secs: 60,
             audit_segment_bytes: 64 << 20,
+            audit_sync_gather_us: 1000,
         }
     }
 }
@@ -208,6 +212,7 @@ struct RawConfig {
     audit_checkpoint_events: Option<u64>,
     audit_checkpoint_secs: Option<u64>,
     audit_segment_bytes: Option<u64>,
+    audit_sync_gather_us: Option<u64>,
 }
 
 /// Overrides from the command line.
@@ -364,6 +369,13 @@ impl Config {
                     &value,
                     &mut c.audit_checkpoint_secs,
                 ),
+                "AUDIT_SYNC_GATHER_US" => parse_into(
+                    s,
+                    &src,
+                    "audit_sync_gather_us",
+                    &value,
+                    &mut c.audit_sync_gather_us,
+                ),
                 "AUDIT_SEGMENT_BYTES" => parse_into(
                     s,
                     &src,
@@ -493,6 +505,9 @@ impl Config {
         if let Some(v) = raw.audit_segment_bytes {
             self.audit_segment_bytes = v;
         }
+        if let Some(v) = raw.audit_sync_gather_us {
+            self.audit_sync_gather_us = v;
+        }
     }
 
     /// The audit trail's settings.
@@ -505,6 +520,7 @@ impl Config {
             checkpoint_secs: self.audit_checkpoint_secs,
             segment_bytes: self.audit_segment_bytes,
             sync: self.durability == Durability::Fsync,
+            gather: std::time::Duration::from_micros(self.audit_sync_gather_us),
         }
     }
 
@@ -587,6 +603,9 @@ impl Config {
         }
         if !(1..=86_400).contains(&self.audit_checkpoint_secs) {
             problems.push("audit_checkpoint_secs: must be 1 to 86400".into());
+        }
+        if self.audit_sync_gather_us > 100_000 {
+            problems.push("audit_sync_gather_us: must be 0 to 100000".into());
         }
         if !(4096..=1 << 40).contains(&self.audit_segment_bytes) {
             problems.push("audit_segment_bytes: must be 4096 or more".into());

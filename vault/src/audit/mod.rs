@@ -189,6 +189,8 @@ pub struct Settings {
     pub segment_bytes: u64,
     /// `fdatasync` each group of events (else: written, not synced).
     pub sync: bool,
+    /// Shortest time between two syncs (group commit window).
+    pub gather: Duration,
 }
 
 impl Default for Settings {
@@ -201,6 +203,7 @@ impl Default for Settings {
             checkpoint_secs: 60,
             segment_bytes: 64 << 20,
             sync: true,
+            gather: Duration::from_micros(1000),
         }
     }
 }
@@ -500,7 +503,15 @@ fn writer(inner: Arc<Inner>, mut next_number: u64) {
     let mut retry: Option<(u64, u64, i64, bool)> = None;
     let mut last_prune = Instant::now();
     let mut closing_failures = 0;
+    let gather = inner.settings.gather;
+    let mut last_sync = Instant::now();
     loop {
+        // Under load, syncs at most every `gather`: more events per sync,
+        // fewer syncs and wake-ups. An idle trail syncs at once.
+        let since = last_sync.elapsed();
+        if since < gather {
+            std::thread::sleep(gather - since);
+        }
         if last_prune.elapsed() >= PRUNE_EVERY {
             last_prune = Instant::now();
             if let Err(e) = inner.prune() {
@@ -573,6 +584,7 @@ fn writer(inner: Arc<Inner>, mut next_number: u64) {
             if inner.settings.sync {
                 c.file.sync_data()?;
             }
+            last_sync = Instant::now();
             c.len += bytes.len() as u64;
             Ok(())
         })();
