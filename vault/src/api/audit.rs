@@ -9,8 +9,8 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use vault_proto::v1::audit_service_server::AuditService;
 use vault_proto::v1::{
-    AuditEvent, Checkpoint, ExportChunk, ExportRequest, ExportedEvent, PublicKeyRequest,
-    PublicKeyResponse, QueryRequest, VerifyRequest, VerifyResponse,
+    AuditEvent, ExportChunk, ExportRequest, ExportedEvent, PublicKeyRequest, PublicKeyResponse,
+    QueryRequest, VerifyRequest, VerifyResponse,
 };
 
 /// The audit service.
@@ -81,17 +81,11 @@ impl AuditService for AuditApi {
                 first = false;
             }
         }
-        let signature = self.shared.audit.sign_checkpoint(last.0, &last.1);
         chunks.push(ExportChunk {
             start_prev_hash: if first { prev.to_vec() } else { Vec::new() },
             after_seq: if first { after } else { 0 },
             events,
-            checkpoint: Some(Checkpoint {
-                seq: last.0,
-                hash: last.1,
-                signature,
-                time_unix_micros: self.shared.engine.clock().now_micros(),
-            }),
+            checkpoint: Some(self.shared.audit.checkpoint(last.0, &last.1)),
         });
         Ok(Response::new(tokio_stream::iter(
             chunks.into_iter().map(Ok).collect::<Vec<_>>(),

@@ -281,21 +281,26 @@ fn poisoned<T>(_: T) -> Error {
     Error::Internal("audit state lock poisoned".into())
 }
 
+/// A signed checkpoint of event `seq` with chain hash `hash`, made at `now`.
+fn signed(engine: &Engine, seq: u64, hash: &[u8], now: i64) -> Checkpoint {
+    Checkpoint {
+        seq,
+        hash: hash.to_vec(),
+        signature: engine
+            .keyring()
+            .checkpoint()
+            .sign(&checkpoint_message(seq, hash)),
+        time_unix_micros: now,
+    }
+}
+
 /// A checkpoint event signing the event before it.
 fn checkpoint_event(engine: &Engine, seq: u64, hash: &[u8; 32], now: i64) -> AuditEvent {
     AuditEvent {
         event_type: "checkpoint".into(),
         principal: "vaultd".into(),
         outcome: "ok".into(),
-        checkpoint: Some(Checkpoint {
-            seq,
-            hash: hash.to_vec(),
-            signature: engine
-                .keyring()
-                .checkpoint()
-                .sign(&checkpoint_message(seq, hash)),
-            time_unix_micros: now,
-        }),
+        checkpoint: Some(signed(engine, seq, hash, now)),
         ..Default::default()
     }
 }
@@ -434,16 +439,7 @@ impl Inner {
         let (Some(first), Some(last)) = (victims.first(), victims.last()) else {
             return Ok(0);
         };
-        let anchor = Checkpoint {
-            seq: last.last_seq,
-            hash: last.last_hash.to_vec(),
-            signature: self
-                .engine
-                .keyring()
-                .checkpoint()
-                .sign(&checkpoint_message(last.last_seq, &last.last_hash)),
-            time_unix_micros: now,
-        };
+        let anchor = signed(&self.engine, last.last_seq, &last.last_hash, now);
         // The anchor first: a crash before the files are gone leaves
         // segments the next start removes (they end at or before it).
         segments::write_synced(
@@ -451,9 +447,8 @@ impl Inner {
             &prost::Message::encode_to_vec(&anchor),
         )?;
         for s in &victims {
-            std::fs::remove_file(segments::segment_path(&self.dir, s.number)).map_err(|e| {
-                Error::Unavailable(format!("audit trail: removing a segment: {}", e.kind()))
-            })?;
+            std::fs::remove_file(segments::segment_path(&self.dir, s.number))
+                .map_err(|e| segments::io("removing a segment", e))?;
         }
         segments::sync_dir(&self.dir)?;
         let pruned = last.last_seq + 1 - first.first_seq;
@@ -686,9 +681,7 @@ impl AuditLog {
     /// Opens the trail in `dir` (creating it), recovers from a torn end,
     /// finishes an interrupted pruning, prunes, and starts the writer.
     pub fn open(engine: Arc<Engine>, dir: &Path, settings: Settings) -> Result<Self> {
-        let io = |what: &str, e: std::io::Error| {
-            Error::Unavailable(format!("audit trail: {what}: {}", e.kind()))
-        };
+        let io = segments::io;
         if !dir.exists() {
             std::fs::create_dir_all(dir).map_err(|e| io("creating its directory", e))?;
             #[cfg(unix)]
@@ -704,7 +697,7 @@ impl AuditLog {
         let mut list = Vec::new();
         let mut last_type = String::new();
         for (i, &n) in numbers.iter().enumerate() {
-            let (summary, end) = segments::summarize(dir, n)?;
+            let (summary, end, last_event_type) = segments::summarize(dir, n)?;
             if let End::Torn { offset } = end {
                 if i + 1 == numbers.len() {
                     let (aside, bytes) = segments::set_aside_tail(dir, n, offset)?;
@@ -726,27 +719,20 @@ impl AuditLog {
                     std::fs::remove_file(segments::segment_path(dir, n))
                         .map_err(|e| io("removing a pruned segment", e))?;
                 }
-                Some(s) => list.push(s),
+                Some(s) => {
+                    list.push(s);
+                    last_type = last_event_type;
+                }
                 None => {
                     std::fs::remove_file(segments::segment_path(dir, n))
                         .map_err(|e| io("removing an empty segment", e))?;
                 }
             }
         }
-        if let Some(last) = list.last() {
-            segments::read_frames(&segments::segment_path(dir, last.number), |_, bytes| {
-                if let Some((_, e)) = segments::decode(bytes)
-                    && e.seq == last.last_seq
-                {
-                    last_type = e.event_type;
-                }
-                Ok(true)
-            })?;
-            if last_type != "vault_stop" {
-                notes.push(
-                    "the previous run ended without a vault_stop event (killed or crashed): a write whose event is among its last may not have been applied".into(),
-                );
-            }
+        if !list.is_empty() && last_type != "vault_stop" {
+            notes.push(
+                "the previous run ended without a vault_stop event (killed or crashed): a write whose event is among its last may not have been applied".into(),
+            );
         }
         let head = match (list.last(), &anchor) {
             (Some(s), _) => Mark {
@@ -1018,13 +1004,14 @@ impl AuditLog {
         Ok((after, prev, out))
     }
 
-    /// Signs a checkpoint over `(seq, hash)`.
-    pub fn sign_checkpoint(&self, seq: u64, hash: &[u8]) -> Vec<u8> {
-        self.inner
-            .engine
-            .keyring()
-            .checkpoint()
-            .sign(&checkpoint_message(seq, hash))
+    /// A checkpoint of event `seq` (chain hash `hash`), signed now.
+    pub fn checkpoint(&self, seq: u64, hash: &[u8]) -> Checkpoint {
+        signed(
+            &self.inner.engine,
+            seq,
+            hash,
+            self.inner.engine.clock().now_micros(),
+        )
     }
 
     /// The checkpoint public key.

@@ -19,7 +19,8 @@ pub(super) const MAX_FRAME: usize = 1 << 20;
 /// The file of the anchor left by pruning.
 pub(super) const ANCHOR_FILE: &str = "anchor.pb";
 
-fn io(what: &str, e: std::io::Error) -> Error {
+/// An I/O failure of the trail, as the error requests see (`UNAVAILABLE`).
+pub(super) fn io(what: &str, e: std::io::Error) -> Error {
     Error::Unavailable(format!("audit trail: {what}: {}", e.kind()))
 }
 
@@ -131,11 +132,12 @@ pub(super) fn decode(bytes: &[u8]) -> Option<(AuditRecord, AuditEvent)> {
     Some((record, event))
 }
 
-/// Reads a whole segment's summary; `Torn` if it ends in a cut or
-/// malformed frame (the summary covers the frames before it). `None` if it
-/// holds no decodable event.
-pub(super) fn summarize(dir: &Path, number: u64) -> Result<(Option<Segment>, End)> {
+/// Reads a whole segment's summary and its last event's type; `Torn` if it
+/// ends in a cut or malformed frame (the summary covers the frames before
+/// it). `None` if it holds no decodable event.
+pub(super) fn summarize(dir: &Path, number: u64) -> Result<(Option<Segment>, End, String)> {
     let mut seg: Option<Segment> = None;
+    let mut last_type = String::new();
     let end = read_frames(&segment_path(dir, number), |_, bytes| {
         // A whole frame that does not decode is damage, not an interrupted
         // write: it stays for verify to name.
@@ -162,9 +164,10 @@ pub(super) fn summarize(dir: &Path, number: u64) -> Result<(Option<Segment>, End
                 s.last_hash = hash;
             }
         }
+        last_type = event.event_type;
         Ok(true)
     })?;
-    Ok((seg, end))
+    Ok((seg, end, last_type))
 }
 
 /// Moves the bytes of segment `number` from `offset` on into a `.torn`
