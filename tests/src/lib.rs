@@ -396,6 +396,30 @@ pub fn example_values() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// Every audit event that passes `query`'s filters, page by page (the
+/// query's `after_seq` and `limit` are set here). Each query is itself an
+/// event, so a short page is the end.
+pub async fn audit_events(
+    auditor: &mut VaultClient,
+    mut query: vault_client::proto::QueryRequest,
+) -> Vec<vault_client::proto::AuditEvent> {
+    const PAGE: u32 = 10_000;
+    query.limit = PAGE;
+    let mut out: Vec<vault_client::proto::AuditEvent> = Vec::new();
+    loop {
+        query.after_seq = out.last().map_or(0, |e| e.seq);
+        let page = auditor
+            .audit_query(query.clone())
+            .await
+            .expect("audit query");
+        let done = page.len() < PAGE as usize;
+        out.extend(page);
+        if done {
+            return out;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

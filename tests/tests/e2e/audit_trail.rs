@@ -9,30 +9,20 @@ use tonic::Code;
 use vault_client::audit::{ExportVerdict, checkpoint_line, event_line, header_line, verify_export};
 use vault_client::proto::{AuditEvent, ExplainRequest, QueryRequest};
 use vault_client::{AuditExport, VaultClient};
-use vault_tests::{TestVault, card_number, scan_for};
+use vault_tests::{TestVault, audit_events, card_number, scan_for};
 
 const DAY: i64 = 86_400;
 
 /// Every kept event (explicit time range: not only the last 90 days).
 async fn every_event(auditor: &mut VaultClient) -> Vec<AuditEvent> {
-    let mut out: Vec<AuditEvent> = Vec::new();
-    loop {
-        let page = auditor
-            .audit_query(QueryRequest {
-                after_seq: out.last().map_or(0, |e| e.seq),
-                limit: 10_000,
-                since_unix_micros: 1,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        // Each query is itself an event: a short page is the end.
-        let done = page.len() < 10_000;
-        out.extend(page);
-        if done {
-            return out;
-        }
-    }
+    audit_events(
+        auditor,
+        QueryRequest {
+            since_unix_micros: 1,
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 fn export_text(x: &AuditExport) -> String {

@@ -129,26 +129,15 @@ async fn sigkill_mid_stream_loses_no_acknowledged_write() {
     // (the event is durable before the data), and the restart says the
     // previous run ended without a stop.
     let mut auditor = vault.client_as("auditor").await;
-    let mut events = Vec::new();
-    loop {
-        let page = auditor
-            .audit_query(vault_client::proto::QueryRequest {
-                after_seq: events
-                    .last()
-                    .map_or(0, |e: &vault_client::proto::AuditEvent| e.seq),
-                limit: 10_000,
-                action: "tokenize".into(),
-                outcome: "ok".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let done = page.len() < 10_000;
-        events.extend(page);
-        if done {
-            break;
-        }
-    }
+    let events = vault_tests::audit_events(
+        &mut auditor,
+        vault_client::proto::QueryRequest {
+            action: "tokenize".into(),
+            outcome: "ok".into(),
+            ..Default::default()
+        },
+    )
+    .await;
     let audited: std::collections::HashSet<&str> =
         events.iter().map(|e| e.subject_id.as_str()).collect();
     for (_, _, subject) in &acked {
