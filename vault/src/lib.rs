@@ -8,7 +8,8 @@
 //! - [`crypto`]: keys, envelope encryption, blind indexes, the keyring.
 //! - [`store`]: the `Store` trait and its sled implementation (group commit).
 //! - [`schema`]: `fields.toml`: classes, validators, masks, retention.
-//! - [`tokens`]: token formats.
+//! - [`tokens`]: token formats (random, and card-shaped for card numbers).
+//! - [`cards`]: card brands, expiry, BIN and last four; the memory-only CVV vault.
 //! - [`engine`]: tokenize, detokenize, look up, correct, consent.
 //! - [`auth`]: bearer tokens and mTLS client certificates → a `Principal`.
 //! - [`policy`]: Cedar policies: plain, masked or denied, per field and purpose.
@@ -25,6 +26,7 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod cards;
 pub mod cli;
 pub mod config;
 pub mod crypto;

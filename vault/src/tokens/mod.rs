@@ -2,8 +2,15 @@
 //!
 //! A token is `tok_` followed by 128 bits from the operating system's
 //! generator in URL-safe base64 (22 characters). It is random, so it carries
-//! nothing of the value. (Format-preserving card tokens come with card
-//! handling.)
+//! nothing of the value.
+//!
+//! A card number's token has the number's shape instead, so that systems
+//! built for card numbers can keep it: the same length, the same last four
+//! digits, the other digits random, and a check digit that always fails the
+//! Luhn check, so it is never a card number, never its own card's number,
+//! and is told apart from one without asking the vault (PCI DSS tokenization
+//! guidelines). It carries nothing of the number beyond the last four, which
+//! PCI DSS allows to be shown.
 
 use crate::crypto::{CryptoError, random_array};
 use base64::Engine as _;
@@ -12,6 +19,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 /// Prefix of random tokens.
 pub const PREFIX: &str = "tok_";
 const BODY_LEN: usize = 22;
+
+/// Lengths of card numbers, and so of card tokens.
+pub const CARD_DIGITS: std::ops::RangeInclusive<usize> = 12..=19;
 
 /// A syntactically valid token.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -27,8 +37,39 @@ impl Token {
         Ok(Self(s))
     }
 
-    /// Parses `text`, or `None` if it is not a well-formed token.
+    /// A new card token for the card number `digits` (canonical: 12 to 19
+    /// ASCII digits): same length, same last four, random elsewhere, failing
+    /// the Luhn check. The caller makes sure it is not already taken.
+    pub fn generate_card(digits: &str) -> Result<Self, CryptoError> {
+        let n = digits.len();
+        if !CARD_DIGITS.contains(&n) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(CryptoError::Internal("a card token needs a card number"));
+        }
+        let last4 = &digits[n - 4..];
+        // One in ten random heads passes the Luhn check with these last four;
+        // 64 draws all passing is a broken generator, not bad luck.
+        for _ in 0..64 {
+            let mut s = String::with_capacity(n);
+            random_digits(n - 4, &mut s)?;
+            s.push_str(last4);
+            if !crate::cards::luhn_valid(&s) {
+                return Ok(Self(s));
+            }
+        }
+        Err(CryptoError::Random)
+    }
+
+    /// Whether this is a card token.
+    pub fn is_card(&self) -> bool {
+        !self.0.starts_with(PREFIX)
+    }
+
+    /// Parses `text`, or `None` if it is not a well-formed token. A string of
+    /// digits that passes the Luhn check is a card number, not a token.
     pub fn parse(text: &str) -> Option<Self> {
+        if CARD_DIGITS.contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit()) {
+            return (!crate::cards::luhn_valid(text)).then(|| Self(text.to_owned()));
+        }
         let body = text.strip_prefix(PREFIX)?;
         let ok = body.len() == BODY_LEN
             && body
@@ -42,6 +83,22 @@ impl Token {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Appends `n` uniformly random decimal digits to `out`.
+fn random_digits(n: usize, out: &mut String) -> Result<(), CryptoError> {
+    while out.len() < n {
+        let bytes: [u8; 32] = random_array()?;
+        // 250 is the largest multiple of 10 that fits a byte: rejecting
+        // 250..=255 keeps every digit equally likely.
+        for b in bytes.into_iter().filter(|b| *b < 250) {
+            if out.len() == n {
+                break;
+            }
+            out.push(char::from(b'0' + b % 10));
+        }
+    }
+    Ok(())
 }
 
 impl std::fmt::Display for Token {
@@ -75,6 +132,64 @@ mod tests {
             "tok_AAAAAAAAAAAAAAAAAAAAAAA",
         ] {
             assert!(Token::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    /// A random card number of `len` digits that passes the Luhn check.
+    fn card_number(len: usize) -> String {
+        loop {
+            let mut s = String::new();
+            random_digits(len, &mut s).unwrap();
+            if crate::cards::luhn_valid(&s) {
+                return s;
+            }
+        }
+    }
+
+    /// PCI-TOK, the token format: 100,000 random valid numbers of every
+    /// length; each token keeps length and last four, fails Luhn, is not the
+    /// number, parses back as a card token and not as a random one.
+    #[test]
+    fn pci_tok_card_tokens_keep_length_and_last_four_and_fail_luhn() {
+        let mut heads_differ = 0;
+        for i in 0..100_000 {
+            let len = 12 + i % 8;
+            let number = card_number(len);
+            let t = Token::generate_card(&number).unwrap();
+            let s = t.as_str();
+            assert_eq!(s.len(), len);
+            assert_eq!(&s[len - 4..], &number[len - 4..]);
+            assert!(!crate::cards::luhn_valid(s));
+            assert_ne!(s, number);
+            assert!(!s.contains(&number));
+            assert!(t.is_card());
+            assert_eq!(Token::parse(s), Some(t.clone()));
+            heads_differ += usize::from(s[..len - 4] != number[..len - 4]);
+        }
+        // Random heads: equal to the number's head only by chance (at most
+        // about one in 10^8 for 12 digits).
+        assert!(heads_differ >= 99_990, "{heads_differ}");
+    }
+
+    #[test]
+    fn card_numbers_are_not_tokens() {
+        assert!(Token::parse("4111111111111111").is_none());
+        assert!(Token::parse("4111111111111112").unwrap().is_card());
+        assert!(Token::parse("41111111112").is_none(), "11 digits");
+        assert!(Token::parse("41111111111111111112").is_none(), "20 digits");
+        assert!(Token::parse("4111 1111 1111 1112").is_none());
+        assert!(Token::generate_card("41111111111").is_err());
+        assert!(Token::generate_card("4111-1111-1111-1111").is_err());
+        assert!(!Token::generate().unwrap().is_card());
+    }
+
+    #[test]
+    fn random_digits_are_uniform_enough() {
+        let mut s = String::new();
+        random_digits(100_000, &mut s).unwrap();
+        for d in '0'..='9' {
+            let n = s.chars().filter(|c| *c == d).count();
+            assert!((9_000..11_000).contains(&n), "{d}: {n}");
         }
     }
 
