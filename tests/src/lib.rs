@@ -389,6 +389,7 @@ pub fn example_values() -> Vec<(&'static str, &'static str)> {
         ("ip_address", "192.0.2.77"),
         ("card_number", "4111111111111111"),
         ("card_expiry", "09/29"),
+        ("card_cvv", "123"),
         ("cardholder_name", "Ann M Lee"),
         ("age_range", "35-44"),
         ("country_of_residence", "FR"),

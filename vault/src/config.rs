@@ -31,6 +31,8 @@
 //! | `audit_checkpoint_secs` | `VAULT_AUDIT_CHECKPOINT_SECS` | 60: … or this many seconds |
 //! | `audit_sync_gather_us` | `VAULT_AUDIT_SYNC_GATHER_US` | 1000: under load, at most one audit sync per this many µs (more events per sync); 0 to 100000 |
 //! | `audit_segment_bytes` | `VAULT_AUDIT_SEGMENT_BYTES` | 67108864 (64 MiB): size of an audit segment file (4096 or more) |
+//! | `cvv_ttl_secs` | `VAULT_CVV_TTL_SECS` | 900 (15 minutes): how long a CVV waits in memory for its one reveal (1 to 86400) |
+//! | `cvv_max_pending` | `VAULT_CVV_MAX_PENDING` | 100000: most CVVs waiting at once; beyond, Tokenize with a CVV is `RESOURCE_EXHAUSTED` |
 //! | (environment only) | `VAULT_TEST_CLOCK_OFFSET_SECS` | 0: shifts the vault's clock, for tests and drills only (logged loudly) |
 //!
 //! Log verbosity is `VAULT_LOG` (a `tracing` filter, default `info`).
@@ -124,6 +126,10 @@ pub struct Config {
     pub audit_segment_bytes: u64,
     /// Shortest time between two audit syncs, in microseconds.
     pub audit_sync_gather_us: u64,
+    /// How long a CVV waits in memory for its one reveal, in seconds.
+    pub cvv_ttl_secs: u64,
+    /// Most CVVs waiting at once.
+    pub cvv_max_pending: usize,
 }
 
 /// TLS files (PEM). With none, the vault serves plaintext on loopback only.
@@ -171,6 +177,8 @@ impl Default for Config {
             audit_checkpoint_secs: 60,
             audit_segment_bytes: 64 << 20,
             audit_sync_gather_us: 1000,
+            cvv_ttl_secs: 900,
+            cvv_max_pending: 100_000,
         }
     }
 }
@@ -213,6 +221,8 @@ struct RawConfig {
     audit_checkpoint_secs: Option<u64>,
     audit_segment_bytes: Option<u64>,
     audit_sync_gather_us: Option<u64>,
+    cvv_ttl_secs: Option<u64>,
+    cvv_max_pending: Option<usize>,
 }
 
 /// Overrides from the command line.
@@ -369,6 +379,16 @@ impl Config {
                     &value,
                     &mut c.audit_checkpoint_secs,
                 ),
+                "CVV_TTL_SECS" => {
+                    parse_into(s, &src, "cvv_ttl_secs", &value, &mut c.cvv_ttl_secs)
+                }
+                "CVV_MAX_PENDING" => parse_into(
+                    s,
+                    &src,
+                    "cvv_max_pending",
+                    &value,
+                    &mut c.cvv_max_pending,
+                ),
                 "AUDIT_SYNC_GATHER_US" => parse_into(
                     s,
                     &src,
@@ -508,6 +528,12 @@ impl Config {
         if let Some(v) = raw.audit_sync_gather_us {
             self.audit_sync_gather_us = v;
         }
+        if let Some(v) = raw.cvv_ttl_secs {
+            self.cvv_ttl_secs = v;
+        }
+        if let Some(v) = raw.cvv_max_pending {
+            self.cvv_max_pending = v;
+        }
     }
 
     /// The audit trail's settings.
@@ -603,6 +629,12 @@ impl Config {
         }
         if !(1..=86_400).contains(&self.audit_checkpoint_secs) {
             problems.push("audit_checkpoint_secs: must be 1 to 86400".into());
+        }
+        if !(1..=86_400).contains(&self.cvv_ttl_secs) {
+            problems.push("cvv_ttl_secs: must be 1 to 86400".into());
+        }
+        if self.cvv_max_pending == 0 {
+            problems.push("cvv_max_pending: must be at least 1".into());
         }
         if self.audit_sync_gather_us > 100_000 {
             problems.push("audit_sync_gather_us: must be 0 to 100000".into());

@@ -58,6 +58,9 @@ pub enum Error {
     /// The vault is not in a state to serve this request.
     #[error("failed precondition: {0}")]
     FailedPrecondition(&'static str),
+    /// A limit of the vault is reached (e.g. pending CVVs); nothing was done.
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(&'static str),
     /// A bug or an impossible state; the detail is logged, not returned.
     #[error("internal error: {0}")]
     Internal(String),
@@ -75,6 +78,7 @@ impl Error {
             Error::Integrity => Code::DataLoss,
             Error::Unavailable(_) => Code::Unavailable,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Internal(_) => Code::Internal,
         }
     }
@@ -129,7 +133,9 @@ impl From<Error> for Status {
                 tracing::error!(%detail, "storage unavailable");
                 Status::new(code, "storage unavailable: the request did nothing")
             }
-            Error::FailedPrecondition(what) => Status::new(code, what),
+            Error::FailedPrecondition(what) | Error::ResourceExhausted(what) => {
+                Status::new(code, what)
+            }
             Error::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 Status::new(code, "internal error")

@@ -156,6 +156,7 @@ pub async fn open_engine(config: &Config) -> Result<Engine, StartError> {
         schema,
         clock,
         config.record_cache_entries,
+        crate::cards::cvv::CvvVault::new(config.cvv_ttl_secs, config.cvv_max_pending),
     ))
 }
 
@@ -370,6 +371,25 @@ impl Vault {
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
+        });
+        // CVVs past their time to live are zeroed within ten seconds even if
+        // nobody asks for them (a reveal checks the time itself).
+        let sweep_engine = engine.clone();
+        let mut sweep_stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let dropped = sweep_engine.cvvs().sweep(sweep_engine.clock().now());
+                        if dropped > 0 {
+                            tracing::debug!(dropped, "expired CVVs zeroed");
+                        }
+                    }
+                    _ = sweep_stop.wait_for(|stop| *stop) => break,
+                }
+            }
         });
         let mut server_stop = stop_rx.clone();
         let mut grace_stop = stop_rx;

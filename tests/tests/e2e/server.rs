@@ -16,7 +16,7 @@ async fn health_and_status() {
     let s = c.status().await.unwrap();
     assert!(!s.sealed);
     assert_eq!(s.active_kek_version, 1);
-    assert_eq!(s.schema_fields, 15);
+    assert_eq!(s.schema_fields, 16);
     assert_eq!(s.storage, "sled");
     assert_eq!(s.root_key_source, "dev-key-file");
 }

@@ -172,6 +172,7 @@ fn outcome(e: &Error) -> (&'static str, i32, String) {
         Error::PermissionDenied => ("denied", String::new()),
         Error::NotFound(w) => ("not_found", (*w).to_owned()),
         Error::FailedPrecondition(w) => ("failed_precondition", (*w).to_owned()),
+        Error::ResourceExhausted(w) => ("resource_exhausted", (*w).to_owned()),
         Error::Integrity => ("error", "integrity".into()),
         Error::Unavailable(_) => ("error", "unavailable".into()),
         _ => ("error", "internal".into()),

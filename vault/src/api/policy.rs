@@ -175,13 +175,7 @@ impl PolicyService for PolicyApi {
                 }
             }
             if actions.is_empty() {
-                actions = vec![
-                    Action::Tokenize,
-                    Action::RevealPlain,
-                    Action::RevealMasked,
-                    Action::Lookup,
-                    Action::Update,
-                ];
+                actions = Action::ON_FIELD.to_vec();
             }
             v.finish()?;
             let (Some(subject), Some(field)) = (subject, field) else {

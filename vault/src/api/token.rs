@@ -5,10 +5,11 @@ use crate::audit::AuditItem;
 use crate::engine::NewValue;
 use crate::engine::records::SubjectRecord;
 use crate::engine::types::{PolicyVersion, Purpose, SubjectId};
+use crate::cards::Brand;
 use crate::engine::{Found, MAX_LOOKUP_RESULTS};
 use crate::error::Error;
 use crate::policy::{Action, SubjectContext};
-use crate::schema::{FieldDef, Schema};
+use crate::schema::{FieldDef, Schema, Validator};
 use crate::tokens::Token;
 use prost::Message;
 use std::collections::HashSet;
@@ -20,7 +21,7 @@ use vault_proto::v1::{
     DetokenizeRequest, DetokenizeResponse, Disclosed, Disclosure, FieldToken, LookupRequest,
     LookupResponse, TokenizeRequest, TokenizeResponse, UpdateRequest, UpdateResponse,
 };
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// The token service.
 #[derive(Debug, Clone)]
@@ -79,16 +80,21 @@ impl TokenApi {
     }
 
     /// `value` within the byte limit and valid for `field`, canonical; or a
-    /// violation at `at`.
+    /// violation at `at`. With `store_at` (Unix seconds), the value is about
+    /// to be stored then: a card expiry must not be in the past.
     fn value(
         &self,
         v: &mut Violations,
         at: String,
         field: &FieldDef,
         value: &str,
+        store_at: Option<i64>,
     ) -> Option<Zeroizing<String>> {
         if self.check_value(v, at.clone(), value) {
-            v.check(at, field.normalize(value))
+            match store_at {
+                Some(now) => v.check(at, field.normalize_to_store(value, now)),
+                None => v.check(at, field.normalize(value)),
+            }
         } else {
             None
         }
@@ -103,6 +109,40 @@ fn subject_context(schema: &Schema, record: &SubjectRecord) -> SubjectContext {
         record.restricted,
         &record.policy_version,
     )
+}
+
+/// A card number's brand, for the response.
+fn card_brand(field: &FieldDef, canonical: &str) -> Option<&'static str> {
+    (field.validator == Validator::CardNumber).then(|| Brand::of(canonical).name())
+}
+
+/// A CVV is accepted only with a valid card number in the same request, and
+/// must have that card's length. `cvvs`: each CVV's position in the request
+/// and, if it was valid on its own, in `values`.
+fn check_cvvs(
+    v: &mut Violations,
+    values: &[NewValue],
+    cvvs: &[(usize, Option<usize>)],
+    card_given: bool,
+) {
+    let card = values
+        .iter()
+        .find(|nv| nv.field.validator == Validator::CardNumber);
+    for &(at, valid) in cvvs {
+        match (card, valid.and_then(|j| values.get(j))) {
+            (Some(card), Some(cvv)) => {
+                if let Err(e) = crate::cards::check_cvv(&cvv.value, &card.value) {
+                    v.add(format!("fields[{at}].value"), e);
+                }
+            }
+            (None, _) if !card_given => v.add(
+                format!("fields[{at}].field"),
+                "a CVV is accepted only together with a card number in the same request",
+            ),
+            // An invalid card number or CVV is reported already.
+            _ => {}
+        }
+    }
 }
 
 fn log_done(rpc: &'static str, items: usize, started: Instant, r: &Result<impl Sized, Error>) {
@@ -122,7 +162,7 @@ impl TokenService for TokenApi {
         let started = Instant::now();
         let who = principal(&request);
         let mut ev = base_event(&request, who.as_deref().ok());
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         let n = req.fields.len();
         let r = async {
             let who = who?;
@@ -131,7 +171,12 @@ impl TokenService for TokenApi {
             let subject = v.check("subject_id", SubjectId::parse(&req.subject_id));
             self.check_count(&mut v, "fields", n);
             let schema = self.shared.engine.schema().clone();
+            let now = self.shared.engine.clock().now();
             let mut seen = HashSet::new();
+            // Each CVV's place in the request and in `values`, to check it
+            // against its card below.
+            let mut cvvs = Vec::new();
+            let mut card_given = false;
             let mut values = Vec::with_capacity(n.min(self.shared.limits.max_batch_items));
             for (i, fv) in req
                 .fields
@@ -148,15 +193,20 @@ impl TokenService for TokenApi {
                     v.add(format!("fields[{i}].field"), "field given more than once");
                     continue;
                 }
-                if let Some(value) =
-                    self.value(&mut v, format!("fields[{i}].value"), def, &fv.value)
-                {
+                card_given |= def.validator == Validator::CardNumber;
+                let value =
+                    self.value(&mut v, format!("fields[{i}].value"), def, &fv.value, Some(now));
+                if def.memory_only() {
+                    cvvs.push((i, value.as_ref().map(|_| values.len())));
+                }
+                if let Some(value) = value {
                     values.push(NewValue {
                         field: def.clone(),
                         value,
                     });
                 }
             }
+            check_cvvs(&mut v, &values, &cvvs, card_given);
             let mut purposes = Vec::with_capacity(req.purposes.len());
             for (i, p) in req.purposes.iter().enumerate().take(64) {
                 purposes.extend(declared_purpose(
@@ -210,11 +260,17 @@ impl TokenService for TokenApi {
                     .map(|(nv, t)| FieldToken {
                         field: nv.field.name.clone(),
                         token: t.as_str().to_owned(),
+                        brand: card_brand(&nv.field, &nv.value).unwrap_or_default().into(),
                     })
                     .collect(),
             })
         }
         .await;
+        // The request's copies of the values (CVVs among them) go now, not
+        // whenever the allocator reuses the memory.
+        for f in &mut req.fields {
+            f.value.zeroize();
+        }
         let r = self.shared.conclude_written(ev, r).await;
         log_done("Tokenize", n, started, &r);
         Ok(Response::new(r?))
@@ -229,6 +285,7 @@ impl TokenService for TokenApi {
         let mut ev = base_event(&request, who.as_deref().ok());
         let req = request.into_inner();
         let n = req.tokens.len();
+        let mut held_cvvs = Vec::new();
         let r = async {
             let who = who?;
             let mut v = Violations::default();
@@ -289,6 +346,9 @@ impl TokenService for TokenApi {
                         Found::Denied { field, subject } => {
                             (field.name.as_str(), &**subject, "DENIED")
                         }
+                        Found::Expired { field, subject } => {
+                            (field.name.as_str(), &**subject, "EXPIRED")
+                        }
                         Found::NotFound => ("", "", "NOT_FOUND"),
                     };
                     AuditItem {
@@ -299,37 +359,55 @@ impl TokenService for TokenApi {
                     }
                 })
                 .collect();
-            Ok(DetokenizeResponse {
-                values: tokens
-                    .into_iter()
-                    .zip(found)
-                    .map(|(t, f)| match f {
-                        Found::Value {
-                            field,
-                            reveal,
-                            value,
-                            ..
-                        } => Disclosed {
+            let mut values = Vec::with_capacity(found.len());
+            for (t, f) in tokens.into_iter().zip(found) {
+                values.push(match f {
+                    Found::Value {
+                        field,
+                        reveal,
+                        value,
+                        brand,
+                        held,
+                        ..
+                    } => {
+                        held_cvvs.extend(held);
+                        Disclosed {
                             token: t.as_str().to_owned(),
                             field: field.name.clone(),
                             disclosure: reveal.disclosure() as i32,
                             value: value.as_str().to_owned(),
-                        },
+                            brand: brand.unwrap_or_default().to_owned(),
+                        }
+                    }
+                    // The caller may see this field, so it may know that the
+                    // value is gone.
+                    Found::Expired { field, .. } => Disclosed {
+                        token: t.as_str().to_owned(),
+                        field: field.name.clone(),
+                        disclosure: Disclosure::Expired as i32,
+                        value: String::new(),
+                        brand: String::new(),
+                    },
                         // A denied token and a token that does not exist get
                         // the same answer, without even the field's name: a
                         // caller learns nothing of data it may not see.
-                        Found::Denied { .. } | Found::NotFound => Disclosed {
-                            token: t.as_str().to_owned(),
-                            field: String::new(),
-                            disclosure: Disclosure::Denied as i32,
-                            value: String::new(),
-                        },
-                    })
-                    .collect(),
-            })
+                    Found::Denied { .. } | Found::NotFound => Disclosed {
+                        token: t.as_str().to_owned(),
+                        field: String::new(),
+                        disclosure: Disclosure::Denied as i32,
+                        value: String::new(),
+                        brand: String::new(),
+                    },
+                });
+            }
+            Ok(DetokenizeResponse { values })
         }
         .await;
         let r = self.shared.conclude(ev, r, true).await;
+        if r.is_err() {
+            // Nothing was disclosed: the CVVs wait for another try.
+            self.shared.engine.put_back_cvv(held_cvvs);
+        }
         log_done("Detokenize", n, started, &r);
         Ok(Response::new(r?))
     }
@@ -357,7 +435,7 @@ impl TokenService for TokenApi {
             };
             let value = field
                 .as_ref()
-                .and_then(|f| self.value(&mut v, "value".into(), f, &req.value));
+                .and_then(|f| self.value(&mut v, "value".into(), f, &req.value, None));
             v.finish()?;
             let (Some(field), Some(value), Some(purpose)) = (field, value, purpose) else {
                 return Err(Error::Internal("validated input missing".into()));
@@ -426,6 +504,7 @@ impl TokenService for TokenApi {
             ev.action = "update".into();
             ev.purpose = purpose.as_str().to_owned();
             let policy = &self.shared.policy;
+            let now = self.shared.engine.clock().now();
             let version = self
                 .shared
                 .engine
@@ -435,8 +514,19 @@ impl TokenService for TokenApi {
                         tracing::info!(principal = %who.name, role = %who.role, field = %field.name, "update denied");
                         return Err(Error::PermissionDenied);
                     }
+                    if field.memory_only() {
+                        return Err(Error::FailedPrecondition(
+                            "a CVV cannot be corrected: tokenize it again with its card",
+                        ));
+                    }
+                    if field.validator == Validator::CardNumber {
+                        // The token keeps the number's last four digits.
+                        return Err(Error::FailedPrecondition(
+                            "a card number cannot be corrected: tokenize the new card",
+                        ));
+                    }
                     field
-                        .normalize(&req.value)
+                        .normalize_to_store(&req.value, now)
                         .map_err(|e| Error::invalid("value", e))
                 }, Some(self.shared.audited(&ev)))
                 .await

@@ -18,6 +18,7 @@ async fn engine(dir: &Path) -> Arc<Engine> {
         schema,
         Arc::new(SystemClock),
         16,
+        crate::cards::cvv::CvvVault::new(900, 16),
     ))
 }
 

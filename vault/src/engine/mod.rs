@@ -8,12 +8,13 @@
 pub mod records;
 pub mod types;
 
+use crate::cards::cvv::{CvvVault, Held};
 use crate::crypto::ct_eq;
 use crate::crypto::keyring::Keyring;
 use crate::crypto::keys::DataKey;
 use crate::error::{Error, Result};
 use crate::policy::Reveal;
-use crate::schema::FieldDef;
+use crate::schema::{FieldDef, Validator};
 use crate::store::{Batch, Store, keys};
 use crate::tokens::Token;
 use prost::Message;
@@ -31,6 +32,9 @@ const CACHE_SHARDS: usize = 16;
 const LOCK_STRIPES: usize = 1024;
 /// Most tokens a look-up returns.
 pub const MAX_LOOKUP_RESULTS: usize = 256;
+/// Draws of a card token before giving up on finding a free one (each is
+/// taken with a chance of at most the vault's share of the token space).
+const CARD_TOKEN_DRAWS: usize = 32;
 
 /// Where the engine gets the time; tests move it.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -109,16 +113,29 @@ pub struct NewValue {
 /// What detokenizing one token found.
 pub enum Found {
     /// The token exists and the caller may see it: its field, and its value
-    /// in clear or masked as the decision said.
+    /// in clear, partial or masked as the decision said.
     Value {
         /// The field's definition.
         field: Arc<FieldDef>,
         /// The subject the token belongs to.
         subject: Arc<str>,
-        /// [`Reveal::Plain`] or [`Reveal::Masked`].
+        /// [`Reveal::Plain`], [`Reveal::Partial`] or [`Reveal::Masked`].
         reveal: Reveal,
         /// The canonical value, or its mask.
         value: Zeroizing<String>,
+        /// A card number's brand.
+        brand: Option<&'static str>,
+        /// A CVV taken out for this one reveal: give it back if the reveal
+        /// fails ([`Engine::put_back_cvv`]).
+        held: Option<Held>,
+    },
+    /// The token exists and the caller may see it, but its value is gone: a
+    /// CVV after its one reveal, its time to live, or a restart.
+    Expired {
+        /// The field's definition.
+        field: Arc<FieldDef>,
+        /// The subject the token belongs to.
+        subject: Arc<str>,
     },
     /// The token exists but the decision denied it (nothing was decrypted).
     Denied {
@@ -254,6 +271,10 @@ impl std::fmt::Debug for Found {
                 .debug_struct("Denied")
                 .field("field", &field.name)
                 .finish_non_exhaustive(),
+            Found::Expired { field, .. } => f
+                .debug_struct("Expired")
+                .field("field", &field.name)
+                .finish_non_exhaustive(),
             Found::NotFound => f.write_str("NotFound"),
         }
     }
@@ -268,6 +289,7 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     locks: Vec<tokio::sync::Mutex<()>>,
     hasher: std::collections::hash_map::RandomState,
+    cvv: CvvVault,
 }
 
 impl std::fmt::Debug for Engine {
@@ -306,13 +328,15 @@ fn crypto(e: crate::crypto::CryptoError) -> Error {
 
 impl Engine {
     /// An engine over `store` with `keyring` and `schema`, caching up to
-    /// `cache_entries` subject records and as many token pointers.
+    /// `cache_entries` subject records and as many token pointers, holding
+    /// CVVs in `cvv`.
     pub fn new(
         store: Arc<dyn Store>,
         keyring: Keyring,
         schema: Arc<crate::schema::Schema>,
         clock: Arc<dyn Clock>,
         cache_entries: usize,
+        cvv: CvvVault,
     ) -> Self {
         let locks = (0..LOCK_STRIPES)
             .map(|_| tokio::sync::Mutex::new(()))
@@ -325,7 +349,38 @@ impl Engine {
             clock,
             locks,
             hasher: Default::default(),
+            cvv,
         }
+    }
+
+    /// The pending CVVs.
+    pub fn cvvs(&self) -> &CvvVault {
+        &self.cvv
+    }
+
+    /// Returns the CVVs of a reveal that failed after they were taken (its
+    /// audit event could not be written): nothing was disclosed.
+    pub fn put_back_cvv(&self, held: impl IntoIterator<Item = Held>) {
+        let now = self.clock.now();
+        for h in held {
+            self.cvv.put_back(h, now);
+        }
+    }
+
+    /// A card token for `digits` that no stored token uses (nor one in
+    /// `taken`, this request's own).
+    fn free_card_token(&self, digits: &str, taken: &[Token]) -> Result<Token> {
+        for _ in 0..CARD_TOKEN_DRAWS {
+            let t = Token::generate_card(digits).map_err(crypto)?;
+            if !taken.contains(&t) && self.store.get(&keys::token(t.as_str()))?.is_none() {
+                return Ok(t);
+            }
+        }
+        // Only a vault holding a large share of the tokens of one length and
+        // last four gets here.
+        Err(Error::ResourceExhausted(
+            "no free card token for this number's length and last four",
+        ))
     }
 
     /// Commits `batch` and then `subject`'s new `record` (the commit point),
@@ -467,9 +522,34 @@ impl Engine {
             }
         };
         let dek = self.dek_of(sid, &record, record.active_dek)?;
+        let cvvs = values.iter().filter(|nv| nv.field.memory_only()).count();
+        if cvvs > 0 && !self.cvv.has_room(cvvs) {
+            return Err(Error::ResourceExhausted(
+                "too many CVVs are waiting for authorisation; try again later",
+            ));
+        }
         let mut out = Vec::with_capacity(values.len());
+        let mut keep_in_memory = Vec::with_capacity(cvvs);
         for nv in values {
             let field = &nv.field;
+            if field.memory_only() {
+                // The record keeps that the token exists, never the value.
+                let token = Token::generate().map_err(crypto)?;
+                batch.put(keys::token(token.as_str()), sid.as_bytes().to_vec());
+                record.entries.push(FieldEntry {
+                    token: token.as_str().to_owned(),
+                    field: field.name.clone(),
+                    value_version: 1,
+                    dek_version: dek.version(),
+                    ciphertext: Vec::new(),
+                    created_at: now,
+                    updated_at: now,
+                    blind: Vec::new(),
+                });
+                keep_in_memory.push((token.clone(), nv.value.clone()));
+                out.push(token);
+                continue;
+            }
             let blind = field.lookup.then(|| self.blind(field, &nv.value));
             if let Some(blind) = &blind
                 && !is_new
@@ -488,7 +568,11 @@ impl Engine {
                     continue;
                 }
             }
-            let token = Token::generate().map_err(crypto)?;
+            let token = if field.validator == Validator::CardNumber {
+                self.free_card_token(&nv.value, &out)?
+            } else {
+                Token::generate().map_err(crypto)?
+            };
             let ciphertext = dek
                 .seal(
                     &field_context(sid, &field.name, token.as_str(), 1),
@@ -526,6 +610,10 @@ impl Engine {
                 .collect();
         }
         self.commit_subject(sid, record, batch, audit).await?;
+        let subject: Arc<str> = Arc::from(sid);
+        for (token, value) in keep_in_memory {
+            self.cvv.put(token.as_str(), subject.clone(), value, now);
+        }
         Ok(out)
     }
 
@@ -541,6 +629,7 @@ impl Engine {
         // Tokens of one subject share its DEK: ask the keyring once per request.
         let mut deks: HashMap<(Arc<str>, u32), Arc<DataKey>> = HashMap::new();
         let mut out = Vec::with_capacity(tokens.len());
+        let now = self.clock.now();
         for token in tokens {
             let Some(sid) = self.token_subject(token)? else {
                 out.push(Found::NotFound);
@@ -569,6 +658,10 @@ impl Engine {
                 });
                 continue;
             }
+            if field.memory_only() {
+                out.push(self.reveal_cvv(token, field, sid.clone(), reveal, now));
+                continue;
+            }
             let dek = match deks.get(&(sid.clone(), entry.dek_version)) {
                 Some(d) => d.clone(),
                 None => {
@@ -585,8 +678,11 @@ impl Engine {
                 })?;
             let value =
                 Zeroizing::new(String::from_utf8(plain.to_vec()).map_err(|_| Error::Integrity)?);
+            let brand = (field.validator == Validator::CardNumber)
+                .then(|| crate::cards::Brand::of(&value).name());
             let value = match reveal {
                 Reveal::Masked => field.masked(&value),
+                Reveal::Partial => field.partial(&value),
                 _ => value,
             };
             out.push(Found::Value {
@@ -594,9 +690,45 @@ impl Engine {
                 subject: sid.clone(),
                 reveal,
                 value,
+                brand,
+                held: None,
             });
         }
         Ok(out)
+    }
+
+    /// A CVV token's answer: in clear only once (taken out of memory), a
+    /// mask that shows nothing while it waits, and expired once it is gone.
+    fn reveal_cvv(
+        &self,
+        token: &Token,
+        field: Arc<FieldDef>,
+        subject: Arc<str>,
+        reveal: Reveal,
+        now: i64,
+    ) -> Found {
+        let held = match reveal {
+            Reveal::Plain => self.cvv.take(token.as_str(), &subject, now),
+            _ => None,
+        };
+        let value = match &held {
+            Some(h) => Zeroizing::new(h.value().to_owned()),
+            // Masks of a CVV are computed over nothing: no digit, no length.
+            None if reveal != Reveal::Plain
+                && self.cvv.is_pending(token.as_str(), &subject, now) =>
+            {
+                field.masked("")
+            }
+            None => return Found::Expired { field, subject },
+        };
+        Found::Value {
+            field,
+            subject,
+            reveal,
+            value,
+            brand: None,
+            held,
+        }
     }
 
     /// The tokens whose value in `field` is exactly `value` (canonical form),
@@ -776,6 +908,8 @@ mod tests {
             subject: Arc::from("s"),
             reveal: Reveal::Plain,
             value: Zeroizing::new("secret.marker@example.com".into()),
+            brand: None,
+            held: None,
         };
         let shown = format!("{nv:?} {found:?} {:?}", Found::NotFound);
         assert!(!shown.contains("secret.marker"), "{shown}");

@@ -35,6 +35,9 @@ pub enum Action {
     RevealPlain,
     /// See a field's masked value.
     RevealMasked,
+    /// See a field's partial value (its `partial_mask`, e.g. a card's BIN
+    /// and last four): more than masked, less than plain.
+    RevealPartial,
     /// Find tokens by exact value.
     Lookup,
     /// Correct a field's value.
@@ -80,6 +83,7 @@ impl Action {
             Action::Tokenize => "tokenize",
             Action::RevealPlain => "reveal_plain",
             Action::RevealMasked => "reveal_masked",
+            Action::RevealPartial => "reveal_partial",
             Action::Lookup => "lookup",
             Action::Update => "update",
             Action::SetConsent => "set_consent",
@@ -107,10 +111,11 @@ impl Action {
     }
 
     /// Every action.
-    pub const ALL: [Action; 21] = [
+    pub const ALL: [Action; 22] = [
         Action::Tokenize,
         Action::RevealPlain,
         Action::RevealMasked,
+        Action::RevealPartial,
         Action::Lookup,
         Action::Update,
         Action::SetConsent,
@@ -132,9 +137,10 @@ impl Action {
     ];
 
     /// The actions on a field, in the order `explain` reports them.
-    pub const ON_FIELD: [Action; 5] = [
+    pub const ON_FIELD: [Action; 6] = [
         Action::Tokenize,
         Action::RevealPlain,
+        Action::RevealPartial,
         Action::RevealMasked,
         Action::Lookup,
         Action::Update,
@@ -148,6 +154,7 @@ impl Action {
             Action::Tokenize
                 | Action::RevealPlain
                 | Action::RevealMasked
+                | Action::RevealPartial
                 | Action::Lookup
                 | Action::Update
         )
@@ -174,6 +181,8 @@ impl Action {
 pub enum Reveal {
     /// The value in clear.
     Plain,
+    /// The field's partial mask of the value (e.g. BIN and last four).
+    Partial,
     /// The field's mask of the value.
     Masked,
     /// Nothing.
@@ -185,6 +194,7 @@ impl Reveal {
     pub fn disclosure(self) -> vault_proto::v1::Disclosure {
         match self {
             Reveal::Plain => vault_proto::v1::Disclosure::Plain,
+            Reveal::Partial => vault_proto::v1::Disclosure::Partial,
             Reveal::Masked => vault_proto::v1::Disclosure::Masked,
             Reveal::Denied => vault_proto::v1::Disclosure::Denied,
         }
@@ -286,8 +296,8 @@ impl std::fmt::Debug for Snapshot<'_> {
 
 impl Snapshot<'_> {
     /// What `principal` gets of `field` for `purpose`, for a subject in
-    /// context `subject`: plain if `reveal_plain` is allowed, else masked if
-    /// `reveal_masked` is, else denied.
+    /// context `subject`: plain if `reveal_plain` is allowed, else partial
+    /// if `reveal_partial` is, else masked if `reveal_masked` is, else denied.
     pub fn reveal(
         &self,
         principal: &Principal,
@@ -307,6 +317,8 @@ impl Snapshot<'_> {
         };
         let r = if ask(Action::RevealPlain) {
             Reveal::Plain
+        } else if ask(Action::RevealPartial) {
+            Reveal::Partial
         } else if ask(Action::RevealMasked) {
             Reveal::Masked
         } else {

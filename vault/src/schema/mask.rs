@@ -19,6 +19,9 @@ pub enum Mask {
     IpNetwork,
     /// `****`: nothing of the value, not even its length.
     Redact,
+    /// `411111******1111`: a card number's BIN and last four (see
+    /// [`crate::cards::bin_last4`]); for roles with a documented need.
+    BinLast4,
 }
 
 impl Mask {
@@ -32,6 +35,7 @@ impl Mask {
             "prefix2" => Self::Prefix2,
             "ip_network" => Self::IpNetwork,
             "redact" => Self::Redact,
+            "bin_last4" => Self::BinLast4,
             _ => return None,
         })
     }
@@ -95,6 +99,7 @@ impl Mask {
                 Err(_) => out.push_str("****"),
             },
             Self::Redact => out.push_str("****"),
+            Self::BinLast4 => return crate::cards::bin_last4(value),
         }
         out
     }
@@ -110,7 +115,7 @@ mod tests {
         /// characters of a value of at least eight.
         #[test]
         fn masks_show_no_more_than_they_promise(v in "\\PC{0,64}") {
-            for m in [Mask::Email, Mask::Last4, Mask::Initials, Mask::Year, Mask::Prefix2, Mask::IpNetwork, Mask::Redact] {
+            for m in [Mask::Email, Mask::Last4, Mask::Initials, Mask::Year, Mask::Prefix2, Mask::IpNetwork, Mask::Redact, Mask::BinLast4] {
                 let _ = m.apply(&v);
             }
             let n = v.chars().count();

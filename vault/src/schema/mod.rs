@@ -115,6 +115,9 @@ pub struct FieldDef {
     pub max_len: usize,
     /// How a masked disclosure shows the value.
     pub mask: Mask,
+    /// How a partial disclosure (`reveal_partial`, for roles with a
+    /// documented need) shows it; `None`: as the mask.
+    pub partial_mask: Option<Mask>,
     /// Whether exact values can be looked up through a blind index.
     pub lookup: bool,
     /// Declared purposes of processing.
@@ -131,6 +134,26 @@ impl FieldDef {
         self.validator.normalize(value, self.max_len)
     }
 
+    /// [`FieldDef::normalize`] for a value about to be stored at `now` (Unix
+    /// seconds): a card expiry must not be in the past.
+    pub fn normalize_to_store(
+        &self,
+        value: &str,
+        now: i64,
+    ) -> Result<Zeroizing<String>, &'static str> {
+        let v = self.normalize(value)?;
+        if self.validator == Validator::CardExpiry && crate::cards::expired(&v, now) {
+            return Err("card expired (the month is in the past)");
+        }
+        Ok(v)
+    }
+
+    /// Whether values of this field are held in memory only, for one
+    /// reveal, and never stored (a CVV).
+    pub fn memory_only(&self) -> bool {
+        self.validator == Validator::CardCvv
+    }
+
     /// The form of a canonical value that feeds the blind index: lower-case
     /// for e-mail addresses, the canonical form for everything else.
     pub fn index_form(&self, canonical: &str) -> Zeroizing<String> {
@@ -143,6 +166,11 @@ impl FieldDef {
     /// The masked form of a canonical value.
     pub fn masked(&self, canonical: &str) -> Zeroizing<String> {
         self.mask.apply(canonical)
+    }
+
+    /// The partial form of a canonical value (the partial mask, else the mask).
+    pub fn partial(&self, canonical: &str) -> Zeroizing<String> {
+        self.partial_mask.unwrap_or(self.mask).apply(canonical)
     }
 }
 
@@ -212,6 +240,7 @@ struct RawField {
     validator: Option<String>,
     max_len: Option<usize>,
     mask: Option<String>,
+    partial_mask: Option<String>,
     #[serde(default)]
     lookup: bool,
     purposes: Option<Vec<String>>,
@@ -372,6 +401,18 @@ impl Schema {
                     parsed
                 }
             };
+            let partial_mask = f.partial_mask.as_deref().and_then(|m| {
+                let parsed = Mask::parse(m);
+                if parsed.is_none() {
+                    bad(format!("unknown partial_mask {m:?}"));
+                }
+                parsed
+            });
+            if validator == Some(Validator::CardCvv) && f.lookup {
+                // A blind index would keep a keyed hash of the CVV on disk
+                // (PCI DSS 3.3.1: not even encrypted).
+                bad("a card_cvv field cannot be a look-up field".into());
+            }
             let max_len = match (validator, f.max_len) {
                 (_, Some(0)) => {
                     bad("max_len must be at least 1".into());
@@ -413,6 +454,7 @@ impl Schema {
                     validator,
                     max_len,
                     mask,
+                    partial_mask,
                     lookup: f.lookup,
                     purposes,
                     source: f.source,

@@ -31,6 +31,9 @@ pub enum Validator {
     CardNumber,
     /// A card expiry `MM/YY`.
     CardExpiry,
+    /// A card verification value: 3 or 4 digits. Never stored: the vault
+    /// holds it in memory for one reveal ([`crate::cards::cvv`]).
+    CardCvv,
 }
 
 /// Officially assigned ISO 3166-1 alpha-2 codes.
@@ -57,6 +60,7 @@ impl Validator {
             "ip_address" => Self::IpAddress,
             "card_number" => Self::CardNumber,
             "card_expiry" => Self::CardExpiry,
+            "card_cvv" => Self::CardCvv,
             _ => return None,
         })
     }
@@ -75,6 +79,7 @@ impl Validator {
             Self::IpAddress => "ip_address",
             Self::CardNumber => "card_number",
             Self::CardExpiry => "card_expiry",
+            Self::CardCvv => "card_cvv",
         }
     }
 
@@ -92,6 +97,7 @@ impl Validator {
             Self::IpAddress => Some(45),
             Self::CardNumber => Some(32),
             Self::CardExpiry => Some(5),
+            Self::CardCvv => Some(4),
         }
     }
 
@@ -222,6 +228,13 @@ impl Validator {
                     Err("not a card expiry (MM/YY)")
                 }
             }
+            Self::CardCvv => {
+                if (3..=4).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit()) {
+                    ok(v)
+                } else {
+                    Err("not a CVV (3 or 4 digits)")
+                }
+            }
         }
     }
 }
@@ -348,6 +361,9 @@ mod tests {
             (Validator::CardNumber, "41111111111"),
             (Validator::CardNumber, "4111a11111111111"),
             (Validator::CardExpiry, "13/29"),
+            (Validator::CardCvv, "12"),
+            (Validator::CardCvv, "12345"),
+            (Validator::CardCvv, "12a"),
             (Validator::Name, "R2D2"),
             (Validator::Text, "bell\u{7}"),
             (Validator::Text, "   "),
@@ -365,7 +381,7 @@ mod tests {
         fn normalising_is_idempotent(s in "\\PC{0,40}") {
             for v in [Validator::Name, Validator::Text, Validator::Email, Validator::PhoneE164,
                       Validator::Date, Validator::Country, Validator::PostalCode, Validator::Gender,
-                      Validator::IpAddress, Validator::CardNumber, Validator::CardExpiry] {
+                      Validator::IpAddress, Validator::CardNumber, Validator::CardExpiry, Validator::CardCvv] {
                 if let Ok(c) = v.normalize(&s, 200) {
                     let again = v.normalize(&c, 200).map(|z| z.to_string());
                     prop_assert_eq!(again.as_deref(), Ok(c.as_str()));
