@@ -379,16 +379,10 @@ impl Config {
                     &value,
                     &mut c.audit_checkpoint_secs,
                 ),
-                "CVV_TTL_SECS" => {
-                    parse_into(s, &src, "cvv_ttl_secs", &value, &mut c.cvv_ttl_secs)
+                "CVV_TTL_SECS" => parse_into(s, &src, "cvv_ttl_secs", &value, &mut c.cvv_ttl_secs),
+                "CVV_MAX_PENDING" => {
+                    parse_into(s, &src, "cvv_max_pending", &value, &mut c.cvv_max_pending)
                 }
-                "CVV_MAX_PENDING" => parse_into(
-                    s,
-                    &src,
-                    "cvv_max_pending",
-                    &value,
-                    &mut c.cvv_max_pending,
-                ),
                 "AUDIT_SYNC_GATHER_US" => parse_into(
                     s,
                     &src,

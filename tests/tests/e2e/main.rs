@@ -7,6 +7,7 @@
 mod audit;
 mod audit_trail;
 mod bad_input;
+mod cards;
 mod cli;
 mod durability;
 mod identity;

@@ -2,10 +2,10 @@
 
 use super::{Shared, Violations, base_event, declared_purpose, principal};
 use crate::audit::AuditItem;
+use crate::cards::Brand;
 use crate::engine::NewValue;
 use crate::engine::records::SubjectRecord;
 use crate::engine::types::{PolicyVersion, Purpose, SubjectId};
-use crate::cards::Brand;
 use crate::engine::{Found, MAX_LOOKUP_RESULTS};
 use crate::error::Error;
 use crate::policy::{Action, SubjectContext};
@@ -388,9 +388,9 @@ impl TokenService for TokenApi {
                         value: String::new(),
                         brand: String::new(),
                     },
-                        // A denied token and a token that does not exist get
-                        // the same answer, without even the field's name: a
-                        // caller learns nothing of data it may not see.
+                    // A denied token and a token that does not exist get
+                    // the same answer, without even the field's name: a
+                    // caller learns nothing of data it may not see.
                     Found::Denied { .. } | Found::NotFound => Disclosed {
                         token: t.as_str().to_owned(),
                         field: String::new(),

@@ -161,7 +161,10 @@ mod tests {
         let v = vault();
         v.put("t1", Arc::from("s1"), Zeroizing::new("123".into()), 1000);
         assert!(v.is_pending("t1", "s1", 1000));
-        assert!(v.take("t1", "s2", 1000).is_none(), "another subject's token");
+        assert!(
+            v.take("t1", "s2", 1000).is_none(),
+            "another subject's token"
+        );
         let held = v.take("t1", "s1", 1000).unwrap();
         assert_eq!(held.value(), "123");
         assert!(!format!("{held:?}").contains("123"));

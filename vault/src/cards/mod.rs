@@ -220,10 +220,16 @@ mod tests {
         assert_eq!(bin_last4("4111111111111111").as_str(), "411111******1111");
         assert_eq!(bin_last4("378282246310005").as_str(), "37828******0005");
         assert_eq!(bin_last4("411111111119").as_str(), "41******1119");
-        assert_eq!(bin_last4("4111111111111111113").as_str(), "411111*********1113");
+        assert_eq!(
+            bin_last4("4111111111111111113").as_str(),
+            "411111*********1113"
+        );
         assert_eq!(bin_last4("12/29").as_str(), "****");
         for n in 12..=19 {
-            let shown = bin_last4(&"4".repeat(n)).chars().filter(|c| *c != '*').count();
+            let shown = bin_last4(&"4".repeat(n))
+                .chars()
+                .filter(|c| *c != '*')
+                .count();
             assert!(n - shown >= 6, "{n} digits, {shown} shown");
         }
     }

@@ -298,7 +298,6 @@ fn valid_date(v: &str) -> bool {
     (1..=days).contains(&d)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,7 +373,6 @@ mod tests {
             assert!(v.is_empty() || !err.contains(v), "{err} echoes {s}");
         }
     }
-
 
     proptest! {
         #[test]
