@@ -5,7 +5,9 @@
 //!
 //! Workloads: `health` (baseline), `tokenize` (a six-field traveller record
 //! of unique values, a new subject each time), `detokenize` (six tokens of one
-//! record stored by the tokenize run, or by a short seeding phase).
+//! record stored by the tokenize run, or by a short seeding phase), `card`
+//! (a checkout's card: number, expiry, cardholder name and CVV, a new
+//! subject each time).
 
 use crate::cli::{Failure, print_table};
 use crate::proto::{FieldValue, TokenizeRequest};
@@ -31,7 +33,7 @@ pub struct BenchArgs {
     /// Seconds of warm-up before each measured workload.
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
-    /// Workloads to run, in order (health is the baseline).
+    /// Workloads to run, in order (health is the baseline; also `card`).
     #[arg(
         long,
         value_delimiter = ',',
@@ -53,6 +55,8 @@ pub enum Workload {
     Tokenize,
     /// Detokenize of six tokens.
     Detokenize,
+    /// Tokenize of a card at checkout: number, expiry, name and CVV.
+    Card,
 }
 
 impl Workload {
@@ -61,6 +65,7 @@ impl Workload {
             Self::Health => "health",
             Self::Tokenize => "tokenize",
             Self::Detokenize => "detokenize",
+            Self::Card => "card",
         }
     }
 
@@ -68,6 +73,7 @@ impl Workload {
         match self {
             Self::Health => 0,
             Self::Tokenize | Self::Detokenize => 6,
+            Self::Card => 4,
         }
     }
 }
@@ -119,6 +125,29 @@ pub fn traveller(run: u64, n: u64) -> TokenizeRequest {
             f("card_number", test_card(4_000_000 + n)),
         ],
         purposes: vec!["booking".into()],
+        policy_version: "bench".into(),
+    }
+}
+
+/// A checkout's card with a number unique to `n`: number, expiry (December
+/// of the year after next), cardholder name and CVV.
+pub fn card(run: u64, n: u64) -> TokenizeRequest {
+    let f = |field: &str, value: String| FieldValue {
+        field: field.to_owned(),
+        value,
+    };
+    let year = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 31_556_952 + 1970);
+    TokenizeRequest {
+        subject_id: format!("bench-card-{run}-{n}"),
+        fields: vec![
+            f("card_number", test_card(n)),
+            f("card_expiry", format!("12/{:02}", (year + 2) % 100)),
+            f("cardholder_name", format!("Bench Holder {}", letters(n))),
+            f("card_cvv", format!("{:03}", n % 1000)),
+        ],
+        purposes: vec![],
         policy_version: "bench".into(),
     }
 }
@@ -198,6 +227,7 @@ pub async fn run_workload(
                         let tokens = &pool[(n as usize) % pool.len().max(1)];
                         client.detokenize(tokens, &purpose).await.map(|_| ())
                     }
+                    Workload::Card => client.tokenize_request(card(run_id, n)).await.map(|_| ()),
                 };
                 let t1 = Instant::now();
                 if t0 >= measure_from && t1 <= end {

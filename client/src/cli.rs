@@ -170,6 +170,41 @@ pub enum PolicyCommand {
     Reload,
 }
 
+/// `vaultctl card`.
+#[derive(Debug, Subcommand)]
+pub enum CardCommand {
+    /// Store a card: the number (and with --cvv the CVV) are read from
+    /// standard input, one per line, never from the command line.
+    ///
+    /// Prints a token per field: the card number's keeps its length and
+    /// last four and fails the Luhn check; the CVV's can be revealed once,
+    /// within 15 minutes (by default), to the payment processor.
+    Tokenize {
+        /// The subject (customer) the card belongs to.
+        #[arg(long)]
+        subject: String,
+        /// Expiry, MM/YY.
+        #[arg(long)]
+        expiry: Option<String>,
+        /// The cardholder's name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Also read a CVV (second line of standard input).
+        #[arg(long)]
+        cvv: bool,
+    },
+    /// Reveal card tokens for a purpose (as your role allows: plain, BIN and
+    /// last four, last four, or nothing); shows each card's brand.
+    Reveal {
+        /// Why the card is needed, e.g. payment_authorization.
+        #[arg(long)]
+        purpose: String,
+        /// The tokens.
+        #[arg(required = true)]
+        tokens: Vec<String>,
+    },
+}
+
 /// A vaultctl command.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -236,6 +271,9 @@ pub enum Command {
         #[arg(long, default_value = "")]
         policy_version: String,
     },
+    /// Tokenize and reveal payment cards.
+    #[command(subcommand)]
+    Card(CardCommand),
     /// Manage bearer tokens (operators).
     #[command(subcommand)]
     Principal(PrincipalCommand),
@@ -363,6 +401,21 @@ pub fn print_table(
         writeln!(out, "{}", line(r.iter().map(String::as_str).collect()))?;
     }
     Ok(())
+}
+
+/// Detokenize results as JSON (`brand` only for cards).
+fn disclosed_json(values: &[crate::proto::Disclosed]) -> serde_json::Value {
+    values
+        .iter()
+        .map(|d| {
+            let mut v = serde_json::json!({"token": d.token, "field": d.field,
+                "disclosure": disclosure_name(d.disclosure), "value": d.value});
+            if !d.brand.is_empty() {
+                v["brand"] = serde_json::json!(d.brand);
+            }
+            v
+        })
+        .collect()
 }
 
 /// Name of a disclosure value, as in the proto.
@@ -807,7 +860,13 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             if json {
                 let v: Vec<_> = tokens
                     .iter()
-                    .map(|t| serde_json::json!({"field": t.field, "token": t.token}))
+                    .map(|t| {
+                        let mut v = serde_json::json!({"field": t.field, "token": t.token});
+                        if !t.brand.is_empty() {
+                            v["brand"] = serde_json::json!(t.brand);
+                        }
+                        v
+                    })
                     .collect();
                 writeln!(out, "{}", serde_json::Value::Array(v))?;
             } else {
@@ -818,17 +877,72 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 print_table(&mut out, &["FIELD", "TOKEN"], &rows)?;
             }
         }
+        Command::Card(CardCommand::Tokenize {
+            subject,
+            expiry,
+            name,
+            cvv,
+        }) => {
+            let number = read_stdin_line()?;
+            if number.trim().is_empty() {
+                return Err(Failure::Usage(
+                    "the card number goes on the first line of standard input".into(),
+                ));
+            }
+            let cvv = if cvv { Some(read_stdin_line()?) } else { None };
+            let mut fields = vec![("card_number", number.as_str())];
+            if let Some(c) = &cvv {
+                fields.push(("card_cvv", c.as_str()));
+            }
+            if let Some(e) = &expiry {
+                fields.push(("card_expiry", e.as_str()));
+            }
+            if let Some(n) = &name {
+                fields.push(("cardholder_name", n.as_str()));
+            }
+            let tokens = vault.tokenize(&subject, &fields, &[], "").await?;
+            if json {
+                let v: Vec<_> = tokens
+                    .iter()
+                    .map(|t| serde_json::json!({"field": t.field, "token": t.token, "brand": t.brand}))
+                    .collect();
+                writeln!(out, "{}", serde_json::Value::Array(v))?;
+            } else {
+                let rows: Vec<_> = tokens
+                    .iter()
+                    .map(|t| vec![t.field.clone(), t.token.clone(), t.brand.clone()])
+                    .collect();
+                print_table(&mut out, &["FIELD", "TOKEN", "BRAND"], &rows)?;
+            }
+        }
+        Command::Card(CardCommand::Reveal { purpose, tokens }) => {
+            let values = vault.detokenize(&tokens, &purpose).await?;
+            if json {
+                writeln!(out, "{}", disclosed_json(&values))?;
+            } else {
+                let rows: Vec<_> = values
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            d.token.clone(),
+                            d.field.clone(),
+                            disclosure_name(d.disclosure).to_owned(),
+                            d.brand.clone(),
+                            d.value.clone(),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &mut out,
+                    &["TOKEN", "FIELD", "DISCLOSURE", "BRAND", "VALUE"],
+                    &rows,
+                )?;
+            }
+        }
         Command::Detokenize { purpose, tokens } => {
             let values = vault.detokenize(&tokens, &purpose).await?;
             if json {
-                let v: Vec<_> = values
-                    .iter()
-                    .map(|d| {
-                        serde_json::json!({"token": d.token, "field": d.field,
-                            "disclosure": disclosure_name(d.disclosure), "value": d.value})
-                    })
-                    .collect();
-                writeln!(out, "{}", serde_json::Value::Array(v))?;
+                writeln!(out, "{}", disclosed_json(&values))?;
             } else {
                 let rows: Vec<_> = values
                     .iter()

@@ -274,3 +274,82 @@ async fn audit_query_follow_prints_new_events_as_they_come() {
         "{seen:?}"
     );
 }
+
+/// `vaultctl card tokenize` reads the number and CVV from standard input;
+/// `vaultctl card reveal` shows what each role may see, with the brand; the
+/// CVV comes out once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vaultctl_card_tokenize_and_reveal() {
+    let vault = TestVault::start_default_policy();
+    let booking = vault.token_for("booking_service").await;
+    let processor = vault.token_for("payment_processor").await;
+    let support = vault.token_for("customer_service").await;
+    let v = json(&vaultctl(
+        &vault,
+        &booking,
+        &[
+            "--json",
+            "card",
+            "tokenize",
+            "--subject",
+            "cli-card",
+            "--expiry",
+            "12/99",
+            "--name",
+            "Ann Lee",
+            "--cvv",
+        ],
+        Some("4111 1111 1111 1111\n737\n"),
+    ));
+    assert_eq!(v[0]["field"], "card_number");
+    assert_eq!(v[0]["brand"], "visa");
+    let card = v[0]["token"].as_str().unwrap().to_owned();
+    let cvv = v[1]["token"].as_str().unwrap().to_owned();
+    assert_eq!(card.len(), 16);
+    assert!(card.ends_with("1111") && card != "4111111111111111");
+    let reveal = |token: &str, purpose: &str| {
+        json(&vaultctl(
+            &vault,
+            token,
+            &[
+                "--json",
+                "card",
+                "reveal",
+                "--purpose",
+                purpose,
+                &card,
+                &cvv,
+            ],
+            None,
+        ))
+    };
+    let shown = reveal(&support, "customer_support");
+    assert_eq!(shown[0]["disclosure"], "MASKED");
+    assert_eq!(shown[0]["value"], "************1111");
+    assert_eq!(shown[1]["disclosure"], "DENIED");
+    let shown = reveal(&processor, "fraud_prevention");
+    assert_eq!(shown[0]["disclosure"], "PARTIAL");
+    assert_eq!(shown[0]["value"], "411111******1111");
+    let shown = reveal(&processor, "payment_authorization");
+    assert_eq!(shown[0]["value"], "4111111111111111");
+    assert_eq!(shown[1]["value"], "737");
+    let shown = reveal(&processor, "payment_authorization");
+    assert_eq!(shown[1]["disclosure"], "EXPIRED");
+    // The number never on the command line: without standard input, a usage error.
+    let out = vaultctl(
+        &vault,
+        &booking,
+        &["card", "tokenize", "--subject", "cli-card"],
+        None,
+    );
+    assert!(!out.status.success());
+    // The table form names the brand.
+    let out = vaultctl(
+        &vault,
+        &support,
+        &["card", "reveal", "--purpose", "customer_support", &card],
+        None,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("BRAND") && text.contains("visa"), "{text}");
+}
