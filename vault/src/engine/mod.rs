@@ -623,12 +623,30 @@ impl Engine {
     pub async fn detokenize(
         &self,
         tokens: &[Token],
-        mut decide: impl FnMut(&FieldDef, &SubjectRecord) -> Reveal,
+        decide: impl FnMut(&FieldDef, &SubjectRecord) -> Reveal,
     ) -> Result<Vec<Found>> {
+        let mut out = Vec::with_capacity(tokens.len());
+        if let Err(e) = self.reveal_each(tokens, decide, &mut out) {
+            // Nothing is disclosed: CVVs already taken wait for another try.
+            self.put_back_cvv(out.into_iter().filter_map(|f| match f {
+                Found::Value { held, .. } => held,
+                _ => None,
+            }));
+            return Err(e);
+        }
+        Ok(out)
+    }
+
+    /// [`Engine::detokenize`]'s work, appending to `out` token by token.
+    fn reveal_each(
+        &self,
+        tokens: &[Token],
+        mut decide: impl FnMut(&FieldDef, &SubjectRecord) -> Reveal,
+        out: &mut Vec<Found>,
+    ) -> Result<()> {
         let mut subjects: HashMap<Arc<str>, Option<Arc<SubjectRecord>>> = HashMap::new();
         // Tokens of one subject share its DEK: ask the keyring once per request.
         let mut deks: HashMap<(Arc<str>, u32), Arc<DataKey>> = HashMap::new();
-        let mut out = Vec::with_capacity(tokens.len());
         let now = self.clock.now();
         for token in tokens {
             let Some(sid) = self.token_subject(token)? else {
@@ -694,7 +712,7 @@ impl Engine {
                 held: None,
             });
         }
-        Ok(out)
+        Ok(())
     }
 
     /// A CVV token's answer: in clear only once (taken out of memory), a
