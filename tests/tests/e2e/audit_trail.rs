@@ -483,6 +483,18 @@ async fn an_unwritable_audit_trail_refuses_reads_and_writes_in_time() {
         .await
         .unwrap();
     let token = tokens[0].token.clone();
+    let card = vault_tests::card_number("4", 16, 7);
+    let cvv_token = c
+        .tokenize(
+            "unw-1",
+            &[("card_number", &card), ("card_cvv", "123")],
+            &[],
+            "",
+        )
+        .await
+        .unwrap()[1]
+        .token
+        .clone();
     // The next segment the vault opens is a disk that is always full.
     let dir = vault.data_dir().join("audit");
     let last = std::fs::read_dir(&dir)
@@ -528,6 +540,12 @@ async fn an_unwritable_audit_trail_refuses_reads_and_writes_in_time() {
         .await
         .unwrap_err();
     assert_eq!(err.code, Code::Unavailable);
+    // A CVV's one reveal is not used up by a reveal that disclosed nothing.
+    let err = c
+        .detokenize(&[&cvv_token], "payment_authorization")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::Unavailable);
 
     // The disk has room again: the vault recovers by itself.
     std::fs::remove_file(&next).unwrap();
@@ -542,6 +560,11 @@ async fn an_unwritable_audit_trail_refuses_reads_and_writes_in_time() {
         }
     };
     assert_eq!(shown[0].value, "unw@example.com", "the update was not made");
+    let cvv = c
+        .detokenize(&[&cvv_token], "payment_authorization")
+        .await
+        .unwrap();
+    assert_eq!(cvv[0].value, "123", "the refused reveal was put back");
     assert!(
         c.lookup("email", "second@example.com", "booking")
             .await
