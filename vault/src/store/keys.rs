@@ -6,7 +6,7 @@
 //! | `key/seed` | | derivation seed wrapped by the root key |
 //! | `key/kek/` | version (u32 BE) | KEK wrapped by the root key |
 //! | `key/active-kek` | | active KEK version (u32 BE) |
-//! | `sub/` | subject id | `SubjectRecord`: wrapped DEKs, every encrypted value, consent |
+//! | `sub/` | subject id | `SubjectRecord`: wrapped DEKs, every encrypted value, consent (a file of its own: [`super::records`]) |
 //! | `tok/` | token | subject id (a pointer) |
 //! | `idx/` | blind index (32 bytes) ‖ subject id | token (a pointer) |
 //! | `cred/` | credential id | `CredentialRecord`: name, role, expiry, revocation, keyed hash of the secret |
@@ -14,7 +14,8 @@
 //!
 //! The subject record is the truth: one key holds a subject's DEKs and all
 //! its ciphertexts, so writing it is the single atomic commit of a request,
-//! and deleting it shreds the subject at once. Token and index entries are
+//! and deleting it shreds the subject at once (the record is a file, replaced
+//! whole and unlinked, so no older version lingers in a storage log). Token and index entries are
 //! pointers written before it; a reader follows them and then checks the
 //! subject record, so a pointer left by a request that never committed (a
 //! crash between the two writes) leads nowhere.

@@ -12,6 +12,7 @@
 //! A backend with real transactions (PostgreSQL) may apply a batch atomically.
 
 pub mod keys;
+pub mod records;
 pub mod sled;
 
 use std::future::Future;

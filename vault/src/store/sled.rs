@@ -8,11 +8,16 @@
 //! flush. With [`Durability::Fsync`] (the default) the flusher follows sled's
 //! flush (which uses `sync_file_range`) with an `fsync` of sled's data file,
 //! so an acknowledged write survives power loss, not only a killed process.
+//!
+//! Subject records (`sub/` keys) are not in sled but in files of their own
+//! ([`super::records`]), written by the same flusher after sled's flush, so
+//! that an erased subject leaves no old version behind in sled's log.
 
+use super::records::RecordFiles;
 use super::{Batch, BoxFuture, Op, Store, StoreError, keys};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 
 /// What an acknowledged write survives.
@@ -31,7 +36,10 @@ type Waiter = oneshot::Sender<Result<(), String>>;
 pub struct SledStore {
     db: sled::Db,
     /// One sled tree per key family (see [`SledStore::tree_for`]).
-    trees: [sled::Tree; 4],
+    trees: [sled::Tree; 3],
+    /// Subject records, one file each.
+    records: Arc<RecordFiles>,
+    sync: bool,
     dir: PathBuf,
     flush_tx: Mutex<Option<mpsc::Sender<Waiter>>>,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -76,23 +84,27 @@ impl SledStore {
         // kilobyte subject records: sled copies a leaf on every write.
         let trees = [
             db.open_tree("meta").map_err(backend)?,
-            db.open_tree("subjects").map_err(backend)?,
             db.open_tree("tokens").map_err(backend)?,
             db.open_tree("index").map_err(backend)?,
         ];
+        let records = Arc::new(RecordFiles::open(&dir.join("subjects")).map_err(backend)?);
+        let sync = durability == Durability::Fsync;
         let data_file = match durability {
             Durability::Fsync => Some(File::open(dir.join("db")).map_err(backend)?),
             Durability::Flush => None,
         };
         let (tx, rx) = mpsc::channel::<Waiter>();
         let flush_db = db.clone();
+        let flush_records = records.clone();
         let flusher = std::thread::Builder::new()
             .name("vault-group-commit".into())
-            .spawn(move || group_commit(flush_db, data_file, rx))
+            .spawn(move || group_commit(flush_db, data_file, &flush_records, sync, rx))
             .map_err(backend)?;
         Ok(Self {
             db,
             trees,
+            records,
+            sync,
             dir: dir.to_owned(),
             flush_tx: Mutex::new(Some(tx)),
             flusher: Mutex::new(Some(flusher)),
@@ -101,12 +113,10 @@ impl SledStore {
 
     /// The tree that holds keys starting like `key`.
     fn tree_for(&self, key: &[u8]) -> &sled::Tree {
-        let i = if key.starts_with(keys::SUBJECT_PREFIX) {
+        let i = if key.starts_with(keys::TOKEN_PREFIX) {
             1
-        } else if key.starts_with(keys::TOKEN_PREFIX) {
-            2
         } else if key.starts_with(keys::INDEX_PREFIX) {
-            3
+            2
         } else {
             0
         };
@@ -125,17 +135,31 @@ impl SledStore {
     }
 }
 
-/// The flusher: waits for a commit, takes every commit waiting, flushes once,
-/// answers them all. Ends when the store is closed.
-fn group_commit(db: sled::Db, data_file: Option<File>, rx: mpsc::Receiver<Waiter>) {
+/// The flusher: waits for a commit, takes every commit waiting, flushes once
+/// (sled, then the subject records), answers them all. Ends when the store
+/// is closed.
+fn group_commit(
+    db: sled::Db,
+    data_file: Option<File>,
+    records: &RecordFiles,
+    sync: bool,
+    rx: mpsc::Receiver<Waiter>,
+) {
     while let Ok(first) = rx.recv() {
         let mut waiters = vec![first];
         waiters.extend(rx.try_iter());
-        let result = db.flush().map_err(|e| e.to_string()).and_then(|_| {
-            data_file
-                .as_ref()
-                .map_or(Ok(()), |f| f.sync_data().map_err(|e| e.to_string()))
-        });
+        // Every waiter staged its record before it asked: the snapshot holds
+        // them all, and their pointers are in sled before the flush below.
+        let staged = records.snapshot();
+        let result = db
+            .flush()
+            .map_err(|e| e.to_string())
+            .and_then(|_| {
+                data_file
+                    .as_ref()
+                    .map_or(Ok(()), |f| f.sync_data().map_err(|e| e.to_string()))
+            })
+            .and_then(|()| records.write(staged, sync).map_err(|e| e.to_string()));
         for w in waiters {
             let _ = w.send(result.clone());
         }
@@ -144,6 +168,9 @@ fn group_commit(db: sled::Db, data_file: Option<File>, rx: mpsc::Receiver<Waiter
 
 impl Store for SledStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if key.starts_with(keys::SUBJECT_PREFIX) {
+            return self.records.get(key).map_err(backend);
+        }
         Ok(self
             .tree_for(key)
             .get(key)
@@ -152,6 +179,20 @@ impl Store for SledStore {
     }
 
     fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<super::Entries, StoreError> {
+        if prefix.starts_with(keys::SUBJECT_PREFIX) {
+            // Reads every record file: for sweeps and tools, not requests.
+            let mut out = Vec::new();
+            self.records
+                .for_each(|k, v| {
+                    if k.starts_with(prefix) {
+                        out.push((k.to_vec(), v.to_vec()));
+                    }
+                })
+                .map_err(backend)?;
+            out.sort();
+            out.truncate(limit);
+            return Ok(out);
+        }
         self.tree_for(prefix)
             .scan_prefix(prefix)
             .take(limit)
@@ -165,6 +206,14 @@ impl Store for SledStore {
         }
         for op in batch.ops {
             match op {
+                Op::Put(k, v) if k.starts_with(keys::SUBJECT_PREFIX) => {
+                    self.records.stage(k, Some(v));
+                    Ok(())
+                }
+                Op::Delete(k) if k.starts_with(keys::SUBJECT_PREFIX) => {
+                    self.records.stage(k, None);
+                    Ok(())
+                }
                 Op::Put(k, v) => self.tree_for(&k).insert(k, v).map(drop),
                 Op::Delete(k) => self.tree_for(&k).remove(k).map(drop),
             }
@@ -215,7 +264,9 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
+        let staged = self.records.snapshot();
         self.db.flush().map_err(backend)?;
+        self.records.write(staged, self.sync).map_err(backend)?;
         Ok(())
     }
 
