@@ -170,6 +170,124 @@ pub enum PolicyCommand {
     Reload,
 }
 
+/// `vaultctl subject`.
+#[derive(Debug, Subcommand)]
+pub enum SubjectCommand {
+    /// Erase a subject: its data key and every value are destroyed, its
+    /// tokens answer ERASED. Prints the signed erasure receipt (JSON), which
+    /// `vaultctl subject verify-receipt` checks.
+    Erase {
+        /// The subject's id.
+        subject: String,
+        /// Why (recorded in the audit trail: no personal data).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Check an erasure receipt offline against the vault's public key.
+    VerifyReceipt {
+        /// The receipt file (what `vaultctl subject erase` printed).
+        receipt: std::path::PathBuf,
+        /// The vault's public key (hex, as `vaultctl audit pubkey` prints it).
+        #[arg(long)]
+        pubkey: String,
+    },
+    /// Restrict processing (GDPR 18): stored, revealed to nobody.
+    Restrict {
+        /// The subject's id.
+        subject: String,
+        /// Why (recorded in the audit trail: no personal data).
+        #[arg(long)]
+        reason: String,
+        /// Lift the restriction instead.
+        #[arg(long)]
+        lift: bool,
+    },
+    /// Set a legal hold (no erasure, no expiry) or release it.
+    Hold {
+        /// The subject's id.
+        subject: String,
+        /// The case the hold belongs to (optional with --release).
+        #[arg(long, default_value = "")]
+        case: String,
+        /// Why (recorded in the audit trail: no personal data).
+        #[arg(long)]
+        reason: String,
+        /// Release the hold instead.
+        #[arg(long)]
+        release: bool,
+    },
+}
+
+/// A receipt as `vaultctl subject erase` prints it: the signed bytes in
+/// hex, and what they say, for people.
+fn receipt_json(r: &crate::proto::ErasureReceipt) -> serde_json::Value {
+    use crate::audit::hex;
+    let body: crate::proto::ErasureReceiptBody =
+        prost::Message::decode(r.body.as_slice()).unwrap_or_default();
+    serde_json::json!({
+        "subject_id": body.subject_id,
+        "erased_at_unix_micros": body.erased_at_unix_micros,
+        "fields": body.fields, "tokens": body.tokens,
+        "index_entries": body.index_entries, "keys": body.keys,
+        "reason": body.reason,
+        "body": hex(&r.body), "signature": hex(&r.signature),
+    })
+}
+
+/// `vaultctl subject verify-receipt`: checks the signature of the hex body
+/// and that the readable fields say what the signed body says.
+fn verify_receipt_file(
+    file: &std::path::Path,
+    pubkey: &str,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    use crate::audit::unhex;
+    let key = unhex(pubkey).filter(|k| k.len() == 32).ok_or_else(|| {
+        Failure::Usage("--pubkey: give the 64 hex digits of `vaultctl audit pubkey`".into())
+    })?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure::Usage(format!("{}: {e}", file.display())))?;
+    let shown: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Failure::Usage(format!("{}: not a receipt: {e}", file.display())))?;
+    let field = |k: &str| shown[k].as_str().and_then(unhex).unwrap_or_default();
+    let receipt = crate::proto::ErasureReceipt {
+        body: field("body"),
+        signature: field("signature"),
+    };
+    let verdict = match vault_proto::receipt::verify_erasure(&key, &receipt) {
+        None => Err("the signature does not verify with this key".to_owned()),
+        Some(body) if receipt_json(&receipt) != shown => Err(format!(
+            "signed for subject {} but the readable fields were changed",
+            body.subject_id
+        )),
+        Some(body) => Ok(body),
+    };
+    let msg = match &verdict {
+        Ok(b) => format!(
+            "receipt verified: subject {} erased at {} µs ({} fields, {} tokens, {} keys)",
+            b.subject_id, b.erased_at_unix_micros, b.fields, b.tokens, b.keys
+        ),
+        Err(why) => format!("receipt NOT valid: {why}"),
+    };
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"ok": verdict.is_ok(), "message": msg})
+        )?;
+    } else {
+        writeln!(out, "{msg}")?;
+    }
+    verdict.map(|_| ()).map_err(|why| {
+        Failure::Call(ClientError {
+            code: tonic::Code::DataLoss,
+            message: why,
+            violations: Vec::new(),
+        })
+    })
+}
+
 /// `vaultctl card`.
 #[derive(Debug, Subcommand)]
 pub enum CardCommand {
@@ -274,6 +392,9 @@ pub enum Command {
     /// Tokenize and reveal payment cards.
     #[command(subcommand)]
     Card(CardCommand),
+    /// A subject's rights (privacy officer): erase, restrict, legal hold.
+    #[command(subcommand)]
+    Subject(SubjectCommand),
     /// Manage bearer tokens (operators).
     #[command(subcommand)]
     Principal(PrincipalCommand),
@@ -769,6 +890,9 @@ fn verify_export_file(
 
 /// Runs the commands that need no vault; `None` if `command` needs one.
 fn run_offline(command: &Command, json: bool, out: &mut impl Write) -> Option<Result<(), Failure>> {
+    if let Command::Subject(SubjectCommand::VerifyReceipt { receipt, pubkey }) = command {
+        return Some(verify_receipt_file(receipt, pubkey, json, out));
+    }
     if let Command::Audit(AuditCommand::Verify {
         export: Some(file),
         pubkey,
@@ -913,6 +1037,57 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                     .map(|t| vec![t.field.clone(), t.token.clone(), t.brand.clone()])
                     .collect();
                 print_table(&mut out, &["FIELD", "TOKEN", "BRAND"], &rows)?;
+            }
+        }
+        Command::Subject(SubjectCommand::Erase { subject, reason }) => {
+            let receipt = vault.erase(&subject, &reason).await?;
+            writeln!(out, "{:#}", receipt_json(&receipt))?;
+        }
+        Command::Subject(SubjectCommand::VerifyReceipt { .. }) => {}
+        Command::Subject(SubjectCommand::Restrict {
+            subject,
+            reason,
+            lift,
+        }) => {
+            let restricted = vault.restrict(&subject, !lift, &reason).await?;
+            if json {
+                writeln!(out, "{}", serde_json::json!({"restricted": restricted}))?;
+            } else {
+                let state = if restricted {
+                    "restricted"
+                } else {
+                    "not restricted"
+                };
+                writeln!(out, "subject {subject}: {state}")?;
+            }
+        }
+        Command::Subject(SubjectCommand::Hold {
+            subject,
+            case,
+            reason,
+            release,
+        }) => {
+            let r = vault
+                .set_legal_hold(&subject, !release, &case, &reason)
+                .await?;
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"held": r.held, "case_id": r.case_id})
+                )?;
+            } else if r.held {
+                writeln!(
+                    out,
+                    "subject {subject}: under legal hold for case {}",
+                    r.case_id
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "subject {subject}: legal hold for case {} released",
+                    r.case_id
+                )?;
             }
         }
         Command::Card(CardCommand::Reveal { purpose, tokens }) => {

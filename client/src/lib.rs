@@ -407,6 +407,60 @@ impl VaultClient {
         Ok(self.subjects.set_consent(r).await?.into_inner())
     }
 
+    /// Erases a subject (privacy officer); returns the signed receipt.
+    pub async fn erase(
+        &mut self,
+        subject_id: &str,
+        reason: &str,
+    ) -> Result<proto::ErasureReceipt, ClientError> {
+        let r = self.req(proto::EraseRequest {
+            subject_id: subject_id.to_owned(),
+            reason: reason.to_owned(),
+        });
+        self.subjects
+            .erase(r)
+            .await?
+            .into_inner()
+            .receipt
+            .ok_or_else(|| ClientError {
+                code: tonic::Code::Internal,
+                message: "the vault sent no receipt".into(),
+                violations: Vec::new(),
+            })
+    }
+
+    /// Restricts processing of a subject, or lifts it (privacy officer).
+    pub async fn restrict(
+        &mut self,
+        subject_id: &str,
+        restrict: bool,
+        reason: &str,
+    ) -> Result<bool, ClientError> {
+        let r = self.req(proto::RestrictRequest {
+            subject_id: subject_id.to_owned(),
+            restrict,
+            reason: reason.to_owned(),
+        });
+        Ok(self.subjects.restrict(r).await?.into_inner().restricted)
+    }
+
+    /// Sets or releases a legal hold (privacy officer).
+    pub async fn set_legal_hold(
+        &mut self,
+        subject_id: &str,
+        hold: bool,
+        case_id: &str,
+        reason: &str,
+    ) -> Result<proto::SetLegalHoldResponse, ClientError> {
+        let r = self.req(proto::SetLegalHoldRequest {
+            subject_id: subject_id.to_owned(),
+            hold,
+            reason: reason.to_owned(),
+            case_id: case_id.to_owned(),
+        });
+        Ok(self.subjects.set_legal_hold(r).await?.into_inner())
+    }
+
     /// Reloads the vault's access policy (operators).
     pub async fn reload_policy(&mut self) -> Result<ReloadPolicyResponse, ClientError> {
         let r = self.req(ReloadPolicyRequest {});

@@ -55,3 +55,30 @@ pub mod audit {
             .is_ok()
     }
 }
+
+/// Erasure receipts: the message the vault signs, shared with anyone who
+/// verifies a receipt offline (`vaultctl subject verify-receipt`).
+pub mod receipt {
+    /// Domain separation of erasure receipt signatures.
+    pub const ERASURE_LABEL: &[u8] = b"vault/v1/erasure-receipt\0";
+
+    /// The message an erasure receipt signs: `ERASURE_LABEL ‖ body`.
+    pub fn erasure_message(body: &[u8]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(ERASURE_LABEL.len() + body.len());
+        m.extend_from_slice(ERASURE_LABEL);
+        m.extend_from_slice(body);
+        m
+    }
+
+    /// The receipt's body, if `signature` is the vault key `public_key`'s
+    /// signature of it.
+    pub fn verify_erasure(
+        public_key: &[u8],
+        receipt: &crate::v1::ErasureReceipt,
+    ) -> Option<crate::v1::ErasureReceiptBody> {
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public_key)
+            .verify(&erasure_message(&receipt.body), &receipt.signature)
+            .ok()?;
+        prost::Message::decode(receipt.body.as_slice()).ok()
+    }
+}

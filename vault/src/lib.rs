@@ -150,14 +150,26 @@ pub async fn open_engine(config: &Config) -> Result<Engine, StartError> {
         );
         Arc::new(engine::OffsetClock(config.clock_offset_secs))
     };
-    Ok(Engine::new(
+    let engine = Engine::new(
         store,
         keyring,
         schema,
         clock,
         config.record_cache_entries,
         crate::cards::cvv::CvvVault::new(config.cvv_ttl_secs, config.cvv_max_pending),
-    ))
+    );
+    // An erasure the journal records is finished before anything is served.
+    let finished = engine
+        .finish_erasures()
+        .await
+        .map_err(|e| StartError::Store(store::StoreError::Backend(e.to_string())))?;
+    if finished > 0 {
+        tracing::warn!(
+            subjects = finished,
+            "finished erasures the erasure journal records"
+        );
+    }
+    Ok(engine)
 }
 
 /// A vault opened and ready to serve.

@@ -1,14 +1,34 @@
-//! `vault.v1.SubjectService`: consent now; the other subject rights come
-//! with the lifecycle work.
+//! `vault.v1.SubjectService`: consent, erasure with a signed receipt,
+//! restriction and legal holds.
 
 use super::{Shared, Violations, base_event, declared_purpose, principal};
 use crate::engine::types::{PolicyVersion, SubjectId};
 use crate::error::Error;
 use crate::policy::Action;
+use prost::Message;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use vault_proto::v1::subject_service_server::SubjectService;
-use vault_proto::v1::{SetConsentRequest, SetConsentResponse};
+use vault_proto::v1::{
+    EraseRequest, EraseResponse, ErasureReceipt, RestrictRequest, RestrictResponse,
+    SetConsentRequest, SetConsentResponse, SetLegalHoldRequest, SetLegalHoldResponse,
+};
+
+/// A reason or case id: 1 to 200 characters, no control characters. It goes
+/// to the audit trail as it is, so callers are told it must hold no personal
+/// data.
+fn note(v: &mut Violations, at: &str, text: &str) -> Option<String> {
+    let n = text.chars().count();
+    if text.trim().is_empty() || n > 200 {
+        v.add(at, "1 to 200 characters are required");
+        None
+    } else if text.chars().any(char::is_control) {
+        v.add(at, "contains control characters");
+        None
+    } else {
+        Some(text.trim().to_owned())
+    }
+}
 
 /// The subject service.
 #[derive(Debug, Clone)]
@@ -86,6 +106,123 @@ impl SubjectService for SubjectApi {
             Ok(Response::new(SetConsentResponse {
                 purposes,
                 policy_version,
+            }))
+        }
+        .await;
+        Ok(self.shared.conclude_written(ev, r).await?)
+    }
+
+    async fn erase(
+        &self,
+        request: Request<EraseRequest>,
+    ) -> Result<Response<EraseResponse>, Status> {
+        let who = principal(&request)?;
+        let mut ev = base_event(&request, Some(&who));
+        let r: Result<_, Error> = async {
+            self.shared.require(&who, Action::Erase)?;
+            let req = request.into_inner();
+            let mut v = Violations::default();
+            let subject = v.check("subject_id", SubjectId::parse(&req.subject_id));
+            let reason = note(&mut v, "reason", &req.reason);
+            v.finish()?;
+            let (Some(subject), Some(reason)) = (subject, reason) else {
+                return Err(Error::Internal("validated input missing".into()));
+            };
+            ev.action = "erase".into();
+            ev.subject_id = subject.as_str().to_owned();
+            ev.detail = format!("reason: {reason}");
+            let body = self
+                .shared
+                .engine
+                .erase(&subject, &reason, Some(self.shared.audited(&ev)))
+                .await?;
+            tracing::info!(by = %who.name, subject = subject.as_str(), fields = body.fields, tokens = body.tokens, "subject erased");
+            let body = body.encode_to_vec();
+            let signature = self
+                .shared
+                .engine
+                .keyring()
+                .checkpoint()
+                .sign(&vault_proto::receipt::erasure_message(&body));
+            Ok(Response::new(EraseResponse {
+                receipt: Some(ErasureReceipt { body, signature }),
+            }))
+        }
+        .await;
+        Ok(self.shared.conclude_written(ev, r).await?)
+    }
+
+    async fn restrict(
+        &self,
+        request: Request<RestrictRequest>,
+    ) -> Result<Response<RestrictResponse>, Status> {
+        let who = principal(&request)?;
+        let mut ev = base_event(&request, Some(&who));
+        let r: Result<_, Error> = async {
+            self.shared.require(&who, Action::Restrict)?;
+            let req = request.into_inner();
+            let mut v = Violations::default();
+            let subject = v.check("subject_id", SubjectId::parse(&req.subject_id));
+            let reason = note(&mut v, "reason", &req.reason);
+            v.finish()?;
+            let (Some(subject), Some(reason)) = (subject, reason) else {
+                return Err(Error::Internal("validated input missing".into()));
+            };
+            ev.action = if req.restrict { "restrict" } else { "lift_restriction" }.into();
+            ev.subject_id = subject.as_str().to_owned();
+            ev.detail = format!("reason: {reason}");
+            let restricted = self
+                .shared
+                .engine
+                .set_restricted(&subject, req.restrict, Some(self.shared.audited(&ev)))
+                .await?;
+            tracing::info!(by = %who.name, subject = subject.as_str(), restricted, "restriction changed");
+            Ok(Response::new(RestrictResponse { restricted }))
+        }
+        .await;
+        Ok(self.shared.conclude_written(ev, r).await?)
+    }
+
+    async fn set_legal_hold(
+        &self,
+        request: Request<SetLegalHoldRequest>,
+    ) -> Result<Response<SetLegalHoldResponse>, Status> {
+        let who = principal(&request)?;
+        let mut ev = base_event(&request, Some(&who));
+        let r: Result<_, Error> = async {
+            self.shared.require(&who, Action::LegalHold)?;
+            let req = request.into_inner();
+            let mut v = Violations::default();
+            let subject = v.check("subject_id", SubjectId::parse(&req.subject_id));
+            let reason = note(&mut v, "reason", &req.reason);
+            // A hold names its case; a release may (it is recorded) or not.
+            let case_id = if req.hold || !req.case_id.is_empty() {
+                note(&mut v, "case_id", &req.case_id)
+            } else {
+                Some(String::new())
+            };
+            v.finish()?;
+            let (Some(subject), Some(reason), Some(case_id)) = (subject, reason, case_id) else {
+                return Err(Error::Internal("validated input missing".into()));
+            };
+            ev.action = if req.hold { "legal_hold" } else { "release_legal_hold" }.into();
+            ev.subject_id = subject.as_str().to_owned();
+            ev.detail = format!("case: {case_id}; reason: {reason}");
+            let case_id = self
+                .shared
+                .engine
+                .set_legal_hold(
+                    &subject,
+                    req.hold,
+                    &case_id,
+                    &reason,
+                    Some(self.shared.audited(&ev)),
+                )
+                .await?;
+            tracing::info!(by = %who.name, subject = subject.as_str(), held = req.hold, "legal hold changed");
+            Ok(Response::new(SetLegalHoldResponse {
+                held: req.hold,
+                case_id,
             }))
         }
         .await;

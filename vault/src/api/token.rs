@@ -349,6 +349,7 @@ impl TokenService for TokenApi {
                         Found::Expired { field, subject } => {
                             (field.name.as_str(), &**subject, "EXPIRED")
                         }
+                        Found::Erased { field } => (field.name.as_str(), "", "ERASED"),
                         Found::NotFound => ("", "", "NOT_FOUND"),
                     };
                     AuditItem {
@@ -385,6 +386,13 @@ impl TokenService for TokenApi {
                         token: t.as_str().to_owned(),
                         field: field.name.clone(),
                         disclosure: Disclosure::Expired as i32,
+                        value: String::new(),
+                        brand: String::new(),
+                    },
+                    Found::Erased { field } => Disclosed {
+                        token: t.as_str().to_owned(),
+                        field: field.name.clone(),
+                        disclosure: Disclosure::Erased as i32,
                         value: String::new(),
                         brand: String::new(),
                     },

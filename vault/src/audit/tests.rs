@@ -1,25 +1,8 @@
 use super::*;
-use crate::crypto::keyring::Keyring;
-use crate::crypto::keys::RootKey;
-use crate::engine::SystemClock;
-use crate::store::Store;
-use crate::store::sled::{Durability, SledStore};
 use prost::Message;
 
 async fn engine(dir: &Path) -> Arc<Engine> {
-    let store: Arc<dyn Store> =
-        Arc::new(SledStore::open(&dir.join("data"), 1 << 20, Durability::Flush).unwrap());
-    let root = RootKey::from_bytes(&[7; 32]);
-    let keyring = Keyring::open(&root, store.as_ref(), 16).await.unwrap();
-    let schema = Arc::new(crate::schema::Schema::default_schema(4096).unwrap());
-    Arc::new(Engine::new(
-        store,
-        keyring,
-        schema,
-        Arc::new(SystemClock),
-        16,
-        crate::cards::cvv::CvvVault::new(900, 16),
-    ))
+    crate::engine::test_engine(dir).await
 }
 
 fn event(i: u64) -> AuditEvent {

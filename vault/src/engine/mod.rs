@@ -5,6 +5,7 @@
 //! read-modify-write of its record); different subjects proceed in parallel,
 //! and every write is one atomic, durable batch.
 
+mod lifecycle;
 pub mod records;
 pub mod types;
 
@@ -144,8 +145,21 @@ pub enum Found {
         /// The subject the token belongs to.
         subject: Arc<str>,
     },
+    /// The token's subject was erased; the caller may see the field.
+    Erased {
+        /// The field's definition.
+        field: Arc<FieldDef>,
+    },
     /// No such token.
     NotFound,
+}
+
+/// Where a token points.
+enum Pointer {
+    /// To a subject.
+    Live(Arc<str>),
+    /// To nothing any more: its subject was erased; the token's field.
+    Erased(String),
 }
 
 /// Caches of what reads need from the store: token → subject pointers (which
@@ -242,6 +256,13 @@ impl RecordCache {
         }
     }
 
+    /// Drops a token's pointer.
+    fn forget_pointer(&self, token: &str) {
+        if let Ok(mut c) = self.pointers[self.shard(token)].lock() {
+            c.pop(token);
+        }
+    }
+
     /// Drops a subject's record (its state in the store is unknown).
     fn forget_subject(&self, subject: &str) {
         if let Ok(mut shard) = self.subjects[self.shard(subject)].lock() {
@@ -275,6 +296,10 @@ impl std::fmt::Debug for Found {
                 .debug_struct("Expired")
                 .field("field", &field.name)
                 .finish_non_exhaustive(),
+            Found::Erased { field } => f
+                .debug_struct("Erased")
+                .field("field", &field.name)
+                .finish(),
             Found::NotFound => f.write_str("NotFound"),
         }
     }
@@ -450,21 +475,32 @@ impl Engine {
         Ok(Some(record))
     }
 
-    /// The subject a token points to (a pointer: check it in the subject record).
-    fn token_subject(&self, token: &Token) -> Result<Option<Arc<str>>> {
+    /// Where a token points: its subject (check it in the subject record),
+    /// or the field of an erased subject's token.
+    fn token_pointer(&self, token: &Token) -> Result<Option<Pointer>> {
         if let Some(s) = self.cache.pointer(token.as_str()) {
-            return Ok(Some(s));
+            return Ok(Some(Pointer::Live(s)));
         }
-        let Some(sid) = self
-            .store
-            .get(&keys::token(token.as_str()))?
-            .and_then(|b| String::from_utf8(b).ok())
-        else {
+        let Some(bytes) = self.store.get(&keys::token(token.as_str()))? else {
+            return Ok(None);
+        };
+        if let Some(field) = bytes.strip_prefix(&[keys::TOMBSTONE]) {
+            return Ok(String::from_utf8(field.to_vec()).ok().map(Pointer::Erased));
+        }
+        let Ok(sid) = String::from_utf8(bytes) else {
             return Ok(None);
         };
         let sid: Arc<str> = Arc::from(sid);
         self.cache.put_pointer(token.as_str(), sid.clone());
-        Ok(Some(sid))
+        Ok(Some(Pointer::Live(sid)))
+    }
+
+    /// The subject a live token points to.
+    fn token_subject(&self, token: &Token) -> Result<Option<Arc<str>>> {
+        Ok(match self.token_pointer(token)? {
+            Some(Pointer::Live(s)) => Some(s),
+            _ => None,
+        })
     }
 
     fn dek_of(
@@ -649,9 +685,16 @@ impl Engine {
         let mut deks: HashMap<(Arc<str>, u32), Arc<DataKey>> = HashMap::new();
         let now = self.clock.now();
         for token in tokens {
-            let Some(sid) = self.token_subject(token)? else {
-                out.push(Found::NotFound);
-                continue;
+            let sid = match self.token_pointer(token)? {
+                Some(Pointer::Live(sid)) => sid,
+                Some(Pointer::Erased(field)) => {
+                    out.push(self.erased_token(&field, &mut decide));
+                    continue;
+                }
+                None => {
+                    out.push(Found::NotFound);
+                    continue;
+                }
             };
             if !subjects.contains_key(&sid) {
                 let record = self.subject_record(&sid)?;
@@ -713,6 +756,26 @@ impl Engine {
             });
         }
         Ok(())
+    }
+
+    /// An erased subject's token: `ERASED` to a caller who could see the
+    /// field (judged for a subject of no consent), `DENIED` to anyone else.
+    fn erased_token(
+        &self,
+        field: &str,
+        decide: &mut impl FnMut(&FieldDef, &SubjectRecord) -> Reveal,
+    ) -> Found {
+        let Some(field) = self.schema.field(field).cloned() else {
+            return Found::NotFound;
+        };
+        if decide(&field, &SubjectRecord::default()) == Reveal::Denied {
+            Found::Denied {
+                field,
+                subject: Arc::from(""),
+            }
+        } else {
+            Found::Erased { field }
+        }
     }
 
     /// A CVV token's answer: in clear only once (taken out of memory), a
@@ -867,46 +930,30 @@ impl Engine {
 }
 
 impl Engine {
-    /// Adds `grant` to and removes `withdraw` from the purposes `subject`
-    /// consented to, and sets the policy version if one is given. Returns the
-    /// consented purposes (sorted) and the policy version after the change.
-    pub async fn set_consent(
-        &self,
-        subject: &SubjectId,
-        grant: &[Purpose],
-        withdraw: &[Purpose],
-        policy_version: &PolicyVersion,
-        audit: Option<Audited<'_>>,
-    ) -> Result<(Vec<String>, String)> {
-        let sid = subject.as_str();
-        let _guard = self.lock_for(sid).lock().await;
-        let current = self
-            .subject_record(sid)?
-            .ok_or(Error::NotFound("subject"))?;
-        let mut record = SubjectRecord::clone(&current);
-        let mut purposes: std::collections::BTreeSet<String> =
-            record.purposes.iter().cloned().collect();
-        for p in grant {
-            purposes.insert(p.as_str().to_owned());
-        }
-        for p in withdraw {
-            purposes.remove(p.as_str());
-        }
-        record.purposes = purposes.into_iter().collect();
-        if !policy_version.as_str().is_empty() {
-            record.policy_version = policy_version.as_str().to_owned();
-        }
-        record.last_activity = self.clock.now();
-        let out = (record.purposes.clone(), record.policy_version.clone());
-        self.commit_subject(sid, record, Batch::new(), audit)
-            .await?;
-        Ok(out)
-    }
-
     /// The engine's clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
+}
+
+/// An engine on a fresh store in `dir` with a fixed root key, the default
+/// schema and the system clock (unit tests).
+#[cfg(test)]
+pub(crate) async fn test_engine(dir: &std::path::Path) -> Arc<Engine> {
+    use crate::store::sled::{Durability, SledStore};
+    let store: Arc<dyn Store> =
+        Arc::new(SledStore::open(&dir.join("data"), 1 << 20, Durability::Flush).unwrap());
+    let root = crate::crypto::keys::RootKey::from_bytes(&[7; 32]);
+    let keyring = Keyring::open(&root, store.as_ref(), 16).await.unwrap();
+    let schema = Arc::new(crate::schema::Schema::default_schema(4096).unwrap());
+    Arc::new(Engine::new(
+        store,
+        keyring,
+        schema,
+        Arc::new(SystemClock),
+        16,
+        CvvVault::new(900, 16),
+    ))
 }
 
 #[cfg(test)]

@@ -45,6 +45,15 @@ pub struct SubjectRecord {
     /// Whether processing is restricted (GDPR 18): stored, revealed to nobody.
     #[prost(bool, tag = "8")]
     pub restricted: bool,
+    /// The case of a legal hold (empty: none): no erasure, no expiry.
+    #[prost(string, tag = "9")]
+    pub legal_hold_case: String,
+    /// Why the hold was set.
+    #[prost(string, tag = "10")]
+    pub legal_hold_reason: String,
+    /// When the hold was set (Unix seconds).
+    #[prost(int64, tag = "11")]
+    pub legal_hold_since: i64,
 }
 
 impl SubjectRecord {

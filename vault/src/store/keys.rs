@@ -11,6 +11,11 @@
 //! | `idx/` | blind index (32 bytes) ‖ subject id | token (a pointer) |
 //! | `cred/` | credential id | `CredentialRecord`: name, role, expiry, revocation, keyed hash of the secret |
 //! | `meta/bootstrapped` | | present once the first operator token was issued |
+//! | `erased/` | subject id | `ErasureReceiptBody`: the erasure journal (no personal data) |
+//!
+//! The token pointer of an erased subject's token is a tombstone instead: a
+//! zero byte and the field name (subject ids never start with a zero byte),
+//! so that the token answers `ERASED`.
 //!
 //! The subject record is the truth: one key holds a subject's DEKs and all
 //! its ciphertexts, so writing it is the single atomic commit of a request,
@@ -43,6 +48,21 @@ pub const INDEX_PREFIX: &[u8] = b"idx/";
 pub const CREDENTIAL_PREFIX: &[u8] = b"cred/";
 /// Present once the bootstrap operator token has been issued.
 pub const BOOTSTRAPPED: &[u8] = b"meta/bootstrapped";
+/// Prefix of the erasure journal.
+pub const ERASED_PREFIX: &[u8] = b"erased/";
+/// First byte of a token tombstone.
+pub const TOMBSTONE: u8 = 0;
+
+/// Key of a subject's erasure journal entry.
+pub fn erased(subject_id: &str) -> Vec<u8> {
+    join(ERASED_PREFIX, &[subject_id.as_bytes()])
+}
+
+/// The tombstone of an erased token of `field`.
+pub fn tombstone(field: &str) -> Vec<u8> {
+    join(&[TOMBSTONE], &[field.as_bytes()])
+}
+
 /// Length of a blind index value.
 pub const BLIND_LEN: usize = 32;
 

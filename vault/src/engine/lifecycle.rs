@@ -1,0 +1,358 @@
+//! A subject's lifecycle: consent, restriction (GDPR 18), legal holds and
+//! erasure by crypto-shredding (GDPR 17).
+
+use super::records::SubjectRecord;
+use super::types::{PolicyVersion, Purpose, SubjectId};
+use super::{Audited, Engine};
+use crate::error::{Error, Result};
+use crate::store::{Batch, keys};
+use prost::Message;
+use vault_proto::v1::ErasureReceiptBody;
+
+impl Engine {
+    /// Changes `subject`'s record with `change` (which may refuse) under the
+    /// subject's lock, and commits it with `audit`'s event first. Returns
+    /// what `change` returned. `NOT_FOUND` if the subject holds nothing.
+    async fn change_subject<T>(
+        &self,
+        subject: &SubjectId,
+        audit: Option<Audited<'_>>,
+        change: impl FnOnce(&mut SubjectRecord, i64) -> Result<T>,
+    ) -> Result<T> {
+        let sid = subject.as_str();
+        let _guard = self.lock_for(sid).lock().await;
+        let current = self
+            .subject_record(sid)?
+            .ok_or(Error::NotFound("subject"))?;
+        let mut record = SubjectRecord::clone(&current);
+        let out = change(&mut record, self.clock.now())?;
+        self.commit_subject(sid, record, Batch::new(), audit)
+            .await?;
+        Ok(out)
+    }
+
+    /// Adds `grant` to and removes `withdraw` from the purposes `subject`
+    /// consented to, and sets the policy version if one is given. Returns the
+    /// consented purposes (sorted) and the policy version after the change.
+    pub async fn set_consent(
+        &self,
+        subject: &SubjectId,
+        grant: &[Purpose],
+        withdraw: &[Purpose],
+        policy_version: &PolicyVersion,
+        audit: Option<Audited<'_>>,
+    ) -> Result<(Vec<String>, String)> {
+        self.change_subject(subject, audit, |record, now| {
+            let mut purposes: std::collections::BTreeSet<String> =
+                record.purposes.iter().cloned().collect();
+            for p in grant {
+                purposes.insert(p.as_str().to_owned());
+            }
+            for p in withdraw {
+                purposes.remove(p.as_str());
+            }
+            record.purposes = purposes.into_iter().collect();
+            if !policy_version.as_str().is_empty() {
+                record.policy_version = policy_version.as_str().to_owned();
+            }
+            record.last_activity = now;
+            Ok((record.purposes.clone(), record.policy_version.clone()))
+        })
+        .await
+    }
+
+    /// Restricts processing of `subject` (or lifts the restriction).
+    pub async fn set_restricted(
+        &self,
+        subject: &SubjectId,
+        restricted: bool,
+        audit: Option<Audited<'_>>,
+    ) -> Result<bool> {
+        self.change_subject(subject, audit, |record, _| {
+            record.restricted = restricted;
+            Ok(restricted)
+        })
+        .await
+    }
+
+    /// Sets (`hold`) a legal hold on `subject` for `case_id` with `reason`,
+    /// or releases it (`case_id` empty, or the held case). One case at a
+    /// time: a hold for another case is refused until the first is released.
+    /// Returns the case held or released.
+    pub async fn set_legal_hold(
+        &self,
+        subject: &SubjectId,
+        hold: bool,
+        case_id: &str,
+        reason: &str,
+        audit: Option<Audited<'_>>,
+    ) -> Result<String> {
+        self.change_subject(subject, audit, |record, now| {
+            let held = &record.legal_hold_case;
+            if hold {
+                if !held.is_empty() && held != case_id {
+                    return Err(Error::FailedPrecondition(
+                        "the subject is under a legal hold for another case",
+                    ));
+                }
+                record.legal_hold_case = case_id.to_owned();
+                record.legal_hold_reason = reason.to_owned();
+                record.legal_hold_since = now;
+                Ok(case_id.to_owned())
+            } else if held.is_empty() {
+                Err(Error::FailedPrecondition(
+                    "the subject is not under a legal hold",
+                ))
+            } else if !case_id.is_empty() && held != case_id {
+                Err(Error::FailedPrecondition(
+                    "the subject is under a legal hold for another case",
+                ))
+            } else {
+                record.legal_hold_reason.clear();
+                record.legal_hold_since = 0;
+                Ok(std::mem::take(&mut record.legal_hold_case))
+            }
+        })
+        .await
+    }
+
+    /// Erases `subject`: in one batch, writes its erasure journal entry,
+    /// turns each of its token pointers into a tombstone (so that the token
+    /// answers `ERASED`), deletes its index entries and, last, its record
+    /// (wrapped DEKs and every ciphertext: the crypto-shredding; the record
+    /// file is unlinked once the rest is durable). Pending CVVs are wiped.
+    /// Refused under a legal hold. Returns what was destroyed.
+    pub async fn erase(
+        &self,
+        subject: &SubjectId,
+        reason: &str,
+        audit: Option<Audited<'_>>,
+    ) -> Result<ErasureReceiptBody> {
+        let sid = subject.as_str();
+        let _guard = self.lock_for(sid).lock().await;
+        let record = self
+            .subject_record(sid)?
+            .ok_or(Error::NotFound("subject"))?;
+        if !record.legal_hold_case.is_empty() {
+            return Err(Error::FailedPrecondition(
+                "the subject is under a legal hold: release it first",
+            ));
+        }
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let body = ErasureReceiptBody {
+            subject_id: sid.to_owned(),
+            erased_at_unix_micros: self.clock.now_micros(),
+            fields: count(
+                record
+                    .entries
+                    .iter()
+                    .filter(|e| !e.ciphertext.is_empty())
+                    .count(),
+            ),
+            tokens: count(record.entries.len()),
+            index_entries: count(
+                record
+                    .entries
+                    .iter()
+                    .filter(|e| !e.blind.is_empty())
+                    .count(),
+            ),
+            keys: count(record.deks.len()),
+            reason: reason.to_owned(),
+        };
+        let mut batch = Batch::new();
+        batch.put(keys::erased(sid), body.encode_to_vec());
+        batch.extend(shred(sid, &record));
+        let write = async { self.store.commit(batch).await.map_err(Error::from) };
+        let result = match audit {
+            None => write.await,
+            Some(Audited { log, mut event }) => {
+                let counts = erasure_detail(&body);
+                event.detail = if event.detail.is_empty() {
+                    counts
+                } else {
+                    format!("{} ({counts})", event.detail)
+                };
+                log.record_then(event, write).await
+            }
+        };
+        // Whatever the outcome, nothing cached may outlive the attempt.
+        self.cache.forget_subject(sid);
+        let now = self.clock.now();
+        for e in &record.entries {
+            self.cache.forget_pointer(&e.token);
+            drop(self.cvv.take(&e.token, sid, now));
+        }
+        result?;
+        Ok(body)
+    }
+
+    /// Finishes erasures the journal records but the store does not reflect
+    /// yet (a crash between the journal and the record's removal, or a
+    /// restored backup older than the erasure): shreds every journaled
+    /// subject whose record is still present. Returns how many.
+    pub async fn finish_erasures(&self) -> Result<usize> {
+        let mut done = 0;
+        for (key, journal) in self.store.scan_prefix(keys::ERASED_PREFIX, usize::MAX)? {
+            let Some(sid) = key
+                .strip_prefix(keys::ERASED_PREFIX)
+                .and_then(|s| std::str::from_utf8(s).ok())
+            else {
+                continue;
+            };
+            let erased_at = super::decode::<ErasureReceiptBody>(&journal, "erasure journal")?
+                .erased_at_unix_micros
+                / 1_000_000;
+            if let Some(bytes) = self.store.get(&keys::subject(sid))? {
+                let record = super::decode::<SubjectRecord>(&bytes, "subject")?;
+                // A subject stored again under the same id after its erasure
+                // is a new subject: it stays.
+                if record.created_at > erased_at {
+                    continue;
+                }
+                self.store.commit(shred(sid, &record)).await?;
+                self.cache.forget_subject(sid);
+                done += 1;
+            }
+        }
+        Ok(done)
+    }
+}
+
+/// What erasing `record` of `sid` writes after the journal entry: a
+/// tombstone per token, no index entries, and, last, no record.
+fn shred(sid: &str, record: &SubjectRecord) -> Batch {
+    let mut batch = Batch::new();
+    for e in &record.entries {
+        batch.put(keys::token(&e.token), keys::tombstone(&e.field));
+        if let Ok(blind) = <[u8; keys::BLIND_LEN]>::try_from(e.blind.as_slice()) {
+            batch.delete(keys::index(&blind, sid));
+        }
+    }
+    batch.delete(keys::subject(sid));
+    batch
+}
+
+/// The audit detail of an erasure: counts only.
+pub(crate) fn erasure_detail(body: &ErasureReceiptBody) -> String {
+    format!(
+        "fields={} tokens={} index_entries={} keys={}",
+        body.fields, body.tokens, body.index_entries, body.keys
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::NewValue;
+    use zeroize::Zeroizing;
+
+    async fn store_email(engine: &Engine, sid: &SubjectId, email: &str) {
+        let field = engine.schema().field("email").unwrap().clone();
+        let value = NewValue {
+            field,
+            value: Zeroizing::new(email.into()),
+        };
+        let none = PolicyVersion::parse("").unwrap();
+        engine
+            .tokenize(sid, &[value], &[], &none, None)
+            .await
+            .unwrap();
+    }
+
+    /// A journaled erasure whose record survived (a crash, or a restored
+    /// backup) is finished at the next start; a subject stored again under
+    /// the same id after the erasure is left alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_erasure_journal_finishes_erasures() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = crate::engine::test_engine(dir.path()).await;
+        let old = SubjectId::parse("old-1").unwrap();
+        let new = SubjectId::parse("new-1").unwrap();
+        store_email(&engine, &old, "old@example.com").await;
+        store_email(&engine, &new, "new@example.com").await;
+        let journal = |sid: &str, at: i64| {
+            let mut b = Batch::new();
+            let body = ErasureReceiptBody {
+                subject_id: sid.into(),
+                erased_at_unix_micros: at * 1_000_000,
+                ..Default::default()
+            };
+            b.put(keys::erased(sid), body.encode_to_vec());
+            b
+        };
+        let now = engine.clock().now();
+        // "old-1" was erased after it was stored; "new-1" was stored again
+        // after an erasure of the same id.
+        engine
+            .store()
+            .commit(journal("old-1", now + 1))
+            .await
+            .unwrap();
+        engine
+            .store()
+            .commit(journal("new-1", now - 10))
+            .await
+            .unwrap();
+        assert_eq!(engine.finish_erasures().await.unwrap(), 1);
+        assert!(
+            engine
+                .store()
+                .get(&keys::subject("old-1"))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            engine
+                .store()
+                .get(&keys::subject("new-1"))
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(engine.finish_erasures().await.unwrap(), 0, "idempotent");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_legal_hold_blocks_erasure_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = crate::engine::test_engine(dir.path()).await;
+        let sid = SubjectId::parse("held-1").unwrap();
+        store_email(&engine, &sid, "held@example.com").await;
+        engine
+            .set_legal_hold(&sid, true, "case-1", "dispute", None)
+            .await
+            .unwrap();
+        assert!(matches!(
+            engine
+                .set_legal_hold(&sid, true, "case-2", "other", None)
+                .await,
+            Err(Error::FailedPrecondition(_))
+        ));
+        assert!(matches!(
+            engine.erase(&sid, "asked", None).await,
+            Err(Error::FailedPrecondition(_))
+        ));
+        assert!(matches!(
+            engine
+                .set_legal_hold(&sid, false, "case-2", "wrong case", None)
+                .await,
+            Err(Error::FailedPrecondition(_))
+        ));
+        assert_eq!(
+            engine
+                .set_legal_hold(&sid, false, "", "settled", None)
+                .await
+                .unwrap(),
+            "case-1"
+        );
+        let body = engine.erase(&sid, "asked", None).await.unwrap();
+        assert_eq!(
+            (body.fields, body.tokens, body.index_entries, body.keys),
+            (1, 1, 1, 1)
+        );
+        assert!(matches!(
+            engine.erase(&sid, "again", None).await,
+            Err(Error::NotFound(_))
+        ));
+    }
+}
