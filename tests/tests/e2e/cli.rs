@@ -353,3 +353,111 @@ async fn vaultctl_card_tokenize_and_reveal() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("BRAND") && text.contains("visa"), "{text}");
 }
+
+/// `vaultctl subject erase` prints a receipt that `vaultctl subject
+/// verify-receipt` checks offline with `vaultctl audit pubkey`; a receipt
+/// whose readable fields were changed, or another key, fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vaultctl_erase_prints_a_receipt_that_verifies_offline() {
+    let vault = TestVault::start();
+    let core = vault.token_for(CORE_ROLE).await;
+    let officer = vault.token_for("privacy_officer").await;
+    let auditor = vault.token_for("auditor").await;
+    json(&vaultctl(
+        &vault,
+        &core,
+        &[
+            "--json",
+            "tokenize",
+            "--subject",
+            "cli-erase",
+            "email=e@example.com",
+        ],
+        None,
+    ));
+    let out = vaultctl(
+        &vault,
+        &officer,
+        &[
+            "subject",
+            "hold",
+            "cli-erase",
+            "--case",
+            "C-1",
+            "--reason",
+            "audit",
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let out = vaultctl(
+        &vault,
+        &officer,
+        &["subject", "erase", "cli-erase", "--reason", "request 9"],
+        None,
+    );
+    assert!(!out.status.success(), "held");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FAILED_PRECONDITION"));
+    let out = vaultctl(
+        &vault,
+        &officer,
+        &[
+            "subject",
+            "hold",
+            "cli-erase",
+            "--release",
+            "--reason",
+            "done",
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let receipt = json(&vaultctl(
+        &vault,
+        &officer,
+        &["subject", "erase", "cli-erase", "--reason", "request 9"],
+        None,
+    ));
+    assert_eq!(receipt["subject_id"], "cli-erase");
+    assert_eq!(receipt["fields"], 1);
+    let pubkey = String::from_utf8(vaultctl(&vault, &auditor, &["audit", "pubkey"], None).stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("receipt.json");
+    std::fs::write(&file, receipt.to_string()).unwrap();
+    let file = file.to_str().unwrap();
+    let out = vaultctl(
+        &vault,
+        "",
+        &["subject", "verify-receipt", file, "--pubkey", &pubkey],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("receipt verified"));
+    // Changed readable fields, or another key: not valid.
+    let mut changed = receipt.clone();
+    changed["subject_id"] = "someone-else".into();
+    std::fs::write(file, changed.to_string()).unwrap();
+    let out = vaultctl(
+        &vault,
+        "",
+        &["subject", "verify-receipt", file, "--pubkey", &pubkey],
+        None,
+    );
+    assert!(!out.status.success());
+    std::fs::write(file, receipt.to_string()).unwrap();
+    let other = "00".repeat(32);
+    let out = vaultctl(
+        &vault,
+        "",
+        &["subject", "verify-receipt", file, "--pubkey", &other],
+        None,
+    );
+    assert!(!out.status.success());
+}
