@@ -126,6 +126,7 @@ pub fn traveller(run: u64, n: u64) -> TokenizeRequest {
         ],
         purposes: vec!["booking".into()],
         policy_version: "bench".into(),
+        travel_end_date: String::new(),
     }
 }
 
@@ -149,6 +150,7 @@ pub fn card(run: u64, n: u64) -> TokenizeRequest {
         ],
         purposes: vec![],
         policy_version: "bench".into(),
+        travel_end_date: String::new(),
     }
 }
 

@@ -286,6 +286,7 @@ impl VaultClient {
                 .collect(),
             purposes: purposes.iter().map(|p| (*p).to_owned()).collect(),
             policy_version: policy_version.to_owned(),
+            travel_end_date: String::new(),
         };
         Ok(self.tokenize_request(req).await?.tokens)
     }
@@ -349,6 +350,22 @@ impl VaultClient {
     pub async fn status(&mut self) -> Result<StatusResponse, ClientError> {
         let r = self.req(StatusRequest {});
         Ok(self.system.status(r).await?.into_inner())
+    }
+
+    /// Retention per field class: live, due within `due_within_days`,
+    /// overdue, held, shredded (privacy officer, operators).
+    pub async fn lifecycle_report(
+        &mut self,
+        due_within_days: u32,
+    ) -> Result<proto::LifecycleReportResponse, ClientError> {
+        let r = self.req(proto::LifecycleReportRequest { due_within_days });
+        Ok(self.system.lifecycle_report(r).await?.into_inner())
+    }
+
+    /// Runs the retention sweeper now (privacy officer, operators).
+    pub async fn sweep(&mut self) -> Result<proto::SweepResponse, ClientError> {
+        let r = self.req(proto::SweepRequest {});
+        Ok(self.system.sweep(r).await?.into_inner())
     }
 
     /// Issues a bearer token for `name` in `role` (operators).

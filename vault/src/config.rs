@@ -33,6 +33,7 @@
 //! | `audit_segment_bytes` | `VAULT_AUDIT_SEGMENT_BYTES` | 67108864 (64 MiB): size of an audit segment file (4096 or more) |
 //! | `cvv_ttl_secs` | `VAULT_CVV_TTL_SECS` | 900 (15 minutes): how long a CVV waits in memory for its one reveal (1 to 86400) |
 //! | `cvv_max_pending` | `VAULT_CVV_MAX_PENDING` | 100000: most CVVs waiting at once; beyond, Tokenize with a CVV is `RESOURCE_EXHAUSTED` |
+//! | `retention_sweep_secs` | `VAULT_RETENTION_SWEEP_SECS` | 3600: how often the retention sweeper runs (60 to 86400; 0: only when asked) |
 //! | (environment only) | `VAULT_TEST_CLOCK_OFFSET_SECS` | 0: shifts the vault's clock, for tests and drills only (logged loudly) |
 //!
 //! Log verbosity is `VAULT_LOG` (a `tracing` filter, default `info`).
@@ -130,6 +131,8 @@ pub struct Config {
     pub cvv_ttl_secs: u64,
     /// Most CVVs waiting at once.
     pub cvv_max_pending: usize,
+    /// Seconds between two runs of the retention sweeper (0: only on request).
+    pub retention_sweep_secs: u64,
 }
 
 /// TLS files (PEM). With none, the vault serves plaintext on loopback only.
@@ -179,6 +182,7 @@ impl Default for Config {
             audit_sync_gather_us: 1000,
             cvv_ttl_secs: 900,
             cvv_max_pending: 100_000,
+            retention_sweep_secs: 3600,
         }
     }
 }
@@ -223,6 +227,7 @@ struct RawConfig {
     audit_sync_gather_us: Option<u64>,
     cvv_ttl_secs: Option<u64>,
     cvv_max_pending: Option<usize>,
+    retention_sweep_secs: Option<u64>,
 }
 
 /// Overrides from the command line.
@@ -379,6 +384,13 @@ impl Config {
                     &value,
                     &mut c.audit_checkpoint_secs,
                 ),
+                "RETENTION_SWEEP_SECS" => parse_into(
+                    s,
+                    &src,
+                    "retention_sweep_secs",
+                    &value,
+                    &mut c.retention_sweep_secs,
+                ),
                 "CVV_TTL_SECS" => parse_into(s, &src, "cvv_ttl_secs", &value, &mut c.cvv_ttl_secs),
                 "CVV_MAX_PENDING" => {
                     parse_into(s, &src, "cvv_max_pending", &value, &mut c.cvv_max_pending)
@@ -528,6 +540,9 @@ impl Config {
         if let Some(v) = raw.cvv_max_pending {
             self.cvv_max_pending = v;
         }
+        if let Some(v) = raw.retention_sweep_secs {
+            self.retention_sweep_secs = v;
+        }
     }
 
     /// The audit trail's settings.
@@ -626,6 +641,9 @@ impl Config {
         }
         if !(1..=86_400).contains(&self.cvv_ttl_secs) {
             problems.push("cvv_ttl_secs: must be 1 to 86400".into());
+        }
+        if self.retention_sweep_secs != 0 && !(60..=86_400).contains(&self.retention_sweep_secs) {
+            problems.push("retention_sweep_secs: must be 0 or 60 to 86400".into());
         }
         if self.cvv_max_pending == 0 {
             problems.push("cvv_max_pending: must be at least 1".into());

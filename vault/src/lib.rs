@@ -403,6 +403,32 @@ impl Vault {
                 }
             }
         });
+        // The retention sweeper, at its interval (the first run one interval
+        // after the start, so that a restart does not sweep at once).
+        if config.retention_sweep_secs > 0 {
+            let sweep_shared = shared.clone();
+            let mut sweep_stop = stop_rx.clone();
+            let every = std::time::Duration::from_secs(config.retention_sweep_secs);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = sweep_stop.wait_for(|stop| *stop) => break,
+                    }
+                    match api::run_sweep(&sweep_shared).await {
+                        Ok(s) => tracing::info!(
+                            subjects = s.subjects,
+                            fields = s.fields,
+                            held = s.held,
+                            "retention sweep"
+                        ),
+                        Err(e) => tracing::error!(error = %e, "retention sweep failed"),
+                    }
+                }
+            });
+        }
         let mut server_stop = stop_rx.clone();
         let mut grace_stop = stop_rx;
         let mut builder = Server::builder().tcp_nodelay(true).layer(api::RpcPathLayer);

@@ -17,6 +17,7 @@ fn req(subject: &str, fields: Vec<FieldValue>) -> TokenizeRequest {
         fields,
         purposes: vec![],
         policy_version: String::new(),
+        travel_end_date: String::new(),
     }
 }
 

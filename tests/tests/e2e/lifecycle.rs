@@ -307,3 +307,250 @@ async fn gdpr_18_restricted_data_is_revealed_to_nobody_until_lifted() {
         vec![t[0].token.clone()]
     );
 }
+
+const DAY: i64 = 86_400;
+
+/// Clients whose bearer tokens outlive the clock's jumps (a year).
+struct LongLived {
+    core: String,
+    officer: String,
+}
+
+async fn long_lived(vault: &TestVault) -> LongLived {
+    let mut op = vault.operator().await;
+    let year = 365 * DAY as u64;
+    LongLived {
+        core: op
+            .create_principal("core-long", vault_tests::CORE_ROLE, year)
+            .await
+            .unwrap()
+            .token,
+        officer: op
+            .create_principal("officer-long", "privacy_officer", year)
+            .await
+            .unwrap()
+            .token,
+    }
+}
+
+async fn as_token(vault: &TestVault, token: &str) -> vault_client::VaultClient {
+    vault.anonymous().await.with_token(token).unwrap()
+}
+
+/// Moves the vault's clock `days` ahead of the real one (a restart).
+fn jump(vault: &mut TestVault, days: i64) {
+    assert!(vault.stop());
+    vault.set_env("VAULT_TEST_CLOCK_OFFSET_SECS", &(days * DAY).to_string());
+    vault.restart();
+}
+
+fn class<'a>(
+    r: &'a vault_client::proto::LifecycleReportResponse,
+    name: &str,
+) -> &'a vault_client::proto::ClassReport {
+    r.classes.iter().find(|c| c.class == name).unwrap()
+}
+
+/// PCI DSS 3.2.1: card data is kept 120 days after collection, then made
+/// unrecoverable: past it, detokenize answers EXPIRED at once, look-up finds
+/// nothing, the report counts it overdue; the sweeper deletes the
+/// ciphertexts (gone from the data directory) and the report shows nothing
+/// overdue. Contact data (3 years) is untouched; a legal hold keeps a
+/// subject's card.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pci_3_2_1_card_data_is_shredded_after_its_retention() {
+    let mut vault = TestVault::start_with(&[
+        ("VAULT_MAX_TOKEN_TTL_SECS", "31622400"),
+        ("VAULT_RETENTION_SWEEP_SECS", "0"),
+    ]);
+    let keys = long_lived(&vault).await;
+    let mut c = as_token(&vault, &keys.core).await;
+    let card = card_number("4", 16, 321);
+    let fields = [
+        ("card_number", card.as_str()),
+        ("card_expiry", "12/99"),
+        ("cardholder_name", "Ann Lee"),
+        ("email", "kept@example.com"),
+    ];
+    let t = c.tokenize("card-1", &fields, &[], "").await.unwrap();
+    let held = c.tokenize("card-held", &fields, &[], "").await.unwrap();
+    let card_secrets: Vec<Vec<u8>> = record_file(&vault, "card-1")
+        .unwrap()
+        .entries
+        .iter()
+        .filter(|e| e.field.starts_with("card"))
+        .map(|e| e.ciphertext.clone())
+        .collect();
+    assert_eq!(card_secrets.len(), 3, "number, expiry, holder");
+    let mut officer = as_token(&vault, &keys.officer).await;
+    officer
+        .set_legal_hold("card-held", true, "CASE-1", "chargeback dispute")
+        .await
+        .unwrap();
+    let tokens: Vec<&str> = t.iter().map(|x| x.token.as_str()).collect();
+    let report = officer.lifecycle_report(30).await.unwrap();
+    assert_eq!(class(&report, "card").live, 6);
+    assert_eq!(class(&report, "card").retention, "120d after collection");
+
+    jump(&mut vault, 119);
+    let mut c = as_token(&vault, &keys.core).await;
+    let shown = c.detokenize(&tokens, "billing").await.unwrap();
+    assert!(
+        shown
+            .iter()
+            .all(|d| d.disclosure == Disclosure::Plain as i32),
+        "day 119"
+    );
+    let mut officer = as_token(&vault, &keys.officer).await;
+    assert_eq!(
+        class(&officer.lifecycle_report(30).await.unwrap(), "card").due,
+        6
+    );
+
+    jump(&mut vault, 121);
+    let mut c = as_token(&vault, &keys.core).await;
+    let shown = c.detokenize(&tokens, "billing").await.unwrap();
+    for d in &shown[..3] {
+        assert_eq!(d.disclosure, Disclosure::Expired as i32, "{}", d.field);
+        assert!(d.value.is_empty());
+    }
+    assert_eq!(
+        shown[3].value, "kept@example.com",
+        "contact data stays 3 years"
+    );
+    // Only the held subject's card is still found.
+    assert_eq!(
+        c.lookup("card_number", &card, "billing").await.unwrap(),
+        vec![held[0].token.clone()]
+    );
+    let held_tokens: Vec<&str> = held.iter().map(|x| x.token.as_str()).collect();
+    let shown = c.detokenize(&held_tokens, "billing").await.unwrap();
+    assert_eq!(shown[0].value, card, "a legal hold keeps it");
+    let err = c
+        .update(&t[2].token, "Ann B Lee", "billing")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::FailedPrecondition);
+    let mut officer = as_token(&vault, &keys.officer).await;
+    let before = officer.lifecycle_report(30).await.unwrap();
+    assert_eq!(
+        (class(&before, "card").overdue, class(&before, "card").held),
+        (3, 3)
+    );
+    let swept = officer.sweep().await.unwrap();
+    assert_eq!((swept.subjects, swept.fields, swept.held), (1, 3, 1));
+    let after = officer.lifecycle_report(30).await.unwrap();
+    assert!(
+        after.classes.iter().all(|c| c.overdue == 0),
+        "nothing overdue"
+    );
+    assert_eq!(class(&after, "card").shredded, 3);
+    assert_eq!(officer.sweep().await.unwrap().fields, 0, "idempotent");
+    let shown = c.detokenize(&tokens, "billing").await.unwrap();
+    assert!(
+        shown[..3]
+            .iter()
+            .all(|d| d.disclosure == Disclosure::Expired as i32)
+    );
+
+    // The sweep is in the audit trail; the ciphertexts are gone from disk.
+    // (The bootstrap operator token is long expired on this clock.)
+    let auditor = c
+        .create_principal("auditor-later", "auditor", 3600)
+        .await
+        .unwrap()
+        .token;
+    let mut auditor = as_token(&vault, &auditor).await;
+    let events = audit_events(
+        &mut auditor,
+        QueryRequest {
+            since_unix_micros: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let sweep = events
+        .iter()
+        .find(|e| e.event_type == "retention_sweep" && e.detail.contains("fields=3"))
+        .expect("the sweep is audited");
+    assert!(sweep.detail.contains("held=1"), "{}", sweep.detail);
+    assert!(vault.stop());
+    assert!(scan_for(&vault.data_dir(), &card_secrets).is_empty());
+}
+
+/// GDPR 5(1)(e): Secure Flight data is kept 30 days after the end of travel
+/// (the Tokenize anchor), else 30 days after collection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gdpr_5_1_e_secure_flight_data_expires_after_travel_end() {
+    let mut vault = TestVault::start_with(&[
+        ("VAULT_MAX_TOKEN_TTL_SECS", "31622400"),
+        ("VAULT_RETENTION_SWEEP_SECS", "0"),
+    ]);
+    let keys = long_lived(&vault).await;
+    let mut c = as_token(&vault, &keys.core).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // Travel ends in 10 days: kept until 41 days from now.
+    let travel_end = {
+        let day = now / DAY + 10;
+        let (y, m) = vault::cards::year_month(day * DAY);
+        // The day of the month: count back to the first of the month.
+        let first = (0..31)
+            .map(|k| day - k)
+            .find(|d| vault::cards::year_month((d - 1) * DAY) != (y, m))
+            .unwrap();
+        format!("{y:04}-{m:02}-{:02}", day - first + 1)
+    };
+    let mut req = vault_client::proto::TokenizeRequest {
+        subject_id: "traveller-1".into(),
+        fields: vec![vault_client::proto::FieldValue {
+            field: "date_of_birth".into(),
+            value: "1984-06-01".into(),
+        }],
+        travel_end_date: travel_end.clone(),
+        ..Default::default()
+    };
+    let anchored = c.tokenize_request(req.clone()).await.unwrap().tokens[0]
+        .token
+        .clone();
+    req.subject_id = "traveller-2".into();
+    req.travel_end_date = String::new();
+    let unanchored = c.tokenize_request(req.clone()).await.unwrap().tokens[0]
+        .token
+        .clone();
+    req.subject_id = "traveller-3".into();
+    req.travel_end_date = "2026-02-30".into();
+    let err = c.tokenize_request(req).await.unwrap_err();
+    assert!(
+        err.violations.iter().any(|(f, _)| f == "travel_end_date"),
+        "{err:?}"
+    );
+
+    jump(&mut vault, 35);
+    let mut c = as_token(&vault, &keys.core).await;
+    let shown = c
+        .detokenize(&[&anchored, &unanchored], "secure_flight")
+        .await
+        .unwrap();
+    assert_eq!(
+        shown[0].value, "1984-06-01",
+        "travel ended 25 days ago ({travel_end})"
+    );
+    assert_eq!(
+        shown[1].disclosure,
+        Disclosure::Expired as i32,
+        "collected 35 days ago"
+    );
+
+    jump(&mut vault, 42);
+    let mut c = as_token(&vault, &keys.core).await;
+    let shown = c.detokenize(&[&anchored], "secure_flight").await.unwrap();
+    assert_eq!(shown[0].disclosure, Disclosure::Expired as i32);
+    let mut officer = as_token(&vault, &keys.officer).await;
+    let swept = officer.sweep().await.unwrap();
+    assert_eq!(swept.fields, 2);
+    let report = officer.lifecycle_report(30).await.unwrap();
+    assert_eq!(class(&report, "secure_flight").shredded, 2);
+}

@@ -1,4 +1,5 @@
-//! `vault.v1.SystemService`: status now; unseal, seal and key rotation later.
+//! `vault.v1.SystemService`: status, the retention report and sweeper;
+//! unseal, seal and key rotation later.
 
 use super::{Shared, base_event, principal};
 use crate::error::Error;
@@ -6,7 +7,10 @@ use crate::policy::Action;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use vault_proto::v1::system_service_server::SystemService;
-use vault_proto::v1::{StatusRequest, StatusResponse};
+use vault_proto::v1::{
+    LifecycleReportRequest, LifecycleReportResponse, StatusRequest, StatusResponse, SweepRequest,
+    SweepResponse,
+};
 
 /// The system service.
 #[derive(Debug, Clone)]
@@ -41,6 +45,54 @@ impl SystemService for SystemApi {
                 schema_fields: u32::try_from(e.schema().len()).unwrap_or(u32::MAX),
                 root_key_source: "dev-key-file".to_owned(),
                 storage: e.store().backend().to_owned(),
+            }))
+        }
+        .await;
+        Ok(self.shared.conclude(ev, r, true).await?)
+    }
+
+    async fn lifecycle_report(
+        &self,
+        request: Request<LifecycleReportRequest>,
+    ) -> Result<Response<LifecycleReportResponse>, Status> {
+        let who = principal(&request)?;
+        let mut ev = base_event(&request, Some(&who));
+        ev.action = "lifecycle_report".into();
+        let r: Result<_, Error> = async {
+            self.shared.require(&who, Action::Lifecycle)?;
+            let days = match request.get_ref().due_within_days {
+                0 => 30,
+                d => d.min(36_500),
+            };
+            let engine = self.shared.engine.clone();
+            let now = engine.clock().now_micros();
+            let classes =
+                tokio::task::spawn_blocking(move || engine.lifecycle_report(days, now / 1_000_000))
+                    .await
+                    .map_err(|e| Error::Internal(format!("report: {e}")))??;
+            Ok(Response::new(LifecycleReportResponse {
+                classes,
+                as_of_unix_micros: now,
+            }))
+        }
+        .await;
+        Ok(self.shared.conclude(ev, r, true).await?)
+    }
+
+    async fn sweep(
+        &self,
+        request: Request<SweepRequest>,
+    ) -> Result<Response<SweepResponse>, Status> {
+        let who = principal(&request)?;
+        let mut ev = base_event(&request, Some(&who));
+        ev.action = "sweep".into();
+        let r: Result<_, Error> = async {
+            self.shared.require(&who, Action::Lifecycle)?;
+            let s = crate::api::run_sweep(&self.shared).await?;
+            Ok(Response::new(SweepResponse {
+                subjects: s.subjects,
+                fields: s.fields,
+                held: s.held,
             }))
         }
         .await;

@@ -5,7 +5,7 @@ use crate::audit::AuditItem;
 use crate::cards::Brand;
 use crate::engine::NewValue;
 use crate::engine::records::SubjectRecord;
-use crate::engine::types::{PolicyVersion, Purpose, SubjectId};
+use crate::engine::types::{PolicyVersion, Purpose, SubjectId, TravelEnd};
 use crate::engine::{Found, MAX_LOOKUP_RESULTS};
 use crate::error::Error;
 use crate::policy::{Action, SubjectContext};
@@ -221,6 +221,9 @@ impl TokenService for TokenApi {
             }
             let policy_version =
                 v.check("policy_version", PolicyVersion::parse(&req.policy_version));
+            let travel_end = v
+                .check("travel_end_date", TravelEnd::parse(&req.travel_end_date))
+                .flatten();
             v.finish()?;
             let (Some(subject), Some(policy_version)) = (subject, policy_version) else {
                 return Err(Error::Internal("validated input missing".into()));
@@ -250,6 +253,7 @@ impl TokenService for TokenApi {
                     &values,
                     &purposes,
                     &policy_version,
+                    travel_end,
                     Some(self.shared.audited(&ev)),
                 )
                 .await?;

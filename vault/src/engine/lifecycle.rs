@@ -255,7 +255,7 @@ mod tests {
         };
         let none = PolicyVersion::parse("").unwrap();
         engine
-            .tokenize(sid, &[value], &[], &none, None)
+            .tokenize(sid, &[value], &[], &none, None, None)
             .await
             .unwrap();
     }

@@ -7,6 +7,8 @@
 
 mod lifecycle;
 pub mod records;
+mod retention;
+pub use retention::SweepStats;
 pub mod types;
 
 use crate::cards::cvv::{CvvVault, Held};
@@ -532,6 +534,7 @@ impl Engine {
         values: &[NewValue],
         purposes: &[Purpose],
         policy_version: &PolicyVersion,
+        travel_end: Option<types::TravelEnd>,
         mut audit: Option<Audited<'_>>,
     ) -> Result<Vec<Token>> {
         let sid = subject.as_str();
@@ -581,6 +584,7 @@ impl Engine {
                     created_at: now,
                     updated_at: now,
                     blind: Vec::new(),
+                    shredded_at: 0,
                 });
                 keep_in_memory.push((token.clone(), nv.value.clone()));
                 out.push(token);
@@ -628,6 +632,7 @@ impl Engine {
                 created_at: now,
                 updated_at: now,
                 blind: blind.map(|b| b.to_vec()).unwrap_or_default(),
+                shredded_at: 0,
             });
             out.push(token);
         }
@@ -638,6 +643,9 @@ impl Engine {
             record.policy_version = policy_version.as_str().to_owned();
         }
         record.last_activity = now;
+        if let Some(t) = travel_end {
+            record.travel_end = t.0;
+        }
         if let Some(a) = audit.as_mut() {
             a.event.items = values
                 .iter()
@@ -721,6 +729,14 @@ impl Engine {
             }
             if field.memory_only() {
                 out.push(self.reveal_cvv(token, field, sid.clone(), reveal, now));
+                continue;
+            }
+            // Past its retention (swept or not yet): gone, nothing decrypted.
+            if self.is_expired(record, entry, now) {
+                out.push(Found::Expired {
+                    field,
+                    subject: sid.clone(),
+                });
                 continue;
             }
             let dek = match deks.get(&(sid.clone(), entry.dek_version)) {
@@ -831,10 +847,11 @@ impl Engine {
             else {
                 continue;
             };
+            let now = self.clock.now();
             let live = self.subject_record(sid)?.is_some_and(|r| {
-                r.entry(&token)
-                    .is_some_and(|e| e.field == field.name && ct_eq(&e.blind, &blind))
-                    && allow(&r)
+                r.entry(&token).is_some_and(|e| {
+                    e.field == field.name && ct_eq(&e.blind, &blind) && !self.is_expired(&r, e, now)
+                }) && allow(&r)
             });
             if let (true, Some(token)) = (live, Token::parse(&token)) {
                 out.push(token);
@@ -868,8 +885,16 @@ impl Engine {
             .cloned()
             .ok_or(Error::NotFound("token"))?;
         let value = validate(&field, &record)?;
-        let dek = self.dek_of(&sid, &record, record.active_dek)?;
         let now = self.clock.now();
+        if record
+            .entry(token.as_str())
+            .is_some_and(|e| self.is_expired(&record, e, now))
+        {
+            return Err(Error::FailedPrecondition(
+                "the value is past its retention: store it again with Tokenize",
+            ));
+        }
+        let dek = self.dek_of(&sid, &record, record.active_dek)?;
         let mut batch = Batch::new();
         let mut stale_index = None;
         let entry = record

@@ -54,6 +54,9 @@ pub struct SubjectRecord {
     /// When the hold was set (Unix seconds).
     #[prost(int64, tag = "11")]
     pub legal_hold_since: i64,
+    /// Retention anchor: the end of travel (Unix seconds; 0: none given).
+    #[prost(int64, tag = "12")]
+    pub travel_end: i64,
 }
 
 impl SubjectRecord {
@@ -100,4 +103,8 @@ pub struct FieldEntry {
     /// The value's blind index, for look-up fields (to remove it on change).
     #[prost(bytes = "vec", tag = "8")]
     pub blind: Vec<u8>,
+    /// When the retention sweeper shredded the value (Unix seconds; 0: it
+    /// has not). The ciphertext is then gone and the token answers EXPIRED.
+    #[prost(int64, tag = "9")]
+    pub shredded_at: i64,
 }

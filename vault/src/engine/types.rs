@@ -58,6 +58,42 @@ impl Purpose {
     }
 }
 
+/// The end of a travel (a retention anchor): the end of a `YYYY-MM-DD` day,
+/// UTC, as Unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TravelEnd(pub i64);
+
+impl TravelEnd {
+    /// Parses `YYYY-MM-DD` (a real date, years 1900 to 2199); `None` if empty.
+    pub fn parse(text: &str) -> Result<Option<Self>, &'static str> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        if !crate::schema::Validator::Date
+            .normalize(text, 10)
+            .is_ok_and(|d| *d == text)
+        {
+            return Err("not a date (YYYY-MM-DD)");
+        }
+        let num = |r: std::ops::Range<usize>| text[r].parse::<i64>().unwrap_or(0);
+        let days = days_from_civil(num(0..4), num(5..7), num(8..10));
+        Ok(Some(Self((days + 1) * 86_400)))
+    }
+}
+
+/// Days from 1970-01-01 to the proleptic Gregorian date `y-m-d`.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    // Years counted from March, in 400-year eras (the inverse of
+    // `cards::year_month`).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let year_of_era = y.rem_euclid(400);
+    let shifted_month = (m + 9) % 12; // March = 0
+    let day_of_year = (153 * shifted_month + 2) / 5 + d - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
 /// A privacy-policy version: up to 64 printable ASCII characters, or empty.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PolicyVersion(String);
@@ -88,6 +124,27 @@ mod tests {
         assert!(SubjectId::parse("ann@example.com").is_err());
         assert!(SubjectId::parse(&"a".repeat(129)).is_err());
         assert!(SubjectId::parse("a b").is_err());
+    }
+
+    #[test]
+    fn travel_end_is_the_end_of_the_day() {
+        assert_eq!(TravelEnd::parse("").unwrap(), None);
+        assert_eq!(
+            TravelEnd::parse("1970-01-01").unwrap(),
+            Some(TravelEnd(86_400))
+        );
+        // 2026-11-22 starts at 1,795,305,600.
+        assert_eq!(
+            TravelEnd::parse("2026-11-22").unwrap(),
+            Some(TravelEnd(1_795_305_600 + 86_400))
+        );
+        assert_eq!(
+            TravelEnd::parse("2000-03-01").unwrap(),
+            Some(TravelEnd(951_868_800 + 86_400))
+        );
+        for bad in ["2026-02-30", "26-11-22", "2026-11-22T00:00", "tomorrow"] {
+            assert!(TravelEnd::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

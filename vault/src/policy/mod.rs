@@ -74,6 +74,8 @@ pub enum Action {
     RotateKeys,
     /// Back up.
     Backup,
+    /// Report on retention and run the sweeper.
+    Lifecycle,
 }
 
 impl Action {
@@ -102,6 +104,7 @@ impl Action {
             Action::Seal => "seal",
             Action::RotateKeys => "rotate_keys",
             Action::Backup => "backup",
+            Action::Lifecycle => "lifecycle",
         }
     }
 
@@ -111,7 +114,7 @@ impl Action {
     }
 
     /// Every action.
-    pub const ALL: [Action; 22] = [
+    pub const ALL: [Action; 23] = [
         Action::Tokenize,
         Action::RevealPlain,
         Action::RevealMasked,
@@ -134,6 +137,7 @@ impl Action {
         Action::Seal,
         Action::RotateKeys,
         Action::Backup,
+        Action::Lifecycle,
     ];
 
     /// The actions on a field, in the order `explain` reports them.

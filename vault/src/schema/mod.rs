@@ -33,6 +33,17 @@ pub enum RetentionAnchor {
     TravelEnd,
 }
 
+impl RetentionAnchor {
+    /// The name used in `fields.toml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Collection => "collection",
+            Self::LastActivity => "last_activity",
+            Self::TravelEnd => "travel_end",
+        }
+    }
+}
+
 /// How long a class of data is kept, and from when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {

@@ -125,6 +125,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The last entry (highest key) whose key starts with `prefix`.
     fn last_with_prefix(&self, prefix: &[u8]) -> Result<Option<Entry>, StoreError>;
 
+    /// Calls `f` with the key and value of every subject record, in no
+    /// particular order (blocking: reads them all; for sweeps and reports).
+    fn for_each_subject(&self, f: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError>;
+
     /// Makes everything committed so far durable, blocking (for shutdown).
     fn flush(&self) -> Result<(), StoreError>;
 

@@ -263,6 +263,10 @@ impl Store for SledStore {
             .map_err(backend)
     }
 
+    fn for_each_subject(&self, f: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError> {
+        self.records.for_each(f).map_err(backend)
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         let staged = self.records.snapshot();
         self.db.flush().map_err(backend)?;

@@ -1,0 +1,234 @@
+//! Retention (GDPR 5(1)(e), PCI DSS 3.2.1): when each stored value expires,
+//! the sweeper that shreds expired values, and the report of what is due.
+//!
+//! A value's expiry follows its field's class in `fields.toml`: a number of
+//! days after its collection, after the subject's last activity, or after
+//! the end of travel (the `travel_end_date` anchor of Tokenize; without one,
+//! after collection). A value past its expiry answers `EXPIRED` at once, even
+//! before the sweeper reaches it; the sweeper then deletes its ciphertext and
+//! index entry (the token stays, answering `EXPIRED`). A legal hold keeps a
+//! subject's values readable and unswept.
+
+use super::Engine;
+use super::records::{FieldEntry, SubjectRecord};
+use crate::error::{Error, Result};
+use crate::schema::RetentionAnchor;
+use crate::store::{Batch, keys};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use vault_proto::v1::ClassReport;
+
+/// Seconds in a day.
+const DAY: i64 = 86_400;
+/// Subjects the sweeper changes at once (each is one commit; the group
+/// commit shares their syncs).
+const SWEEP_CONCURRENCY: usize = 16;
+
+/// What one sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepStats {
+    /// Subjects changed.
+    pub subjects: u64,
+    /// Values shredded.
+    pub fields: u64,
+    /// Subjects with expired values kept by a legal hold.
+    pub held: u64,
+}
+
+/// Whether an entry still holds a value the sweeper could shred.
+fn stored(e: &FieldEntry) -> bool {
+    e.shredded_at == 0 && !e.ciphertext.is_empty()
+}
+
+impl Engine {
+    /// When `entry` of `record` expires (Unix seconds), by its class.
+    pub(crate) fn expires_at(&self, record: &SubjectRecord, entry: &FieldEntry) -> Option<i64> {
+        let field = self.schema.field(&entry.field)?;
+        let retention = self.schema.class(&field.class)?.retention;
+        let from = match retention.after {
+            RetentionAnchor::Collection => entry.created_at,
+            RetentionAnchor::LastActivity => record.last_activity.max(entry.created_at),
+            RetentionAnchor::TravelEnd if record.travel_end > 0 => record.travel_end,
+            RetentionAnchor::TravelEnd => entry.created_at,
+        };
+        Some(from.saturating_add(i64::from(retention.days).saturating_mul(DAY)))
+    }
+
+    /// Whether `entry`'s value is gone or past its retention at `now`
+    /// (a legal hold keeps it).
+    pub(crate) fn is_expired(&self, record: &SubjectRecord, entry: &FieldEntry, now: i64) -> bool {
+        entry.shredded_at > 0
+            || (record.legal_hold_case.is_empty()
+                && self.expires_at(record, entry).is_some_and(|t| t <= now))
+    }
+
+    /// Shreds every value past its retention: deletes its ciphertext and
+    /// index entry, keeps its token (answering `EXPIRED`). Reads every
+    /// subject record once (off the async workers), then changes the
+    /// subjects that have something due, a few at a time, each under its
+    /// lock, re-checked against its current record.
+    pub async fn sweep(self: &Arc<Self>) -> Result<SweepStats> {
+        let now = self.clock.now();
+        let engine = self.clone();
+        let (due, held) = tokio::task::spawn_blocking(move || engine.due_subjects(now))
+            .await
+            .map_err(|e| Error::Internal(format!("sweep scan: {e}")))??;
+        let mut stats = SweepStats {
+            held,
+            ..SweepStats::default()
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        for sid in due {
+            if tasks.len() >= SWEEP_CONCURRENCY
+                && let Some(done) = tasks.join_next().await
+            {
+                add(&mut stats, done)?;
+            }
+            let engine = self.clone();
+            tasks.spawn(async move { engine.shred_expired(&sid, now).await });
+        }
+        while let Some(done) = tasks.join_next().await {
+            add(&mut stats, done)?;
+        }
+        Ok(stats)
+    }
+
+    /// Subjects with a value past its retention (and how many more a legal
+    /// hold keeps).
+    fn due_subjects(&self, now: i64) -> Result<(Vec<String>, u64)> {
+        let mut due = Vec::new();
+        let mut held = 0;
+        let mut bad = None;
+        self.store.for_each_subject(&mut |key, bytes| {
+            let Some(sid) = key
+                .strip_prefix(keys::SUBJECT_PREFIX)
+                .and_then(|s| std::str::from_utf8(s).ok())
+            else {
+                return;
+            };
+            let record = match super::decode::<SubjectRecord>(bytes, "subject") {
+                Ok(r) => r,
+                Err(e) => {
+                    bad = Some(e);
+                    return;
+                }
+            };
+            let expired = record
+                .entries
+                .iter()
+                .any(|e| stored(e) && self.expires_at(&record, e).is_some_and(|t| t <= now));
+            if expired && !record.legal_hold_case.is_empty() {
+                held += 1;
+            } else if expired {
+                due.push(sid.to_owned());
+            }
+        })?;
+        match bad {
+            Some(e) => Err(e),
+            None => Ok((due, held)),
+        }
+    }
+
+    /// Shreds `sid`'s values past their retention at `now`; returns how many.
+    async fn shred_expired(&self, sid: &str, now: i64) -> Result<u64> {
+        let _guard = self.lock_for(sid).lock().await;
+        let Some(current) = self.subject_record(sid)? else {
+            return Ok(0);
+        };
+        if !current.legal_hold_case.is_empty() {
+            return Ok(0);
+        }
+        let mut record = SubjectRecord::clone(&current);
+        let mut batch = Batch::new();
+        let mut shredded = 0;
+        for i in 0..record.entries.len() {
+            let entry = &record.entries[i];
+            if !stored(entry) || self.expires_at(&record, entry).is_none_or(|t| t > now) {
+                continue;
+            }
+            let entry = &mut record.entries[i];
+            if let Ok(blind) = <[u8; keys::BLIND_LEN]>::try_from(entry.blind.as_slice()) {
+                batch.delete(keys::index(&blind, sid));
+            }
+            entry.ciphertext = Vec::new();
+            entry.blind = Vec::new();
+            entry.shredded_at = now;
+            shredded += 1;
+        }
+        if shredded > 0 {
+            self.commit_subject(sid, record, batch, None).await?;
+        }
+        Ok(shredded)
+    }
+
+    /// Per class: values live, due within `due_days`, overdue (past
+    /// retention, not yet swept), held, and shredded, as of `now`.
+    pub fn lifecycle_report(&self, due_days: u32, now: i64) -> Result<Vec<ClassReport>> {
+        let mut classes: BTreeMap<String, ClassReport> = self
+            .schema
+            .classes()
+            .map(|c| {
+                let r = c.retention;
+                (
+                    c.name.clone(),
+                    ClassReport {
+                        class: c.name.clone(),
+                        retention: format!("{}d after {}", r.days, r.after.name()),
+                        ..ClassReport::default()
+                    },
+                )
+            })
+            .collect();
+        let soon = now.saturating_add(i64::from(due_days).saturating_mul(DAY));
+        let mut bad = None;
+        self.store.for_each_subject(&mut |_, bytes| {
+            let record = match super::decode::<SubjectRecord>(bytes, "subject") {
+                Ok(r) => r,
+                Err(e) => {
+                    bad = Some(e);
+                    return;
+                }
+            };
+            for e in &record.entries {
+                let Some(field) = self.schema.field(&e.field) else {
+                    continue;
+                };
+                let (Some(c), Some(t)) =
+                    (classes.get_mut(&field.class), self.expires_at(&record, e))
+                else {
+                    continue;
+                };
+                if e.shredded_at > 0 {
+                    c.shredded += 1;
+                } else if e.ciphertext.is_empty() {
+                    // A CVV: never stored, nothing to keep or shred.
+                } else if t <= now && !record.legal_hold_case.is_empty() {
+                    c.held += 1;
+                } else if t <= now {
+                    c.overdue += 1;
+                } else {
+                    c.live += 1;
+                    if t <= soon {
+                        c.due += 1;
+                    }
+                }
+            }
+        })?;
+        match bad {
+            Some(e) => Err(e),
+            None => Ok(classes.into_values().collect()),
+        }
+    }
+}
+
+fn add(
+    stats: &mut SweepStats,
+    done: std::result::Result<Result<u64>, tokio::task::JoinError>,
+) -> Result<()> {
+    let n = done.map_err(|e| Error::Internal(format!("sweep task: {e}")))??;
+    if n > 0 {
+        stats.subjects += 1;
+        stats.fields += n;
+    }
+    Ok(())
+}
