@@ -197,6 +197,31 @@ pub enum SubjectCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Export everything held about a subject (GDPR 15 and 20): prints the
+    /// JSON document (schema vault.subject-export.v1). It holds personal
+    /// data, card numbers in clear: give it to the subject only.
+    Export {
+        /// The subject's id.
+        subject: String,
+        /// Why (recorded in the audit trail: no personal data).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Link a travel companion to the account holder who supplied its data,
+    /// with the holder's attestation of the companion's consent.
+    Link {
+        /// The companion's subject id.
+        companion: String,
+        /// The account holder's subject id.
+        #[arg(long, required_unless_present = "unlink")]
+        holder: Option<String>,
+        /// The holder's attestation, as a reference (no personal data).
+        #[arg(long, required_unless_present = "unlink")]
+        attestation: Option<String>,
+        /// Remove the companion's link instead.
+        #[arg(long, conflicts_with_all = ["holder", "attestation"])]
+        unlink: bool,
+    },
     /// Check an erasure receipt offline against the vault's public key.
     VerifyReceipt {
         /// The receipt file (what `vaultctl subject erase` printed).
@@ -1121,6 +1146,31 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             writeln!(out, "{:#}", receipt_json(&receipt))?;
         }
         Command::Subject(SubjectCommand::VerifyReceipt { .. }) => {}
+        Command::Subject(SubjectCommand::Export { subject, reason }) => {
+            let doc = vault.export_subject(&subject, &reason).await?;
+            writeln!(out, "{doc}")?;
+        }
+        Command::Subject(SubjectCommand::Link {
+            companion,
+            holder,
+            attestation,
+            ..
+        }) => {
+            let linked = vault
+                .link_companion(
+                    &companion,
+                    holder.as_deref().unwrap_or_default(),
+                    attestation.as_deref().unwrap_or_default(),
+                )
+                .await?;
+            if json {
+                writeln!(out, "{}", serde_json::json!({"holder_id": linked}))?;
+            } else if linked.is_empty() {
+                writeln!(out, "subject {companion}: no account holder")?;
+            } else {
+                writeln!(out, "subject {companion}: companion of {linked}")?;
+            }
+        }
         Command::Subject(SubjectCommand::Restrict {
             subject,
             reason,

@@ -446,6 +446,44 @@ impl VaultClient {
             })
     }
 
+    /// Exports everything the vault holds about a subject (privacy
+    /// officer; GDPR 15 and 20): the JSON document, schema
+    /// `vault.subject-export.v1`.
+    pub async fn export_subject(
+        &mut self,
+        subject_id: &str,
+        reason: &str,
+    ) -> Result<String, ClientError> {
+        let r = self.req(proto::SubjectExportRequest {
+            subject_id: subject_id.to_owned(),
+            reason: reason.to_owned(),
+        });
+        Ok(self.subjects.export(r).await?.into_inner().json)
+    }
+
+    /// Links travel companion `companion_id` to account holder `holder_id`
+    /// with the holder's attestation of the companion's consent, or (empty
+    /// `holder_id` and `attestation`) removes the link. Returns the holder
+    /// now linked.
+    pub async fn link_companion(
+        &mut self,
+        companion_id: &str,
+        holder_id: &str,
+        attestation: &str,
+    ) -> Result<String, ClientError> {
+        let r = self.req(proto::LinkCompanionRequest {
+            companion_id: companion_id.to_owned(),
+            holder_id: holder_id.to_owned(),
+            attestation: attestation.to_owned(),
+        });
+        Ok(self
+            .subjects
+            .link_companion(r)
+            .await?
+            .into_inner()
+            .holder_id)
+    }
+
     /// Restricts processing of a subject, or lifts it (privacy officer).
     pub async fn restrict(
         &mut self,

@@ -15,4 +15,5 @@ mod lifecycle;
 mod need_to_know;
 mod server;
 mod storage;
+mod subject_rights;
 mod tokens;

@@ -4,6 +4,7 @@
 //! `v1alpha`), which need no credentials.
 
 mod audit;
+mod export;
 mod policy;
 mod principal;
 mod subject;

@@ -10,8 +10,10 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use vault_proto::v1::subject_service_server::SubjectService;
 use vault_proto::v1::{
-    EraseRequest, EraseResponse, ErasureReceipt, RestrictRequest, RestrictResponse,
-    SetConsentRequest, SetConsentResponse, SetLegalHoldRequest, SetLegalHoldResponse,
+    AuditItem, EraseRequest, EraseResponse, ErasureReceipt, LinkCompanionRequest,
+    LinkCompanionResponse, RestrictRequest, RestrictResponse, SetConsentRequest,
+    SetConsentResponse, SetLegalHoldRequest, SetLegalHoldResponse, SubjectExportRequest,
+    SubjectExportResponse,
 };
 
 /// A reason or case id: 1 to 200 characters, no control characters. It goes
@@ -224,6 +226,122 @@ impl SubjectService for SubjectApi {
                 held: req.hold,
                 case_id,
             }))
+        }
+        .await;
+        Ok(self.shared.conclude_written(ev, r).await?)
+    }
+
+    async fn export(
+        &self,
+        request: Request<SubjectExportRequest>,
+    ) -> Result<Response<SubjectExportResponse>, Status> {
+        let who = principal(&request)?;
+        let mut ev = base_event(&request, Some(&who));
+        let r: Result<_, Error> = async {
+            self.shared.require(&who, Action::Export)?;
+            let req = request.into_inner();
+            let mut v = Violations::default();
+            let subject = v.check("subject_id", SubjectId::parse(&req.subject_id));
+            let reason = note(&mut v, "reason", &req.reason);
+            v.finish()?;
+            let (Some(subject), Some(reason)) = (subject, reason) else {
+                return Err(Error::Internal("validated input missing".into()));
+            };
+            ev.action = "export".into();
+            ev.subject_id = subject.as_str().to_owned();
+            ev.detail = format!("reason: {reason}");
+            let data = self.shared.engine.export_subject(&subject)?;
+            let audit = self.shared.audit.clone();
+            let sid = subject.as_str().to_owned();
+            let history = tokio::task::spawn_blocking(move || {
+                audit.subject_history(&sid, super::export::MAX_HISTORY)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("export task: {e}")))??;
+            let now = self.shared.engine.clock().now();
+            let doc = super::export::document(
+                self.shared.engine.schema(),
+                subject.as_str(),
+                &data,
+                &history,
+                now,
+            );
+            ev.items = data
+                .values
+                .iter()
+                .map(|v| AuditItem {
+                    field: v.entry.field.clone(),
+                    token: v.entry.token.clone(),
+                    // In the document, or only its state (expired, a CVV).
+                    disclosure: if v.value.is_some() { "EXPORTED" } else { "WITHHELD" }
+                        .to_owned(),
+                    subject_id: String::new(),
+                })
+                .collect();
+            let json = serde_json::to_string_pretty(&doc)
+                .map_err(|e| Error::Internal(format!("export document: {e}")))?;
+            tracing::info!(by = %who.name, subject = subject.as_str(), fields = data.values.len(), "subject exported");
+            Ok(Response::new(SubjectExportResponse { json }))
+        }
+        .await;
+        // A read: its event is durable before the document leaves.
+        Ok(self.shared.conclude(ev, r, true).await?)
+    }
+
+    async fn link_companion(
+        &self,
+        request: Request<LinkCompanionRequest>,
+    ) -> Result<Response<LinkCompanionResponse>, Status> {
+        let who = principal(&request)?;
+        let mut ev = base_event(&request, Some(&who));
+        let r: Result<_, Error> = async {
+            self.shared.require(&who, Action::LinkCompanion)?;
+            let req = request.into_inner();
+            let mut v = Violations::default();
+            let companion = v.check("companion_id", SubjectId::parse(&req.companion_id));
+            let holder = if req.holder_id.is_empty() {
+                if !req.attestation.is_empty() {
+                    v.add("attestation", "an attestation needs a holder_id");
+                }
+                None
+            } else {
+                let h = v.check("holder_id", SubjectId::parse(&req.holder_id));
+                if h.is_some() && req.holder_id == req.companion_id {
+                    v.add("holder_id", "a subject cannot be its own account holder");
+                }
+                Some(h)
+            };
+            let attestation = match holder {
+                Some(_) => note(&mut v, "attestation", &req.attestation),
+                None => Some(String::new()),
+            };
+            v.finish()?;
+            let (Some(companion), Some(attestation)) = (companion, attestation) else {
+                return Err(Error::Internal("validated input missing".into()));
+            };
+            let holder = match holder {
+                Some(Some(h)) => Some(h),
+                Some(None) => return Err(Error::Internal("validated input missing".into())),
+                None => None,
+            };
+            ev.action = if holder.is_some() { "link_companion" } else { "unlink_companion" }.into();
+            ev.subject_id = companion.as_str().to_owned();
+            ev.detail = match &holder {
+                Some(h) => format!("holder: {}; attestation: {attestation}", h.as_str()),
+                None => String::new(),
+            };
+            let linked = self
+                .shared
+                .engine
+                .link_companion(
+                    &companion,
+                    holder.as_ref(),
+                    &attestation,
+                    Some(self.shared.audited(&ev)),
+                )
+                .await?;
+            tracing::info!(by = %who.name, companion = companion.as_str(), linked = !linked.is_empty(), "companion link changed");
+            Ok(Response::new(LinkCompanionResponse { holder_id: linked }))
         }
         .await;
         Ok(self.shared.conclude_written(ev, r).await?)

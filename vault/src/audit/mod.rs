@@ -54,6 +54,18 @@ pub use vault_proto::audit::{
 /// `UNAVAILABLE` (and discloses nothing).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The kept events about one subject (see [`AuditLog::subject_history`]).
+#[derive(Debug, Default)]
+pub struct SubjectHistory {
+    /// The events, oldest first.
+    pub events: Vec<AuditEvent>,
+    /// The time of the oldest kept event (UTC microseconds): older events
+    /// were pruned. `None` if the trail is empty.
+    pub complete_since: Option<i64>,
+    /// Whether events were left out (more than asked for).
+    pub truncated: bool,
+}
+
 /// Stored records with their sequence numbers, in order.
 pub type Records = Vec<(u64, AuditRecord)>;
 
@@ -974,6 +986,29 @@ impl AuditLog {
             Ok(out.len() < limit)
         })?;
         Ok(out)
+    }
+
+    /// Every kept event about `subject` (the event's subject, or one of its
+    /// items'), oldest first, at most `limit`; with the time of the oldest
+    /// kept event (the history is complete since then) and whether events
+    /// were left out over `limit`. Reads the whole kept trail.
+    pub fn subject_history(&self, subject: &str, limit: usize) -> Result<SubjectHistory> {
+        let mut h = SubjectHistory::default();
+        self.scan_after(0, 0, |item| {
+            let (_, e) = item.ok_or(Error::Integrity)?;
+            if h.complete_since.is_none() {
+                h.complete_since = Some(e.time_unix_micros);
+            }
+            if e.subject_id == subject || e.items.iter().any(|i| i.subject_id == subject) {
+                if h.events.len() == limit {
+                    h.truncated = true;
+                    return Ok(false);
+                }
+                h.events.push(e);
+            }
+            Ok(true)
+        })?;
+        Ok(h)
     }
 
     /// Every kept record after `after_seq`: `(sequence number before the

@@ -153,22 +153,7 @@ pub fn expired(mm_yy: &str, now: i64) -> bool {
 
 /// The UTC year and month (1–12) of a Unix time in seconds.
 pub fn year_month(unix_secs: i64) -> (i64, i64) {
-    // Days since 1970-01-01, then the proleptic Gregorian calendar counted
-    // in 400-year eras from 0000-03-01 (so that February is the last month
-    // of a year and leap days need no special case).
-    let days = unix_secs.div_euclid(86_400) + 719_468;
-    let era = days.div_euclid(146_097);
-    let day_of_era = days.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153; // 0 = March
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let (year, month, _) = crate::engine::types::civil_date(unix_secs);
     (year, month)
 }
 

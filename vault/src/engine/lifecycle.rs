@@ -162,6 +162,7 @@ impl Engine {
         };
         let mut batch = Batch::new();
         batch.put(keys::erased(sid), body.encode_to_vec());
+        batch.extend(self.unlink_all(sid)?);
         batch.extend(shred(sid, &record));
         let write = async { self.store.commit(batch).await.map_err(Error::from) };
         let result = match audit {
@@ -187,6 +188,68 @@ impl Engine {
         Ok(body)
     }
 
+    /// Deletes the links from `holder` to its companions (an erased holder
+    /// lists nobody; the companions keep their own data and the holder's id).
+    fn unlink_all(&self, holder: &str) -> Result<Batch> {
+        let mut batch = Batch::new();
+        for (key, _) in self
+            .store
+            .scan_prefix(&keys::companions_of(holder), usize::MAX)?
+        {
+            batch.delete(key);
+        }
+        Ok(batch)
+    }
+
+    /// Links travel companion `companion` to the account holder `holder`
+    /// who supplied its data, with the holder's `attestation` of the
+    /// companion's consent, or (`holder` `None`) removes its link. Both must
+    /// hold data. Returns the holder now linked ("" after unlinking).
+    pub async fn link_companion(
+        &self,
+        companion: &SubjectId,
+        holder: Option<&SubjectId>,
+        attestation: &str,
+        audit: Option<Audited<'_>>,
+    ) -> Result<String> {
+        let cid = companion.as_str();
+        if let Some(h) = holder
+            && self.subject_record(h.as_str())?.is_none()
+        {
+            return Err(Error::NotFound("account holder"));
+        }
+        let _guard = self.lock_for(cid).lock().await;
+        let current = self
+            .subject_record(cid)?
+            .ok_or(Error::NotFound("subject"))?;
+        let mut record = SubjectRecord::clone(&current);
+        let mut batch = Batch::new();
+        if !record.account_holder.is_empty() {
+            batch.delete(keys::companion(&record.account_holder, cid));
+        }
+        match holder {
+            Some(h) => {
+                batch.put(keys::companion(h.as_str(), cid), Vec::new());
+                record.account_holder = h.as_str().to_owned();
+                record.holder_attestation = attestation.to_owned();
+                record.linked_at = self.clock.now();
+                record.linked_by = audit
+                    .as_ref()
+                    .map(|a| a.event.principal.clone())
+                    .unwrap_or_default();
+            }
+            None => {
+                record.account_holder.clear();
+                record.holder_attestation.clear();
+                record.linked_at = 0;
+                record.linked_by.clear();
+            }
+        }
+        let linked = record.account_holder.clone();
+        self.commit_subject(cid, record, batch, audit).await?;
+        Ok(linked)
+    }
+
     /// Finishes erasures the journal records but the store does not reflect
     /// yet (a crash between the journal and the record's removal, or a
     /// restored backup older than the erasure): shreds every journaled
@@ -210,7 +273,9 @@ impl Engine {
                 if record.created_at > erased_at {
                     continue;
                 }
-                self.store.commit(shred(sid, &record)).await?;
+                let mut batch = self.unlink_all(sid)?;
+                batch.extend(shred(sid, &record));
+                self.store.commit(batch).await?;
                 self.cache.forget_subject(sid);
                 done += 1;
             }
@@ -220,9 +285,13 @@ impl Engine {
 }
 
 /// What erasing `record` of `sid` writes after the journal entry: a
-/// tombstone per token, no index entries, and, last, no record.
+/// tombstone per token, no index entries, no link to its account holder
+/// and, last, no record.
 fn shred(sid: &str, record: &SubjectRecord) -> Batch {
     let mut batch = Batch::new();
+    if !record.account_holder.is_empty() {
+        batch.delete(keys::companion(&record.account_holder, sid));
+    }
     for e in &record.entries {
         batch.put(keys::token(&e.token), keys::tombstone(&e.field));
         if let Ok(blind) = <[u8; keys::BLIND_LEN]>::try_from(e.blind.as_slice()) {

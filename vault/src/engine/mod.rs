@@ -5,9 +5,11 @@
 //! read-modify-write of its record); different subjects proceed in parallel,
 //! and every write is one atomic, durable batch.
 
+mod export;
 mod lifecycle;
 pub mod records;
 mod retention;
+pub use export::{Companion, ExportedValue, SubjectData, ValueState};
 pub use retention::SweepStats;
 pub mod types;
 
@@ -567,6 +569,11 @@ impl Engine {
                 "too many CVVs are waiting for authorisation; try again later",
             ));
         }
+        // Who stores the values: the audited caller.
+        let (by, by_role) = audit
+            .as_ref()
+            .map(|a| (a.event.principal.clone(), a.event.role.clone()))
+            .unwrap_or_default();
         let mut out = Vec::with_capacity(values.len());
         let mut keep_in_memory = Vec::with_capacity(cvvs);
         for nv in values {
@@ -584,7 +591,9 @@ impl Engine {
                     created_at: now,
                     updated_at: now,
                     blind: Vec::new(),
-                    shredded_at: 0,
+                    stored_by: by.clone(),
+                    stored_by_role: by_role.clone(),
+                    ..Default::default()
                 });
                 keep_in_memory.push((token.clone(), nv.value.clone()));
                 out.push(token);
@@ -632,7 +641,9 @@ impl Engine {
                 created_at: now,
                 updated_at: now,
                 blind: blind.map(|b| b.to_vec()).unwrap_or_default(),
-                shredded_at: 0,
+                stored_by: by.clone(),
+                stored_by_role: by_role.clone(),
+                ..Default::default()
             });
             out.push(token);
         }
@@ -934,6 +945,10 @@ impl Engine {
         entry.value_version = version;
         entry.dek_version = dek.version();
         entry.updated_at = now;
+        if let Some(a) = audit.as_ref() {
+            entry.updated_by.clone_from(&a.event.principal);
+            entry.updated_by_role.clone_from(&a.event.role);
+        }
         record.last_activity = now;
         if let Some(a) = audit.as_mut() {
             a.event.items = vec![item(&field.name, token.as_str(), "UPDATED", &sid)];

@@ -57,6 +57,20 @@ pub struct SubjectRecord {
     /// Retention anchor: the end of travel (Unix seconds; 0: none given).
     #[prost(int64, tag = "12")]
     pub travel_end: i64,
+    /// A travel companion's account holder: the subject who supplied this
+    /// subject's data ("" when none).
+    #[prost(string, tag = "13")]
+    pub account_holder: String,
+    /// The holder's attestation that the companion agreed (a reference, no
+    /// personal data).
+    #[prost(string, tag = "14")]
+    pub holder_attestation: String,
+    /// When the companion was linked to the holder (Unix seconds).
+    #[prost(int64, tag = "15")]
+    pub linked_at: i64,
+    /// Who linked it (principal name).
+    #[prost(string, tag = "16")]
+    pub linked_by: String,
 }
 
 impl SubjectRecord {
@@ -107,4 +121,14 @@ pub struct FieldEntry {
     /// has not). The ciphertext is then gone and the token answers EXPIRED.
     #[prost(int64, tag = "9")]
     pub shredded_at: i64,
+    /// Who stored the value: principal name and role.
+    #[prost(string, tag = "10")]
+    pub stored_by: String,
+    #[prost(string, tag = "11")]
+    pub stored_by_role: String,
+    /// Who last corrected it ("" if nobody has).
+    #[prost(string, tag = "12")]
+    pub updated_by: String,
+    #[prost(string, tag = "13")]
+    pub updated_by_role: String,
 }

@@ -44,6 +44,8 @@ pub enum Action {
     Update,
     /// Grant or withdraw a subject's consent.
     SetConsent,
+    /// Link a travel companion to its account holder.
+    LinkCompanion,
     /// Export a subject's data.
     Export,
     /// Erase a subject.
@@ -89,6 +91,7 @@ impl Action {
             Action::Lookup => "lookup",
             Action::Update => "update",
             Action::SetConsent => "set_consent",
+            Action::LinkCompanion => "link_companion",
             Action::Export => "export",
             Action::Erase => "erase",
             Action::Restrict => "restrict",
@@ -114,7 +117,7 @@ impl Action {
     }
 
     /// Every action.
-    pub const ALL: [Action; 23] = [
+    pub const ALL: [Action; 24] = [
         Action::Tokenize,
         Action::RevealPlain,
         Action::RevealMasked,
@@ -122,6 +125,7 @@ impl Action {
         Action::Lookup,
         Action::Update,
         Action::SetConsent,
+        Action::LinkCompanion,
         Action::Export,
         Action::Erase,
         Action::Restrict,
@@ -168,6 +172,7 @@ impl Action {
         match self {
             a if a.on_field() => types.uid(&types.field, ""),
             Action::SetConsent
+            | Action::LinkCompanion
             | Action::Export
             | Action::Erase
             | Action::Restrict

@@ -50,12 +50,28 @@ pub const CREDENTIAL_PREFIX: &[u8] = b"cred/";
 pub const BOOTSTRAPPED: &[u8] = b"meta/bootstrapped";
 /// Prefix of the erasure journal.
 pub const ERASED_PREFIX: &[u8] = b"erased/";
+/// Prefix of the travel-companion links: `cmp/<holder>/<companion>`.
+pub const COMPANION_PREFIX: &[u8] = b"cmp/";
 /// First byte of a token tombstone.
 pub const TOMBSTONE: u8 = 0;
 
 /// Key of a subject's erasure journal entry.
 pub fn erased(subject_id: &str) -> Vec<u8> {
     join(ERASED_PREFIX, &[subject_id.as_bytes()])
+}
+
+/// Key of the link from account holder `holder` to its travel companion
+/// `companion` (subject ids hold no `/`).
+pub fn companion(holder: &str, companion: &str) -> Vec<u8> {
+    join(
+        COMPANION_PREFIX,
+        &[holder.as_bytes(), b"/", companion.as_bytes()],
+    )
+}
+
+/// Prefix of every companion link of `holder`.
+pub fn companions_of(holder: &str) -> Vec<u8> {
+    join(COMPANION_PREFIX, &[holder.as_bytes(), b"/"])
 }
 
 /// The tombstone of an erased token of `field`.
