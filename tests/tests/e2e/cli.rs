@@ -461,3 +461,60 @@ async fn vaultctl_erase_prints_a_receipt_that_verifies_offline() {
     );
     assert!(!out.status.success());
 }
+
+/// GDPR 30: `vaultctl policy check` (run by CI) passes the shipped policy
+/// and fails, naming the field or class, a `fields.toml` where a field lacks
+/// its class or purposes or a class its retention.
+#[test]
+fn gdpr_30_policy_check_fails_a_field_without_class_purposes_or_retention() {
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let fields = std::fs::read_to_string(shipped.join("fields.toml")).unwrap();
+    let check = |fields_toml: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        for e in std::fs::read_dir(&shipped).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+        }
+        std::fs::write(dir.path().join("fields.toml"), fields_toml).unwrap();
+        let out = Command::new(bin("vaultctl-under-test"))
+            .args(["policy", "check", "--dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = check(&fields);
+    assert!(ok, "the shipped policy is valid: {err}");
+    // Remove one line of one section.
+    let without = |section: &str, key: &str| {
+        let mut inside = false;
+        fields
+            .lines()
+            .filter(|l| {
+                if l.starts_with('[') {
+                    inside = *l == section;
+                }
+                !(inside && l.starts_with(key))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for (section, key, expect) in [
+        ("[fields.email]", "class =", "field email"),
+        ("[fields.email]", "purposes =", "field email"),
+        (
+            "[classes.contact]",
+            "retention =",
+            "class contact: missing retention",
+        ),
+    ] {
+        let changed = without(section, key);
+        assert_ne!(changed.len(), fields.len(), "{section} {key} was removed");
+        let (ok, err) = check(&changed);
+        assert!(!ok, "{section} without {key} passed");
+        assert!(err.contains(expect), "{section} {key}: {err}");
+    }
+}

@@ -8,7 +8,7 @@ use vault_client::proto::{Disclosure, QueryRequest};
 use vault_tests::{TestVault, audit_events, card_number, example_values, files_below, scan_for};
 
 /// The stored record of `subject`, read from its file in the data directory.
-fn record_file(vault: &TestVault, subject: &str) -> Option<SubjectRecord> {
+pub(crate) fn record_file(vault: &TestVault, subject: &str) -> Option<SubjectRecord> {
     let key = format!("sub/{subject}");
     files_below(&vault.data_dir().join("subjects"))
         .into_iter()

@@ -403,3 +403,155 @@ async fn gdpr_15_companions_are_listed_by_reference() {
         .unwrap_err();
     assert_eq!(err.code, Code::NotFound);
 }
+
+/// GDPR 16: after Update the old value is unreadable through every RPC
+/// (detokenize, look-up, export), its ciphertext is gone from the data
+/// directory (the record file is replaced whole) and stays gone after a
+/// restart; the token is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gdpr_16_the_old_value_is_unreadable_through_every_rpc() {
+    let mut vault = TestVault::start_default_policy();
+    let mut booking = vault.client_as("booking_service").await;
+    let tokens = booking
+        .tokenize(
+            "cust-16",
+            &[("email", "old.16@example.com"), ("phone", "+14155550116")],
+            &["booking"],
+            "2026-01",
+        )
+        .await
+        .unwrap();
+    let (email, phone) = (tokens[0].token.clone(), tokens[1].token.clone());
+    let before = crate::lifecycle::record_file(&vault, "cust-16").unwrap();
+    let old_ciphertexts: Vec<Vec<u8>> = before
+        .entries
+        .iter()
+        .map(|e| e.ciphertext.clone())
+        .collect();
+
+    booking
+        .update(&email, "new.16@example.com", "booking")
+        .await
+        .unwrap();
+    booking
+        .update(&phone, "+14155550999", "booking")
+        .await
+        .unwrap();
+
+    for round in ["running", "after restart"] {
+        let mut booking = vault.client_as("booking_service").await;
+        let shown = booking
+            .detokenize(&[email.as_str(), phone.as_str()], "booking")
+            .await
+            .unwrap();
+        assert_eq!(shown[0].value, "new.16@example.com", "{round}");
+        assert_eq!(shown[1].value, "+14155550999", "{round}");
+        assert_eq!((&shown[0].token, &shown[1].token), (&email, &phone));
+        assert!(
+            booking
+                .lookup("email", "old.16@example.com", "booking")
+                .await
+                .unwrap()
+                .is_empty(),
+            "{round}"
+        );
+        assert_eq!(
+            booking
+                .lookup("email", "new.16@example.com", "booking")
+                .await
+                .unwrap(),
+            [email.clone()],
+            "{round}"
+        );
+        let doc = export(&vault, "cust-16").await;
+        assert_eq!(field(&doc, "email")["value"], "new.16@example.com");
+        let text = doc.to_string();
+        assert!(
+            !text.contains("old.16") && !text.contains("550116"),
+            "{round}"
+        );
+        let after = crate::lifecycle::record_file(&vault, "cust-16").unwrap();
+        assert!(after.entries.iter().all(|e| e.value_version == 2));
+        assert!(
+            scan_for(vault.data_dir().as_path(), &old_ciphertexts).is_empty(),
+            "{round}: an old ciphertext is still in the data directory"
+        );
+        let new_ciphertexts: Vec<Vec<u8>> =
+            after.entries.iter().map(|e| e.ciphertext.clone()).collect();
+        assert_eq!(
+            scan_for(vault.data_dir().as_path(), &new_ciphertexts).len(),
+            2,
+            "the scan finds what is there"
+        );
+        if round == "running" {
+            assert!(vault.stop());
+            vault.restart();
+        }
+    }
+    // Storing the old value again is a new value with a new token.
+    let mut booking = vault.client_as("booking_service").await;
+    let again = booking
+        .tokenize("cust-16", &[("email", "old.16@example.com")], &[], "")
+        .await
+        .unwrap();
+    assert_ne!(again[0].token, email);
+}
+
+/// GDPR 5(1)(c): only declared fields are stored. A tokenize naming an
+/// undeclared field, or an undeclared purpose, is refused whole: nothing of
+/// it is stored, for a new subject or an existing one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gdpr_5_1_c_an_undeclared_field_is_refused_and_nothing_stored() {
+    let vault = TestVault::start_default_policy();
+    let mut booking = vault.client_as("booking_service").await;
+    booking
+        .tokenize(
+            "cust-5c",
+            &[("email", "kept.5c@example.com")],
+            &["booking"],
+            "",
+        )
+        .await
+        .unwrap();
+    let before = export(&vault, "cust-5c").await;
+    for subject in ["cust-5c", "new-5c"] {
+        let err = booking
+            .tokenize(
+                subject,
+                &[
+                    ("phone", "+14155550105"),
+                    ("favourite_colour", "ultramarine-5c"),
+                ],
+                &["booking"],
+                "",
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, Code::InvalidArgument, "{subject}");
+        assert_eq!(err.violations[0].0, "fields[1].field");
+        let err = booking
+            .tokenize(subject, &[("phone", "+14155550105")], &["profiling"], "")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, Code::InvalidArgument, "{subject}");
+        assert_eq!(err.violations[0].0, "purposes[0]");
+    }
+    let after = export(&vault, "cust-5c").await;
+    assert_eq!(after["fields"], before["fields"]);
+    assert_eq!(after["consented_purposes"], before["consented_purposes"]);
+    let mut officer = vault.client_as("privacy_officer").await;
+    let err = officer
+        .export_subject("new-5c", "request 5")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::NotFound);
+    assert!(
+        booking
+            .lookup("phone", "+14155550105", "booking")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let needles = vec![b"ultramarine-5c".to_vec(), b"+14155550105".to_vec()];
+    assert!(scan_for(vault.data_dir().as_path(), &needles).is_empty());
+}
