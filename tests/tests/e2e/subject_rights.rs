@@ -460,7 +460,7 @@ async fn gdpr_16_the_old_value_is_unreadable_through_every_rpc() {
                 .lookup("email", "new.16@example.com", "booking")
                 .await
                 .unwrap(),
-            [email.clone()],
+            std::slice::from_ref(&email),
             "{round}"
         );
         let doc = export(&vault, "cust-16").await;
