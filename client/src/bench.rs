@@ -7,7 +7,10 @@
 //! of unique values, a new subject each time), `detokenize` (six tokens of one
 //! record stored by the tokenize run, or by a short seeding phase), `card`
 //! (a checkout's card: number, expiry, cardholder name and CVV, a new
-//! subject each time).
+//! subject each time), `erase` (stores `--erase-subjects` subjects of 50
+//! values each, then erases all of them, C at a time, with the privacy
+//! officer's `--erase-token`: erasures/s and latency per erasure; it runs
+//! until done, not for D seconds).
 
 use crate::cli::{Failure, print_table};
 use crate::proto::{FieldValue, TokenizeRequest};
@@ -44,6 +47,13 @@ pub struct BenchArgs {
     /// principal, which sees every field of a bench record plain or masked.
     #[arg(long, default_value = "booking")]
     pub purpose: String,
+    /// Subjects the `erase` workload stores and then erases.
+    #[arg(long, default_value_t = 1000)]
+    pub erase_subjects: u64,
+    /// Bearer token of a principal that may erase (a privacy officer), for
+    /// the `erase` workload (the main token stores the subjects).
+    #[arg(long, env = "VAULT_ERASE_TOKEN", hide_env_values = true)]
+    pub erase_token: Option<String>,
 }
 
 /// A bench workload.
@@ -57,6 +67,8 @@ pub enum Workload {
     Detokenize,
     /// Tokenize of a card at checkout: number, expiry, name and CVV.
     Card,
+    /// Erase of a subject holding 50 values.
+    Erase,
 }
 
 impl Workload {
@@ -66,6 +78,7 @@ impl Workload {
             Self::Tokenize => "tokenize",
             Self::Detokenize => "detokenize",
             Self::Card => "card",
+            Self::Erase => "erase",
         }
     }
 
@@ -74,6 +87,7 @@ impl Workload {
             Self::Health => 0,
             Self::Tokenize | Self::Detokenize => 6,
             Self::Card => 4,
+            Self::Erase => ERASE_FIELDS,
         }
     }
 }
@@ -128,6 +142,23 @@ pub fn traveller(run: u64, n: u64) -> TokenizeRequest {
         policy_version: "bench".into(),
         travel_end_date: String::new(),
     }
+}
+
+/// Values per subject of the `erase` workload.
+const ERASE_FIELDS: u64 = 50;
+
+/// A subject of 50 values unique to (`run`, `n`), as ten Tokenize requests
+/// (a field once per request): ten each of name, email, phone, mailing
+/// address and postal code.
+pub fn fifty_values(run: u64, n: u64) -> Vec<TokenizeRequest> {
+    (0..ERASE_FIELDS / 5)
+        .map(|i| {
+            let mut req = traveller(run, n * 16 + i);
+            req.subject_id = format!("bench-erase-{run}-{n}");
+            req.fields.truncate(5);
+            req
+        })
+        .collect()
 }
 
 /// A checkout's card with a number unique to `n`: number, expiry (December
@@ -230,6 +261,8 @@ pub async fn run_workload(
                         client.detokenize(tokens, &purpose).await.map(|_| ())
                     }
                     Workload::Card => client.tokenize_request(card(run_id, n)).await.map(|_| ()),
+                    // Runs apart (see `erase_all`).
+                    Workload::Erase => Ok(()),
                 };
                 let t1 = Instant::now();
                 if t0 >= measure_from && t1 <= end {
@@ -314,6 +347,98 @@ async fn seed_pool(
     Ok(pool)
 }
 
+/// The `erase` workload: stores `args.erase_subjects` subjects of 50
+/// values, then erases every one with `erase_token`, `args.concurrency` at
+/// a time, timing each erasure.
+async fn erase_all(
+    target: &Target,
+    clients: &[VaultClient],
+    args: &BenchArgs,
+    run_id: u64,
+) -> Result<BenchResult, Failure> {
+    let Some(token) = args.erase_token.as_deref() else {
+        return Err(Failure::Usage(
+            "the erase workload needs --erase-token (a privacy officer's)".into(),
+        ));
+    };
+    let n = args.erase_subjects.max(1);
+    let next = Arc::new(AtomicU64::new(0));
+    let mut seeding = Vec::new();
+    for i in 0..args.concurrency.max(1) {
+        let mut client = clients[i % clients.len()].clone();
+        let next = next.clone();
+        seeding.push(tokio::spawn(async move {
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= n {
+                    return Ok::<_, ClientError>(());
+                }
+                for req in fifty_values(run_id, k) {
+                    client.tokenize_request(req).await?;
+                }
+            }
+        }));
+    }
+    for t in seeding {
+        t.await.map_err(|e| Failure::Usage(e.to_string()))??;
+    }
+    eprintln!("bench: stored {n} subjects of {ERASE_FIELDS} values; erasing them");
+    let mut officers = Vec::with_capacity(clients.len());
+    for _ in 0..clients.len().max(1) {
+        officers.push(
+            target
+                .connect()
+                .await?
+                .with_token(token)
+                .map_err(|e| Failure::Usage(e.to_string()))?,
+        );
+    }
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..args.concurrency.max(1) {
+        let mut client = officers[i % officers.len()].clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = new_histogram();
+            let (mut ok, mut errors) = (0u64, 0u64);
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= n {
+                    return (ok, errors, hist);
+                }
+                let subject = format!("bench-erase-{run_id}-{k}");
+                let t0 = Instant::now();
+                match client.erase(&subject, "bench").await {
+                    Ok(_) => {
+                        ok += 1;
+                        hist.saturating_record(
+                            u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX),
+                        );
+                    }
+                    Err(_) => errors += 1,
+                }
+            }
+        }));
+    }
+    let mut latency = new_histogram();
+    let (mut ok, mut errors) = (0, 0);
+    for t in tasks {
+        if let Ok((o, e, h)) = t.await {
+            ok += o;
+            errors += e;
+            let _ = latency.add(h);
+        }
+    }
+    Ok(BenchResult {
+        workload: Workload::Erase,
+        ok,
+        errors,
+        seconds: started.elapsed().as_secs_f64(),
+        latency,
+    })
+}
+
 /// Runs `vaultctl bench` and prints the report.
 pub async fn run(
     target: &Target,
@@ -335,6 +460,10 @@ pub async fn run(
     for &w in &args.workloads {
         if w == Workload::Detokenize && pool.is_empty() {
             pool = Arc::new(seed_pool(&clients, args.concurrency, run_id, 1000).await?);
+        }
+        if w == Workload::Erase {
+            results.push(erase_all(target, &clients, &args, run_id).await?);
+            continue;
         }
         eprintln!(
             "bench: {} for {}s (+{}s warm-up), C={}",
