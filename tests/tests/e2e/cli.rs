@@ -518,3 +518,89 @@ fn gdpr_30_policy_check_fails_a_field_without_class_purposes_or_retention() {
         assert!(err.contains(expect), "{section} {key}: {err}");
     }
 }
+
+/// `vaultctl subject link` links a companion to its holder and `vaultctl
+/// subject export` prints the export document: the holder's lists the
+/// companion, the companion's holds its value and names its holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vaultctl_links_a_companion_and_exports_a_subject() {
+    let vault = TestVault::start();
+    let core = vault.token_for(CORE_ROLE).await;
+    let officer = vault.token_for("privacy_officer").await;
+    for (subject, email) in [
+        ("cli-holder", "h@example.com"),
+        ("cli-comp", "c@example.com"),
+    ] {
+        json(&vaultctl(
+            &vault,
+            &core,
+            &[
+                "--json",
+                "tokenize",
+                "--subject",
+                subject,
+                &format!("email={email}"),
+            ],
+            None,
+        ));
+    }
+    let linked = json(&vaultctl(
+        &vault,
+        &officer,
+        &[
+            "--json",
+            "subject",
+            "link",
+            "cli-comp",
+            "--holder",
+            "cli-holder",
+            "--attestation",
+            "terms v3 s4",
+        ],
+        None,
+    ));
+    assert_eq!(linked["holder_id"], "cli-holder");
+    let export = |subject: &str| {
+        json(&vaultctl(
+            &vault,
+            &officer,
+            &[
+                "subject",
+                "export",
+                subject,
+                "--reason",
+                "GDPR 15 request 1",
+            ],
+            None,
+        ))
+    };
+    let holder = export("cli-holder");
+    assert_eq!(holder["format"], "vault.subject-export.v1");
+    assert_eq!(holder["companions"][0]["subject_id"], "cli-comp");
+    assert_eq!(holder["fields"][0]["value"], "h@example.com");
+    assert!(!holder.to_string().contains("c@example.com"));
+    let comp = export("cli-comp");
+    assert_eq!(comp["account_holder"]["subject_id"], "cli-holder");
+    assert_eq!(comp["account_holder"]["attestation"], "terms v3 s4");
+    // --unlink and --holder together are a usage error; --unlink alone works.
+    let out = vaultctl(
+        &vault,
+        &officer,
+        &["subject", "link", "cli-comp", "--unlink", "--holder", "x"],
+        None,
+    );
+    assert!(!out.status.success());
+    let out = vaultctl(
+        &vault,
+        &officer,
+        &["subject", "link", "cli-comp", "--unlink"],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no account holder"));
+    assert!(
+        export("cli-holder")["companions"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
