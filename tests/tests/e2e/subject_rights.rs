@@ -230,6 +230,15 @@ async fn gdpr_15_export_matches_what_was_stored_and_who_read_it() {
     assert_eq!(hidden[0].disclosure, Disclosure::Denied as i32);
     let doc = export(&vault, "cust-15").await;
     assert_eq!(doc["restricted"], true);
+    // The first export is a disclosure too, to the privacy officer.
+    let officers: Vec<&Value> = doc["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["role"] == "privacy_officer")
+        .collect();
+    assert_eq!(officers.len(), 1);
+    assert_eq!(officers[0]["values_shown"], 7, "the CVV was withheld");
     assert_eq!(field(&doc, "phone")["value"], "+14155550123");
 
     // Only the privacy officer; bad input and unknown subjects are clear

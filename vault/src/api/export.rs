@@ -14,8 +14,9 @@ pub const FORMAT: &str = "vault.subject-export.v1";
 /// Most audit events one export lists.
 pub const MAX_HISTORY: usize = 100_000;
 
-/// Disclosures that showed something of a value.
-const SHOWN: [&str; 4] = ["PLAIN", "PARTIAL", "MASKED", "FOUND"];
+/// Disclosures that showed something of a value (an earlier export too:
+/// the privacy officer received it for the subject).
+const SHOWN: [&str; 5] = ["PLAIN", "PARTIAL", "MASKED", "FOUND", "EXPORTED"];
 
 fn time_or_null(unix_secs: i64) -> Value {
     if unix_secs > 0 {
