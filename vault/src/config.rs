@@ -12,6 +12,7 @@
 //! | `max_value_bytes` | `VAULT_MAX_VALUE_BYTES` | 4096 |
 //! | `max_request_bytes` | `VAULT_MAX_REQUEST_BYTES` | 1048576 |
 //! | `dek_cache_entries` | `VAULT_DEK_CACHE_ENTRIES` | 100000 |
+//! | `dek_max_encryptions` | `VAULT_DEK_MAX_ENCRYPTIONS` | 16777216 (2^24): values a subject's DEK seals before a new one replaces it (1 to 2^31) |
 //! | `record_cache_entries` | `VAULT_RECORD_CACHE_ENTRIES` | 100000 (subject records, and as many token pointers) |
 //! | `store_cache_bytes` | `VAULT_STORE_CACHE_BYTES` | 268435456 (256 MiB) |
 //! | `shutdown_grace_secs` | `VAULT_SHUTDOWN_GRACE_SECS` | 10: longest wait for open requests and connections on SIGTERM |
@@ -90,6 +91,8 @@ pub struct Config {
     pub limits: Limits,
     /// Most unwrapped DEKs kept in memory.
     pub dek_cache_entries: usize,
+    /// Values a subject's DEK seals before it is replaced (GCM limit).
+    pub dek_max_encryptions: u64,
     /// Most decoded subject records (and token pointers) kept in memory.
     pub record_cache_entries: usize,
     /// sled's page cache, in bytes.
@@ -162,6 +165,7 @@ impl Default for Config {
             schema_file: None,
             limits: Limits::default(),
             dek_cache_entries: 100_000,
+            dek_max_encryptions: crate::engine::DEFAULT_DEK_MAX_ENCRYPTIONS,
             record_cache_entries: 100_000,
             store_cache_bytes: 256 << 20,
             durability: Durability::Fsync,
@@ -206,6 +210,7 @@ struct RawConfig {
     max_value_bytes: Option<usize>,
     max_request_bytes: Option<usize>,
     dek_cache_entries: Option<usize>,
+    dek_max_encryptions: Option<u64>,
     record_cache_entries: Option<usize>,
     store_cache_bytes: Option<u64>,
     durability: Option<String>,
@@ -319,6 +324,13 @@ impl Config {
                     "dek_cache_entries",
                     &value,
                     &mut c.dek_cache_entries,
+                ),
+                "DEK_MAX_ENCRYPTIONS" => parse_into(
+                    s,
+                    &src,
+                    "dek_max_encryptions",
+                    &value,
+                    &mut c.dek_max_encryptions,
                 ),
                 "RECORD_CACHE_ENTRIES" => parse_into(
                     s,
@@ -477,6 +489,9 @@ impl Config {
         if let Some(v) = raw.dek_cache_entries {
             self.dek_cache_entries = v;
         }
+        if let Some(v) = raw.dek_max_encryptions {
+            self.dek_max_encryptions = v;
+        }
         if let Some(v) = raw.record_cache_entries {
             self.record_cache_entries = v;
         }
@@ -590,6 +605,9 @@ impl Config {
         }
         if self.dek_cache_entries == 0 {
             problems.push("dek_cache_entries: must be at least 1".into());
+        }
+        if !(1..=1 << 31).contains(&self.dek_max_encryptions) {
+            problems.push("dek_max_encryptions: must be 1 to 2147483648".into());
         }
         if self.record_cache_entries == 0 {
             problems.push("record_cache_entries: must be at least 1".into());

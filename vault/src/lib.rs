@@ -157,7 +157,8 @@ pub async fn open_engine(config: &Config) -> Result<Engine, StartError> {
         clock,
         config.record_cache_entries,
         crate::cards::cvv::CvvVault::new(config.cvv_ttl_secs, config.cvv_max_pending),
-    );
+    )
+    .with_dek_max_encryptions(config.dek_max_encryptions);
     // An erasure the journal records is finished before anything is served.
     let finished = engine
         .finish_erasures()

@@ -249,3 +249,62 @@ async fn no_raw_root_key_in_the_data_directory() {
         assert_eq!(mode, 0o700, "the data directory is its owner's only");
     }
 }
+
+/// NIST GCM limit: with the limit of encryptions per DEK lowered to 3, the
+/// fourth value a subject seals (a new value or a correction) goes under a
+/// new DEK version, the old values still decrypt under theirs, before and
+/// after a restart, and erasure destroys every version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nist_gcm_1_a_dek_is_replaced_at_its_limit() {
+    let mut vault = TestVault::start_with(&[("VAULT_DEK_MAX_ENCRYPTIONS", "3")]);
+    let mut c = vault.client().await;
+    let mut tokens = Vec::new();
+    for pairs in [
+        &[("email", "gcm@example.com"), ("phone", "+14155550101")][..],
+        &[("full_name", "Gal Cem"), ("postal_code", "SW1A 1AA")][..],
+    ] {
+        for t in c.tokenize("gcm-1", pairs, &[], "").await.unwrap() {
+            tokens.push(t.token);
+        }
+    }
+    let record = crate::lifecycle::record_file(&vault, "gcm-1").unwrap();
+    let versions: Vec<u32> = record.entries.iter().map(|e| e.dek_version).collect();
+    assert_eq!(versions, [1, 1, 1, 2], "the fourth value moves to DEK v2");
+    assert_eq!(record.active_dek, 2);
+    let counts: Vec<(u32, u64)> = record
+        .deks
+        .iter()
+        .map(|d| (d.version, d.encryptions))
+        .collect();
+    assert_eq!(counts, [(1, 3), (2, 1)]);
+    assert_ne!(record.deks[0].wrapped, record.deks[1].wrapped);
+    // A correction is an encryption too: v2 reaches 3, then v3.
+    c.update(&tokens[0], "gcm2@example.com", "billing")
+        .await
+        .unwrap();
+    c.update(&tokens[1], "+14155550102", "billing")
+        .await
+        .unwrap();
+    c.update(&tokens[0], "gcm3@example.com", "billing")
+        .await
+        .unwrap();
+    let record = crate::lifecycle::record_file(&vault, "gcm-1").unwrap();
+    let versions: Vec<u32> = record.entries.iter().map(|e| e.dek_version).collect();
+    assert_eq!(versions, [3, 2, 1, 2]);
+    let expected = ["gcm3@example.com", "+14155550102", "Gal Cem", "SW1A 1AA"];
+    for round in ["running", "restarted"] {
+        let mut c = vault.client().await;
+        let shown = c.detokenize(&tokens, "billing").await.unwrap();
+        let values: Vec<&str> = shown.iter().map(|d| d.value.as_str()).collect();
+        assert_eq!(values, expected, "{round}");
+        if round == "running" {
+            assert!(vault.stop());
+            vault.restart();
+        }
+    }
+    let mut officer = vault.client_as("privacy_officer").await;
+    let receipt = officer.erase("gcm-1", "GDPR 17 request 1").await.unwrap();
+    let body: vault_client::proto::ErasureReceiptBody =
+        prost::Message::decode(receipt.body.as_slice()).unwrap();
+    assert_eq!(body.keys, 3, "every DEK version is destroyed");
+}

@@ -35,6 +35,10 @@ use zeroize::Zeroizing;
 const CACHE_SHARDS: usize = 16;
 /// Number of lock stripes serialising writes per subject.
 const LOCK_STRIPES: usize = 1024;
+
+/// Values a subject's DEK seals before it is replaced (2^24: far under the
+/// 2^32 random-nonce limit of AES-GCM, NIST SP 800-38D).
+pub const DEFAULT_DEK_MAX_ENCRYPTIONS: u64 = 1 << 24;
 /// Most tokens a look-up returns.
 pub const MAX_LOOKUP_RESULTS: usize = 256;
 /// Draws of a card token before giving up on finding a free one (each is
@@ -319,6 +323,7 @@ pub struct Engine {
     locks: Vec<tokio::sync::Mutex<()>>,
     hasher: std::collections::hash_map::RandomState,
     cvv: CvvVault,
+    dek_limit: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -379,7 +384,55 @@ impl Engine {
             locks,
             hasher: Default::default(),
             cvv,
+            dek_limit: DEFAULT_DEK_MAX_ENCRYPTIONS,
         }
+    }
+
+    /// Replaces a subject's DEK once it has sealed `limit` values (at least
+    /// 1): the next encryption moves to a new key version.
+    #[must_use]
+    pub fn with_dek_max_encryptions(mut self, limit: u64) -> Self {
+        self.dek_limit = limit.max(1);
+        self
+    }
+
+    /// The DEK that seals `record`'s next value: the active one, or, when it
+    /// has sealed its limit, a new version made active (old values keep
+    /// theirs). Counts the encryption.
+    fn sealing_dek(
+        &self,
+        subject_id: &str,
+        record: &mut SubjectRecord,
+        current: Option<Arc<DataKey>>,
+    ) -> Result<Arc<DataKey>> {
+        let active = record.active_dek;
+        let used = record.dek(active).map_or(0, |d| d.encryptions);
+        let dek = if used >= self.dek_limit {
+            let version = active.checked_add(1).ok_or(Error::FailedPrecondition(
+                "the subject has used up its key versions",
+            ))?;
+            let (dek, wrapped) = self.keyring.new_dek(subject_id, version).map_err(crypto)?;
+            record.deks.push(WrappedDek {
+                version,
+                wrapped,
+                encryptions: 0,
+            });
+            record.active_dek = version;
+            dek
+        } else {
+            match current {
+                Some(d) if d.version() == active => d,
+                _ => self.dek_of(subject_id, record, active)?,
+            }
+        };
+        if let Some(d) = record
+            .deks
+            .iter_mut()
+            .find(|d| d.version == record.active_dek)
+        {
+            d.encryptions += 1;
+        }
+        Ok(dek)
     }
 
     /// The pending CVVs.
@@ -555,6 +608,7 @@ impl Engine {
                     deks: vec![WrappedDek {
                         version: 1,
                         wrapped,
+                        encryptions: 0,
                     }],
                     active_dek: 1,
                     created_at: now,
@@ -562,7 +616,7 @@ impl Engine {
                 }
             }
         };
-        let dek = self.dek_of(sid, &record, record.active_dek)?;
+        let mut dek = self.dek_of(sid, &record, record.active_dek)?;
         let cvvs = values.iter().filter(|nv| nv.field.memory_only()).count();
         if cvvs > 0 && !self.cvv.has_room(cvvs) {
             return Err(Error::ResourceExhausted(
@@ -622,6 +676,7 @@ impl Engine {
             } else {
                 Token::generate().map_err(crypto)?
             };
+            dek = self.sealing_dek(sid, &mut record, Some(dek))?;
             let ciphertext = dek
                 .seal(
                     &field_context(sid, &field.name, token.as_str(), 1),
@@ -905,7 +960,7 @@ impl Engine {
                 "the value is past its retention: store it again with Tokenize",
             ));
         }
-        let dek = self.dek_of(&sid, &record, record.active_dek)?;
+        let dek = self.sealing_dek(&sid, &mut record, None)?;
         let mut batch = Batch::new();
         let mut stale_index = None;
         let entry = record

@@ -14,6 +14,10 @@ pub struct WrappedDek {
     /// The DEK sealed by a KEK (the KEK version is in the envelope header).
     #[prost(bytes = "vec", tag = "2")]
     pub wrapped: Vec<u8>,
+    /// Values sealed under this DEK so far (GCM with random nonces: a key
+    /// is replaced long before 2^32 uses).
+    #[prost(uint64, tag = "3")]
+    pub encryptions: u64,
 }
 
 /// A subject: its keys, every encrypted value, and consent. One record, so
