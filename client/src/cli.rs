@@ -184,6 +184,46 @@ pub enum LifecycleCommand {
     Sweep,
 }
 
+/// Polls the vault's status until the rewrap after a rotation is done, with
+/// a progress bar on a terminal; returns the subjects rewrapped.
+async fn wait_for_rewrap(vault: &mut VaultClient, quiet: bool) -> Result<u64, Failure> {
+    let bar = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(0)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "rewrap {bar:40} {pos}/{len} subjects ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    loop {
+        let s = vault.status().await?;
+        bar.set_length(s.rewrap_total);
+        bar.set_position(s.rewrap_done);
+        if !s.rewrap_pending && !s.rewrap_running {
+            bar.finish();
+            return Ok(s.rewrap_done);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// `vaultctl keys`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new key-encrypting key version the one that wraps new data
+    /// keys, then wait (with a progress bar) while the vault rewraps every
+    /// subject's data keys under it.
+    Rotate {
+        /// Return once the new version is active; the rewrap goes on in the
+        /// vault (see `vaultctl status`).
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
 /// `vaultctl subject`.
 #[derive(Debug, Subcommand)]
 pub enum SubjectCommand {
@@ -437,6 +477,9 @@ pub enum Command {
     /// Retention: what is due, and the sweeper (privacy officer, operators).
     #[command(subcommand)]
     Lifecycle(LifecycleCommand),
+    /// Key custody: KEK rotation (operators).
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Manage bearer tokens (operators).
     #[command(subcommand)]
     Principal(PrincipalCommand),
@@ -1295,6 +1338,33 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 )?;
             }
         }
+        Command::Keys(KeysCommand::Rotate { no_wait }) => {
+            let r = vault.rotate_keys().await?;
+            if !json {
+                writeln!(
+                    out,
+                    "KEK v{} is active (was v{}); rewrapping data keys",
+                    r.active_kek_version, r.previous_kek_version
+                )?;
+            }
+            let mut last = None;
+            if !no_wait {
+                last = Some(wait_for_rewrap(&mut vault, json).await?);
+            }
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({
+                        "active_kek_version": r.active_kek_version,
+                        "previous_kek_version": r.previous_kek_version,
+                        "rewrapped_subjects": last,
+                    })
+                )?;
+            } else if let Some(n) = last {
+                writeln!(out, "rewrapped: {n} subjects")?;
+            }
+        }
         Command::Status => {
             let s = vault.status().await?;
             let rows = vec![
@@ -1308,12 +1378,31 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 vec!["schema_fields".into(), s.schema_fields.to_string()],
                 vec!["root_key_source".into(), s.root_key_source.clone()],
                 vec!["storage".into(), s.storage.clone()],
+                vec![
+                    "kek_versions".into(),
+                    s.kek_versions
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ],
+                vec![
+                    "rewrap".into(),
+                    if s.rewrap_pending || s.rewrap_running {
+                        format!("{} of {} subjects", s.rewrap_done, s.rewrap_total)
+                    } else {
+                        "none pending".into()
+                    },
+                ],
             ];
             if json {
                 let v = serde_json::json!({
                     "version": s.version, "sealed": s.sealed, "uptime_seconds": s.uptime_seconds,
                     "active_kek_version": s.active_kek_version, "schema_fields": s.schema_fields,
                     "root_key_source": s.root_key_source, "storage": s.storage,
+                    "kek_versions": s.kek_versions, "rewrap_pending": s.rewrap_pending,
+                    "rewrap_running": s.rewrap_running, "rewrap_total": s.rewrap_total,
+                    "rewrap_done": s.rewrap_done,
                 });
                 writeln!(out, "{v}")?;
             } else {

@@ -368,6 +368,14 @@ impl VaultClient {
         Ok(self.system.sweep(r).await?.into_inner())
     }
 
+    /// Rotates the key-encrypting key (operators): a new KEK version wraps
+    /// new data keys; existing ones are rewrapped in the background
+    /// (progress in [`VaultClient::status`]).
+    pub async fn rotate_keys(&mut self) -> Result<proto::RotateKeysResponse, ClientError> {
+        let r = self.req(proto::RotateKeysRequest {});
+        Ok(self.system.rotate_keys(r).await?.into_inner())
+    }
+
     /// Issues a bearer token for `name` in `role` (operators).
     pub async fn create_principal(
         &mut self,

@@ -139,8 +139,8 @@ pub async fn open_engine(config: &Config) -> Result<Engine, StartError> {
     tracing::warn!(
         "the root key comes from a development key file (no Shamir unsealing or HSM yet)"
     );
-    let keyring = Keyring::open(&root, store.as_ref(), config.dek_cache_entries).await?;
-    drop(root);
+    // The keyring keeps the root key: it wraps the KEKs that rotation makes.
+    let keyring = Keyring::open(root, store.as_ref(), config.dek_cache_entries).await?;
     let clock: Arc<dyn engine::Clock> = if config.clock_offset_secs == 0 {
         Arc::new(SystemClock)
     } else {
@@ -404,6 +404,16 @@ impl Vault {
                 }
             }
         });
+        // A rotation whose rewrap did not finish before the last stop
+        // resumes now.
+        match shared.engine.rewrap_pending() {
+            Ok(true) => {
+                tracing::info!("resuming the rewrap of data keys under the active KEK");
+                api::spawn_rewrap(shared.clone());
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "could not read whether a rewrap is pending"),
+        }
         // The retention sweeper, at its interval (the first run one interval
         // after the start, so that a restart does not sweep at once).
         if config.retention_sweep_secs > 0 {

@@ -11,6 +11,7 @@ mod cards;
 mod cli;
 mod durability;
 mod identity;
+mod keys;
 mod lifecycle;
 mod need_to_know;
 mod server;

@@ -269,6 +269,50 @@ pub async fn run_sweep(shared: &Shared) -> Result<crate::engine::SweepStats, Err
     result
 }
 
+/// Rewraps every DEK under the active KEK (after a rotation, or resuming
+/// one at start) and writes a `kek_rewrap` event with what it did (counts
+/// only). Nothing if a rewrap is already running.
+pub async fn run_rewrap(shared: &Shared) -> Result<Option<crate::engine::RewrapStats>, Error> {
+    let started = std::time::Instant::now();
+    let version = shared.engine.keyring().active_kek_version();
+    let result = shared.engine.rewrap_all().await;
+    let (outcome, detail) = match &result {
+        Ok(None) => return Ok(None),
+        Ok(Some(s)) => (
+            "ok",
+            format!(
+                "kek_version={version} subjects={} deks={} ms={}",
+                s.subjects,
+                s.deks,
+                started.elapsed().as_millis()
+            ),
+        ),
+        Err(e) => ("error", e.to_string()),
+    };
+    let ev = crate::audit::system_event("kek_rewrap", outcome, detail);
+    if let Err(e) = shared.audit.record(vec![ev]).await {
+        tracing::error!(error = %e, "could not write the audit event of a rewrap");
+    }
+    result
+}
+
+/// Runs [`run_rewrap`] in the background, logging how it ended.
+pub fn spawn_rewrap(shared: Arc<Shared>) {
+    tokio::spawn(async move {
+        match run_rewrap(&shared).await {
+            Ok(Some(s)) => tracing::info!(
+                subjects = s.subjects,
+                deks = s.deks,
+                "data keys rewrapped under the active KEK"
+            ),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "rewrap failed; it resumes at the next start or rotation")
+            }
+        }
+    });
+}
+
 /// The principal the interceptor put on `request`.
 pub(crate) fn principal<T>(request: &Request<T>) -> Result<Arc<Principal>, Error> {
     request

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use vault_proto::v1::system_service_server::SystemService;
 use vault_proto::v1::{
-    LifecycleReportRequest, LifecycleReportResponse, StatusRequest, StatusResponse, SweepRequest,
-    SweepResponse,
+    LifecycleReportRequest, LifecycleReportResponse, RotateKeysRequest, RotateKeysResponse,
+    StatusRequest, StatusResponse, SweepRequest, SweepResponse,
 };
 
 /// The system service.
@@ -37,7 +37,13 @@ impl SystemService for SystemApi {
         let r: Result<_, Error> = async {
             self.shared.require(&who, Action::Status)?;
             let e = &self.shared.engine;
+            let rewrap = e.rewrap_state();
             Ok(Response::new(StatusResponse {
+                kek_versions: e.keyring().kek_versions(),
+                rewrap_pending: e.rewrap_pending()?,
+                rewrap_running: rewrap.running,
+                rewrap_total: rewrap.total,
+                rewrap_done: rewrap.done,
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 sealed: false,
                 uptime_seconds: self.shared.started.elapsed().as_secs(),
@@ -97,5 +103,30 @@ impl SystemService for SystemApi {
         }
         .await;
         Ok(self.shared.conclude(ev, r, true).await?)
+    }
+
+    async fn rotate_keys(
+        &self,
+        request: Request<RotateKeysRequest>,
+    ) -> Result<Response<RotateKeysResponse>, Status> {
+        let who = principal(&request)?;
+        let mut ev = base_event(&request, Some(&who));
+        ev.action = "rotate_keys".into();
+        let r: Result<_, Error> = async {
+            self.shared.require(&who, Action::RotateKeys)?;
+            let previous = self.shared.engine.keyring().active_kek_version();
+            let active = self.shared.engine.rotate_kek().await?;
+            ev.detail = format!("kek v{previous} -> v{active}");
+            tracing::info!(by = %who.name, previous, active, "key-encrypting key rotated");
+            Ok(RotateKeysResponse {
+                active_kek_version: active,
+                previous_kek_version: previous,
+            })
+        }
+        .await;
+        let r = self.shared.conclude(ev, r, true).await?;
+        // Every data key under an older KEK is rewrapped in the background.
+        super::spawn_rewrap(self.shared.clone());
+        Ok(Response::new(r))
     }
 }

@@ -15,7 +15,8 @@ use crate::store::{Batch, Store, keys};
 use lru::LruCache;
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use zeroize::Zeroizing;
 
 const SEED_CONTEXT: &[u8] = b"vault/v1/seed";
@@ -53,8 +54,9 @@ pub enum KeyringError {
 
 /// All keys the vault holds in memory while unsealed.
 pub struct Keyring {
-    keks: BTreeMap<u32, KeyEncryptionKey>,
-    active_kek: u32,
+    root: RootKey,
+    keks: RwLock<BTreeMap<u32, Arc<KeyEncryptionKey>>>,
+    active_kek: AtomicU32,
     index: IndexKey,
     credential: CredentialKey,
     audit: AuditKey,
@@ -65,7 +67,7 @@ pub struct Keyring {
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keyring")
-            .field("active_kek", &self.active_kek)
+            .field("active_kek", &self.active_kek_version())
             .finish_non_exhaustive()
     }
 }
@@ -79,7 +81,7 @@ impl Keyring {
     /// Opens the keyring from `store` under `root`, creating KEK v1 and the
     /// seed if the store has none yet.
     pub async fn open(
-        root: &RootKey,
+        root: RootKey,
         store: &dyn Store,
         dek_cache: usize,
     ) -> Result<Self, KeyringError> {
@@ -115,7 +117,10 @@ impl Keyring {
                 .as_slice()
                 .try_into()
                 .map_err(|_| KeyringError::Damaged("KEK length"))?;
-            keks.insert(version, KeyEncryptionKey::from_bytes(version, bytes));
+            keks.insert(
+                version,
+                Arc::new(KeyEncryptionKey::from_bytes(version, bytes)),
+            );
         }
         if !keks.contains_key(&active_kek) {
             return Err(KeyringError::Damaged("active KEK missing"));
@@ -138,8 +143,9 @@ impl Keyring {
         drop(seed);
         let cap = NonZeroUsize::new(dek_cache.max(1)).unwrap_or(NonZeroUsize::MIN);
         Ok(Self {
-            keks,
-            active_kek,
+            root,
+            keks: RwLock::new(keks),
+            active_kek: AtomicU32::new(active_kek),
             index,
             credential,
             audit,
@@ -150,7 +156,74 @@ impl Keyring {
 
     /// The KEK version that wraps new DEKs.
     pub fn active_kek_version(&self) -> u32 {
-        self.active_kek
+        self.active_kek.load(Ordering::Acquire)
+    }
+
+    /// Every KEK version the keyring holds, in order.
+    pub fn kek_versions(&self) -> Vec<u32> {
+        self.keks
+            .read()
+            .map(|k| k.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    fn kek(&self, version: u32) -> Result<Arc<KeyEncryptionKey>, CryptoError> {
+        self.keks
+            .read()
+            .map_err(|_| CryptoError::DecryptionFailed)?
+            .get(&version)
+            .cloned()
+            .ok_or(CryptoError::DecryptionFailed)
+    }
+
+    /// Makes KEK version (highest + 1), wrapped by the root key, the one
+    /// that wraps new DEKs, and records in the store that DEKs wrapped by
+    /// older versions are to be rewrapped ([`keys::REWRAP`]). Callers
+    /// serialise rotations. Returns the new version.
+    pub async fn rotate(&self, store: &dyn Store) -> Result<u32, KeyringError> {
+        let version = self
+            .kek_versions()
+            .last()
+            .copied()
+            .unwrap_or(0)
+            .checked_add(1)
+            .ok_or(KeyringError::Damaged("KEK versions exhausted"))?;
+        let raw = Zeroizing::new(random_array::<KEY_LEN>()?);
+        let mut b = Batch::new();
+        b.put(
+            keys::kek(version),
+            self.root.wrap(&kek_context(version), raw.as_ref())?,
+        );
+        b.put(keys::ACTIVE_KEK, version.to_be_bytes().to_vec());
+        b.put(keys::REWRAP, version.to_be_bytes().to_vec());
+        store.commit(b).await?;
+        self.keks
+            .write()
+            .map_err(|_| KeyringError::Damaged("keyring lock"))?
+            .insert(
+                version,
+                Arc::new(KeyEncryptionKey::from_bytes(version, &raw)),
+            );
+        self.active_kek.store(version, Ordering::Release);
+        Ok(version)
+    }
+
+    /// `wrapped` (DEK `dek_version` of `subject_id`) wrapped again by the
+    /// active KEK, or `None` if the active KEK already wraps it.
+    pub fn rewrap(
+        &self,
+        subject_id: &str,
+        dek_version: u32,
+        wrapped: &[u8],
+    ) -> Result<Option<Vec<u8>>, CryptoError> {
+        let active = self.active_kek_version();
+        let from = envelope::key_version(wrapped).ok_or(CryptoError::DecryptionFailed)?;
+        if from == active {
+            return Ok(None);
+        }
+        let context = dek_context(subject_id, dek_version);
+        let raw = self.kek(from)?.unwrap(&context, wrapped)?;
+        Ok(Some(self.kek(active)?.wrap(&context, &raw)?))
     }
 
     /// The blind-index key.
@@ -180,10 +253,7 @@ impl Keyring {
         subject_id: &str,
         dek_version: u32,
     ) -> Result<(Arc<DataKey>, Vec<u8>), CryptoError> {
-        let kek = self
-            .keks
-            .get(&self.active_kek)
-            .ok_or(CryptoError::DecryptionFailed)?;
+        let kek = self.kek(self.active_kek_version())?;
         let raw = Zeroizing::new(random_array::<KEY_LEN>()?);
         let wrapped = kek.wrap(&dek_context(subject_id, dek_version), raw.as_ref())?;
         let dek = Arc::new(DataKey::from_bytes(dek_version, &raw));
@@ -205,10 +275,7 @@ impl Keyring {
             return Ok(d.clone());
         }
         let kek_version = envelope::key_version(wrapped).ok_or(CryptoError::DecryptionFailed)?;
-        let kek = self
-            .keks
-            .get(&kek_version)
-            .ok_or(CryptoError::DecryptionFailed)?;
+        let kek = self.kek(kek_version)?;
         let raw = kek.unwrap(&dek_context(subject_id, dek_version), wrapped)?;
         let bytes: &[u8; KEY_LEN] = raw
             .as_slice()

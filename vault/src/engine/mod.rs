@@ -8,8 +8,10 @@
 mod export;
 mod lifecycle;
 pub mod records;
+mod rekey;
 mod retention;
 pub use export::{Companion, ExportedValue, SubjectData, ValueState};
+pub use rekey::{RewrapState, RewrapStats};
 pub use retention::SweepStats;
 pub mod types;
 
@@ -324,6 +326,8 @@ pub struct Engine {
     hasher: std::collections::hash_map::RandomState,
     cvv: CvvVault,
     dek_limit: u64,
+    rotation: tokio::sync::Mutex<()>,
+    rewrap: rekey::RewrapProgress,
 }
 
 impl std::fmt::Debug for Engine {
@@ -385,6 +389,8 @@ impl Engine {
             hasher: Default::default(),
             cvv,
             dek_limit: DEFAULT_DEK_MAX_ENCRYPTIONS,
+            rotation: tokio::sync::Mutex::new(()),
+            rewrap: rekey::RewrapProgress::default(),
         }
     }
 
@@ -1039,7 +1045,7 @@ pub(crate) async fn test_engine(dir: &std::path::Path) -> Arc<Engine> {
     let store: Arc<dyn Store> =
         Arc::new(SledStore::open(&dir.join("data"), 1 << 20, Durability::Flush).unwrap());
     let root = crate::crypto::keys::RootKey::from_bytes(&[7; 32]);
-    let keyring = Keyring::open(&root, store.as_ref(), 16).await.unwrap();
+    let keyring = Keyring::open(root, store.as_ref(), 16).await.unwrap();
     let schema = Arc::new(crate::schema::Schema::default_schema(4096).unwrap());
     Arc::new(Engine::new(
         store,

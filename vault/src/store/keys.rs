@@ -50,6 +50,9 @@ pub const CREDENTIAL_PREFIX: &[u8] = b"cred/";
 pub const BOOTSTRAPPED: &[u8] = b"meta/bootstrapped";
 /// Prefix of the erasure journal.
 pub const ERASED_PREFIX: &[u8] = b"erased/";
+/// The KEK version every DEK is to be rewrapped under (present while a
+/// rotation's rewrap has not finished; resumed at start).
+pub const REWRAP: &[u8] = b"key/rewrap";
 /// Prefix of the travel-companion links: `cmp/<holder>/<companion>`.
 pub const COMPANION_PREFIX: &[u8] = b"cmp/";
 /// First byte of a token tombstone.
