@@ -222,6 +222,25 @@ pub enum KeysCommand {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Retire a KEK version: its key is destroyed. Refused for the active
+    /// version and while data keys are still wrapped under it.
+    Retire {
+        /// The version, e.g. 1 or v1.
+        version: String,
+    },
+    /// A KEK version is compromised: rotate if it is active, give every
+    /// subject under it a new data key (its values re-encrypted), retire it.
+    Compromised {
+        /// The version, e.g. 1 or v1.
+        version: String,
+    },
+}
+
+/// A KEK version as typed: `3` or `v3`.
+fn kek_version(text: &str) -> Result<u32, Failure> {
+    text.trim_start_matches('v')
+        .parse()
+        .map_err(|_| Failure::Usage(format!("not a KEK version: {text:?} (e.g. v2)")))
 }
 
 /// `vaultctl subject`.
@@ -1365,6 +1384,33 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 writeln!(out, "rewrapped: {n} subjects")?;
             }
         }
+        Command::Keys(KeysCommand::Retire { version }) => {
+            let v = kek_version(&version)?;
+            vault.retire_key(v).await?;
+            if json {
+                writeln!(out, "{}", serde_json::json!({"retired": v}))?;
+            } else {
+                writeln!(out, "KEK v{v} retired: its key is destroyed")?;
+            }
+        }
+        Command::Keys(KeysCommand::Compromised { version }) => {
+            let v = kek_version(&version)?;
+            let r = vault.key_compromised(v).await?;
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"retired": v, "subjects": r.subjects, "fields": r.fields,
+                        "active_kek_version": r.active_kek_version})
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "KEK v{v} replaced: {} subjects got new data keys, {} values re-encrypted; v{v} retired; v{} active",
+                    r.subjects, r.fields, r.active_kek_version
+                )?;
+            }
+        }
         Command::Status => {
             let s = vault.status().await?;
             let rows = vec![
@@ -1387,6 +1433,14 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                         .join(","),
                 ],
                 vec![
+                    "kek_warning".into(),
+                    if s.kek_warning.is_empty() {
+                        "none".into()
+                    } else {
+                        s.kek_warning.clone()
+                    },
+                ],
+                vec![
                     "rewrap".into(),
                     if s.rewrap_pending || s.rewrap_running {
                         format!("{} of {} subjects", s.rewrap_done, s.rewrap_total)
@@ -1403,6 +1457,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                     "kek_versions": s.kek_versions, "rewrap_pending": s.rewrap_pending,
                     "rewrap_running": s.rewrap_running, "rewrap_total": s.rewrap_total,
                     "rewrap_done": s.rewrap_done,
+                    "active_kek_expires_unix": s.active_kek_expires_unix,
+                    "kek_warning": s.kek_warning,
                 });
                 writeln!(out, "{v}")?;
             } else {

@@ -376,6 +376,28 @@ impl VaultClient {
         Ok(self.system.rotate_keys(r).await?.into_inner())
     }
 
+    /// Retires KEK `version` (operators): refused for the active version
+    /// and while data keys are wrapped under it.
+    pub async fn retire_key(&mut self, version: u32) -> Result<(), ClientError> {
+        let r = self.req(proto::RetireKeyRequest {
+            kek_version: version,
+        });
+        self.system.retire_key(r).await?;
+        Ok(())
+    }
+
+    /// Replaces compromised KEK `version` (operators): new data keys for the
+    /// subjects under it, their values re-encrypted, the version retired.
+    pub async fn key_compromised(
+        &mut self,
+        version: u32,
+    ) -> Result<proto::KeyCompromisedResponse, ClientError> {
+        let r = self.req(proto::KeyCompromisedRequest {
+            kek_version: version,
+        });
+        Ok(self.system.key_compromised(r).await?.into_inner())
+    }
+
     /// Issues a bearer token for `name` in `role` (operators).
     pub async fn create_principal(
         &mut self,

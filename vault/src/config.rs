@@ -12,6 +12,8 @@
 //! | `max_value_bytes` | `VAULT_MAX_VALUE_BYTES` | 4096 |
 //! | `max_request_bytes` | `VAULT_MAX_REQUEST_BYTES` | 1048576 |
 //! | `dek_cache_entries` | `VAULT_DEK_CACHE_ENTRIES` | 100000 |
+//! | `kek_cryptoperiod_days` | `VAULT_KEK_CRYPTOPERIOD_DAYS` | 365: days a KEK wraps new data keys; then they are refused until keys are rotated (1 to 3650) |
+//! | `kek_warning_days` | `VAULT_KEK_WARNING_DAYS` | 30: days before that to warn (log at start, `Status`) |
 //! | `dek_max_encryptions` | `VAULT_DEK_MAX_ENCRYPTIONS` | 16777216 (2^24): values a subject's DEK seals before a new one replaces it (1 to 2^31) |
 //! | `record_cache_entries` | `VAULT_RECORD_CACHE_ENTRIES` | 100000 (subject records, and as many token pointers) |
 //! | `store_cache_bytes` | `VAULT_STORE_CACHE_BYTES` | 268435456 (256 MiB) |
@@ -93,6 +95,10 @@ pub struct Config {
     pub dek_cache_entries: usize,
     /// Values a subject's DEK seals before it is replaced (GCM limit).
     pub dek_max_encryptions: u64,
+    /// Days a KEK wraps new data keys.
+    pub kek_cryptoperiod_days: u32,
+    /// Days before the end of a KEK's cryptoperiod to warn.
+    pub kek_warning_days: u32,
     /// Most decoded subject records (and token pointers) kept in memory.
     pub record_cache_entries: usize,
     /// sled's page cache, in bytes.
@@ -166,6 +172,8 @@ impl Default for Config {
             limits: Limits::default(),
             dek_cache_entries: 100_000,
             dek_max_encryptions: crate::engine::DEFAULT_DEK_MAX_ENCRYPTIONS,
+            kek_cryptoperiod_days: crate::engine::DEFAULT_KEK_CRYPTOPERIOD_DAYS,
+            kek_warning_days: crate::engine::DEFAULT_KEK_WARNING_DAYS,
             record_cache_entries: 100_000,
             store_cache_bytes: 256 << 20,
             durability: Durability::Fsync,
@@ -211,6 +219,8 @@ struct RawConfig {
     max_request_bytes: Option<usize>,
     dek_cache_entries: Option<usize>,
     dek_max_encryptions: Option<u64>,
+    kek_cryptoperiod_days: Option<u32>,
+    kek_warning_days: Option<u32>,
     record_cache_entries: Option<usize>,
     store_cache_bytes: Option<u64>,
     durability: Option<String>,
@@ -325,6 +335,16 @@ impl Config {
                     &value,
                     &mut c.dek_cache_entries,
                 ),
+                "KEK_CRYPTOPERIOD_DAYS" => parse_into(
+                    s,
+                    &src,
+                    "kek_cryptoperiod_days",
+                    &value,
+                    &mut c.kek_cryptoperiod_days,
+                ),
+                "KEK_WARNING_DAYS" => {
+                    parse_into(s, &src, "kek_warning_days", &value, &mut c.kek_warning_days)
+                }
                 "DEK_MAX_ENCRYPTIONS" => parse_into(
                     s,
                     &src,
@@ -492,6 +512,12 @@ impl Config {
         if let Some(v) = raw.dek_max_encryptions {
             self.dek_max_encryptions = v;
         }
+        if let Some(v) = raw.kek_cryptoperiod_days {
+            self.kek_cryptoperiod_days = v;
+        }
+        if let Some(v) = raw.kek_warning_days {
+            self.kek_warning_days = v;
+        }
         if let Some(v) = raw.record_cache_entries {
             self.record_cache_entries = v;
         }
@@ -605,6 +631,12 @@ impl Config {
         }
         if self.dek_cache_entries == 0 {
             problems.push("dek_cache_entries: must be at least 1".into());
+        }
+        if !(1..=3650).contains(&self.kek_cryptoperiod_days) {
+            problems.push("kek_cryptoperiod_days: must be 1 to 3650".into());
+        }
+        if self.kek_warning_days > 365 {
+            problems.push("kek_warning_days: must be 0 to 365".into());
         }
         if !(1..=1 << 31).contains(&self.dek_max_encryptions) {
             problems.push("dek_max_encryptions: must be 1 to 2147483648".into());

@@ -139,8 +139,6 @@ pub async fn open_engine(config: &Config) -> Result<Engine, StartError> {
     tracing::warn!(
         "the root key comes from a development key file (no Shamir unsealing or HSM yet)"
     );
-    // The keyring keeps the root key: it wraps the KEKs that rotation makes.
-    let keyring = Keyring::open(root, store.as_ref(), config.dek_cache_entries).await?;
     let clock: Arc<dyn engine::Clock> = if config.clock_offset_secs == 0 {
         Arc::new(SystemClock)
     } else {
@@ -150,6 +148,9 @@ pub async fn open_engine(config: &Config) -> Result<Engine, StartError> {
         );
         Arc::new(engine::OffsetClock(config.clock_offset_secs))
     };
+    // The keyring keeps the root key: it wraps the KEKs that rotation makes.
+    let keyring =
+        Keyring::open(root, store.as_ref(), config.dek_cache_entries, clock.now()).await?;
     let engine = Engine::new(
         store,
         keyring,
@@ -158,7 +159,11 @@ pub async fn open_engine(config: &Config) -> Result<Engine, StartError> {
         config.record_cache_entries,
         crate::cards::cvv::CvvVault::new(config.cvv_ttl_secs, config.cvv_max_pending),
     )
-    .with_dek_max_encryptions(config.dek_max_encryptions);
+    .with_dek_max_encryptions(config.dek_max_encryptions)
+    .with_kek_cryptoperiod(config.kek_cryptoperiod_days, config.kek_warning_days);
+    if let Some(w) = engine.kek_warning() {
+        tracing::warn!("{w}");
+    }
     // An erasure the journal records is finished before anything is served.
     let finished = engine
         .finish_erasures()

@@ -127,3 +127,193 @@ async fn nist_57_rotation_rewraps_every_data_key() {
         assert_eq!(&d.value, email);
     }
 }
+
+const DAY: i64 = 86_400;
+
+/// Operator and all-access clients whose bearer tokens outlive the clock's
+/// jumps.
+async fn long_lived(vault: &TestVault) -> (String, String) {
+    let mut op = vault.operator().await;
+    let ttl = 120 * DAY as u64;
+    let core = op
+        .create_principal("core-long", vault_tests::CORE_ROLE, ttl)
+        .await
+        .unwrap()
+        .token;
+    let ops = op
+        .create_principal("ops-long", "operator", ttl)
+        .await
+        .unwrap()
+        .token;
+    (core, ops)
+}
+
+async fn as_token(vault: &TestVault, token: &str) -> VaultClient {
+    vault.anonymous().await.with_token(token).unwrap()
+}
+
+fn jump(vault: &mut TestVault, days: i64) {
+    assert!(vault.stop());
+    vault.set_env("VAULT_TEST_CLOCK_OFFSET_SECS", &(days * DAY).to_string());
+    vault.restart();
+}
+
+/// PCI 3.7.4 / NIST SP 800-57 with a moved clock: the vault warns before
+/// the active KEK's cryptoperiod ends; past it, no new data key is wrapped
+/// under it (a new subject is refused, nothing stored) while stored data
+/// still decrypts; after a rotation new data keys use the new version and
+/// old data decrypts; the active version cannot be retired, an old one can
+/// once nothing is wrapped under it, and a retired version never comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pci_3_7_4_cryptoperiods_rotation_and_retirement() {
+    let mut vault = TestVault::start_with(&[
+        ("VAULT_KEK_CRYPTOPERIOD_DAYS", "30"),
+        ("VAULT_KEK_WARNING_DAYS", "10"),
+        ("VAULT_MAX_TOKEN_TTL_SECS", "31622400"),
+    ]);
+    let (core, ops) = long_lived(&vault).await;
+    let mut c = as_token(&vault, &core).await;
+    let old = c
+        .tokenize("cp-old", &[("email", "old@example.com")], &[], "")
+        .await
+        .unwrap()
+        .remove(0)
+        .token;
+    let s = as_token(&vault, &ops).await.status().await.unwrap();
+    assert_eq!(s.kek_warning, "");
+
+    jump(&mut vault, 25);
+    let s = as_token(&vault, &ops).await.status().await.unwrap();
+    assert!(
+        s.kek_warning.contains("ends in 5 days"),
+        "{}",
+        s.kek_warning
+    );
+    assert!(vault.log().contains("cryptoperiod ends in"));
+
+    jump(&mut vault, 31);
+    let mut c = as_token(&vault, &core).await;
+    let err = c
+        .tokenize("cp-new", &[("email", "new@example.com")], &[], "")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::FailedPrecondition);
+    assert!(err.message.contains("cryptoperiod"), "{}", err.message);
+    assert!(
+        c.lookup("email", "new@example.com", "billing")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Stored data still decrypts; a subject's existing data key still seals.
+    assert_eq!(
+        c.detokenize(&[&old], "billing").await.unwrap()[0].value,
+        "old@example.com"
+    );
+    c.tokenize("cp-old", &[("phone", "+14155550100")], &[], "")
+        .await
+        .unwrap();
+    let mut ops_c = as_token(&vault, &ops).await;
+    let s = ops_c.status().await.unwrap();
+    assert!(
+        s.kek_warning.contains("past its cryptoperiod"),
+        "{}",
+        s.kek_warning
+    );
+
+    let r = ops_c.rotate_keys().await.unwrap();
+    assert_eq!(r.active_kek_version, 2);
+    wait_for_rewrap(&mut ops_c).await;
+    c.tokenize("cp-new", &[("email", "new@example.com")], &[], "")
+        .await
+        .unwrap();
+    assert_eq!(kek_versions(&vault, "cp-new"), [2]);
+    assert_eq!(kek_versions(&vault, "cp-old"), [2]);
+    assert_eq!(ops_c.status().await.unwrap().kek_warning, "");
+
+    let err = ops_c.retire_key(2).await.unwrap_err();
+    assert_eq!(err.code, Code::FailedPrecondition, "the active version");
+    ops_c.retire_key(1).await.unwrap();
+    assert_eq!(ops_c.status().await.unwrap().kek_versions, [2]);
+    assert_eq!(ops_c.retire_key(1).await.unwrap_err().code, Code::NotFound);
+    let auditor = ops_c
+        .create_principal("aud", "auditor", 3600)
+        .await
+        .unwrap()
+        .token;
+    let err = as_token(&vault, &auditor)
+        .await
+        .retire_key(2)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::PermissionDenied);
+    // Version numbers are never reused; old data decrypts after a restart
+    // without the destroyed version.
+    assert_eq!(ops_c.rotate_keys().await.unwrap().active_kek_version, 3);
+    wait_for_rewrap(&mut ops_c).await;
+    jump(&mut vault, 32);
+    let mut c = as_token(&vault, &core).await;
+    assert_eq!(
+        c.detokenize(&[&old], "billing").await.unwrap()[0].value,
+        "old@example.com"
+    );
+}
+
+/// PCI 3.6/3.7: a compromised KEK (the active one) is rotated out at once,
+/// every subject under it gets a new data key and every value a new
+/// ciphertext, the old wrapped data keys are gone, the version is retired,
+/// the values read the same, and the operation is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compromised_kek_gives_its_subjects_new_data_keys() {
+    let vault = TestVault::start();
+    let mut c = vault.client().await;
+    let mut tokens = Vec::new();
+    for (s, email) in [("cmp-a", "a@example.com"), ("cmp-b", "b@example.com")] {
+        let t = c
+            .tokenize(s, &[("email", email), ("full_name", "Kay Compro")], &[], "")
+            .await
+            .unwrap();
+        tokens.extend(t.into_iter().map(|t| t.token));
+    }
+    let before = crate::lifecycle::record_file(&vault, "cmp-a").unwrap();
+    let mut operator = vault.operator().await;
+    let r = operator.key_compromised(1).await.unwrap();
+    assert_eq!((r.subjects, r.fields, r.active_kek_version), (2, 4, 2));
+    let after = crate::lifecycle::record_file(&vault, "cmp-a").unwrap();
+    assert_eq!(after.deks.len(), 1);
+    assert_eq!(key_version(&after.deks[0].wrapped), Some(2));
+    assert_ne!(after.deks[0].wrapped, before.deks[0].wrapped);
+    for (a, b) in after.entries.iter().zip(&before.entries) {
+        assert_eq!(a.token, b.token);
+        assert_ne!(a.ciphertext, b.ciphertext);
+        assert_eq!(a.dek_version, after.active_dek);
+    }
+    assert_eq!(operator.status().await.unwrap().kek_versions, [2]);
+    let values: Vec<String> = c
+        .detokenize(&tokens, "billing")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.value)
+        .collect();
+    assert_eq!(
+        values,
+        ["a@example.com", "Kay Compro", "b@example.com", "Kay Compro"]
+    );
+    assert_eq!(
+        operator.key_compromised(1).await.unwrap_err().code,
+        Code::NotFound
+    );
+    let mut auditor = vault.client_as("auditor").await;
+    let events = audit_events(
+        &mut auditor,
+        QueryRequest {
+            action: "key_compromised".into(),
+            outcome: "ok".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].detail, "kek v1: subjects=2 fields=4 active=v2");
+}

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use vault_proto::v1::system_service_server::SystemService;
 use vault_proto::v1::{
-    LifecycleReportRequest, LifecycleReportResponse, RotateKeysRequest, RotateKeysResponse,
-    StatusRequest, StatusResponse, SweepRequest, SweepResponse,
+    KeyCompromisedRequest, KeyCompromisedResponse, LifecycleReportRequest, LifecycleReportResponse,
+    RetireKeyRequest, RetireKeyResponse, RotateKeysRequest, RotateKeysResponse, StatusRequest,
+    StatusResponse, SweepRequest, SweepResponse,
 };
 
 /// The system service.
@@ -44,6 +45,8 @@ impl SystemService for SystemApi {
                 rewrap_running: rewrap.running,
                 rewrap_total: rewrap.total,
                 rewrap_done: rewrap.done,
+                active_kek_expires_unix: e.kek_expires_at(),
+                kek_warning: e.kek_warning().unwrap_or_default(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 sealed: false,
                 uptime_seconds: self.shared.started.elapsed().as_secs(),
@@ -126,6 +129,56 @@ impl SystemService for SystemApi {
         .await;
         let r = self.shared.conclude(ev, r, true).await?;
         // Every data key under an older KEK is rewrapped in the background.
+        super::spawn_rewrap(self.shared.clone());
+        Ok(Response::new(r))
+    }
+
+    async fn retire_key(
+        &self,
+        request: Request<RetireKeyRequest>,
+    ) -> Result<Response<RetireKeyResponse>, Status> {
+        let who = principal(&request)?;
+        let mut ev = base_event(&request, Some(&who));
+        ev.action = "retire_key".into();
+        let r: Result<_, Error> = async {
+            self.shared.require(&who, Action::RotateKeys)?;
+            let version = request.get_ref().kek_version;
+            ev.detail = format!("kek v{version}");
+            self.shared.engine.retire_kek(version).await?;
+            tracing::warn!(by = %who.name, version, "key-encrypting key retired and destroyed");
+            Ok(RetireKeyResponse {})
+        }
+        .await;
+        Ok(Response::new(self.shared.conclude(ev, r, true).await?))
+    }
+
+    async fn key_compromised(
+        &self,
+        request: Request<KeyCompromisedRequest>,
+    ) -> Result<Response<KeyCompromisedResponse>, Status> {
+        let who = principal(&request)?;
+        let mut ev = base_event(&request, Some(&who));
+        ev.action = "key_compromised".into();
+        let r: Result<_, Error> = async {
+            self.shared.require(&who, Action::RotateKeys)?;
+            let version = request.get_ref().kek_version;
+            ev.detail = format!("kek v{version}");
+            let s = self.shared.engine.kek_compromised(version).await?;
+            let active = self.shared.engine.keyring().active_kek_version();
+            ev.detail = format!(
+                "kek v{version}: subjects={} fields={} active=v{active}",
+                s.subjects, s.fields
+            );
+            tracing::warn!(by = %who.name, version, subjects = s.subjects, fields = s.fields, "compromised key-encrypting key replaced");
+            Ok(KeyCompromisedResponse {
+                subjects: s.subjects,
+                fields: s.fields,
+                active_kek_version: active,
+            })
+        }
+        .await;
+        let r = self.shared.conclude(ev, r, true).await?;
+        // A rotation it made leaves other subjects to rewrap.
         super::spawn_rewrap(self.shared.clone());
         Ok(Response::new(r))
     }

@@ -55,7 +55,7 @@ pub enum KeyringError {
 /// All keys the vault holds in memory while unsealed.
 pub struct Keyring {
     root: RootKey,
-    keks: RwLock<BTreeMap<u32, Arc<KeyEncryptionKey>>>,
+    keks: RwLock<BTreeMap<u32, Kek>>,
     active_kek: AtomicU32,
     index: IndexKey,
     credential: CredentialKey,
@@ -72,6 +72,12 @@ impl std::fmt::Debug for Keyring {
     }
 }
 
+/// A KEK in memory, with its creation time (Unix seconds).
+struct Kek {
+    key: Arc<KeyEncryptionKey>,
+    created_at: i64,
+}
+
 /// Whether the store already holds vault keys (the data directory is initialised).
 pub fn is_initialised(store: &dyn Store) -> Result<bool, crate::store::StoreError> {
     Ok(store.get(keys::ACTIVE_KEK)?.is_some())
@@ -79,11 +85,13 @@ pub fn is_initialised(store: &dyn Store) -> Result<bool, crate::store::StoreErro
 
 impl Keyring {
     /// Opens the keyring from `store` under `root`, creating KEK v1 and the
-    /// seed if the store has none yet.
+    /// seed if the store has none yet. A KEK without a recorded creation
+    /// time (made before they were recorded) is taken as created `now`.
     pub async fn open(
         root: RootKey,
         store: &dyn Store,
         dek_cache: usize,
+        now: i64,
     ) -> Result<Self, KeyringError> {
         if !is_initialised(store)? {
             let kek = Zeroizing::new(random_array::<KEY_LEN>()?);
@@ -93,6 +101,7 @@ impl Keyring {
             b.put(keys::kek(1), root.wrap(&kek_context(1), kek.as_ref())?);
             b.put(keys::SEED, root.wrap(SEED_CONTEXT, seed.as_ref())?);
             b.put(keys::ACTIVE_KEK, 1u32.to_be_bytes().to_vec());
+            b.put(keys::kek_meta(1), now.to_be_bytes().to_vec());
             store.commit(b).await?;
         }
         let active = store
@@ -117,9 +126,25 @@ impl Keyring {
                 .as_slice()
                 .try_into()
                 .map_err(|_| KeyringError::Damaged("KEK length"))?;
+            let created_at = match store.get(&keys::kek_meta(version))? {
+                Some(t) => i64::from_be_bytes(
+                    t.as_slice()
+                        .try_into()
+                        .map_err(|_| KeyringError::Damaged("KEK creation time"))?,
+                ),
+                None => {
+                    let mut b = Batch::new();
+                    b.put(keys::kek_meta(version), now.to_be_bytes().to_vec());
+                    store.commit(b).await?;
+                    now
+                }
+            };
             keks.insert(
                 version,
-                Arc::new(KeyEncryptionKey::from_bytes(version, bytes)),
+                Kek {
+                    key: Arc::new(KeyEncryptionKey::from_bytes(version, bytes)),
+                    created_at,
+                },
             );
         }
         if !keks.contains_key(&active_kek) {
@@ -172,20 +197,62 @@ impl Keyring {
             .read()
             .map_err(|_| CryptoError::DecryptionFailed)?
             .get(&version)
-            .cloned()
+            .map(|k| k.key.clone())
             .ok_or(CryptoError::DecryptionFailed)
+    }
+
+    /// When KEK `version` was made (Unix seconds).
+    pub fn kek_created_at(&self, version: u32) -> Option<i64> {
+        self.keks.read().ok()?.get(&version).map(|k| k.created_at)
+    }
+
+    /// Destroys KEK `version` (never the active one): its wrapped form is
+    /// deleted from the store and its key dropped from memory; the store
+    /// records that it was retired. Callers check that nothing is wrapped
+    /// under it any more.
+    pub async fn retire(
+        &self,
+        store: &dyn Store,
+        version: u32,
+        now: i64,
+    ) -> Result<(), KeyringError> {
+        if version == self.active_kek_version() {
+            return Err(KeyringError::Damaged("the active KEK cannot be retired"));
+        }
+        let mut b = Batch::new();
+        b.delete(keys::kek(version));
+        b.delete(keys::kek_meta(version));
+        b.put(keys::kek_retired(version), now.to_be_bytes().to_vec());
+        store.commit(b).await?;
+        self.keks
+            .write()
+            .map_err(|_| KeyringError::Damaged("keyring lock"))?
+            .remove(&version);
+        Ok(())
     }
 
     /// Makes KEK version (highest + 1), wrapped by the root key, the one
     /// that wraps new DEKs, and records in the store that DEKs wrapped by
     /// older versions are to be rewrapped ([`keys::REWRAP`]). Callers
     /// serialise rotations. Returns the new version.
-    pub async fn rotate(&self, store: &dyn Store) -> Result<u32, KeyringError> {
+    pub async fn rotate(&self, store: &dyn Store, now: i64) -> Result<u32, KeyringError> {
+        // Above every version ever made, retired ones included.
+        let retired = store
+            .scan_prefix(keys::KEK_RETIRED_PREFIX, 100_000)?
+            .iter()
+            .filter_map(|(k, _)| {
+                k.get(keys::KEK_RETIRED_PREFIX.len()..)
+                    .and_then(|v| <[u8; 4]>::try_from(v).ok())
+                    .map(u32::from_be_bytes)
+            })
+            .max()
+            .unwrap_or(0);
         let version = self
             .kek_versions()
             .last()
             .copied()
             .unwrap_or(0)
+            .max(retired)
             .checked_add(1)
             .ok_or(KeyringError::Damaged("KEK versions exhausted"))?;
         let raw = Zeroizing::new(random_array::<KEY_LEN>()?);
@@ -196,13 +263,17 @@ impl Keyring {
         );
         b.put(keys::ACTIVE_KEK, version.to_be_bytes().to_vec());
         b.put(keys::REWRAP, version.to_be_bytes().to_vec());
+        b.put(keys::kek_meta(version), now.to_be_bytes().to_vec());
         store.commit(b).await?;
         self.keks
             .write()
             .map_err(|_| KeyringError::Damaged("keyring lock"))?
             .insert(
                 version,
-                Arc::new(KeyEncryptionKey::from_bytes(version, &raw)),
+                Kek {
+                    key: Arc::new(KeyEncryptionKey::from_bytes(version, &raw)),
+                    created_at: now,
+                },
             );
         self.active_kek.store(version, Ordering::Release);
         Ok(version)

@@ -11,7 +11,7 @@ pub mod records;
 mod rekey;
 mod retention;
 pub use export::{Companion, ExportedValue, SubjectData, ValueState};
-pub use rekey::{RewrapState, RewrapStats};
+pub use rekey::{CompromiseStats, RewrapState, RewrapStats};
 pub use retention::SweepStats;
 pub mod types;
 
@@ -37,6 +37,13 @@ use zeroize::Zeroizing;
 const CACHE_SHARDS: usize = 16;
 /// Number of lock stripes serialising writes per subject.
 const LOCK_STRIPES: usize = 1024;
+
+/// Days a KEK wraps new data keys after it is made (NIST SP 800-57: up to
+/// two years for a key-wrapping key's originator use; one year here).
+pub const DEFAULT_KEK_CRYPTOPERIOD_DAYS: u32 = 365;
+
+/// Days before a KEK's cryptoperiod ends that the vault warns.
+pub const DEFAULT_KEK_WARNING_DAYS: u32 = 30;
 
 /// Values a subject's DEK seals before it is replaced (2^24: far under the
 /// 2^32 random-nonce limit of AES-GCM, NIST SP 800-38D).
@@ -328,6 +335,8 @@ pub struct Engine {
     dek_limit: u64,
     rotation: tokio::sync::Mutex<()>,
     rewrap: rekey::RewrapProgress,
+    kek_period: i64,
+    kek_warning: i64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -391,7 +400,18 @@ impl Engine {
             dek_limit: DEFAULT_DEK_MAX_ENCRYPTIONS,
             rotation: tokio::sync::Mutex::new(()),
             rewrap: rekey::RewrapProgress::default(),
+            kek_period: i64::from(DEFAULT_KEK_CRYPTOPERIOD_DAYS) * 86_400,
+            kek_warning: i64::from(DEFAULT_KEK_WARNING_DAYS) * 86_400,
         }
+    }
+
+    /// How long a KEK may wrap new data keys after it is made (its
+    /// originator-usage period), and how long before its end to warn.
+    #[must_use]
+    pub fn with_kek_cryptoperiod(mut self, days: u32, warning_days: u32) -> Self {
+        self.kek_period = i64::from(days.max(1)) * 86_400;
+        self.kek_warning = i64::from(warning_days) * 86_400;
+        self
     }
 
     /// Replaces a subject's DEK once it has sealed `limit` values (at least
@@ -414,6 +434,7 @@ impl Engine {
         let active = record.active_dek;
         let used = record.dek(active).map_or(0, |d| d.encryptions);
         let dek = if used >= self.dek_limit {
+            self.check_wrapping()?;
             let version = active.checked_add(1).ok_or(Error::FailedPrecondition(
                 "the subject has used up its key versions",
             ))?;
@@ -609,6 +630,7 @@ impl Engine {
         let mut record = match existing {
             Some(r) => SubjectRecord::clone(&r),
             None => {
+                self.check_wrapping()?;
                 let (_, wrapped) = self.keyring.new_dek(sid, 1).map_err(crypto)?;
                 SubjectRecord {
                     deks: vec![WrappedDek {
@@ -1045,7 +1067,7 @@ pub(crate) async fn test_engine(dir: &std::path::Path) -> Arc<Engine> {
     let store: Arc<dyn Store> =
         Arc::new(SledStore::open(&dir.join("data"), 1 << 20, Durability::Flush).unwrap());
     let root = crate::crypto::keys::RootKey::from_bytes(&[7; 32]);
-    let keyring = Keyring::open(root, store.as_ref(), 16).await.unwrap();
+    let keyring = Keyring::open(root, store.as_ref(), 16, 0).await.unwrap();
     let schema = Arc::new(crate::schema::Schema::default_schema(4096).unwrap());
     Arc::new(Engine::new(
         store,

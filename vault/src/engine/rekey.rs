@@ -55,7 +55,7 @@ impl Engine {
     pub async fn rotate_kek(&self) -> Result<u32> {
         let _one = self.rotation.lock().await;
         self.keyring
-            .rotate(self.store.as_ref())
+            .rotate(self.store.as_ref(), self.clock.now())
             .await
             .map_err(|e| Error::Internal(format!("KEK rotation: {e}")))
     }
@@ -85,6 +85,7 @@ impl Engine {
             return Ok(None);
         }
         let _running = Running(&self.rewrap.running);
+        self.check_wrapping()?;
         let mut stats = RewrapStats::default();
         // Again if a rotation happened meanwhile, until the active KEK wraps
         // every DEK.
@@ -201,5 +202,219 @@ impl Engine {
             self.commit_subject(sid, record, Batch::new(), None).await?;
         }
         Ok(changed)
+    }
+}
+
+/// What re-keying after a compromised KEK did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompromiseStats {
+    /// Subjects given a new data key.
+    pub subjects: u64,
+    /// Values re-encrypted under their new keys.
+    pub fields: u64,
+}
+
+impl Engine {
+    /// Refuses wrapping under the active KEK once its cryptoperiod is over.
+    pub(crate) fn check_wrapping(&self) -> Result<()> {
+        if self.clock.now() >= self.kek_expires_at() {
+            return Err(Error::FailedPrecondition(
+                "the active key-encrypting key is past its cryptoperiod: an operator must rotate keys (vaultctl keys rotate)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// When the active KEK's cryptoperiod ends (Unix seconds).
+    pub fn kek_expires_at(&self) -> i64 {
+        let v = self.keyring.active_kek_version();
+        self.keyring
+            .kek_created_at(v)
+            .unwrap_or(0)
+            .saturating_add(self.kek_period)
+    }
+
+    /// A warning when the active KEK's cryptoperiod is over or ends soon.
+    pub fn kek_warning(&self) -> Option<String> {
+        let now = self.clock.now();
+        let end = self.kek_expires_at();
+        let v = self.keyring.active_kek_version();
+        if now >= end {
+            Some(format!(
+                "KEK v{v} is past its cryptoperiod: new data keys are refused until keys are rotated"
+            ))
+        } else if now >= end.saturating_sub(self.kek_warning) {
+            Some(format!(
+                "KEK v{v}'s cryptoperiod ends in {} days: rotate keys",
+                (end - now + 86_399) / 86_400
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// Retires KEK `version` (operators): refused for the active version
+    /// and while any data key is still wrapped under it; then the wrapped
+    /// KEK is destroyed and the version never wraps again.
+    pub async fn retire_kek(self: &Arc<Self>, version: u32) -> Result<()> {
+        let _one = self.rotation.lock().await;
+        self.retire_locked(version).await
+    }
+
+    async fn retire_locked(self: &Arc<Self>, version: u32) -> Result<()> {
+        if !self.keyring.kek_versions().contains(&version) {
+            return Err(Error::NotFound("key-encrypting key version"));
+        }
+        if version == self.keyring.active_kek_version() {
+            return Err(Error::FailedPrecondition(
+                "the active key-encrypting key cannot be retired: rotate keys first",
+            ));
+        }
+        let engine = self.clone();
+        let still = tokio::task::spawn_blocking(move || engine.subjects_under(version))
+            .await
+            .map_err(|e| Error::Internal(format!("retire scan: {e}")))??;
+        if !still.is_empty() {
+            return Err(Error::FailedPrecondition(
+                "data keys are still wrapped under this version: wait for the rewrap to finish (vaultctl status)",
+            ));
+        }
+        self.keyring
+            .retire(self.store.as_ref(), version, self.clock.now())
+            .await
+            .map_err(|e| Error::Internal(format!("retiring a KEK: {e}")))
+    }
+
+    /// Handles a compromised KEK `version` (operators): rotates first if it
+    /// is the active one, gives every subject with a data key under it a
+    /// new data key under the active KEK and re-encrypts all its values,
+    /// then retires the version.
+    pub async fn kek_compromised(self: &Arc<Self>, version: u32) -> Result<CompromiseStats> {
+        if !self.keyring.kek_versions().contains(&version) {
+            return Err(Error::NotFound("key-encrypting key version"));
+        }
+        if version == self.keyring.active_kek_version() {
+            self.rotate_kek().await?;
+        }
+        let _one = self.rotation.lock().await;
+        self.check_wrapping()?;
+        let engine = self.clone();
+        let due = tokio::task::spawn_blocking(move || engine.subjects_under(version))
+            .await
+            .map_err(|e| Error::Internal(format!("re-key scan: {e}")))??;
+        let mut stats = CompromiseStats::default();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut first_error = None;
+        let mut collect =
+            |done: std::result::Result<Result<Option<u64>>, tokio::task::JoinError>,
+             stats: &mut CompromiseStats| match done {
+                Ok(Ok(Some(n))) => {
+                    stats.subjects += 1;
+                    stats.fields += n;
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(Error::Internal(format!("re-key task: {e}")));
+                }
+            };
+        for sid in due {
+            if tasks.len() >= REWRAP_CONCURRENCY
+                && let Some(done) = tasks.join_next().await
+            {
+                collect(done, &mut stats);
+            }
+            let engine = self.clone();
+            tasks.spawn(async move { engine.rekey_subject(&sid, version).await });
+        }
+        while let Some(done) = tasks.join_next().await {
+            collect(done, &mut stats);
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        self.retire_locked(version).await?;
+        Ok(stats)
+    }
+
+    /// Subjects with a data key wrapped under KEK `version`.
+    fn subjects_under(&self, version: u32) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut bad = None;
+        self.store.for_each_subject(&mut |key, bytes| {
+            let Some(sid) = key
+                .strip_prefix(keys::SUBJECT_PREFIX)
+                .and_then(|s| std::str::from_utf8(s).ok())
+            else {
+                return;
+            };
+            match super::decode::<SubjectRecord>(bytes, "subject") {
+                Ok(r) => {
+                    if r.deks
+                        .iter()
+                        .any(|d| crate::crypto::envelope::key_version(&d.wrapped) == Some(version))
+                    {
+                        out.push(sid.to_owned());
+                    }
+                }
+                Err(e) => bad = Some(e),
+            }
+        })?;
+        match bad {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Gives `sid` one new data key under the active KEK and re-encrypts
+    /// every value under it, if any of its keys is wrapped under `version`;
+    /// the old keys are dropped. Returns the values re-encrypted.
+    async fn rekey_subject(&self, sid: &str, version: u32) -> Result<Option<u64>> {
+        let _guard = self.lock_for(sid).lock().await;
+        let Some(current) = self.subject_record(sid)? else {
+            return Ok(None);
+        };
+        if !current
+            .deks
+            .iter()
+            .any(|d| crate::crypto::envelope::key_version(&d.wrapped) == Some(version))
+        {
+            return Ok(None);
+        }
+        let new_version = current
+            .deks
+            .iter()
+            .map(|d| d.version)
+            .max()
+            .unwrap_or(0)
+            .checked_add(1)
+            .ok_or(Error::FailedPrecondition(
+                "the subject has used up its key versions",
+            ))?;
+        let (dek, wrapped) = self.keyring.new_dek(sid, new_version).map_err(crypto)?;
+        let mut record = SubjectRecord::clone(&current);
+        let mut fields = 0;
+        for e in &mut record.entries {
+            if !e.ciphertext.is_empty() {
+                let old = self.dek_of(sid, &current, e.dek_version)?;
+                let context = super::field_context(sid, &e.field, &e.token, e.value_version);
+                let plain = old.open(&context, &e.ciphertext).map_err(crypto)?;
+                e.ciphertext = dek.seal(&context, &plain).map_err(crypto)?;
+                fields += 1;
+            }
+            e.dek_version = new_version;
+        }
+        record.deks = vec![super::records::WrappedDek {
+            version: new_version,
+            wrapped,
+            encryptions: fields,
+        }];
+        record.active_dek = new_version;
+        self.commit_subject(sid, record, Batch::new(), None).await?;
+        // The old keys must not outlive their record in memory either.
+        self.keyring.forget_subject(sid);
+        Ok(Some(fields))
     }
 }

@@ -38,6 +38,11 @@ pub const SEED: &[u8] = b"key/seed";
 pub const ACTIVE_KEK: &[u8] = b"key/active-kek";
 /// Prefix of wrapped KEKs.
 pub const KEK_PREFIX: &[u8] = b"key/kek/";
+/// Prefix of KEK creation times: `key/kek-meta/<version>` = Unix seconds.
+pub const KEK_META_PREFIX: &[u8] = b"key/kek-meta/";
+/// Prefix of retired KEK versions: `key/kek-retired/<version>` = Unix
+/// seconds (the wrapped KEK itself is destroyed).
+pub const KEK_RETIRED_PREFIX: &[u8] = b"key/kek-retired/";
 /// Prefix of subject records.
 pub const SUBJECT_PREFIX: &[u8] = b"sub/";
 /// Prefix of token pointers.
@@ -97,6 +102,16 @@ fn join(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
 /// Key of the wrapped KEK of `version`.
 pub fn kek(version: u32) -> Vec<u8> {
     join(KEK_PREFIX, &[&version.to_be_bytes()])
+}
+
+/// Key of the creation time of KEK `version`.
+pub fn kek_meta(version: u32) -> Vec<u8> {
+    join(KEK_META_PREFIX, &[&version.to_be_bytes()])
+}
+
+/// Key of the retirement of KEK `version`.
+pub fn kek_retired(version: u32) -> Vec<u8> {
+    join(KEK_RETIRED_PREFIX, &[&version.to_be_bytes()])
 }
 
 /// Key of a bearer-token credential.
