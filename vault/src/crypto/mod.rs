@@ -22,6 +22,7 @@ pub mod envelope;
 pub mod keyring;
 pub mod keys;
 pub mod rootkey;
+pub mod shamir;
 
 use ring::rand::{SecureRandom, SystemRandom};
 
