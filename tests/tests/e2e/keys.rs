@@ -4,7 +4,7 @@ use tonic::Code;
 use vault::crypto::envelope::key_version;
 use vault_client::VaultClient;
 use vault_client::proto::QueryRequest;
-use vault_tests::{TestVault, audit_events};
+use vault_tests::{TestVault, audit_events, scan_for};
 
 /// The KEK versions that wrap `subject`'s DEKs, from its record file.
 fn kek_versions(vault: &TestVault, subject: &str) -> Vec<u32> {
@@ -316,4 +316,90 @@ async fn a_compromised_kek_gives_its_subjects_new_data_keys() {
     .await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].detail, "kek v1: subjects=2 fields=4 active=v2");
+}
+
+/// Opens an envelope (`format ‖ key version ‖ nonce ‖ ciphertext ‖ tag`,
+/// AAD = header ‖ context) with `key`: written here from the documented
+/// format, independently of the vault's code.
+fn open_envelope(key: &[u8], context: &[u8], sealed: &[u8]) -> Vec<u8> {
+    use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).unwrap());
+    let nonce = Nonce::try_assume_unique_for_key(&sealed[5..17]).unwrap();
+    let mut aad = sealed[..5].to_vec();
+    aad.extend_from_slice(context);
+    let mut buf = sealed[17..].to_vec();
+    key.open_in_place(nonce, Aad::from(aad), &mut buf)
+        .unwrap()
+        .to_vec()
+}
+
+/// PCI 3.6.1: keys exist in the data directory only wrapped. With the root
+/// key (from the dev key file, outside the data directory) the test unwraps
+/// the KEK, the derivation seed and subjects' data keys itself, then scans
+/// every file of the data directory for those raw keys and for the root
+/// key: none is there, while their wrapped forms are (the scan can fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pci_3_6_1_only_wrapped_keys_are_on_disk() {
+    use base64::Engine as _;
+    use vault::store::{Store, keys};
+    let mut vault = TestVault::start();
+    let mut c = vault.client().await;
+    for i in 0..20 {
+        c.tokenize(
+            &format!("k-{i}"),
+            &[("email", &format!("k{i}@example.com"))],
+            &[],
+            "",
+        )
+        .await
+        .unwrap();
+    }
+    assert!(vault.stop());
+    assert!(!vault.key_file().starts_with(vault.data_dir()));
+    let text = std::fs::read_to_string(vault.key_file()).unwrap();
+    let root = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text.split_whitespace().last().unwrap())
+        .unwrap();
+    assert_eq!(root.len(), 32);
+    let (wrapped_kek, wrapped_seed) = {
+        let store = vault::store::sled::SledStore::open(
+            &vault.data_dir(),
+            1 << 20,
+            vault::store::sled::Durability::Fsync,
+        )
+        .unwrap();
+        let k = store.get(&keys::kek(1)).unwrap().unwrap();
+        let s = store.get(keys::SEED).unwrap().unwrap();
+        store.close().unwrap();
+        (k, s)
+    };
+    let mut kek_context = b"vault/v1/kek/".to_vec();
+    kek_context.extend_from_slice(&1u32.to_be_bytes());
+    let kek = open_envelope(&root, &kek_context, &wrapped_kek);
+    let seed = open_envelope(&root, b"vault/v1/seed", &wrapped_seed);
+    let mut raw = vec![root.clone(), kek.clone(), seed];
+    let mut wrapped = vec![wrapped_kek.clone()];
+    for i in 0..20 {
+        let sid = format!("k-{i}");
+        let record = crate::lifecycle::record_file(&vault, &sid).unwrap();
+        let d = &record.deks[0];
+        let mut context = b"vault/v1/dek/".to_vec();
+        context.extend_from_slice(&d.version.to_be_bytes());
+        context.extend_from_slice(sid.as_bytes());
+        let dek = open_envelope(&kek, &context, &d.wrapped);
+        assert_eq!(dek.len(), 32);
+        raw.push(dek);
+        wrapped.push(d.wrapped.clone());
+    }
+    let data = vault.data_dir();
+    let hits = scan_for(&data, &raw);
+    assert!(
+        hits.is_empty(),
+        "raw key bytes in the data directory: {hits:?}"
+    );
+    assert_eq!(
+        scan_for(&data, &wrapped).len(),
+        wrapped.len(),
+        "the wrapped keys are found"
+    );
 }

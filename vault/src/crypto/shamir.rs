@@ -62,11 +62,7 @@ impl std::fmt::Debug for Share {
 
 /// Splits `secret` into `n` shares, any `k` of which rebuild it (2 <= k <=
 /// n <= 255).
-pub fn split(
-    secret: &[u8; SECRET_LEN],
-    n: u8,
-    k: u8,
-) -> Result<Vec<Share>, CryptoError> {
+pub fn split(secret: &[u8; SECRET_LEN], n: u8, k: u8) -> Result<Vec<Share>, CryptoError> {
     if k < 2 || n < k {
         return Err(CryptoError::DecryptionFailed);
     }
