@@ -499,6 +499,17 @@ pub enum Command {
     /// Key custody: KEK rotation (operators).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Give one custodian's share to a sealed vault (the share is read from
+    /// FILE, or standard input with `-`; never from the command line).
+    /// Prints the progress; with the threshold reached, waits until the
+    /// vault serves.
+    Unseal {
+        /// The share file `vaultd init --shares` wrote, or - for stdin.
+        file: String,
+    },
+    /// Seal the vault (operators): it drops its keys and needs the
+    /// threshold of shares again.
+    Seal,
     /// Manage bearer tokens (operators).
     #[command(subcommand)]
     Principal(PrincipalCommand),
@@ -1382,6 +1393,54 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 )?;
             } else if let Some(n) = last {
                 writeln!(out, "rewrapped: {n} subjects")?;
+            }
+        }
+        Command::Unseal { file } => {
+            let text = zeroize::Zeroizing::new(if file == "-" {
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)?;
+                t
+            } else {
+                std::fs::read_to_string(&file)
+                    .map_err(|e| Failure::Usage(format!("{file}: {e}")))?
+            });
+            let r = vault.unseal(text.trim()).await?;
+            if !r.sealed {
+                // The vault restarts its services: wait until they answer.
+                for _ in 0..300 {
+                    if vault.health("").await.is_ok_and(|h| {
+                        h == tonic_health::pb::health_check_response::ServingStatus::Serving
+                    }) {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"sealed": r.sealed, "progress": r.progress, "threshold": r.threshold})
+                )?;
+            } else if r.sealed {
+                writeln!(
+                    out,
+                    "share accepted: {} of {} given; still sealed",
+                    r.progress, r.threshold
+                )?;
+            } else {
+                writeln!(out, "unsealed")?;
+            }
+        }
+        Command::Seal => {
+            vault.seal().await?;
+            if json {
+                writeln!(out, "{}", serde_json::json!({"sealed": true}))?;
+            } else {
+                writeln!(
+                    out,
+                    "sealed: the vault dropped its keys; unseal with the threshold of shares"
+                )?;
             }
         }
         Command::Keys(KeysCommand::Retire { version }) => {

@@ -368,6 +368,22 @@ impl VaultClient {
         Ok(self.system.sweep(r).await?.into_inner())
     }
 
+    /// Submits one custodian's unseal share to a sealed vault; returns the
+    /// progress (`sealed`, shares given, threshold).
+    pub async fn unseal(&mut self, share: &str) -> Result<proto::UnsealResponse, ClientError> {
+        let r = self.req(proto::UnsealRequest {
+            share: share.to_owned(),
+        });
+        Ok(self.system.unseal(r).await?.into_inner())
+    }
+
+    /// Seals the vault (operators): keys dropped, shares needed again.
+    pub async fn seal(&mut self) -> Result<(), ClientError> {
+        let r = self.req(proto::SealRequest {});
+        self.system.seal(r).await?;
+        Ok(())
+    }
+
     /// Rotates the key-encrypting key (operators): a new KEK version wraps
     /// new data keys; existing ones are rewrapped in the background
     /// (progress in [`VaultClient::status`]).

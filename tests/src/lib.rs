@@ -88,6 +88,54 @@ impl TestVault {
     /// Starts a vault with extra environment variables and a policy choice
     /// (a `VAULT_POLICY_DIR` in `env` wins over both).
     pub fn start_full(env: &[(&str, &str)], policy: PolicyChoice) -> Self {
+        let mut v = Self::prepare(env, policy);
+        v.spawn();
+        v
+    }
+
+    /// Starts a vault initialised (`vaultd init --shares n --threshold k`)
+    /// under a root key split into shares: it starts sealed. Returns the
+    /// vault and the shares' text, share 1 first.
+    pub fn start_sealed(n: u8, k: u8, env: &[(&str, &str)]) -> (Self, Vec<String>) {
+        let mut v = Self::prepare(env, PolicyChoice::Harness);
+        let shares_dir = v.dir.path().join("shares");
+        let out = v
+            .command()
+            .args([
+                "init",
+                "--shares",
+                &n.to_string(),
+                "--threshold",
+                &k.to_string(),
+            ])
+            .arg("--shares-dir")
+            .arg(&shares_dir)
+            .output()
+            .expect("vaultd init");
+        assert!(
+            out.status.success(),
+            "vaultd init --shares failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        v.operator_token = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(vault::BOOTSTRAP_LINE_PREFIX))
+            .map(str::to_owned);
+        assert!(!v.key_file().exists(), "no root key file with shares");
+        let shares = (1..=n)
+            .map(|i| {
+                std::fs::read_to_string(shares_dir.join(format!("share-{i}.txt")))
+                    .expect("share file")
+                    .trim()
+                    .to_owned()
+            })
+            .collect();
+        v.spawn();
+        (v, shares)
+    }
+
+    fn prepare(env: &[(&str, &str)], policy: PolicyChoice) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut env: Vec<(String, String)> = env
             .iter()
@@ -102,16 +150,14 @@ impl TestVault {
             std::fs::write(pdir.join("governance.cedar"), GOVERNANCE_POLICY).unwrap();
             env.push(("VAULT_POLICY_DIR".into(), pdir.display().to_string()));
         }
-        let mut v = Self {
+        Self {
             child: None,
             addr: String::new(),
             dir,
             env,
             operator_token: None,
             tokens: Mutex::new(HashMap::new()),
-        };
-        v.spawn();
-        v
+        }
     }
 
     /// The bootstrap operator token.

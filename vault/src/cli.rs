@@ -41,8 +41,22 @@ pub struct Cli {
 pub enum Command {
     /// Serve the vault (the default).
     Serve,
-    /// Create the development root key file and the data directory's keys, then exit.
-    Init,
+    /// Initialise the data directory's keys, then exit: under a new root key
+    /// split into Shamir shares (--shares N --threshold K, one file per
+    /// custodian in --shares-dir; the vault then starts sealed), or under a
+    /// development root key file.
+    Init {
+        /// Split the root key into this many shares (2 to 255).
+        #[arg(long, requires = "threshold")]
+        shares: Option<u8>,
+        /// Shares needed to unseal (2 to --shares).
+        #[arg(long, requires = "shares")]
+        threshold: Option<u8>,
+        /// Where to write share-1.txt ... share-N.txt (not inside the data
+        /// directory); hand each to its custodian and delete it here.
+        #[arg(long, default_value = "./vault-shares")]
+        shares_dir: PathBuf,
+    },
     /// Check the configuration, the field schema and the access policy, then exit.
     Check,
 }
@@ -92,14 +106,21 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + 
 fn reload_on_sighup(
     policy: std::sync::Arc<crate::policy::PolicyEngine>,
     audit: std::sync::Arc<crate::audit::AuditLog>,
-) -> std::io::Result<()> {
+) -> std::io::Result<Option<tokio::task::JoinHandle<()>>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut hup = signal(SignalKind::hangup())?;
-        tokio::spawn(async move {
+        // Weak: a sealed vault's keys must not stay alive for this task.
+        let (policy, audit) = (
+            std::sync::Arc::downgrade(&policy),
+            std::sync::Arc::downgrade(&audit),
+        );
+        Ok(Some(tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                let policy = policy.clone();
+                let (Some(policy), Some(audit)) = (policy.upgrade(), audit.upgrade()) else {
+                    break;
+                };
                 let outcome = tokio::task::spawn_blocking(move || {
                     crate::api::reload_policy(&policy, "SIGHUP")
                 })
@@ -123,11 +144,13 @@ fn reload_on_sighup(
                     tracing::error!(error = %e, "could not write the policy_reload audit event");
                 }
             }
-        });
+        })))
     }
     #[cfg(not(unix))]
-    let _ = (policy, audit);
-    Ok(())
+    {
+        let _ = (policy, audit);
+        Ok(None)
+    }
 }
 
 /// Runs `vaultd` with the process's arguments and environment.
@@ -158,7 +181,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async move {
+    let result: Result<(), crate::StartError> = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Check => {
                 let schema = std::sync::Arc::new(crate::load_schema(&config)?);
@@ -169,10 +192,29 @@ pub fn main() -> ExitCode {
                 );
                 Ok(())
             }
-            Command::Init => {
+            Command::Init {
+                shares: Some(n),
+                threshold: Some(k),
+                shares_dir,
+            } => {
+                let done = crate::seal::init(&config, n, k, &shares_dir).await?;
+                if let Some(token) = &done.bootstrap {
+                    crate::print_bootstrap(token);
+                }
+                eprintln!(
+                    "vaultd: initialised {} under a root key split into {n} shares, {k} needed to unseal:",
+                    config.data_dir.display()
+                );
+                for f in &done.share_files {
+                    eprintln!("  {}", f.display());
+                }
+                eprintln!("vaultd: give each share to one custodian and delete it here; the vault starts sealed");
+                Ok(())
+            }
+            Command::Init { .. } => {
                 let mut c = config;
                 c.init_if_missing = true;
-                let engine = crate::open_engine(&c).await?;
+                let engine = crate::open_engine(&c, None).await?;
                 engine.store().flush()?;
                 eprintln!(
                     "vaultd: initialised {} (root key file {})",
@@ -192,19 +234,59 @@ pub fn main() -> ExitCode {
                     })?;
                 let shutdown = shutdown_signal()
                     .map_err(|e| crate::StartError::Serve(format!("cannot handle signals: {e}")))?;
-                let mut vault = crate::Vault::open(config).await?;
-                reload_on_sighup(vault.policy(), vault.audit())
-                    .map_err(|e| crate::StartError::Serve(format!("cannot handle signals: {e}")))?;
-                if let Some(token) = vault.take_bootstrap_token() {
-                    crate::print_bootstrap(&token);
+                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    shutdown.await;
+                    let _ = stop_tx.send(true);
+                });
+                let listener = std::sync::Arc::new(listener);
+                // One line on stdout that scripts and tests wait for, once.
+                let mut announced = false;
+                let mut announce = || {
+                    if !announced && let Ok(addr) = listener.local_addr() {
+                        let mut out = std::io::stdout().lock();
+                        let _ = writeln!(out, "vaultd listening on {addr}");
+                        let _ = out.flush();
+                        announced = true;
+                    }
+                };
+                let shares = crate::seal::read_config(&config)?;
+                loop {
+                    // A vault initialised with shares starts sealed, and
+                    // returns to it when an operator seals it.
+                    let unsealed = match &shares {
+                        Some(sc) => {
+                            announce();
+                            match crate::seal::serve_sealed(
+                                &config,
+                                sc.clone(),
+                                listener.clone(),
+                                stop_rx.clone(),
+                            )
+                            .await?
+                            {
+                                Some(u) => Some(u),
+                                None => return Ok(()),
+                            }
+                        }
+                        None => None,
+                    };
+                    let mut vault = crate::Vault::open_with(config.clone(), unsealed).await?;
+                    let sighup = reload_on_sighup(vault.policy(), vault.audit())
+                        .map_err(|e| crate::StartError::Serve(format!("cannot handle signals: {e}")))?;
+                    if let Some(token) = vault.take_bootstrap_token() {
+                        crate::print_bootstrap(&token);
+                    }
+                    announce();
+                    let served = vault.serve_shared(listener.clone(), stop_rx.clone()).await;
+                    if let Some(h) = sighup {
+                        h.abort();
+                    }
+                    match served? {
+                        crate::Served::Sealed if shares.is_some() => continue,
+                        _ => return Ok(()),
+                    }
                 }
-                if let Ok(addr) = listener.local_addr() {
-                    // One line on stdout that scripts and tests wait for.
-                    let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "vaultd listening on {addr}");
-                    let _ = out.flush();
-                }
-                vault.serve(listener, shutdown).await
             }
         }
     });

@@ -34,6 +34,7 @@ pub mod engine;
 pub mod error;
 pub mod policy;
 pub mod schema;
+pub mod seal;
 pub mod store;
 pub mod tokens;
 
@@ -46,6 +47,7 @@ pub use config::Config;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use crate::crypto::keyring::{self, Keyring};
+use crate::crypto::keys::RootKey;
 use crate::crypto::rootkey;
 use crate::engine::{Engine, SystemClock};
 use crate::schema::Schema;
@@ -57,7 +59,6 @@ use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use vault_proto::v1::audit_service_server::AuditServiceServer;
 use vault_proto::v1::policy_service_server::PolicyServiceServer;
@@ -110,16 +111,9 @@ pub fn load_schema(config: &Config) -> Result<Schema, schema::SchemaError> {
     }
 }
 
-/// Opens the store and the keys, creating a development root key on an empty
-/// data directory if the configuration allows it.
-pub async fn open_engine(config: &Config) -> Result<Engine, StartError> {
-    let schema = Arc::new(load_schema(config)?);
-    let store = Arc::new(SledStore::open(
-        &config.data_dir,
-        config.store_cache_bytes,
-        config.durability,
-    )?);
-    let initialised = keyring::is_initialised(store.as_ref())?;
+/// The development root key from its file, made first on an empty data
+/// directory if the configuration allows it.
+fn dev_root_key(config: &Config, initialised: bool) -> Result<RootKey, StartError> {
     if !config.root_key_file.exists() {
         if initialised {
             return Err(StartError::RootKeyMissing(
@@ -137,8 +131,26 @@ pub async fn open_engine(config: &Config) -> Result<Engine, StartError> {
     }
     let root = rootkey::load_dev_key_file(&config.root_key_file)?;
     tracing::warn!(
-        "the root key comes from a development key file (no Shamir unsealing or HSM yet)"
+        "the root key comes from a development key file: for development only (vaultd init --shares for Shamir unsealing)"
     );
+    Ok(root)
+}
+
+/// Opens the store and the keys under `root` (unsealed from shares) or, if
+/// `None`, the development root key file, creating one on an empty data
+/// directory if the configuration allows it.
+pub async fn open_engine(config: &Config, root: Option<RootKey>) -> Result<Engine, StartError> {
+    let schema = Arc::new(load_schema(config)?);
+    let store = Arc::new(SledStore::open(
+        &config.data_dir,
+        config.store_cache_bytes,
+        config.durability,
+    )?);
+    let initialised = keyring::is_initialised(store.as_ref())?;
+    let root = match root {
+        Some(root) => root,
+        None => dev_root_key(config, initialised)?,
+    };
     let clock: Arc<dyn engine::Clock> = if config.clock_offset_secs == 0 {
         Arc::new(SystemClock)
     } else {
@@ -217,10 +229,26 @@ fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> {
 
 impl Vault {
     /// Opens the store, keys, policies and credentials; issues the bootstrap
-    /// operator token on the first start.
+    /// operator token on the first start. The root key comes from the
+    /// development key file.
     pub async fn open(config: Config) -> Result<Self, StartError> {
+        Self::open_with(config, None).await
+    }
+
+    /// Like [`Vault::open`], under the root key `unsealed` rebuilt from
+    /// shares (whose unseal attempts are then audited), or the development
+    /// key file if `None`.
+    pub async fn open_with(
+        config: Config,
+        unsealed: Option<seal::Unsealed>,
+    ) -> Result<Self, StartError> {
         let tls = tls_config(&config)?;
-        let engine = Arc::new(open_engine(&config).await?);
+        let sealable = unsealed.is_some();
+        let (root, unseal_events) = match unsealed {
+            Some(u) => (Some(u.root), u.events),
+            None => (None, Vec::new()),
+        };
+        let engine = Arc::new(open_engine(&config, root).await?);
         let policy = Arc::new(policy::PolicyEngine::load(
             config.policy_dir.clone(),
             engine.schema().clone(),
@@ -250,8 +278,11 @@ impl Vault {
             detail.push_str("; ");
             detail.push_str(note);
         }
+        let mut start = vec![audit::system_event("vault_start", "ok", detail)];
+        // What happened while sealed, now that the trail can be written.
+        start.extend(unseal_events);
         audit
-            .record(vec![audit::system_event("vault_start", "ok", detail)])
+            .record(start)
             .await
             .map_err(|e| StartError::Audit(e.to_string()))?;
         let auth = Arc::new(auth::Authenticator::new(
@@ -268,6 +299,8 @@ impl Vault {
             max_token_ttl_secs: config.max_token_ttl_secs,
             mtls_principals: config.mtls_principals.clone(),
             started: Instant::now(),
+            seal: Arc::new(tokio::sync::Notify::new()),
+            sealable,
         });
         Ok(Self {
             config,
@@ -299,6 +332,24 @@ impl Vault {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        });
+        self.serve_shared(Arc::new(listener), rx).await.map(|_| ())
+    }
+
+    /// Serves the vault on `listener` (which a sealed phase may share) until
+    /// `stop` turns true ([`Served::Stopped`]) or an operator seals it
+    /// ([`Served::Sealed`]); then finishes in-flight requests, flushes the
+    /// store and waits (a few seconds at most) for background work to let
+    /// go of the keys.
+    pub async fn serve_shared(
+        self,
+        listener: Arc<TcpListener>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Served, StartError> {
         let Vault {
             config,
             shared,
@@ -370,7 +421,7 @@ impl Vault {
         let addr = listener
             .local_addr()
             .map_err(|e| StartError::Serve(e.to_string()))?;
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = seal::incoming(listener);
         let policy = shared.policy.summary();
         tracing::info!(
             %addr,
@@ -386,8 +437,16 @@ impl Vault {
         // do not close their connections.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let grace = config.shutdown_grace;
+        let sealed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seal_signal = shared.seal.clone();
+        let sealing = sealed.clone();
         tokio::spawn(async move {
-            shutdown.await;
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => {}
+                () = seal_signal.notified() => {
+                    sealing.store(true, std::sync::atomic::Ordering::Release);
+                }
+            }
             let _ = stop_tx.send(true);
         });
         // CVVs past their time to live are zeroed within ten seconds even if
@@ -488,8 +547,35 @@ impl Vault {
         }
         shared.audit.close();
         engine.store().flush()?;
-        served.map_err(|e| StartError::Serve(e.to_string()))
+        served.map_err(|e| StartError::Serve(e.to_string()))?;
+        drop(shared);
+        if !sealed.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(Served::Stopped);
+        }
+        // Sealed: background work (a rewrap, a sweep) ends at the stop
+        // signal; the keys go with the last reference to the engine.
+        for _ in 0..200 {
+            if Arc::strong_count(&engine) == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        if Arc::strong_count(&engine) > 1 {
+            tracing::warn!("background work or a connection still holds the keys after sealing");
+        } else {
+            tracing::warn!("vault sealed: keys dropped from memory");
+        }
+        Ok(Served::Sealed)
     }
+}
+
+/// How serving ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// Shut down.
+    Stopped,
+    /// Sealed by an operator: unseal again to serve.
+    Sealed,
 }
 
 /// The line `vaultd` prints on stdout with a bootstrap operator token.

@@ -403,3 +403,156 @@ async fn pci_3_6_1_only_wrapped_keys_are_on_disk() {
         "the wrapped keys are found"
     );
 }
+
+/// PCI 3.7.6 (split knowledge, dual control): a vault initialised with 3
+/// shares, 2 needed, starts sealed: no root key file, health NOT_SERVING,
+/// data calls FAILED_PRECONDITION "sealed". One share unseals nothing; a
+/// share given twice, a mistyped one, another vault's and a forged one are
+/// clear errors; the second distinct share unseals it. Every attempt is in
+/// the audit trail. Sealing drops the keys: sealed again until two shares.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pci_3_7_6_k_shares_unseal_and_fewer_do_not() {
+    use vault_client::proto::Disclosure;
+    let (mut vault, shares) = TestVault::start_sealed(3, 2, &[("VAULT_SHUTDOWN_GRACE_SECS", "1")]);
+    let (_, other_vault) = TestVault::start_sealed(2, 2, &[]);
+    let mut anon = vault.anonymous().await;
+    let s = anon.status().await.unwrap();
+    assert!(s.sealed);
+    assert_eq!((s.unseal_progress, s.unseal_threshold), (0, 2));
+    let health = anon.health("").await.unwrap();
+    assert_eq!(health as i32, 2, "NOT_SERVING");
+    let mut c = vault.operator().await;
+    let err = c.who_am_i().await.unwrap_err();
+    assert_eq!(err.code, Code::FailedPrecondition);
+    assert!(err.message.contains("sealed"), "{}", err.message);
+
+    // Wrong shares: clear errors that change nothing.
+    let mut typo = shares[0].clone();
+    let at = typo.len() - 12;
+    let c0 = if &typo[at..=at] == "a" { "b" } else { "a" };
+    typo.replace_range(at..=at, c0);
+    assert_eq!(
+        anon.unseal(&typo).await.unwrap_err().code,
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        anon.unseal("hello").await.unwrap_err().code,
+        Code::InvalidArgument
+    );
+    let err = anon.unseal(&other_vault[0]).await.unwrap_err();
+    assert_eq!(err.code, Code::InvalidArgument);
+    assert!(err.message.contains("another vault"), "{}", err.message);
+    // A well-formed share of this vault's id and threshold with a forged value.
+    let forged = {
+        let parts: Vec<&str> = shares[1].split(':').collect();
+        let body = format!(
+            "{}:{}:{}:{}:{}",
+            parts[0],
+            parts[1],
+            parts[2],
+            parts[3],
+            "00".repeat(32)
+        );
+        let sum: String = ring::digest::digest(&ring::digest::SHA256, body.as_bytes()).as_ref()
+            [..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("{body}:{sum}")
+    };
+    let err = anon.unseal(&forged).await.unwrap_err();
+    assert_eq!(err.code, Code::PermissionDenied, "{}", err.message);
+
+    // One share: still sealed; the same again is refused.
+    let r = anon.unseal(&shares[2]).await.unwrap();
+    assert!(r.sealed);
+    assert_eq!((r.progress, r.threshold), (1, 2));
+    assert_eq!(
+        anon.unseal(&shares[2]).await.unwrap_err().code,
+        Code::AlreadyExists
+    );
+    assert!(anon.status().await.unwrap().sealed);
+    // The second: unsealed, serving.
+    let r = anon.unseal(&shares[0]).await.unwrap();
+    assert!(!r.sealed);
+    let mut c = wait_until_serving(&vault).await;
+    let t = c
+        .tokenize("sh-1", &[("email", "sh@example.com")], &[], "")
+        .await
+        .unwrap()
+        .remove(0)
+        .token;
+    let mut operator = vault.operator().await;
+    let s = operator.status().await.unwrap();
+    assert!(!s.sealed);
+    assert_eq!(s.root_key_source, "shamir");
+
+    // Every attempt is audited, without the shares.
+    let mut auditor = vault.client_as("auditor").await;
+    let attempts = audit_events(
+        &mut auditor,
+        QueryRequest {
+            event_type: "unseal".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let outcomes: Vec<&str> = attempts.iter().map(|e| e.outcome.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        [
+            "invalid", "invalid", "invalid", "denied", "ok", "invalid", "ok"
+        ]
+    );
+    let all = format!("{attempts:?}");
+    for s in &shares {
+        let value = s.split(':').nth(4).unwrap();
+        assert!(!all.contains(value));
+    }
+
+    // Seal: keys dropped, sealed until two shares again; the data stays.
+    assert_eq!(
+        auditor.seal().await.unwrap_err().code,
+        Code::PermissionDenied
+    );
+    operator.seal().await.unwrap();
+    let mut anon = vault.anonymous().await;
+    let mut sealed = false;
+    for _ in 0..100 {
+        if anon.status().await.is_ok_and(|s| s.sealed) {
+            sealed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        anon = vault.anonymous().await;
+    }
+    assert!(sealed, "the vault seals");
+    assert!(anon.unseal(&shares[1]).await.unwrap().sealed);
+    assert!(!anon.unseal(&shares[2]).await.unwrap().sealed);
+    let mut c = wait_until_serving(&vault).await;
+    let shown = c.detokenize(&[&t], "billing").await.unwrap();
+    assert_eq!(shown[0].disclosure, Disclosure::Plain as i32);
+    assert_eq!(shown[0].value, "sh@example.com");
+    let log = vault.log();
+    assert!(log.contains("keys dropped from memory"));
+    assert!(
+        !log.contains("still holds the keys"),
+        "the keys outlived the seal"
+    );
+    // A restart starts sealed again.
+    assert!(vault.stop());
+    vault.restart();
+    assert!(vault.anonymous().await.status().await.unwrap().sealed);
+}
+
+/// An all-access client once the vault answers health SERVING.
+async fn wait_until_serving(vault: &TestVault) -> VaultClient {
+    for _ in 0..100 {
+        let mut anon = vault.anonymous().await;
+        if anon.health("").await.is_ok_and(|h| h as i32 == 1) {
+            return vault.client().await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the vault did not serve after unsealing");
+}

@@ -48,6 +48,10 @@ pub struct Shared {
     pub mtls_principals: std::collections::HashMap<String, String>,
     /// When serving started.
     pub started: Instant,
+    /// Notified when an operator seals the vault.
+    pub seal: Arc<tokio::sync::Notify>,
+    /// Whether the vault was unsealed from shares (and so can be sealed).
+    pub sealable: bool,
 }
 
 impl Shared {

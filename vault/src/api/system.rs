@@ -9,8 +9,9 @@ use tonic::{Request, Response, Status};
 use vault_proto::v1::system_service_server::SystemService;
 use vault_proto::v1::{
     KeyCompromisedRequest, KeyCompromisedResponse, LifecycleReportRequest, LifecycleReportResponse,
-    RetireKeyRequest, RetireKeyResponse, RotateKeysRequest, RotateKeysResponse, StatusRequest,
-    StatusResponse, SweepRequest, SweepResponse,
+    RetireKeyRequest, RetireKeyResponse, RotateKeysRequest, RotateKeysResponse, SealRequest,
+    SealResponse, StatusRequest, StatusResponse, SweepRequest, SweepResponse, UnsealRequest,
+    UnsealResponse,
 };
 
 /// The system service.
@@ -52,7 +53,14 @@ impl SystemService for SystemApi {
                 uptime_seconds: self.shared.started.elapsed().as_secs(),
                 active_kek_version: e.keyring().active_kek_version(),
                 schema_fields: u32::try_from(e.schema().len()).unwrap_or(u32::MAX),
-                root_key_source: "dev-key-file".to_owned(),
+                root_key_source: if self.shared.sealable {
+                    "shamir"
+                } else {
+                    "dev-key-file"
+                }
+                .to_owned(),
+                unseal_progress: 0,
+                unseal_threshold: 0,
                 storage: e.store().backend().to_owned(),
             }))
         }
@@ -180,6 +188,38 @@ impl SystemService for SystemApi {
         let r = self.shared.conclude(ev, r, true).await?;
         // A rotation it made leaves other subjects to rewrap.
         super::spawn_rewrap(self.shared.clone());
+        Ok(Response::new(r))
+    }
+
+    async fn unseal(
+        &self,
+        _request: Request<UnsealRequest>,
+    ) -> Result<Response<UnsealResponse>, Status> {
+        // Unsealed already: nothing to do, and nothing learnt from the share.
+        Ok(Response::new(UnsealResponse {
+            sealed: false,
+            progress: 0,
+            threshold: 0,
+        }))
+    }
+
+    async fn seal(&self, request: Request<SealRequest>) -> Result<Response<SealResponse>, Status> {
+        let who = principal(&request)?;
+        let mut ev = base_event(&request, Some(&who));
+        ev.action = "seal".into();
+        let r: Result<_, Error> = async {
+            self.shared.require(&who, Action::Seal)?;
+            if !self.shared.sealable {
+                return Err(Error::FailedPrecondition(
+                    "this vault's root key is a development key file, not shares: it cannot be sealed",
+                ));
+            }
+            Ok(SealResponse {})
+        }
+        .await;
+        let r = self.shared.conclude(ev, r, true).await?;
+        tracing::warn!(by = %who.name, "sealing the vault");
+        self.shared.seal.notify_one();
         Ok(Response::new(r))
     }
 }

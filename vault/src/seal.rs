@@ -1,0 +1,497 @@
+//! Sealing: the root key split into Shamir shares held by custodians.
+//!
+//! `vaultd init --shares N --threshold K` makes a root key, initialises the
+//! data directory's keys under it, writes one share file per custodian and
+//! keeps in the store only what checks a share (its fingerprint): never the
+//! key. A vault so initialised starts **sealed**: it serves only
+//! `SystemService.Status` and `Unseal` (health NOT_SERVING, every other RPC
+//! `FAILED_PRECONDITION` "sealed"), takes shares one at a time, and with K
+//! distinct valid shares rebuilds the root key and starts serving. The
+//! unseal attempts are audited once the audit key is available (it derives
+//! from the root key), after the `vault_start` event.
+
+use crate::StartError;
+use crate::audit::AuditEvent;
+use crate::config::Config;
+use crate::crypto::keys::{KEY_LEN, RootKey};
+use crate::crypto::shamir::{self, Share};
+use crate::store::sled::SledStore;
+use crate::store::{Batch, Store};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
+use tokio::net::{TcpListener, TcpStream};
+use tonic::{Request, Response, Status};
+use vault_proto::v1::system_service_server::{SystemService, SystemServiceServer};
+use vault_proto::v1::{
+    KeyCompromisedRequest, KeyCompromisedResponse, LifecycleReportRequest, LifecycleReportResponse,
+    RetireKeyRequest, RetireKeyResponse, RotateKeysRequest, RotateKeysResponse, SealRequest,
+    SealResponse, StatusRequest, StatusResponse, SweepRequest, SweepResponse, UnsealRequest,
+    UnsealResponse,
+};
+use zeroize::Zeroizing;
+
+/// Where the share configuration lives in the store.
+pub const SHAMIR_KEY: &[u8] = b"key/shamir";
+
+/// What the store keeps of a vault's shares: how many, the threshold, and a
+/// fingerprint of each (SHA-256; see [`shamir::fingerprint`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShamirConfig {
+    /// The vault's id, in every share (8 hex digits).
+    pub vault_id: String,
+    /// Shares made.
+    pub shares: u8,
+    /// Shares needed.
+    pub threshold: u8,
+    /// Fingerprint of share i+1, hex.
+    pub fingerprints: Vec<String>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The share configuration of the data directory, if it was initialised
+/// with shares (opens and closes the store).
+pub fn read_config(config: &Config) -> Result<Option<ShamirConfig>, StartError> {
+    if !config.data_dir.exists() {
+        return Ok(None);
+    }
+    let store = SledStore::open(&config.data_dir, 1 << 20, config.durability)?;
+    let got = store.get(SHAMIR_KEY)?;
+    store.close()?;
+    match got {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|_| {
+            StartError::Serve("the share configuration in the store is damaged".into())
+        }),
+    }
+}
+
+/// What `vaultd init --shares` made.
+#[derive(Debug)]
+pub struct Initialised {
+    /// One file per custodian.
+    pub share_files: Vec<std::path::PathBuf>,
+    /// The bootstrap operator token (shown once).
+    pub bootstrap: Option<crate::auth::credentials::IssuedToken>,
+}
+
+/// Initialises an empty data directory under a new root key split into
+/// `n` shares with threshold `k`, writing share `i` to
+/// `shares_dir/share-i.txt` (mode 0600, never overwritten). Issues the
+/// bootstrap operator token.
+pub async fn init(
+    config: &Config,
+    n: u8,
+    k: u8,
+    shares_dir: &std::path::Path,
+) -> Result<Initialised, StartError> {
+    if k < 2 || n < k {
+        return Err(StartError::Serve(
+            "--threshold must be at least 2 and at most --shares".into(),
+        ));
+    }
+    if shares_dir.starts_with(&config.data_dir) {
+        return Err(StartError::Serve(
+            "the shares must not be written inside the data directory".into(),
+        ));
+    }
+    {
+        let store = SledStore::open(&config.data_dir, 1 << 20, config.durability)?;
+        let initialised = crate::crypto::keyring::is_initialised(&store)?;
+        store.close()?;
+        if initialised {
+            return Err(StartError::Serve(format!(
+                "{} is already initialised",
+                config.data_dir.display()
+            )));
+        }
+    }
+    let root = Zeroizing::new(
+        crate::crypto::random_array::<KEY_LEN>()
+            .map_err(|_| StartError::Serve("random generator unavailable".into()))?,
+    );
+    let id: [u8; 4] = crate::crypto::random_array()
+        .map_err(|_| StartError::Serve("random generator unavailable".into()))?;
+    let vault_id = hex(&id);
+    let shares = shamir::split(&root, n, k)
+        .map_err(|_| StartError::Serve("could not split the root key".into()))?;
+    // The files first: a failure leaves the data directory uninitialised.
+    std::fs::create_dir_all(shares_dir)
+        .map_err(|e| StartError::Serve(format!("{}: {e}", shares_dir.display())))?;
+    let mut share_files = Vec::with_capacity(shares.len());
+    for share in &shares {
+        let path = shares_dir.join(format!("share-{}.txt", share.index));
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let text = shamir::encode(&vault_id, k, share);
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = opts.open(&path)?;
+            f.write_all(text.as_bytes())?;
+            f.write_all(b"\n")?;
+            f.sync_all()
+        };
+        write().map_err(|e| StartError::Serve(format!("{}: {e}", path.display())))?;
+        share_files.push(path);
+    }
+    let shamir_config = ShamirConfig {
+        vault_id: vault_id.clone(),
+        shares: n,
+        threshold: k,
+        fingerprints: shares
+            .iter()
+            .map(|s| hex(&shamir::fingerprint(&vault_id, s)))
+            .collect(),
+    };
+    let engine = Arc::new(crate::open_engine(config, Some(RootKey::from_bytes(&root))).await?);
+    drop(shares);
+    let mut b = Batch::new();
+    b.put(
+        SHAMIR_KEY.to_vec(),
+        serde_json::to_vec(&shamir_config).map_err(|e| StartError::Serve(e.to_string()))?,
+    );
+    engine.store().commit(b).await?;
+    let credentials = crate::auth::credentials::CredentialStore::open(engine.clone())
+        .map_err(|e| StartError::Credentials(e.to_string()))?;
+    let bootstrap = credentials
+        .bootstrap(engine.clock().now())
+        .await
+        .map_err(|e| StartError::Credentials(e.to_string()))?;
+    engine.store().flush()?;
+    Ok(Initialised {
+        share_files,
+        bootstrap,
+    })
+}
+
+/// Accepted connections of a listener shared by the sealed and the
+/// unsealed phases.
+pub(crate) fn incoming(
+    listener: Arc<TcpListener>,
+) -> impl futures::Stream<Item = std::io::Result<TcpStream>> {
+    futures::stream::poll_fn(move |cx| {
+        listener.poll_accept(cx).map(|r| {
+            Some(r.map(|(s, _)| {
+                let _ = s.set_nodelay(true);
+                s
+            }))
+        })
+    })
+}
+
+/// Shares given so far.
+struct Unsealer {
+    config: ShamirConfig,
+    shares: Vec<Share>,
+    root: Option<Zeroizing<[u8; KEY_LEN]>>,
+    events: Vec<AuditEvent>,
+}
+
+const SEALED: &str = "the vault is sealed: unseal it with vaultctl unseal";
+
+/// The system service of a sealed vault.
+struct SealedApi {
+    state: Arc<Mutex<Unsealer>>,
+    unsealed: Arc<tokio::sync::Notify>,
+}
+
+fn sealed<T>() -> Result<Response<T>, Status> {
+    Err(Status::failed_precondition(SEALED))
+}
+
+impl SealedApi {
+    fn attempt(&self, peer: String, share: &str) -> Result<UnsealResponse, Status> {
+        let mut st = self
+            .state
+            .lock()
+            .map_err(|_| Status::internal("unseal state"))?;
+        let threshold = u32::from(st.config.threshold);
+        let outcome = st.check(share);
+        let progress = u32::try_from(st.shares.len()).unwrap_or(u32::MAX);
+        let (name, detail) = match &outcome {
+            Ok(index) => (
+                "ok",
+                format!("share {index} accepted ({progress} of {threshold})"),
+            ),
+            Err(s) => (
+                if s.code() == tonic::Code::PermissionDenied {
+                    "denied"
+                } else {
+                    "invalid"
+                },
+                s.message().to_owned(),
+            ),
+        };
+        let mut ev = crate::audit::system_event("unseal", name, detail);
+        ev.peer = peer;
+        ev.rpc = "/vault.v1.SystemService/Unseal".into();
+        ev.action = "unseal".into();
+        if let Err(s) = &outcome {
+            ev.status_code = s.code() as i32;
+        }
+        st.events.push(ev);
+        outcome?;
+        if st.shares.len() >= usize::from(st.config.threshold) {
+            let root = shamir::combine(&st.shares).ok_or_else(|| Status::internal("combine"))?;
+            st.root = Some(root);
+            st.shares.clear();
+            drop(st);
+            self.unsealed.notify_one();
+            tracing::warn!("threshold of shares reached: unsealing");
+            return Ok(UnsealResponse {
+                sealed: false,
+                progress: threshold,
+                threshold,
+            });
+        }
+        tracing::info!(progress, threshold, "unseal share accepted");
+        Ok(UnsealResponse {
+            sealed: true,
+            progress,
+            threshold,
+        })
+    }
+}
+
+impl Unsealer {
+    /// Checks and keeps one share; returns its index.
+    fn check(&mut self, text: &str) -> Result<u8, Status> {
+        if self.root.is_some() {
+            return Err(Status::failed_precondition("the vault is unsealing"));
+        }
+        let e = shamir::decode(text).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if !crate::crypto::ct_eq(e.vault_id.as_bytes(), self.config.vault_id.as_bytes())
+            || e.threshold != self.config.threshold
+        {
+            return Err(Status::invalid_argument(
+                "the share belongs to another vault",
+            ));
+        }
+        let index = e.share.index;
+        let expected = self
+            .config
+            .fingerprints
+            .get(usize::from(index).wrapping_sub(1))
+            .cloned()
+            .unwrap_or_default();
+        let got = hex(&shamir::fingerprint(&self.config.vault_id, &e.share));
+        if !crate::crypto::ct_eq(got.as_bytes(), expected.as_bytes()) {
+            return Err(Status::permission_denied(format!(
+                "share {index} is not this vault's share {index}"
+            )));
+        }
+        if self.shares.iter().any(|s| s.index == index) {
+            return Err(Status::already_exists(format!(
+                "share {index} was already given"
+            )));
+        }
+        self.shares.push(e.share);
+        Ok(index)
+    }
+}
+
+#[tonic::async_trait]
+impl SystemService for SealedApi {
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let st = self
+            .state
+            .lock()
+            .map_err(|_| Status::internal("unseal state"))?;
+        Ok(Response::new(StatusResponse {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            sealed: true,
+            root_key_source: "shamir".to_owned(),
+            storage: "sled".to_owned(),
+            unseal_progress: u32::try_from(st.shares.len()).unwrap_or(u32::MAX),
+            unseal_threshold: u32::from(st.config.threshold),
+            ..Default::default()
+        }))
+    }
+
+    async fn unseal(
+        &self,
+        request: Request<UnsealRequest>,
+    ) -> Result<Response<UnsealResponse>, Status> {
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let share = Zeroizing::new(request.into_inner().share);
+        self.attempt(peer, &share).map(Response::new)
+    }
+
+    async fn seal(&self, _: Request<SealRequest>) -> Result<Response<SealResponse>, Status> {
+        Ok(Response::new(SealResponse {}))
+    }
+
+    async fn lifecycle_report(
+        &self,
+        _: Request<LifecycleReportRequest>,
+    ) -> Result<Response<LifecycleReportResponse>, Status> {
+        sealed()
+    }
+
+    async fn sweep(&self, _: Request<SweepRequest>) -> Result<Response<SweepResponse>, Status> {
+        sealed()
+    }
+
+    async fn rotate_keys(
+        &self,
+        _: Request<RotateKeysRequest>,
+    ) -> Result<Response<RotateKeysResponse>, Status> {
+        sealed()
+    }
+
+    async fn retire_key(
+        &self,
+        _: Request<RetireKeyRequest>,
+    ) -> Result<Response<RetireKeyResponse>, Status> {
+        sealed()
+    }
+
+    async fn key_compromised(
+        &self,
+        _: Request<KeyCompromisedRequest>,
+    ) -> Result<Response<KeyCompromisedResponse>, Status> {
+        sealed()
+    }
+}
+
+/// A tower layer that answers `FAILED_PRECONDITION` "sealed" to every call
+/// but the system service's and health checks.
+#[derive(Debug, Clone, Copy, Default)]
+struct SealedGate;
+
+impl<S> tower::Layer<S> for SealedGate {
+    type Service = SealedGateService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        SealedGateService(inner)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SealedGateService<S>(S);
+
+impl<S, B> tower::Service<http::Request<B>> for SealedGateService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let path = req.uri().path();
+        if path.starts_with("/vault.v1.SystemService/") || path.starts_with("/grpc.health.") {
+            let f = self.0.call(req);
+            Box::pin(f)
+        } else {
+            let response = Status::failed_precondition(SEALED).into_http();
+            Box::pin(async move { Ok(response) })
+        }
+    }
+}
+
+/// What unsealing gave: the root key and the audit events of the attempts.
+pub struct Unsealed {
+    /// The root key.
+    pub root: RootKey,
+    /// One event per unseal attempt, to write once the audit trail opens.
+    pub events: Vec<AuditEvent>,
+}
+
+impl std::fmt::Debug for Unsealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unsealed")
+            .field("events", &self.events.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Serves a sealed vault on `listener` until the threshold of shares is
+/// given (`Some`) or `stop` turns true (`None`).
+pub async fn serve_sealed(
+    config: &Config,
+    shamir_config: ShamirConfig,
+    listener: Arc<TcpListener>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<Unsealed>, StartError> {
+    let threshold = shamir_config.threshold;
+    let state = Arc::new(Mutex::new(Unsealer {
+        config: shamir_config,
+        shares: Vec::new(),
+        root: None,
+        events: Vec::new(),
+    }));
+    let unsealed = Arc::new(tokio::sync::Notify::new());
+    let api = SealedApi {
+        state: state.clone(),
+        unsealed: unsealed.clone(),
+    };
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let mut builder = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .layer(SealedGate);
+    if let Some(tls) = crate::tls_config(config)? {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+    }
+    tracing::warn!(
+        threshold,
+        "vault sealed: waiting for unseal shares (vaultctl unseal)"
+    );
+    // Done when unsealed or stopped; connections still open two seconds
+    // later are closed.
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            () = unsealed.notified() => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+        let _ = done_tx.send(true);
+    });
+    let mut shutdown = done_rx.clone();
+    let server = builder
+        .add_service(health)
+        .add_service(SystemServiceServer::new(api))
+        .serve_with_incoming_shutdown(incoming(listener), async move {
+            let _ = shutdown.wait_for(|d| *d).await;
+        });
+    tokio::pin!(server);
+    let mut grace = done_rx;
+    tokio::select! {
+        r = &mut server => r.map_err(|e| StartError::Serve(e.to_string()))?,
+        () = async {
+            let _ = grace.wait_for(|d| *d).await;
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        } => {}
+    }
+    let mut st = state
+        .lock()
+        .map_err(|_| StartError::Serve("unseal state".into()))?;
+    let events = std::mem::take(&mut st.events);
+    Ok(st.root.take().map(|root| Unsealed {
+        root: RootKey::from_bytes(&root),
+        events,
+    }))
+}
