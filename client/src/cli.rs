@@ -510,6 +510,15 @@ pub enum Command {
     /// Seal the vault (operators): it drops its keys and needs the
     /// threshold of shares again.
     Seal,
+    /// Write a backup of the store to FILE (operators; with a progress
+    /// bar). `vaultd restore --from FILE` restores it.
+    Backup {
+        /// The file to create (it must not exist).
+        file: std::path::PathBuf,
+        /// Only the erasure journal, to replay on an older backup.
+        #[arg(long)]
+        journal_only: bool,
+    },
     /// Manage bearer tokens (operators).
     #[command(subcommand)]
     Principal(PrincipalCommand),
@@ -1430,6 +1439,48 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 )?;
             } else {
                 writeln!(out, "unsealed")?;
+            }
+        }
+        Command::Backup { file, journal_only } => {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&file)
+                .map_err(|e| Failure::Usage(format!("{}: {e}", file.display())))?;
+            let mut w = std::io::BufWriter::new(f);
+            let bar = if json {
+                indicatif::ProgressBar::hidden()
+            } else {
+                indicatif::ProgressBar::new(0)
+            };
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "backup {bar:40} {bytes}/~{total_bytes} ({bytes_per_sec})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let result = vault
+                .backup(journal_only, &mut w, |done, total| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                })
+                .await;
+            bar.finish_and_clear();
+            let bytes = match result {
+                Ok(b) => b,
+                Err(e) => {
+                    // A cut-short backup must not be mistaken for one.
+                    drop(w);
+                    let _ = std::fs::remove_file(&file);
+                    return Err(e.into());
+                }
+            };
+            std::io::Write::flush(&mut w)?;
+            w.get_ref().sync_all()?;
+            if json {
+                writeln!(out, "{}", serde_json::json!({"file": file, "bytes": bytes}))?;
+            } else {
+                writeln!(out, "backup written: {} ({bytes} bytes)", file.display())?;
             }
         }
         Command::Seal => {

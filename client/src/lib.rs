@@ -377,6 +377,33 @@ impl VaultClient {
         Ok(self.system.unseal(r).await?.into_inner())
     }
 
+    /// Streams a backup of the store into `out` (operators); `progress`
+    /// sees the bytes so far and the size estimate. Returns the bytes
+    /// written.
+    pub async fn backup(
+        &mut self,
+        journal_only: bool,
+        out: &mut (impl std::io::Write + Send),
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<u64, ClientError> {
+        let r = self.req(proto::BackupRequest { journal_only });
+        let mut stream = self.system.backup(r).await?.into_inner();
+        let (mut written, mut estimate) = (0u64, 0u64);
+        while let Some(chunk) = stream.message().await? {
+            if chunk.size_estimate > 0 {
+                estimate = chunk.size_estimate;
+            }
+            out.write_all(&chunk.data).map_err(|e| ClientError {
+                code: tonic::Code::Internal,
+                message: format!("writing the backup: {e}"),
+                violations: Vec::new(),
+            })?;
+            written += chunk.data.len() as u64;
+            progress(written, estimate.max(written));
+        }
+        Ok(written)
+    }
+
     /// Seals the vault (operators): keys dropped, shares needed again.
     pub async fn seal(&mut self) -> Result<(), ClientError> {
         let r = self.req(proto::SealRequest {});

@@ -59,6 +59,17 @@ pub enum Command {
     },
     /// Check the configuration, the field schema and the access policy, then exit.
     Check,
+    /// Restore a backup (`vaultctl backup`) into an empty data directory,
+    /// then replay the erasure journal so that erased subjects stay erased.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// Newer erasure journals to replay (`vaultctl backup
+        /// --journal-only`, or a newer backup); may repeat.
+        #[arg(long)]
+        erasure_journal: Vec<PathBuf>,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -220,6 +231,29 @@ pub fn main() -> ExitCode {
                     "vaultd: initialised {} (root key file {})",
                     c.data_dir.display(),
                     c.root_key_file.display()
+                );
+                Ok(())
+            }
+            Command::Restore {
+                from,
+                erasure_journal,
+            } => {
+                let store = crate::store::sled::SledStore::open(
+                    &config.data_dir,
+                    config.store_cache_bytes,
+                    config.durability,
+                )?;
+                let result = crate::backup::restore(&store, &from, &erasure_journal).await;
+                store.close()?;
+                let r = result.map_err(|e| crate::StartError::Serve(format!("restore: {e}")))?;
+                eprintln!(
+                    "vaultd: restored {} subjects and {} entries from {} into {}; erasure journal: {} entries added, {} subjects erased again",
+                    r.backup.records,
+                    r.backup.entries,
+                    from.display(),
+                    config.data_dir.display(),
+                    r.journal_added,
+                    r.erased_again
                 );
                 Ok(())
             }

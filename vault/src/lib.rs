@@ -26,6 +26,7 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod cards;
 pub mod cli;
 pub mod config;

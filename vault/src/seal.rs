@@ -299,6 +299,16 @@ impl Unsealer {
 
 #[tonic::async_trait]
 impl SystemService for SealedApi {
+    type BackupStream =
+        tokio_stream::wrappers::ReceiverStream<Result<vault_proto::v1::BackupChunk, Status>>;
+
+    async fn backup(
+        &self,
+        _: Request<vault_proto::v1::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        sealed()
+    }
+
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let st = self
             .state

@@ -554,3 +554,131 @@ async fn gdpr_5_1_e_secure_flight_data_expires_after_travel_end() {
     let report = officer.lifecycle_report(30).await.unwrap();
     assert_eq!(class(&report, "secure_flight").shredded, 2);
 }
+
+/// Runs `vaultd restore` into `data_dir` with the test vault's key file.
+fn restore(
+    vault: &TestVault,
+    data_dir: &std::path::Path,
+    from: &std::path::Path,
+    journals: &[&std::path::Path],
+) -> (bool, String) {
+    let mut cmd = std::process::Command::new(vault_tests::bin("vaultd-under-test"));
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .arg("--root-key-file")
+        .arg(vault.key_file())
+        .env_remove("VAULT_CONFIG")
+        .arg("restore")
+        .arg("--from")
+        .arg(from);
+    for j in journals {
+        cmd.arg("--erasure-journal").arg(j);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// GDPR 17 and PCI 3.6: backup, erase, restore. A backup holds no raw
+/// value (ciphertexts stay ciphertexts); restored with the erasure journal
+/// taken after the erasure, the erased subject stays erased (its tokens
+/// answer ERASED, its ciphertexts and wrapped DEK are not in the restored
+/// data directory) while the other subject is back whole. Restored without
+/// that journal, the subject would come back: the journal is what keeps it
+/// erased. A changed backup, and a non-empty data directory, are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gdpr_17_a_restored_backup_keeps_erased_subjects_erased() {
+    let mut vault = TestVault::start();
+    let gone = store_everything(&vault, "bk-gone").await;
+    let kept = store_everything(&vault, "bk-kept").await;
+    let gone_secrets = secrets(&record_file(&vault, "bk-gone").unwrap());
+    let kept_secrets = secrets(&record_file(&vault, "bk-kept").unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let (full, journal) = (dir.path().join("full.vbk"), dir.path().join("journal.vbk"));
+
+    let mut operator = vault.operator().await;
+    let mut file = std::fs::File::create(&full).unwrap();
+    let mut seen = 0;
+    operator
+        .backup(false, &mut file, |done, _| seen = done)
+        .await
+        .unwrap();
+    assert!(seen > 0);
+    let bytes = std::fs::read(&full).unwrap();
+    assert!(bytes.starts_with(vault::backup::MAGIC));
+    for needle in ["bk-gone@example.com", "Ann Marie Lee"] {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+            "{needle} in clear in the backup"
+        );
+    }
+    assert!(
+        vault
+            .client_as("auditor")
+            .await
+            .backup(false, &mut Vec::new(), |_, _| {})
+            .await
+            .is_err()
+    );
+
+    let mut officer = vault.client_as("privacy_officer").await;
+    officer
+        .erase("bk-gone", "GDPR 17 request 77")
+        .await
+        .unwrap();
+    let mut file = std::fs::File::create(&journal).unwrap();
+    operator.backup(true, &mut file, |_, _| {}).await.unwrap();
+    assert!(vault.stop());
+
+    // Without the newer journal the subject would come back.
+    let control = dir.path().join("control");
+    let (ok, err) = restore(&vault, &control, &full, &[]);
+    assert!(ok, "{err}");
+    assert_eq!(scan_for(&control, &gone_secrets).len(), gone_secrets.len());
+
+    // A changed backup is refused and writes nothing.
+    let mut changed = bytes.clone();
+    let mid = changed.len() / 2;
+    changed[mid] ^= 1;
+    let bad = dir.path().join("changed.vbk");
+    std::fs::write(&bad, &changed).unwrap();
+    let refused = dir.path().join("refused");
+    let (ok, err) = restore(&vault, &refused, &bad, &[]);
+    assert!(!ok);
+    assert!(err.contains("not a valid backup"), "{err}");
+    assert!(files_below(&refused.join("subjects")).is_empty());
+    // A data directory in use is refused.
+    let (ok, err) = restore(&vault, &vault.data_dir(), &full, &[]);
+    assert!(!ok);
+    assert!(err.contains("not empty"), "{err}");
+
+    // The restore: the old data directory gone, the backup and the journal.
+    std::fs::remove_dir_all(vault.data_dir()).unwrap();
+    let (ok, err) = restore(&vault, &vault.data_dir(), &full, &[&journal]);
+    assert!(ok, "{err}");
+    assert!(err.contains("1 subjects erased again"), "{err}");
+    let hits = scan_for(&vault.data_dir(), &gone_secrets);
+    assert!(hits.is_empty(), "the erased subject came back: {hits:?}");
+    assert_eq!(
+        scan_for(&vault.data_dir(), &kept_secrets).len(),
+        kept_secrets.len()
+    );
+    vault.restart();
+    let mut c = vault.client().await;
+    let gone_tokens: Vec<&str> = gone.iter().map(|(_, t)| t.as_str()).collect();
+    for d in c.detokenize(&gone_tokens, "billing").await.unwrap() {
+        assert_eq!(d.disclosure, Disclosure::Erased as i32, "{}", d.field);
+    }
+    let kept_tokens: Vec<&str> = kept.iter().map(|(_, t)| t.as_str()).collect();
+    for d in c.detokenize(&kept_tokens, "billing").await.unwrap() {
+        // A CVV never survives a restart, let alone a backup.
+        let want = if d.field == "card_cvv" {
+            Disclosure::Expired
+        } else {
+            Disclosure::Plain
+        };
+        assert_eq!(d.disclosure, want as i32, "{}", d.field);
+    }
+}

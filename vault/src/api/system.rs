@@ -8,10 +8,10 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use vault_proto::v1::system_service_server::SystemService;
 use vault_proto::v1::{
-    KeyCompromisedRequest, KeyCompromisedResponse, LifecycleReportRequest, LifecycleReportResponse,
-    RetireKeyRequest, RetireKeyResponse, RotateKeysRequest, RotateKeysResponse, SealRequest,
-    SealResponse, StatusRequest, StatusResponse, SweepRequest, SweepResponse, UnsealRequest,
-    UnsealResponse,
+    BackupChunk, BackupRequest, KeyCompromisedRequest, KeyCompromisedResponse,
+    LifecycleReportRequest, LifecycleReportResponse, RetireKeyRequest, RetireKeyResponse,
+    RotateKeysRequest, RotateKeysResponse, SealRequest, SealResponse, StatusRequest,
+    StatusResponse, SweepRequest, SweepResponse, UnsealRequest, UnsealResponse,
 };
 
 /// The system service.
@@ -27,8 +27,109 @@ impl SystemApi {
     }
 }
 
+/// A backup on its way to the caller.
+type BackupStream = tokio_stream::wrappers::ReceiverStream<Result<BackupChunk, Status>>;
+
+/// Bytes per backup chunk.
+const BACKUP_CHUNK: usize = 256 << 10;
+
+/// Sends what is written to it as [`BackupChunk`]s (blocking).
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<Result<BackupChunk, Status>>,
+    buf: Vec<u8>,
+    size_estimate: u64,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        let chunk = BackupChunk {
+            data: std::mem::take(&mut self.buf),
+            size_estimate: std::mem::take(&mut self.size_estimate),
+        };
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::other("the caller went away"))
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= BACKUP_CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        Ok(())
+    }
+}
+
 #[tonic::async_trait]
 impl SystemService for SystemApi {
+    type BackupStream = BackupStream;
+
+    async fn backup(
+        &self,
+        request: Request<BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let who = principal(&request)?;
+        let mut ev = base_event(&request, Some(&who));
+        ev.action = "backup".into();
+        let journal_only = request.get_ref().journal_only;
+        ev.detail = if journal_only {
+            "erasure journal only"
+        } else {
+            "whole store"
+        }
+        .into();
+        let r: Result<_, Error> = self.shared.require(&who, Action::Backup);
+        // The backup is an event, durable before any byte leaves.
+        self.shared.conclude(ev, r, true).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let shared = self.shared.clone();
+        let size_estimate = shared.engine.store().size_on_disk().unwrap_or(0);
+        tokio::task::spawn_blocking(move || {
+            let mut out = ChunkWriter {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(BACKUP_CHUNK),
+                size_estimate,
+            };
+            let started = std::time::Instant::now();
+            let result =
+                crate::backup::write(shared.engine.store().as_ref(), &mut out, journal_only);
+            let (outcome, detail) = match &result {
+                Ok(s) => (
+                    "ok",
+                    format!(
+                        "records={} entries={} erasures={} ms={}",
+                        s.records,
+                        s.entries,
+                        s.erasures,
+                        started.elapsed().as_millis()
+                    ),
+                ),
+                Err(e) => {
+                    let _ =
+                        tx.blocking_send(Err(Status::unavailable(format!("backup failed: {e}"))));
+                    ("error", e.to_string())
+                }
+            };
+            tracing::info!(outcome, %detail, "backup streamed");
+            let ev = crate::audit::system_event("backup_done", outcome, detail);
+            if let Err(e) = shared.audit.append(vec![ev]) {
+                tracing::error!(error = %e, "could not write the audit event of a backup");
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+
     async fn status(
         &self,
         request: Request<StatusRequest>,

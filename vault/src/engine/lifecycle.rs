@@ -255,33 +255,45 @@ impl Engine {
     /// restored backup older than the erasure): shreds every journaled
     /// subject whose record is still present. Returns how many.
     pub async fn finish_erasures(&self) -> Result<usize> {
-        let mut done = 0;
-        for (key, journal) in self.store.scan_prefix(keys::ERASED_PREFIX, usize::MAX)? {
-            let Some(sid) = key
-                .strip_prefix(keys::ERASED_PREFIX)
-                .and_then(|s| std::str::from_utf8(s).ok())
-            else {
-                continue;
-            };
-            let erased_at = super::decode::<ErasureReceiptBody>(&journal, "erasure journal")?
-                .erased_at_unix_micros
-                / 1_000_000;
-            if let Some(bytes) = self.store.get(&keys::subject(sid))? {
-                let record = super::decode::<SubjectRecord>(&bytes, "subject")?;
-                // A subject stored again under the same id after its erasure
-                // is a new subject: it stays.
-                if record.created_at > erased_at {
-                    continue;
-                }
-                let mut batch = self.unlink_all(sid)?;
-                batch.extend(shred(sid, &record));
-                self.store.commit(batch).await?;
-                self.cache.forget_subject(sid);
-                done += 1;
-            }
+        let done = replay_erasures(self.store.as_ref()).await?;
+        for sid in &done {
+            self.cache.forget_subject(sid);
         }
-        Ok(done)
+        Ok(done.len())
     }
+}
+
+/// Shreds every subject the erasure journal in `store` names whose record
+/// is still there (and was stored before the erasure: a subject stored
+/// again under the same id afterwards is a new subject and stays). Returns
+/// the subjects shredded.
+pub(crate) async fn replay_erasures(store: &dyn crate::store::Store) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    for (key, journal) in store.scan_prefix(keys::ERASED_PREFIX, usize::MAX)? {
+        let Some(sid) = key
+            .strip_prefix(keys::ERASED_PREFIX)
+            .and_then(|s| std::str::from_utf8(s).ok())
+        else {
+            continue;
+        };
+        let erased_at = super::decode::<ErasureReceiptBody>(&journal, "erasure journal")?
+            .erased_at_unix_micros
+            / 1_000_000;
+        if let Some(bytes) = store.get(&keys::subject(sid))? {
+            let record = super::decode::<SubjectRecord>(&bytes, "subject")?;
+            if record.created_at > erased_at {
+                continue;
+            }
+            let mut batch = Batch::new();
+            for (k, _) in store.scan_prefix(&keys::companions_of(sid), usize::MAX)? {
+                batch.delete(k);
+            }
+            batch.extend(shred(sid, &record));
+            store.commit(batch).await?;
+            done.push(sid.to_owned());
+        }
+    }
+    Ok(done)
 }
 
 /// What erasing `record` of `sid` writes after the journal entry: a

@@ -11,6 +11,7 @@ pub mod records;
 mod rekey;
 mod retention;
 pub use export::{Companion, ExportedValue, SubjectData, ValueState};
+pub(crate) use lifecycle::replay_erasures;
 pub use rekey::{CompromiseStats, RewrapState, RewrapStats};
 pub use retention::SweepStats;
 pub mod types;

@@ -129,6 +129,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// particular order (blocking: reads them all; for sweeps and reports).
     fn for_each_subject(&self, f: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError>;
 
+    /// Calls `f` with every key and value that is not a subject record, in
+    /// key order per key family (blocking; for backups).
+    fn for_each_entry(&self, f: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError>;
+
     /// Makes everything committed so far durable, blocking (for shutdown).
     fn flush(&self) -> Result<(), StoreError>;
 

@@ -267,6 +267,16 @@ impl Store for SledStore {
         self.records.for_each(f).map_err(backend)
     }
 
+    fn for_each_entry(&self, f: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError> {
+        for tree in &self.trees {
+            for item in tree.iter() {
+                let (k, v) = item.map_err(backend)?;
+                f(&k, &v);
+            }
+        }
+        Ok(())
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         let staged = self.records.snapshot();
         self.db.flush().map_err(backend)?;
