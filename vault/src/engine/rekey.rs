@@ -111,73 +111,30 @@ impl Engine {
             .map_err(|e| Error::Internal(format!("rewrap scan: {e}")))??;
         self.rewrap.done.store(0, Ordering::Relaxed);
         self.rewrap.total.store(due.len() as u64, Ordering::Relaxed);
-        let mut stats = RewrapStats::default();
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut first_error = None;
-        let mut collect = |done: std::result::Result<Result<u64>, tokio::task::JoinError>,
-                           stats: &mut RewrapStats| {
-            match done {
-                Ok(Ok(n)) => {
-                    stats.deks += n;
-                    stats.subjects += u64::from(n > 0);
-                }
-                Ok(Err(e)) => {
-                    first_error.get_or_insert(e);
-                }
-                Err(e) => {
-                    first_error.get_or_insert(Error::Internal(format!("rewrap task: {e}")));
-                }
-            }
-        };
-        for sid in due {
-            if tasks.len() >= REWRAP_CONCURRENCY
-                && let Some(done) = tasks.join_next().await
-            {
-                collect(done, &mut stats);
-            }
-            let engine = self.clone();
-            tasks.spawn(async move {
+        self.each_subject(
+            due,
+            REWRAP_CONCURRENCY,
+            |engine, sid| async move {
                 let r = engine.rewrap_subject(&sid).await;
                 engine.rewrap.done.fetch_add(1, Ordering::Relaxed);
                 r
-            });
-        }
-        while let Some(done) = tasks.join_next().await {
-            collect(done, &mut stats);
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(stats),
-        }
+            },
+            RewrapStats::default(),
+            |stats, n| {
+                stats.deks += n;
+                stats.subjects += u64::from(n > 0);
+            },
+        )
+        .await
     }
 
     /// Subjects with a DEK that `target` does not wrap.
     fn subjects_to_rewrap(&self, target: u32) -> Result<Vec<String>> {
-        let mut due = Vec::new();
-        let mut bad = None;
-        self.store.for_each_subject(&mut |key, bytes| {
-            let Some(sid) = key
-                .strip_prefix(keys::SUBJECT_PREFIX)
-                .and_then(|s| std::str::from_utf8(s).ok())
-            else {
-                return;
-            };
-            match super::decode::<SubjectRecord>(bytes, "subject") {
-                Ok(r) => {
-                    if r.deks
-                        .iter()
-                        .any(|d| crate::crypto::envelope::key_version(&d.wrapped) != Some(target))
-                    {
-                        due.push(sid.to_owned());
-                    }
-                }
-                Err(e) => bad = Some(e),
-            }
-        })?;
-        match bad {
-            Some(e) => Err(e),
-            None => Ok(due),
-        }
+        self.subjects_where(|r| {
+            r.deks
+                .iter()
+                .any(|d| crate::crypto::envelope::key_version(&d.wrapped) != Some(target))
+        })
     }
 
     /// Rewraps `sid`'s DEKs under the active KEK; returns how many changed.
@@ -302,70 +259,31 @@ impl Engine {
         let due = tokio::task::spawn_blocking(move || engine.subjects_under(version))
             .await
             .map_err(|e| Error::Internal(format!("re-key scan: {e}")))??;
-        let mut stats = CompromiseStats::default();
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut first_error = None;
-        let mut collect =
-            |done: std::result::Result<Result<Option<u64>>, tokio::task::JoinError>,
-             stats: &mut CompromiseStats| match done {
-                Ok(Ok(Some(n))) => {
-                    stats.subjects += 1;
-                    stats.fields += n;
-                }
-                Ok(Ok(None)) => {}
-                Ok(Err(e)) => {
-                    first_error.get_or_insert(e);
-                }
-                Err(e) => {
-                    first_error.get_or_insert(Error::Internal(format!("re-key task: {e}")));
-                }
-            };
-        for sid in due {
-            if tasks.len() >= REWRAP_CONCURRENCY
-                && let Some(done) = tasks.join_next().await
-            {
-                collect(done, &mut stats);
-            }
-            let engine = self.clone();
-            tasks.spawn(async move { engine.rekey_subject(&sid, version).await });
-        }
-        while let Some(done) = tasks.join_next().await {
-            collect(done, &mut stats);
-        }
-        if let Some(e) = first_error {
-            return Err(e);
-        }
+        let stats = self
+            .each_subject(
+                due,
+                REWRAP_CONCURRENCY,
+                move |engine, sid| async move { engine.rekey_subject(&sid, version).await },
+                CompromiseStats::default(),
+                |stats, n| {
+                    if let Some(n) = n {
+                        stats.subjects += 1;
+                        stats.fields += n;
+                    }
+                },
+            )
+            .await?;
         self.retire_locked(version).await?;
         Ok(stats)
     }
 
     /// Subjects with a data key wrapped under KEK `version`.
     fn subjects_under(&self, version: u32) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        let mut bad = None;
-        self.store.for_each_subject(&mut |key, bytes| {
-            let Some(sid) = key
-                .strip_prefix(keys::SUBJECT_PREFIX)
-                .and_then(|s| std::str::from_utf8(s).ok())
-            else {
-                return;
-            };
-            match super::decode::<SubjectRecord>(bytes, "subject") {
-                Ok(r) => {
-                    if r.deks
-                        .iter()
-                        .any(|d| crate::crypto::envelope::key_version(&d.wrapped) == Some(version))
-                    {
-                        out.push(sid.to_owned());
-                    }
-                }
-                Err(e) => bad = Some(e),
-            }
-        })?;
-        match bad {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+        self.subjects_where(|r| {
+            r.deks
+                .iter()
+                .any(|d| crate::crypto::envelope::key_version(&d.wrapped) == Some(version))
+        })
     }
 
     /// Gives `sid` one new data key under the active KEK and re-encrypts

@@ -73,31 +73,97 @@ impl Engine {
         let (due, held) = tokio::task::spawn_blocking(move || engine.due_subjects(now))
             .await
             .map_err(|e| Error::Internal(format!("sweep scan: {e}")))??;
-        let mut stats = SweepStats {
+        let stats = SweepStats {
             held,
             ..SweepStats::default()
         };
+        self.each_subject(
+            due,
+            SWEEP_CONCURRENCY,
+            move |engine, sid| async move { engine.shred_expired(&sid, now).await },
+            stats,
+            |stats, n| {
+                if n > 0 {
+                    stats.subjects += 1;
+                    stats.fields += n;
+                }
+            },
+        )
+        .await
+    }
+
+    /// Runs `work` on each of `subjects`, at most `limit` at a time (each
+    /// task takes its subject's lock itself), folding every result into
+    /// `acc`. Every task started runs to its end; then the first error, if
+    /// any, is returned.
+    pub(crate) async fn each_subject<T, A, F>(
+        self: &Arc<Self>,
+        subjects: Vec<String>,
+        limit: usize,
+        work: impl Fn(Arc<Engine>, String) -> F,
+        mut acc: A,
+        mut fold: impl FnMut(&mut A, T),
+    ) -> Result<A>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
         let mut tasks = tokio::task::JoinSet::new();
-        for sid in due {
-            if tasks.len() >= SWEEP_CONCURRENCY
+        let mut first_error = None;
+        let mut take = |done: std::result::Result<Result<T>, tokio::task::JoinError>,
+                        acc: &mut A| {
+            match done {
+                Ok(Ok(t)) => fold(acc, t),
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(Error::Internal(format!("subject task: {e}")));
+                }
+            }
+        };
+        for sid in subjects {
+            if tasks.len() >= limit.max(1)
                 && let Some(done) = tasks.join_next().await
             {
-                add(&mut stats, done)?;
+                take(done, &mut acc);
             }
-            let engine = self.clone();
-            tasks.spawn(async move { engine.shred_expired(&sid, now).await });
+            tasks.spawn(work(self.clone(), sid));
         }
         while let Some(done) = tasks.join_next().await {
-            add(&mut stats, done)?;
+            take(done, &mut acc);
         }
-        Ok(stats)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(acc),
+        }
     }
 
     /// Subjects with a value past its retention (and how many more a legal
     /// hold keeps).
     fn due_subjects(&self, now: i64) -> Result<(Vec<String>, u64)> {
-        let mut due = Vec::new();
         let mut held = 0;
+        let due = self.subjects_where(|record| {
+            let expired = record
+                .entries
+                .iter()
+                .any(|e| stored(e) && self.expires_at(record, e).is_some_and(|t| t <= now));
+            if expired && !record.legal_hold_case.is_empty() {
+                held += 1;
+                return false;
+            }
+            expired
+        })?;
+        Ok((due, held))
+    }
+
+    /// Ids of the subjects whose record `pick` accepts (blocking: reads
+    /// every record once).
+    pub(crate) fn subjects_where(
+        &self,
+        mut pick: impl FnMut(&SubjectRecord) -> bool,
+    ) -> Result<Vec<String>> {
+        let mut out = Vec::new();
         let mut bad = None;
         self.store.for_each_subject(&mut |key, bytes| {
             let Some(sid) = key
@@ -106,26 +172,18 @@ impl Engine {
             else {
                 return;
             };
-            let record = match super::decode::<SubjectRecord>(bytes, "subject") {
-                Ok(r) => r,
-                Err(e) => {
-                    bad = Some(e);
-                    return;
+            match super::decode::<SubjectRecord>(bytes, "subject") {
+                Ok(r) => {
+                    if pick(&r) {
+                        out.push(sid.to_owned());
+                    }
                 }
-            };
-            let expired = record
-                .entries
-                .iter()
-                .any(|e| stored(e) && self.expires_at(&record, e).is_some_and(|t| t <= now));
-            if expired && !record.legal_hold_case.is_empty() {
-                held += 1;
-            } else if expired {
-                due.push(sid.to_owned());
+                Err(e) => bad = Some(e),
             }
         })?;
         match bad {
             Some(e) => Err(e),
-            None => Ok((due, held)),
+            None => Ok(out),
         }
     }
 
@@ -219,16 +277,4 @@ impl Engine {
             None => Ok(classes.into_values().collect()),
         }
     }
-}
-
-fn add(
-    stats: &mut SweepStats,
-    done: std::result::Result<Result<u64>, tokio::task::JoinError>,
-) -> Result<()> {
-    let n = done.map_err(|e| Error::Internal(format!("sweep task: {e}")))??;
-    if n > 0 {
-        stats.subjects += 1;
-        stats.fields += n;
-    }
-    Ok(())
 }
