@@ -22,6 +22,10 @@
 //! | `log_format` | `VAULT_LOG_FORMAT` | `text` (or `json`) |
 //! | `init_if_missing` | `VAULT_INIT_IF_MISSING` | `true`: first start makes a dev key file |
 //! | `policy_dir` | `VAULT_POLICY_DIR` | built-in `policies/*.cedar` + `vault.cedarschema` |
+//! | `hsm_module` | `VAULT_HSM_MODULE` | none: the root key comes from a key file or shares. A PKCS#11 module: the root key lives in that token |
+//! | `hsm_token_label` | `VAULT_HSM_TOKEN_LABEL` | `vault`: the token that holds the root key |
+//! | `hsm_key_label` | `VAULT_HSM_KEY_LABEL` | `vault-root-key`: the root key object's label |
+//! | (environment only) | `VAULT_HSM_PIN` | the token's user PIN (never in a file) |
 //! | `tls_cert_file` | `VAULT_TLS_CERT_FILE` | none: plaintext, loopback only |
 //! | `tls_key_file` | `VAULT_TLS_KEY_FILE` | none |
 //! | `tls_client_ca_file` | `VAULT_TLS_CLIENT_CA_FILE` | none: no client certificates (bearer tokens only) |
@@ -116,6 +120,8 @@ pub struct Config {
     /// TLS: the server's certificate chain and key (PEM), and the CA that
     /// client certificates must chain to.
     pub tls: TlsFiles,
+    /// The HSM that holds the root key (`None`: key file or shares).
+    pub hsm: Option<crate::crypto::hsm::HsmSettings>,
     /// Certificate principal (URI SAN or CN) → role.
     pub mtls_principals: HashMap<String, String>,
     /// Longest life of a bearer token, in seconds.
@@ -182,6 +188,7 @@ impl Default for Config {
             init_if_missing: true,
             policy_dir: None,
             tls: TlsFiles::default(),
+            hsm: None,
             mtls_principals: HashMap::new(),
             max_token_ttl_secs: 30 * 24 * 3600,
             clock_offset_secs: 0,
@@ -228,6 +235,9 @@ struct RawConfig {
     log_format: Option<String>,
     init_if_missing: Option<bool>,
     policy_dir: Option<PathBuf>,
+    hsm_module: Option<PathBuf>,
+    hsm_token_label: Option<String>,
+    hsm_key_label: Option<String>,
     tls_cert_file: Option<PathBuf>,
     tls_key_file: Option<PathBuf>,
     tls_client_ca_file: Option<PathBuf>,
@@ -274,6 +284,16 @@ fn parse_into<T: std::str::FromStr>(
 }
 
 impl Config {
+    /// The HSM settings, made with their defaults on first use.
+    fn hsm_settings(&mut self) -> &mut crate::crypto::hsm::HsmSettings {
+        self.hsm
+            .get_or_insert_with(|| crate::crypto::hsm::HsmSettings {
+                module: PathBuf::new(),
+                token_label: "vault".into(),
+                key_label: "vault-root-key".into(),
+            })
+    }
+
     /// Loads the configuration: `file` (if any), then the environment as
     /// given by `env` (pairs of name and value), then `overrides`.
     pub fn load(
@@ -377,6 +397,11 @@ impl Config {
                     parse_into(s, &src, "init_if_missing", &value, &mut c.init_if_missing)
                 }
                 "POLICY_DIR" => c.policy_dir = Some(PathBuf::from(value)),
+                "HSM_MODULE" => c.hsm_settings().module = PathBuf::from(value),
+                "HSM_TOKEN_LABEL" => c.hsm_settings().token_label = value,
+                "HSM_KEY_LABEL" => c.hsm_settings().key_label = value,
+                // Read where the token is opened, never kept in the configuration.
+                "HSM_PIN" => {}
                 "TLS_CERT_FILE" => c.tls.cert_file = Some(PathBuf::from(value)),
                 "TLS_KEY_FILE" => c.tls.key_file = Some(PathBuf::from(value)),
                 "TLS_CLIENT_CA_FILE" => c.tls.client_ca_file = Some(PathBuf::from(value)),
@@ -451,7 +476,7 @@ impl Config {
                 // VAULT_LOG is read by the log set-up, VAULT_CONFIG names the file,
                 // the rest are vaultctl's.
                 "LOG" | "CONFIG" | "ADDR" | "TOKEN" | "CACERT" | "CLIENT_CERT" | "CLIENT_KEY"
-                | "TLS_DOMAIN" => {}
+                | "TLS_DOMAIN" | "ERASE_TOKEN" => {}
                 _ => problems.push(format!("{src}: unknown setting")),
             }
         }
@@ -538,6 +563,15 @@ impl Config {
         }
         if raw.policy_dir.is_some() {
             self.policy_dir = raw.policy_dir;
+        }
+        if let Some(m) = raw.hsm_module {
+            self.hsm_settings().module = m;
+        }
+        if let Some(t) = raw.hsm_token_label {
+            self.hsm_settings().token_label = t;
+        }
+        if let Some(k) = raw.hsm_key_label {
+            self.hsm_settings().key_label = k;
         }
         if raw.tls_cert_file.is_some() {
             self.tls.cert_file = raw.tls_cert_file;
@@ -656,6 +690,14 @@ impl Config {
                  the vault serves only on 127.0.0.1 or ::1",
                 self.listen_addr
             ));
+        }
+        if let Some(h) = &self.hsm {
+            if h.module.as_os_str().is_empty() {
+                problems.push("hsm_token_label or hsm_key_label given without hsm_module".into());
+            }
+            if h.token_label.is_empty() || h.key_label.is_empty() {
+                problems.push("hsm_token_label and hsm_key_label must not be empty".into());
+            }
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             problems.push("tls_cert_file and tls_key_file: give both or neither".into());

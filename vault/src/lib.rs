@@ -93,6 +93,9 @@ pub enum StartError {
     /// The audit trail cannot be opened or written.
     #[error("audit trail: {0}")]
     Audit(String),
+    /// The HSM cannot be used.
+    #[error("{0}")]
+    Hsm(String),
     /// The TLS files cannot be used.
     #[error("TLS: {0}")]
     Tls(String),
@@ -148,9 +151,19 @@ pub async fn open_engine(config: &Config, root: Option<RootKey>) -> Result<Engin
         config.durability,
     )?);
     let initialised = keyring::is_initialised(store.as_ref())?;
-    let root = match root {
-        Some(root) => root,
-        None => dev_root_key(config, initialised)?,
+    let root = match (root, &config.hsm) {
+        (Some(root), _) => keyring::Root::Key(Box::new(root)),
+        (None, Some(hsm)) => {
+            let pin = zeroize::Zeroizing::new(std::env::var("VAULT_HSM_PIN").map_err(|_| {
+                StartError::Hsm("VAULT_HSM_PIN is not set (the token's user PIN)".into())
+            })?);
+            let create = !initialised && config.init_if_missing;
+            let root = crypto::hsm::HsmRoot::open(hsm, &pin, create)
+                .map_err(|e| StartError::Hsm(e.to_string()))?;
+            tracing::info!(token = %hsm.token_label, key = %hsm.key_label, "the root key is in the HSM");
+            keyring::Root::Hsm(root)
+        }
+        (None, None) => keyring::Root::Key(Box::new(dev_root_key(config, initialised)?)),
     };
     let clock: Arc<dyn engine::Clock> = if config.clock_offset_secs == 0 {
         Arc::new(SystemClock)

@@ -556,3 +556,115 @@ async fn wait_until_serving(vault: &TestVault) -> VaultClient {
     }
     panic!("the vault did not serve after unsealing");
 }
+
+/// A fresh SoftHSM token labelled `label` (user PIN 1234) under `dir`, and
+/// the environment that points vaultd at it. `None` when SoftHSM is not
+/// installed, except under CI, which installs it (.ci/run).
+fn softhsm_token(dir: &std::path::Path, label: &str) -> Option<Vec<(String, String)>> {
+    let module = "/usr/lib/softhsm/libsofthsm2.so";
+    if !std::path::Path::new(module).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "SoftHSM is not installed: .ci/run installs softhsm2"
+        );
+        eprintln!("skipped: SoftHSM is not installed (apt-get install softhsm2)");
+        return None;
+    }
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    if !conf.exists() {
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+    }
+    let out = std::process::Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            label,
+            "--pin",
+            "1234",
+            "--so-pin",
+            "5678",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(vec![
+        ("SOFTHSM2_CONF".into(), conf.display().to_string()),
+        ("VAULT_HSM_MODULE".into(), module.into()),
+        ("VAULT_HSM_TOKEN_LABEL".into(), label.into()),
+        ("VAULT_HSM_PIN".into(), "1234".into()),
+    ])
+}
+
+/// PCI 3.6.1 with an HSM: the root key is made inside a PKCS#11 token
+/// (SoftHSM) and never leaves it: no key file is written, KEKs are wrapped
+/// and unwrapped by the token, data stored before a restart reads after it
+/// and after a KEK rotation; a wrong PIN, or a token without the vault's
+/// key, keeps the vault from opening its keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pci_3_6_1_the_root_key_can_live_in_an_hsm() {
+    let hsm_dir = tempfile::tempdir().unwrap();
+    let Some(env) = softhsm_token(hsm_dir.path(), "vault-test") else {
+        return;
+    };
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut vault = TestVault::start_with(&env_refs);
+    assert!(!vault.key_file().exists(), "no key file with an HSM");
+    let mut c = vault.client().await;
+    let t = c
+        .tokenize("hsm-1", &[("email", "hsm@example.com")], &[], "")
+        .await
+        .unwrap()
+        .remove(0)
+        .token;
+    let mut operator = vault.operator().await;
+    assert_eq!(operator.status().await.unwrap().root_key_source, "hsm");
+    operator.rotate_keys().await.unwrap();
+    wait_for_rewrap(&mut operator).await;
+    assert!(vault.stop());
+    vault.restart();
+    let mut c = vault.client().await;
+    assert_eq!(
+        c.detokenize(&[&t], "billing").await.unwrap()[0].value,
+        "hsm@example.com"
+    );
+    assert!(vault.stop());
+
+    // `vaultd init` opens the keys and exits: a wrong PIN or a token without
+    // the vault's key is a clear error.
+    let open = |extra: &[(&str, &str)]| {
+        let mut cmd = vault.command();
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let out = cmd.arg("init").output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = open(&[]);
+    assert!(ok, "{err}");
+    let (ok, err) = open(&[("VAULT_HSM_PIN", "9999")]);
+    assert!(!ok);
+    assert!(err.contains("HSM"), "{err}");
+    softhsm_token(hsm_dir.path(), "vault-other").unwrap();
+    let (ok, err) = open(&[("VAULT_HSM_TOKEN_LABEL", "vault-other")]);
+    assert!(!ok);
+    assert!(err.contains("no key labelled"), "{err}");
+    assert!(!vault.key_file().exists());
+}

@@ -156,6 +156,8 @@ impl SystemService for SystemApi {
                 schema_fields: u32::try_from(e.schema().len()).unwrap_or(u32::MAX),
                 root_key_source: if self.shared.sealable {
                     "shamir"
+                } else if e.keyring().root_in_hsm() {
+                    "hsm"
                 } else {
                     "dev-key-file"
                 }

@@ -54,7 +54,7 @@ pub enum KeyringError {
 
 /// All keys the vault holds in memory while unsealed.
 pub struct Keyring {
-    root: RootKey,
+    root: Root,
     keks: RwLock<BTreeMap<u32, Kek>>,
     active_kek: AtomicU32,
     index: IndexKey,
@@ -69,6 +69,40 @@ impl std::fmt::Debug for Keyring {
         f.debug_struct("Keyring")
             .field("active_kek", &self.active_kek_version())
             .finish_non_exhaustive()
+    }
+}
+
+/// The root key: in memory (a development key file, or rebuilt from
+/// Shamir shares) or in an HSM that never lets it out.
+pub enum Root {
+    /// Held in memory (wiped on drop).
+    Key(Box<RootKey>),
+    /// Held in a PKCS#11 token.
+    Hsm(super::hsm::HsmRoot),
+}
+
+impl std::fmt::Debug for Root {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Root::Key(_) => "Root::Key(..)",
+            Root::Hsm(_) => "Root::Hsm(..)",
+        })
+    }
+}
+
+impl Root {
+    fn wrap(&self, context: &[u8], secret: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        match self {
+            Root::Key(k) => k.wrap(context, secret),
+            Root::Hsm(h) => h.wrap(context, secret),
+        }
+    }
+
+    fn unwrap(&self, context: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        match self {
+            Root::Key(k) => k.unwrap(context, sealed),
+            Root::Hsm(h) => h.unwrap(context, sealed),
+        }
     }
 }
 
@@ -88,7 +122,7 @@ impl Keyring {
     /// seed if the store has none yet. A KEK without a recorded creation
     /// time (made before they were recorded) is taken as created `now`.
     pub async fn open(
-        root: RootKey,
+        root: Root,
         store: &dyn Store,
         dek_cache: usize,
         now: i64,
@@ -177,6 +211,11 @@ impl Keyring {
             checkpoint,
             deks: Mutex::new(LruCache::new(cap)),
         })
+    }
+
+    /// Whether the root key lives in an HSM.
+    pub fn root_in_hsm(&self) -> bool {
+        matches!(self.root, Root::Hsm(_))
     }
 
     /// The KEK version that wraps new DEKs.

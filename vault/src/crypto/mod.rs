@@ -19,6 +19,7 @@
 //! it, and the blind index must survive that move unchanged.
 
 pub mod envelope;
+pub mod hsm;
 pub mod keyring;
 pub mod keys;
 pub mod rootkey;

@@ -1067,7 +1067,9 @@ pub(crate) async fn test_engine(dir: &std::path::Path) -> Arc<Engine> {
     use crate::store::sled::{Durability, SledStore};
     let store: Arc<dyn Store> =
         Arc::new(SledStore::open(&dir.join("data"), 1 << 20, Durability::Flush).unwrap());
-    let root = crate::crypto::keys::RootKey::from_bytes(&[7; 32]);
+    let root = crate::crypto::keyring::Root::Key(Box::new(
+        crate::crypto::keys::RootKey::from_bytes(&[7; 32]),
+    ));
     let keyring = Keyring::open(root, store.as_ref(), 16, SystemClock.now())
         .await
         .unwrap();
