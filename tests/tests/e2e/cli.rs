@@ -604,3 +604,92 @@ async fn vaultctl_links_a_companion_and_exports_a_subject() {
             .is_empty()
     );
 }
+
+/// `vaultctl keys rotate` waits for the rewrap and says how many subjects
+/// it rewrapped; `keys retire v1` then destroys v1; `vaultctl backup FILE`
+/// writes a backup that `vaultd restore` accepts and refuses to overwrite
+/// a file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vaultctl_rotates_retires_and_backs_up() {
+    let vault = TestVault::start();
+    let core = vault.token_for(CORE_ROLE).await;
+    let op = vault.operator_token().to_owned();
+    for s in ["cli-k1", "cli-k2"] {
+        json(&vaultctl(
+            &vault,
+            &core,
+            &["--json", "tokenize", "--subject", s, "email=k@example.com"],
+            None,
+        ));
+    }
+    let r = json(&vaultctl(&vault, &op, &["--json", "keys", "rotate"], None));
+    assert_eq!(r["active_kek_version"], 2);
+    assert_eq!(r["rewrapped_subjects"], 2);
+    let out = vaultctl(&vault, &op, &["keys", "retire", "v2"], None);
+    assert!(
+        !out.status.success(),
+        "the active version cannot be retired"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FAILED_PRECONDITION"));
+    let out = vaultctl(&vault, &op, &["keys", "retire", "v1"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = json(&vaultctl(&vault, &op, &["--json", "status"], None));
+    assert_eq!(status["kek_versions"], serde_json::json!([2]));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("b.vbk");
+    let f = file.to_str().unwrap();
+    let r = json(&vaultctl(&vault, &op, &["--json", "backup", f], None));
+    assert!(r["bytes"].as_u64().unwrap() > 0);
+    let out = vaultctl(&vault, &op, &["backup", f], None);
+    assert!(!out.status.success(), "an existing file is not overwritten");
+    let restored = dir.path().join("restored");
+    let out = Command::new(bin("vaultd-under-test"))
+        .arg("--data-dir")
+        .arg(&restored)
+        .args(["restore", "--from", f])
+        .env_remove("VAULT_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("restored 2 subjects"));
+}
+
+/// `vaultctl unseal -` reads a share from standard input and shows the
+/// progress; the threshold unseals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vaultctl_unseals_from_standard_input() {
+    let (vault, shares) = TestVault::start_sealed(3, 2, &[]);
+    let out = vaultctl(&vault, "", &["unseal", "-"], Some(&shares[0]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 of 2 given; still sealed"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("share.txt");
+    std::fs::write(&file, &shares[2]).unwrap();
+    let out = vaultctl(&vault, "", &["unseal", file.to_str().unwrap()], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "unsealed");
+    let status = json(&vaultctl(
+        &vault,
+        vault.operator_token(),
+        &["--json", "status"],
+        None,
+    ));
+    assert_eq!(status["sealed"], false);
+}
