@@ -32,6 +32,18 @@ fn note(v: &mut Violations, at: &str, text: &str) -> Option<String> {
     }
 }
 
+/// A request's subject id and reason, both checked (every problem named).
+fn subject_and_reason(subject_id: &str, reason: &str) -> Result<(SubjectId, String), Error> {
+    let mut v = Violations::default();
+    let subject = v.check("subject_id", SubjectId::parse(subject_id));
+    let reason = note(&mut v, "reason", reason);
+    v.finish()?;
+    match (subject, reason) {
+        (Some(s), Some(r)) => Ok((s, r)),
+        _ => Err(Error::Internal("validated input missing".into())),
+    }
+}
+
 /// The subject service.
 #[derive(Debug, Clone)]
 pub struct SubjectApi {
@@ -123,13 +135,7 @@ impl SubjectService for SubjectApi {
         let r: Result<_, Error> = async {
             self.shared.require(&who, Action::Erase)?;
             let req = request.into_inner();
-            let mut v = Violations::default();
-            let subject = v.check("subject_id", SubjectId::parse(&req.subject_id));
-            let reason = note(&mut v, "reason", &req.reason);
-            v.finish()?;
-            let (Some(subject), Some(reason)) = (subject, reason) else {
-                return Err(Error::Internal("validated input missing".into()));
-            };
+            let (subject, reason) = subject_and_reason(&req.subject_id, &req.reason)?;
             ev.action = "erase".into();
             ev.subject_id = subject.as_str().to_owned();
             ev.detail = format!("reason: {reason}");
@@ -163,13 +169,7 @@ impl SubjectService for SubjectApi {
         let r: Result<_, Error> = async {
             self.shared.require(&who, Action::Restrict)?;
             let req = request.into_inner();
-            let mut v = Violations::default();
-            let subject = v.check("subject_id", SubjectId::parse(&req.subject_id));
-            let reason = note(&mut v, "reason", &req.reason);
-            v.finish()?;
-            let (Some(subject), Some(reason)) = (subject, reason) else {
-                return Err(Error::Internal("validated input missing".into()));
-            };
+            let (subject, reason) = subject_and_reason(&req.subject_id, &req.reason)?;
             ev.action = if req.restrict { "restrict" } else { "lift_restriction" }.into();
             ev.subject_id = subject.as_str().to_owned();
             ev.detail = format!("reason: {reason}");
@@ -240,13 +240,7 @@ impl SubjectService for SubjectApi {
         let r: Result<_, Error> = async {
             self.shared.require(&who, Action::Export)?;
             let req = request.into_inner();
-            let mut v = Violations::default();
-            let subject = v.check("subject_id", SubjectId::parse(&req.subject_id));
-            let reason = note(&mut v, "reason", &req.reason);
-            v.finish()?;
-            let (Some(subject), Some(reason)) = (subject, reason) else {
-                return Err(Error::Internal("validated input missing".into()));
-            };
+            let (subject, reason) = subject_and_reason(&req.subject_id, &req.reason)?;
             ev.action = "export".into();
             ev.subject_id = subject.as_str().to_owned();
             ev.detail = format!("reason: {reason}");
