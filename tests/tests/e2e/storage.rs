@@ -55,6 +55,16 @@ async fn gdpr_32_pci_3_5_1_no_value_or_card_hash_on_disk() {
                 .into_bytes()
         })
         .collect();
+    // A backup too (PCI 3.5.1 names backups): written into the scanned
+    // directory's parent, scanned with the rest below.
+    let backup_dir = tempfile::tempdir().unwrap();
+    let mut backup = std::fs::File::create(backup_dir.path().join("scan.vbk")).unwrap();
+    let mut operator = vault.operator().await;
+    operator
+        .backup(false, &mut backup, |_, _| {})
+        .await
+        .unwrap();
+    drop((backup, operator, c));
     assert!(vault.stop(), "clean shutdown");
     let files = files_below(&vault.data_dir());
     let total: u64 = files
@@ -68,11 +78,19 @@ async fn gdpr_32_pci_3_5_1_no_value_or_card_hash_on_disk() {
     let mut all = needles.clone();
     all.extend(card_hashes);
     all.extend(hex_hashes);
-    let hits = scan_for(&vault.data_dir(), &all);
+    let mut hits = scan_for(&vault.data_dir(), &all);
+    hits.extend(scan_for(backup_dir.path(), &all));
     assert!(
         hits.is_empty(),
-        "plaintext or unkeyed hash on disk: {:?}",
+        "plaintext or unkeyed hash on disk or in the backup: {:?}",
         &hits[..hits.len().min(5)]
+    );
+    assert!(
+        std::fs::metadata(backup_dir.path().join("scan.vbk"))
+            .unwrap()
+            .len()
+            > 100_000,
+        "the backup holds the data"
     );
     let log = vault.log();
     assert!(!log.is_empty());
