@@ -20,7 +20,24 @@ pub const TAG_LEN: usize = 16;
 /// Bytes an envelope adds to its plaintext.
 pub const OVERHEAD: usize = HEADER_LEN + NONCE_LEN + TAG_LEN;
 
-fn aad(header: &[u8], context: &[u8]) -> Vec<u8> {
+/// The header of an envelope sealed by key `key_version`.
+pub(crate) fn header(key_version: u32) -> [u8; HEADER_LEN] {
+    let v = key_version.to_be_bytes();
+    [FORMAT_V1, v[0], v[1], v[2], v[3]]
+}
+
+/// An envelope's `(header, nonce, ciphertext ‖ tag)`, if it is one.
+pub(crate) fn split(sealed: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    if sealed.len() < OVERHEAD || sealed[0] != FORMAT_V1 {
+        return None;
+    }
+    let (header, rest) = sealed.split_at(HEADER_LEN);
+    let (nonce, ct) = rest.split_at(NONCE_LEN);
+    Some((header, nonce, ct))
+}
+
+/// The AAD of an envelope: its header, then the caller's context.
+pub(crate) fn aad(header: &[u8], context: &[u8]) -> Vec<u8> {
     let mut aad = Vec::with_capacity(header.len() + context.len());
     aad.extend_from_slice(header);
     aad.extend_from_slice(context);
@@ -36,8 +53,7 @@ pub(crate) fn seal(
 ) -> Result<Vec<u8>, CryptoError> {
     let nonce: [u8; NONCE_LEN] = random_array()?;
     let mut out = Vec::with_capacity(plaintext.len() + OVERHEAD);
-    out.push(FORMAT_V1);
-    out.extend_from_slice(&key_version.to_be_bytes());
+    out.extend_from_slice(&header(key_version));
     out.extend_from_slice(&nonce);
     let ct = key
         .cipher()
@@ -59,11 +75,7 @@ pub(crate) fn open(
     context: &[u8],
     sealed: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    if sealed.len() < OVERHEAD || sealed[0] != FORMAT_V1 {
-        return Err(CryptoError::DecryptionFailed);
-    }
-    let (header, rest) = sealed.split_at(HEADER_LEN);
-    let (nonce, ct) = rest.split_at(NONCE_LEN);
+    let (header, nonce, ct) = split(sealed).ok_or(CryptoError::DecryptionFailed)?;
     key.cipher()
         .decrypt(
             GenericArray::from_slice(nonce),
@@ -78,11 +90,9 @@ pub(crate) fn open(
 
 /// The key version written in an envelope's header.
 pub fn key_version(sealed: &[u8]) -> Option<u32> {
-    if sealed.len() < OVERHEAD || sealed[0] != FORMAT_V1 {
-        return None;
-    }
+    let (header, _, _) = split(sealed)?;
     Some(u32::from_be_bytes([
-        sealed[1], sealed[2], sealed[3], sealed[4],
+        header[1], header[2], header[3], header[4],
     ]))
 }
 

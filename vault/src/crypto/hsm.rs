@@ -7,7 +7,7 @@
 //! (format byte, key version 0, 96-bit nonce, ciphertext and tag; the header
 //! and a context are the AAD), so stores need no other layout.
 
-use super::envelope::{FORMAT_V1, HEADER_LEN, NONCE_LEN, OVERHEAD};
+use super::envelope::{self, HEADER_LEN, NONCE_LEN, OVERHEAD};
 use super::{CryptoError, random_array};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
@@ -123,11 +123,9 @@ impl HsmRoot {
     pub(crate) fn wrap(&self, context: &[u8], secret: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let mut nonce: [u8; NONCE_LEN] = random_array()?;
         let mut out = Vec::with_capacity(secret.len() + OVERHEAD);
-        out.push(FORMAT_V1);
-        out.extend_from_slice(&0u32.to_be_bytes());
+        out.extend_from_slice(&envelope::header(0));
         out.extend_from_slice(&nonce);
-        let mut aad = out[..HEADER_LEN].to_vec();
-        aad.extend_from_slice(context);
+        let aad = envelope::aad(&out[..HEADER_LEN], context);
         let params = GcmParams::new(&mut nonce, &aad, 128.into())
             .map_err(|_| CryptoError::DecryptionFailed)?;
         let sealed = self
@@ -146,14 +144,9 @@ impl HsmRoot {
         context: &[u8],
         sealed: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        if sealed.len() < OVERHEAD || sealed[0] != FORMAT_V1 {
-            return Err(CryptoError::DecryptionFailed);
-        }
-        let (header, rest) = sealed.split_at(HEADER_LEN);
-        let (nonce, ct) = rest.split_at(NONCE_LEN);
+        let (header, nonce, ct) = envelope::split(sealed).ok_or(CryptoError::DecryptionFailed)?;
         let mut nonce = nonce.to_vec();
-        let mut aad = header.to_vec();
-        aad.extend_from_slice(context);
+        let aad = envelope::aad(header, context);
         let params = GcmParams::new(&mut nonce, &aad, 128.into())
             .map_err(|_| CryptoError::DecryptionFailed)?;
         let plain = self
