@@ -13,6 +13,7 @@
 use crate::StartError;
 use crate::audit::AuditEvent;
 use crate::config::Config;
+use crate::crypto::hex;
 use crate::crypto::keys::{KEY_LEN, RootKey};
 use crate::crypto::shamir::{self, Share};
 use crate::store::sled::SledStore;
@@ -45,10 +46,6 @@ pub struct ShamirConfig {
     pub threshold: u8,
     /// Fingerprint of share i+1, hex.
     pub fingerprints: Vec<String>,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The share configuration of the data directory, if it was initialised

@@ -126,11 +126,7 @@ pub struct EncodedShare {
 }
 
 fn check(body: &str) -> String {
-    hex4(&digest(&SHA256, body.as_bytes()).as_ref()[..4])
-}
-
-fn hex4(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    super::hex(&digest(&SHA256, body.as_bytes()).as_ref()[..4])
 }
 
 /// The text form of `share` for a custodian.
@@ -138,7 +134,7 @@ pub fn encode(vault_id: &str, threshold: u8, share: &Share) -> Zeroizing<String>
     let body = Zeroizing::new(format!(
         "{PREFIX}:{vault_id}:{threshold}:{}:{}",
         share.index,
-        hex4(share.value.as_ref())
+        super::hex(share.value.as_ref())
     ));
     Zeroizing::new(format!("{}:{}", body.as_str(), check(&body)))
 }

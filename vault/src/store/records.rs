@@ -24,6 +24,7 @@
 //! new files durable before the renames and one more makes the renames
 //! durable: two syncs per group of commits, whatever its size.
 
+use crate::crypto::hex;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -60,10 +61,6 @@ impl std::fmt::Debug for RecordFiles {
             .field("dir", &self.dir)
             .finish_non_exhaustive()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl RecordFiles {
