@@ -4,7 +4,7 @@
 
 use super::records::{FieldEntry, SubjectRecord};
 use super::types::SubjectId;
-use super::{Engine, crypto, field_context};
+use super::{Engine, open_value};
 use crate::error::{Error, Result};
 use crate::store::keys;
 use std::sync::Arc;
@@ -112,17 +112,7 @@ impl Engine {
                 Some(_) if self.is_expired(&record, entry, now) => (ValueState::Expired, None),
                 Some(_) => {
                     let dek = self.dek_of(sid, &record, entry.dek_version)?;
-                    let plain = dek
-                        .open(
-                            &field_context(sid, &entry.field, &entry.token, entry.value_version),
-                            &entry.ciphertext,
-                        )
-                        .map_err(|e| {
-                            tracing::error!(field = %entry.field, "a stored value failed its integrity check");
-                            crypto(e)
-                        })?;
-                    let text = String::from_utf8(plain.to_vec()).map_err(|_| Error::Integrity)?;
-                    (ValueState::Stored, Some(Zeroizing::new(text)))
+                    (ValueState::Stored, Some(open_value(sid, entry, &dek)?))
                 }
             };
             values.push(ExportedValue {

@@ -367,6 +367,24 @@ fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M> {
     M::decode(bytes).map_err(|e| Error::Internal(format!("undecodable {what} record: {e}")))
 }
 
+/// The value of `entry` of subject `sid`, opened with `dek` (the DEK of the
+/// entry's version). A value that fails its integrity check is logged (its
+/// field name only) and is an integrity error.
+fn open_value(sid: &str, entry: &FieldEntry, dek: &DataKey) -> Result<Zeroizing<String>> {
+    let plain = dek
+        .open(
+            &field_context(sid, &entry.field, &entry.token, entry.value_version),
+            &entry.ciphertext,
+        )
+        .map_err(|e| {
+            tracing::error!(field = %entry.field, "a stored value failed its integrity check");
+            crypto(e)
+        })?;
+    Ok(Zeroizing::new(
+        String::from_utf8(plain.to_vec()).map_err(|_| Error::Integrity)?,
+    ))
+}
+
 fn crypto(e: crate::crypto::CryptoError) -> Error {
     match e {
         crate::crypto::CryptoError::DecryptionFailed => Error::Integrity,
@@ -842,14 +860,7 @@ impl Engine {
                     d
                 }
             };
-            let plain = dek
-                .open(&field_context(&sid, &entry.field, token.as_str(), entry.value_version), &entry.ciphertext)
-                .map_err(|e| {
-                    tracing::error!(field = %entry.field, "a stored value failed its integrity check");
-                    crypto(e)
-                })?;
-            let value =
-                Zeroizing::new(String::from_utf8(plain.to_vec()).map_err(|_| Error::Integrity)?);
+            let value = open_value(&sid, entry, &dek)?;
             let brand = (field.validator == Validator::CardNumber)
                 .then(|| crate::cards::Brand::of(&value).name());
             let value = match reveal {

@@ -317,9 +317,9 @@ impl Engine {
         for e in &mut record.entries {
             if !e.ciphertext.is_empty() {
                 let old = self.dek_of(sid, &current, e.dek_version)?;
+                let plain = super::open_value(sid, e, &old)?;
                 let context = super::field_context(sid, &e.field, &e.token, e.value_version);
-                let plain = old.open(&context, &e.ciphertext).map_err(crypto)?;
-                e.ciphertext = dek.seal(&context, &plain).map_err(crypto)?;
+                e.ciphertext = dek.seal(&context, plain.as_bytes()).map_err(crypto)?;
                 fields += 1;
             }
             e.dek_version = new_version;
