@@ -162,7 +162,7 @@ impl Engine {
         };
         let mut batch = Batch::new();
         batch.put(keys::erased(sid), body.encode_to_vec());
-        batch.extend(self.unlink_all(sid)?);
+        batch.extend(unlink_all(self.store.as_ref(), sid)?);
         batch.extend(shred(sid, &record));
         let write = async { self.store.commit(batch).await.map_err(Error::from) };
         let result = match audit {
@@ -186,19 +186,6 @@ impl Engine {
         }
         result?;
         Ok(body)
-    }
-
-    /// Deletes the links from `holder` to its companions (an erased holder
-    /// lists nobody; the companions keep their own data and the holder's id).
-    fn unlink_all(&self, holder: &str) -> Result<Batch> {
-        let mut batch = Batch::new();
-        for (key, _) in self
-            .store
-            .scan_prefix(&keys::companions_of(holder), usize::MAX)?
-        {
-            batch.delete(key);
-        }
-        Ok(batch)
     }
 
     /// Links travel companion `companion` to the account holder `holder`
@@ -284,16 +271,23 @@ pub(crate) async fn replay_erasures(store: &dyn crate::store::Store) -> Result<V
             if record.created_at > erased_at {
                 continue;
             }
-            let mut batch = Batch::new();
-            for (k, _) in store.scan_prefix(&keys::companions_of(sid), usize::MAX)? {
-                batch.delete(k);
-            }
+            let mut batch = unlink_all(store, sid)?;
             batch.extend(shred(sid, &record));
             store.commit(batch).await?;
             done.push(sid.to_owned());
         }
     }
     Ok(done)
+}
+
+/// Deletes the links from `holder` to its companions (an erased holder
+/// lists nobody; the companions keep their own data and the holder's id).
+fn unlink_all(store: &dyn crate::store::Store, holder: &str) -> Result<Batch> {
+    let mut batch = Batch::new();
+    for (key, _) in store.scan_prefix(&keys::companions_of(holder), usize::MAX)? {
+        batch.delete(key);
+    }
+    Ok(batch)
 }
 
 /// What erasing `record` of `sid` writes after the journal entry: a
