@@ -1,5 +1,6 @@
 //! Key custody: KEK rotation and the rewrap of every data key.
 
+use crate::lifecycle::{DAY, as_token, jump};
 use tonic::Code;
 use vault::crypto::envelope::key_version;
 use vault_client::VaultClient;
@@ -128,8 +129,6 @@ async fn nist_57_rotation_rewraps_every_data_key() {
     }
 }
 
-const DAY: i64 = 86_400;
-
 /// Operator and all-access clients whose bearer tokens outlive the clock's
 /// jumps.
 async fn long_lived(vault: &TestVault) -> (String, String) {
@@ -146,16 +145,6 @@ async fn long_lived(vault: &TestVault) -> (String, String) {
         .unwrap()
         .token;
     (core, ops)
-}
-
-async fn as_token(vault: &TestVault, token: &str) -> VaultClient {
-    vault.anonymous().await.with_token(token).unwrap()
-}
-
-fn jump(vault: &mut TestVault, days: i64) {
-    assert!(vault.stop());
-    vault.set_env("VAULT_TEST_CLOCK_OFFSET_SECS", &(days * DAY).to_string());
-    vault.restart();
 }
 
 /// PCI 3.7.4 / NIST SP 800-57 with a moved clock: the vault warns before

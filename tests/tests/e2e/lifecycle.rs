@@ -308,7 +308,7 @@ async fn gdpr_18_restricted_data_is_revealed_to_nobody_until_lifted() {
     );
 }
 
-const DAY: i64 = 86_400;
+pub(crate) const DAY: i64 = 86_400;
 
 /// Clients whose bearer tokens outlive the clock's jumps (a year).
 struct LongLived {
@@ -333,12 +333,13 @@ async fn long_lived(vault: &TestVault) -> LongLived {
     }
 }
 
-async fn as_token(vault: &TestVault, token: &str) -> vault_client::VaultClient {
+/// A client of `vault` with bearer token `token`.
+pub(crate) async fn as_token(vault: &TestVault, token: &str) -> vault_client::VaultClient {
     vault.anonymous().await.with_token(token).unwrap()
 }
 
 /// Moves the vault's clock `days` ahead of the real one (a restart).
-fn jump(vault: &mut TestVault, days: i64) {
+pub(crate) fn jump(vault: &mut TestVault, days: i64) {
     assert!(vault.stop());
     vault.set_env("VAULT_TEST_CLOCK_OFFSET_SECS", &(days * DAY).to_string());
     vault.restart();
