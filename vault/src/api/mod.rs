@@ -253,24 +253,31 @@ impl Shared {
 pub async fn run_sweep(shared: &Shared) -> Result<crate::engine::SweepStats, Error> {
     let started = std::time::Instant::now();
     let result = shared.engine.sweep().await;
-    let (outcome, detail) = match &result {
-        Ok(s) => (
-            "ok",
-            format!(
-                "subjects={} fields={} held={} ms={}",
-                s.subjects,
-                s.fields,
-                s.held,
-                started.elapsed().as_millis()
-            ),
-        ),
+    let detail = result.as_ref().map(|s| {
+        format!(
+            "subjects={} fields={} held={} ms={}",
+            s.subjects,
+            s.fields,
+            s.held,
+            started.elapsed().as_millis()
+        )
+    });
+    record_outcome(shared, "retention_sweep", detail).await;
+    result
+}
+
+/// Writes the system event `kind` of background work that ended with
+/// `detail` (counts, never values) or an error; if the trail refuses it,
+/// the log says so.
+async fn record_outcome(shared: &Shared, kind: &str, detail: Result<String, &Error>) {
+    let (outcome, detail) = match detail {
+        Ok(d) => ("ok", d),
         Err(e) => ("error", e.to_string()),
     };
-    let ev = crate::audit::system_event("retention_sweep", outcome, detail);
+    let ev = crate::audit::system_event(kind, outcome, detail);
     if let Err(e) = shared.audit.record(vec![ev]).await {
-        tracing::error!(error = %e, "could not write the audit event of a sweep");
+        tracing::error!(error = %e, kind, "could not write the audit event of background work");
     }
-    result
 }
 
 /// Rewraps every DEK under the active KEK (after a rotation, or resuming
@@ -280,23 +287,17 @@ pub async fn run_rewrap(shared: &Shared) -> Result<Option<crate::engine::RewrapS
     let started = std::time::Instant::now();
     let version = shared.engine.keyring().active_kek_version();
     let result = shared.engine.rewrap_all().await;
-    let (outcome, detail) = match &result {
+    let detail = match &result {
         Ok(None) => return Ok(None),
-        Ok(Some(s)) => (
-            "ok",
-            format!(
-                "kek_version={version} subjects={} deks={} ms={}",
-                s.subjects,
-                s.deks,
-                started.elapsed().as_millis()
-            ),
-        ),
-        Err(e) => ("error", e.to_string()),
+        Ok(Some(s)) => Ok(format!(
+            "kek_version={version} subjects={} deks={} ms={}",
+            s.subjects,
+            s.deks,
+            started.elapsed().as_millis()
+        )),
+        Err(e) => Err(e),
     };
-    let ev = crate::audit::system_event("kek_rewrap", outcome, detail);
-    if let Err(e) = shared.audit.record(vec![ev]).await {
-        tracing::error!(error = %e, "could not write the audit event of a rewrap");
-    }
+    record_outcome(shared, "kek_rewrap", detail).await;
     result
 }
 

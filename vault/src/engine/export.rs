@@ -127,12 +127,10 @@ impl Engine {
             });
         }
         let mut companions = Vec::new();
-        for (key, _) in self
-            .store
-            .scan_prefix(&keys::companions_of(sid), usize::MAX)?
-        {
+        let prefix = keys::companions_of(sid);
+        for (key, _) in self.store.scan_prefix(&prefix, usize::MAX)? {
             let Some(id) = key
-                .strip_prefix(keys::companions_of(sid).as_slice())
+                .strip_prefix(prefix.as_slice())
                 .and_then(|k| std::str::from_utf8(k).ok())
             else {
                 continue;
