@@ -498,9 +498,37 @@ struct Current {
     number: u64,
     /// Bytes known good (written and, with `sync`, synced).
     len: u64,
+    /// Bytes the file has: frames, then zeros written ahead of them.
+    filled: u64,
     first_time: i64,
     /// Not yet in the state's segment list.
     listed: bool,
+}
+
+impl Current {
+    /// Writes `bytes` after the frames, zero-filling ahead first when the
+    /// space left is short (the sync after it then also commits the new
+    /// size; the syncs after that commit data only).
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let end = self.len + bytes.len() as u64;
+        if end > self.filled {
+            let to = end + segments::PREALLOCATE;
+            segments::zero_fill(&self.file, self.filled, to)?;
+            self.filled = to;
+        }
+        self.file.write_all_at(bytes, self.len)
+    }
+}
+
+impl Drop for Current {
+    /// A segment left behind is cut back to its last good frame (best
+    /// effort: a zero tail left by a failure here is cut at the next start).
+    fn drop(&mut self) {
+        if self.filled != self.len {
+            let _ = self.file.set_len(self.len);
+        }
+    }
 }
 
 /// The writer thread: writes pending frames, syncs, publishes progress,
@@ -553,6 +581,9 @@ fn writer(inner: Arc<Inner>, mut next_number: u64) {
             return; // closing, all written
         }
         let bytes = std::mem::take(&mut st.pending);
+        // The window runs from the start of a sync, not its end: a sync
+        // slower than the window is followed at once by the next.
+        last_sync = Instant::now();
         let Some(first) = st.pending_first.take() else {
             return;
         };
@@ -569,7 +600,7 @@ fn writer(inner: Arc<Inner>, mut next_number: u64) {
             if current.is_none() {
                 let (number, len, first_time, listed) =
                     retry.unwrap_or((next_number, 0, first.time, false));
-                let (file, on_disk) = segments::open_for_append(&inner.dir, number)?;
+                let (file, on_disk) = segments::open_for_write(&inner.dir, number)?;
                 if on_disk != len {
                     file.set_len(len)?;
                 }
@@ -580,6 +611,7 @@ fn writer(inner: Arc<Inner>, mut next_number: u64) {
                     file,
                     number,
                     len,
+                    filled: len,
                     first_time,
                     listed,
                 });
@@ -587,11 +619,10 @@ fn writer(inner: Arc<Inner>, mut next_number: u64) {
             let Some(c) = current.as_mut() else {
                 return Err(std::io::Error::other("no segment"));
             };
-            std::io::Write::write_all(&mut c.file, &bytes)?;
+            c.write(&bytes)?;
             if inner.settings.sync {
                 c.file.sync_data()?;
             }
-            last_sync = Instant::now();
             c.len += bytes.len() as u64;
             Ok(())
         })();
@@ -651,9 +682,10 @@ fn writer(inner: Arc<Inner>, mut next_number: u64) {
             }
             Err(e) => {
                 tracing::error!(error = %e.kind(), "audit trail write failed; requests are refused until it succeeds");
-                if let Some(c) = current.take() {
+                if let Some(mut c) = current.take() {
                     // Cut back to the last good frame; reopened on retry.
                     let _ = c.file.set_len(c.len);
+                    c.filled = c.len;
                     retry = Some((c.number, c.len, c.first_time, c.listed));
                 }
                 // The events go back in front of any newer ones.
@@ -710,6 +742,11 @@ impl AuditLog {
         let mut last_type = String::new();
         for (i, &n) in numbers.iter().enumerate() {
             let (summary, end, last_event_type) = segments::summarize(dir, n)?;
+            if let End::Zeros { offset } = end {
+                // Zero-filled ahead and not used: a run that ended without
+                // cutting it (killed or crashed).
+                segments::cut(dir, n, offset)?;
+            }
             if let End::Torn { offset } = end {
                 if i + 1 == numbers.len() {
                     let (aside, bytes) = segments::set_aside_tail(dir, n, offset)?;
@@ -904,11 +941,13 @@ impl AuditLog {
         mut f: impl FnMut(Option<(AuditRecord, AuditEvent)>) -> Result<bool>,
     ) -> Result<()> {
         let list = self.inner.lock()?.segments.clone();
+        let newest = list.last().map(|s| s.number);
         for s in list
             .iter()
             .filter(|s| s.last_seq > after_seq && s.last_time >= since)
         {
             let mut more = true;
+            let mut seen = 0;
             let end = segments::read_frames(
                 &segments::segment_path(&self.inner.dir, s.number),
                 |_, bytes| {
@@ -917,7 +956,8 @@ impl AuditLog {
                         Some((_, e)) if e.seq <= after_seq => return Ok(true),
                         // Beyond what was durable when the scan began.
                         Some((_, e)) if e.seq > s.last_seq => return Ok(false),
-                        _ => {}
+                        Some((_, e)) => seen = e.seq,
+                        None => {}
                     }
                     more = f(item)?;
                     Ok(more)
@@ -926,7 +966,10 @@ impl AuditLog {
             if !more {
                 return Ok(());
             }
-            if matches!(end, End::Torn { .. }) && !f(None)? {
+            // In the segment being written, what follows the last durable
+            // event may be a write in progress, not damage.
+            let in_progress = newest == Some(s.number) && seen == s.last_seq;
+            if matches!(end, End::Torn { .. }) && !in_progress && !f(None)? {
                 return Ok(());
             }
         }

@@ -5,6 +5,13 @@
 //! Segments only grow at their end and are removed whole when they fall out
 //! of retention; `anchor.pb` then holds a signed [`Checkpoint`] of the last
 //! removed event, from which the remaining chain verifies.
+//!
+//! The segment being written is zero-filled ahead of its frames, in steps of
+//! [`PREALLOCATE`] bytes: a sync of frames written over space that is
+//! already allocated changes no file metadata, so it needs no journal commit
+//! (measured: about half the time of a sync after an append). A zero length
+//! therefore ends the frames when only zeros follow it; a finished segment
+//! is cut back to its last frame, and so is one left by a crash, at start.
 
 use super::{AuditEvent, AuditRecord, Checkpoint};
 use crate::error::{Error, Result};
@@ -15,6 +22,9 @@ use std::path::{Path, PathBuf};
 
 /// Largest record accepted when reading (a frame longer than this is damage).
 pub(super) const MAX_FRAME: usize = 1 << 20;
+
+/// How far ahead of its frames the segment being written is zero-filled.
+pub(super) const PREALLOCATE: u64 = 1 << 20;
 
 /// The file of the anchor left by pruning.
 pub(super) const ANCHOR_FILE: &str = "anchor.pb";
@@ -66,6 +76,9 @@ pub(super) struct Segment {
 pub(super) enum End {
     /// At the end of the file, after a whole frame.
     Clean,
+    /// At a zero length from `offset` on, followed by zeros only: space
+    /// zero-filled ahead of the frames and not used yet (or not any more).
+    Zeros { offset: u64 },
     /// At a frame that is cut short or malformed, starting at `offset`.
     Torn { offset: u64 },
 }
@@ -88,7 +101,14 @@ pub(super) fn read_frames(
             _ => return Ok(End::Torn { offset }),
         }
         let n = u32::from_le_bytes(len) as usize;
-        if n == 0 || n > MAX_FRAME {
+        if n == 0 {
+            return Ok(if only_zeros(&mut r)? {
+                End::Zeros { offset }
+            } else {
+                End::Torn { offset }
+            });
+        }
+        if n > MAX_FRAME {
             return Ok(End::Torn { offset });
         }
         buf.resize(n, 0);
@@ -99,6 +119,20 @@ pub(super) fn read_frames(
             return Ok(End::Clean);
         }
         offset += 4 + n as u64;
+    }
+}
+
+/// Whether everything left in `r` is zero bytes.
+fn only_zeros(r: &mut impl Read) -> Result<bool> {
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = read_full(r, &mut chunk)?;
+        if chunk[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        if n < chunk.len() {
+            return Ok(true);
+        }
     }
 }
 
@@ -138,12 +172,16 @@ pub(super) fn decode(bytes: &[u8]) -> Option<(AuditRecord, AuditEvent)> {
 pub(super) fn summarize(dir: &Path, number: u64) -> Result<(Option<Segment>, End, String)> {
     let mut seg: Option<Segment> = None;
     let mut last_type = String::new();
-    let end = read_frames(&segment_path(dir, number), |_, bytes| {
+    // Where the frames that do not decode, after the last that does, begin.
+    let mut undecoded_from = None;
+    let end = read_frames(&segment_path(dir, number), |offset, bytes| {
         // A whole frame that does not decode is damage, not an interrupted
-        // write: it stays for verify to name.
+        // write: it stays for verify to name (unless zeros follow, below).
         let Some((record, event)) = decode(bytes) else {
+            undecoded_from.get_or_insert(offset);
             return Ok(true);
         };
+        undecoded_from = None;
         let Ok(hash) = <[u8; 32]>::try_from(record.hash.as_slice()) else {
             return Ok(true);
         };
@@ -167,6 +205,13 @@ pub(super) fn summarize(dir: &Path, number: u64) -> Result<(Option<Segment>, End
         last_type = event.event_type;
         Ok(true)
     })?;
+    // Frames that do not decode followed by the zero-filled space: a write
+    // into that space interrupted part-way (only some of its pages reached
+    // the disk).
+    let end = match (end, undecoded_from) {
+        (End::Zeros { .. }, Some(offset)) => End::Torn { offset },
+        (end, _) => end,
+    };
     Ok((seg, end, last_type))
 }
 
@@ -223,16 +268,46 @@ pub(super) fn read_anchor(dir: &Path) -> Result<Option<Checkpoint>> {
     }
 }
 
-/// Opens segment `number` for appending, creating it (and making its name
-/// durable) if needed.
-pub(super) fn open_for_append(dir: &Path, number: u64) -> std::io::Result<(File, u64)> {
+/// Opens segment `number` for writing (at offsets the writer keeps),
+/// creating it (and making its name durable) if needed; returns it and its
+/// length.
+pub(super) fn open_for_write(dir: &Path, number: u64) -> std::io::Result<(File, u64)> {
     let path = segment_path(dir, number);
     let existed = path.exists();
-    let file = OpenOptions::new().create(true).append(true).open(&path)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(&path)?;
     if !existed {
         #[cfg(unix)]
         File::open(dir)?.sync_all()?;
     }
     let len = file.metadata()?.len();
     Ok((file, len))
+}
+
+/// Writes zeros over `from..to` of `file` (space for the frames to come).
+pub(super) fn zero_fill(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    let mut at = from;
+    while at < to {
+        let n = usize::try_from(to - at)
+            .unwrap_or(usize::MAX)
+            .min(ZEROS.len());
+        file.write_all_at(&ZEROS[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Cuts segment `number` back to `len` bytes (its zero-filled tail) and
+/// makes that durable.
+pub(super) fn cut(dir: &Path, number: u64, len: u64) -> Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .open(segment_path(dir, number))
+        .and_then(|f| f.set_len(len).and_then(|()| f.sync_all()))
+        .map_err(|e| io("cutting a segment's unused tail", e))
 }

@@ -115,6 +115,88 @@ async fn a_torn_end_is_set_aside_and_the_chain_goes_on() {
     log.close();
 }
 
+/// Bytes the frames of `records` take.
+fn framed_len(records: &[AuditRecord]) -> u64 {
+    records.iter().map(|r| 4 + r.encoded_len() as u64).sum()
+}
+
+#[tokio::test]
+async fn the_segment_being_written_is_zero_filled_ahead_and_cut_back_when_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let trail = dir.path().join("audit");
+    let e = engine(dir.path()).await;
+    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    log.record((1..=20).map(event).collect()).await.unwrap();
+    let last = *segments::list(&trail).unwrap().last().unwrap();
+    let path = segments::segment_path(&trail, last);
+    let frames = framed_len(&records(&trail));
+    let on_disk = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        on_disk >= frames + segments::PREALLOCATE,
+        "{on_disk} bytes on disk for {frames} of frames"
+    );
+    // Readers stop at the zeros: nothing there is damage.
+    let v = log.verify().unwrap();
+    assert_eq!((v.good, v.first_bad), (20, None));
+    assert_eq!(log.query(&QueryRequest::default()).unwrap().len(), 20);
+    log.close();
+    drop(log);
+    let frames = framed_len(&records(&trail));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), frames);
+}
+
+#[tokio::test]
+async fn a_zero_tail_left_by_a_crash_is_cut_and_a_write_torn_inside_it_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let trail = dir.path().join("audit");
+    let e = engine(dir.path()).await;
+    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    log.record((1..=3).map(event).collect()).await.unwrap();
+    log.close();
+    drop(log);
+    let last = *segments::list(&trail).unwrap().last().unwrap();
+    let path = segments::segment_path(&trail, last);
+    let good = std::fs::read(&path).unwrap();
+
+    // A run killed while its segment was zero-filled ahead.
+    let mut bytes = good.clone();
+    bytes.resize(good.len() + 100_000, 0);
+    std::fs::write(&path, &bytes).unwrap();
+    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    assert!(
+        !log.startup_notes().iter().any(|n| n.contains("set aside")),
+        "{:?}",
+        log.startup_notes()
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        good,
+        "cut back to the frames"
+    );
+    assert_eq!(log.verify().unwrap().first_bad, None);
+    log.close();
+    drop(log);
+
+    // A write into that space of which only the first page reached the
+    // disk: a whole-length frame that does not decode, then zeros.
+    let good = std::fs::read(&path).unwrap();
+    let mut bytes = good.clone();
+    bytes.extend_from_slice(&200u32.to_le_bytes());
+    bytes.extend_from_slice(&[0xAB; 50]);
+    bytes.resize(good.len() + 100_000, 0);
+    std::fs::write(&path, &bytes).unwrap();
+    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    assert!(
+        log.startup_notes().iter().any(|n| n.contains("set aside")),
+        "{:?}",
+        log.startup_notes()
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), good);
+    log.record(vec![event(9)]).await.unwrap();
+    assert_eq!(log.verify().unwrap().first_bad, None);
+    log.close();
+}
+
 #[tokio::test]
 async fn pci_10_3_any_change_is_found_at_the_first_bad_event() {
     let dir = tempfile::tempdir().unwrap();
