@@ -180,6 +180,14 @@ enum Pointer {
     Erased(String),
 }
 
+/// A subject one Detokenize reached: its record (`None` if gone) and the
+/// DEKs opened for it, by version.
+struct Reached {
+    sid: Arc<str>,
+    record: Option<Arc<SubjectRecord>>,
+    deks: Vec<(u32, Arc<DataKey>)>,
+}
+
 /// Caches of what reads need from the store: token → subject pointers (which
 /// never change while the token exists) and decoded subject records. They
 /// hold ciphertexts and wrapped keys only, never a plaintext value.
@@ -801,30 +809,64 @@ impl Engine {
         mut decide: impl FnMut(&FieldDef, &SubjectRecord) -> Reveal,
         out: &mut Vec<Found>,
     ) -> Result<()> {
-        let mut subjects: HashMap<Arc<str>, Option<Arc<SubjectRecord>>> = HashMap::new();
-        // Tokens of one subject share its DEK: ask the keyring once per request.
-        let mut deks: HashMap<(Arc<str>, u32), Arc<DataKey>> = HashMap::new();
+        // The subjects this request reached, each with the DEKs it opened:
+        // tokens of one subject (the common case) share its record and DEK.
+        let mut reached: Vec<Reached> = Vec::new();
+        let mut index: HashMap<Arc<str>, usize> = HashMap::new();
         let now = self.clock.now();
         for token in tokens {
-            let sid = match self.token_pointer(token)? {
-                Some(Pointer::Live(sid)) => sid,
-                Some(Pointer::Erased(field)) => {
-                    out.push(self.erased_token(&field, &mut decide));
-                    continue;
-                }
+            // A token held by the record the previous token led to needs no
+            // look-up of its pointer: a token is in its own subject's record
+            // only, so it points there.
+            let last = reached.len().checked_sub(1).filter(|&i| {
+                reached[i]
+                    .record
+                    .as_ref()
+                    .is_some_and(|r| r.entry(token.as_str()).is_some())
+            });
+            let at = match last {
+                Some(i) => i,
                 None => {
-                    out.push(Found::NotFound);
-                    continue;
+                    let sid = match self.token_pointer(token)? {
+                        Some(Pointer::Live(sid)) => sid,
+                        Some(Pointer::Erased(field)) => {
+                            out.push(self.erased_token(&field, &mut decide));
+                            continue;
+                        }
+                        None => {
+                            out.push(Found::NotFound);
+                            continue;
+                        }
+                    };
+                    match index.get(&sid) {
+                        Some(&i) => i,
+                        None => {
+                            let record = self.subject_record(&sid)?;
+                            index.insert(sid.clone(), reached.len());
+                            reached.push(Reached {
+                                sid,
+                                record,
+                                deks: Vec::new(),
+                            });
+                            reached.len() - 1
+                        }
+                    }
                 }
             };
-            if !subjects.contains_key(&sid) {
-                let record = self.subject_record(&sid)?;
-                subjects.insert(sid.clone(), record);
+            // Moved to the end, so that the next token tries it first.
+            let last = reached.len() - 1;
+            if at != last {
+                reached.swap(at, last);
+                for i in [at, last] {
+                    if let Some(slot) = index.get_mut(&reached[i].sid) {
+                        *slot = i;
+                    }
+                }
             }
-            let entry = subjects
-                .get(&sid)
-                .and_then(Option::as_ref)
-                .and_then(|r| r.entry(token.as_str()).map(|e| (r.as_ref(), e)));
+            let Reached { sid, record, deks } = &mut reached[last];
+            let entry = record
+                .as_deref()
+                .and_then(|r| r.entry(token.as_str()).map(|e| (r, e)));
             // A field removed from the schema is no longer served.
             let Some((record, entry, field)) =
                 entry.and_then(|(r, e)| self.schema.field(&e.field).map(|f| (r, e, f.clone())))
@@ -852,15 +894,15 @@ impl Engine {
                 });
                 continue;
             }
-            let dek = match deks.get(&(sid.clone(), entry.dek_version)) {
-                Some(d) => d.clone(),
+            let dek = match deks.iter().find(|(v, _)| *v == entry.dek_version) {
+                Some((_, d)) => d.clone(),
                 None => {
-                    let d = self.dek_of(&sid, record, entry.dek_version)?;
-                    deks.insert((sid.clone(), entry.dek_version), d.clone());
+                    let d = self.dek_of(sid, record, entry.dek_version)?;
+                    deks.push((entry.dek_version, d.clone()));
                     d
                 }
             };
-            let value = open_value(&sid, entry, &dek)?;
+            let value = open_value(sid, entry, &dek)?;
             let brand = (field.validator == Validator::CardNumber)
                 .then(|| crate::cards::Brand::of(&value).name());
             let value = match reveal {
