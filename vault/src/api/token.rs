@@ -304,10 +304,11 @@ impl TokenService for TokenApi {
                 .enumerate()
                 .take(self.shared.limits.max_batch_items)
             {
-                tokens.extend(v.check(
-                    format!("tokens[{i}]"),
-                    Token::parse(t).ok_or("malformed token"),
-                ));
+                // The field's name is only written out for a bad token.
+                match Token::parse(t) {
+                    Some(t) => tokens.push(t),
+                    None => v.add(format!("tokens[{i}]"), "malformed token"),
+                }
             }
             v.finish()?;
             let Some(purpose) = purpose else {

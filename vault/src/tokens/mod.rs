@@ -75,7 +75,9 @@ impl Token {
             && body
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            && URL_SAFE_NO_PAD.decode(body).is_ok_and(|b| b.len() == 16);
+            && URL_SAFE_NO_PAD
+                .decode_slice(body, &mut [0u8; 18])
+                .is_ok_and(|n| n == 16);
         ok.then(|| Self(text.to_owned()))
     }
 
@@ -130,6 +132,8 @@ mod tests {
             "TOK_AAAAAAAAAAAAAAAAAAAAAA",
             "tok_AAAAAAAAAAAAAAAAAAAA+A",
             "tok_AAAAAAAAAAAAAAAAAAAAAAA",
+            // 22 characters whose last one carries bits past the 16 bytes.
+            "tok_AAAAAAAAAAAAAAAAAAAAAB",
         ] {
             assert!(Token::parse(bad).is_none(), "{bad}");
         }
