@@ -333,6 +333,23 @@ impl TokenService for TokenApi {
                     policy.reveal(&who, field, purpose.as_str(), ctx)
                 })
                 .await?;
+            // Every item names its subject, unless all name the same one:
+            // then the event names it once (as `hoist_subject` would).
+            fn subject_of(f: &Found) -> Option<&str> {
+                match f {
+                    Found::Value { subject, .. }
+                    | Found::Denied { subject, .. }
+                    | Found::Expired { subject, .. } => Some(subject),
+                    Found::Erased { .. } | Found::NotFound => None,
+                }
+            }
+            let shared = found
+                .first()
+                .and_then(subject_of)
+                .filter(|s| !s.is_empty() && found.iter().all(|f| subject_of(f) == Some(s)));
+            if let Some(s) = shared {
+                ev.subject_id = s.to_owned();
+            }
             ev.items = tokens
                 .iter()
                 .zip(&found)
@@ -361,7 +378,11 @@ impl TokenService for TokenApi {
                         field: field.to_owned(),
                         token: t.as_str().to_owned(),
                         disclosure: disclosure.into(),
-                        subject_id: subject.to_owned(),
+                        subject_id: if shared.is_some() {
+                            String::new()
+                        } else {
+                            subject.to_owned()
+                        },
                     }
                 })
                 .collect();
@@ -371,31 +392,32 @@ impl TokenService for TokenApi {
                     Found::Value {
                         field,
                         reveal,
-                        value,
+                        mut value,
                         brand,
                         held,
                         ..
                     } => {
                         held_cvvs.extend(held);
                         Disclosed {
-                            token: t.as_str().to_owned(),
+                            token: t.into_string(),
                             field: field.name.clone(),
                             disclosure: reveal.disclosure() as i32,
-                            value: value.as_str().to_owned(),
+                            // Moved, not copied: one copy fewer to wipe.
+                            value: std::mem::take(&mut *value),
                             brand: brand.unwrap_or_default().to_owned(),
                         }
                     }
                     // The caller may see this field, so it may know that the
                     // value is gone.
                     Found::Expired { field, .. } => Disclosed {
-                        token: t.as_str().to_owned(),
+                        token: t.into_string(),
                         field: field.name.clone(),
                         disclosure: Disclosure::Expired as i32,
                         value: String::new(),
                         brand: String::new(),
                     },
                     Found::Erased { field } => Disclosed {
-                        token: t.as_str().to_owned(),
+                        token: t.into_string(),
                         field: field.name.clone(),
                         disclosure: Disclosure::Erased as i32,
                         value: String::new(),
@@ -405,7 +427,7 @@ impl TokenService for TokenApi {
                     // the same answer, without even the field's name: a
                     // caller learns nothing of data it may not see.
                     Found::Denied { .. } | Found::NotFound => Disclosed {
-                        token: t.as_str().to_owned(),
+                        token: t.into_string(),
                         field: String::new(),
                         disclosure: Disclosure::Denied as i32,
                         value: String::new(),

@@ -69,6 +69,21 @@ pub(crate) fn seal(
     Ok(out)
 }
 
+/// Calls `f` with the AAD of an envelope, built on the stack when it is
+/// short (every value's is), so that opening a value allocates only its
+/// plaintext.
+fn with_aad<R>(header: &[u8], context: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+    const STACK: usize = 256;
+    let n = header.len() + context.len();
+    if n > STACK {
+        return f(&aad(header, context));
+    }
+    let mut buf = [0u8; STACK];
+    buf[..header.len()].copy_from_slice(header);
+    buf[header.len()..n].copy_from_slice(context);
+    f(&buf[..n])
+}
+
 /// Opens an envelope sealed by [`seal`] with the same key and context.
 pub(crate) fn open(
     key: &AeadKey,
@@ -76,16 +91,12 @@ pub(crate) fn open(
     sealed: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     let (header, nonce, ct) = split(sealed).ok_or(CryptoError::DecryptionFailed)?;
-    key.cipher()
-        .decrypt(
-            GenericArray::from_slice(nonce),
-            Payload {
-                msg: ct,
-                aad: &aad(header, context),
-            },
-        )
-        .map(Zeroizing::new)
-        .map_err(|_| CryptoError::DecryptionFailed)
+    with_aad(header, context, |aad| {
+        key.cipher()
+            .decrypt(GenericArray::from_slice(nonce), Payload { msg: ct, aad })
+    })
+    .map(Zeroizing::new)
+    .map_err(|_| CryptoError::DecryptionFailed)
 }
 
 /// The key version written in an envelope's header.

@@ -379,7 +379,7 @@ fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M> {
 /// entry's version). A value that fails its integrity check is logged (its
 /// field name only) and is an integrity error.
 fn open_value(sid: &str, entry: &FieldEntry, dek: &DataKey) -> Result<Zeroizing<String>> {
-    let plain = dek
+    let mut plain = dek
         .open(
             &field_context(sid, &entry.field, &entry.token, entry.value_version),
             &entry.ciphertext,
@@ -388,9 +388,15 @@ fn open_value(sid: &str, entry: &FieldEntry, dek: &DataKey) -> Result<Zeroizing<
             tracing::error!(field = %entry.field, "a stored value failed its integrity check");
             crypto(e)
         })?;
-    Ok(Zeroizing::new(
-        String::from_utf8(plain.to_vec()).map_err(|_| Error::Integrity)?,
-    ))
+    // The plaintext moves into the string (no copy); bytes that are not
+    // UTF-8 are wiped before they are dropped.
+    match String::from_utf8(std::mem::take(&mut *plain)) {
+        Ok(text) => Ok(Zeroizing::new(text)),
+        Err(e) => {
+            zeroize::Zeroize::zeroize(&mut e.into_bytes());
+            Err(Error::Integrity)
+        }
+    }
 }
 
 fn crypto(e: crate::crypto::CryptoError) -> Error {

@@ -85,6 +85,11 @@ impl Token {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The token's text, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
 }
 
 /// Appends `n` uniformly random decimal digits to `out`.
