@@ -31,7 +31,7 @@
 //! | `tls_client_ca_file` | `VAULT_TLS_CLIENT_CA_FILE` | none: no client certificates (bearer tokens only) |
 //! | `[mtls_principals]` | (file only) | empty: certificate principal (URI SAN or CN) = role |
 //! | `max_token_ttl_secs` | `VAULT_MAX_TOKEN_TTL_SECS` | 2592000 (30 days): longest bearer-token life |
-//! | `audit_timeout_ms` | `VAULT_AUDIT_TIMEOUT_MS` | 2000: longest wait for a request's audit event to be durable; then `UNAVAILABLE` |
+//! | `audit_timeout_ms` | `VAULT_AUDIT_TIMEOUT_MS` | 2000: longest wait for a request's audit event to be durable; then `UNAVAILABLE` (at most a tenth later) |
 //! | `audit_retention_days` | `VAULT_AUDIT_RETENTION_DAYS` | 365: audit events are kept this long, then pruned (1 to 3650) |
 //! | `audit_query_days` | `VAULT_AUDIT_QUERY_DAYS` | 90: a query without a time range covers this many days (1 to retention) |
 //! | `audit_checkpoint_events` | `VAULT_AUDIT_CHECKPOINT_EVENTS` | 10000: a signed checkpoint at least every this many events |

@@ -261,8 +261,29 @@ struct State {
     /// by itself: appenders need not wake it).
     writer_idle: bool,
     /// Requests waiting for their last event to be durable, in sequence
-    /// order: answered `true` once it is, `false` when a write fails.
-    waiters: std::collections::VecDeque<(u64, tokio::sync::oneshot::Sender<bool>)>,
+    /// (and so deadline) order: answered `true` once it is, `false` when a
+    /// write fails or the deadline passes first (see [`watchdog`]).
+    waiters: std::collections::VecDeque<Waiter>,
+}
+
+/// A request waiting for event `seq` to be durable, until `deadline`.
+#[derive(Debug)]
+struct Waiter {
+    seq: u64,
+    deadline: Instant,
+    tx: tokio::sync::oneshot::Sender<bool>,
+}
+
+impl State {
+    /// Answers `w` "not durable" and counts its request as refused (the
+    /// trail says so once the event is on disk).
+    fn refuse(&mut self, w: Waiter) {
+        if self.refused.len() < 1000 {
+            self.refused.push(w.seq);
+        }
+        self.refused_total += 1;
+        let _ = w.tx.send(false);
+    }
 }
 
 struct Inner {
@@ -419,9 +440,14 @@ impl Inner {
         }
         let now = self.engine.clock().now_micros();
         let seqs = self.push(&mut st, events, now);
-        if let (Some(tx), Some(last)) = (waiter, seqs.last()) {
-            // Sequence numbers only grow under this lock: the queue stays sorted.
-            st.waiters.push_back((*last, tx));
+        if let (Some(tx), Some(&seq)) = (waiter, seqs.last()) {
+            // Sequence numbers and deadlines only grow under this lock: the
+            // queue stays sorted by both.
+            st.waiters.push_back(Waiter {
+                seq,
+                deadline: Instant::now() + self.settings.timeout,
+                tx,
+            });
         }
         self.checkpoint_if_due(&mut st, now, false);
         let idle = st.writer_idle;
@@ -652,9 +678,9 @@ fn writer(inner: Arc<Inner>, mut next_number: u64) {
                     }
                 }
                 // Only the requests whose events are now durable wake up.
-                while st.waiters.front().is_some_and(|(s, _)| *s <= last.seq) {
-                    if let Some((_, tx)) = st.waiters.pop_front() {
-                        let _ = tx.send(true);
+                while st.waiters.front().is_some_and(|w| w.seq <= last.seq) {
+                    if let Some(w) = st.waiters.pop_front() {
+                        let _ = w.tx.send(true);
                     }
                 }
                 // Once every refused request's event is on disk, say so.
@@ -694,8 +720,8 @@ fn writer(inner: Arc<Inner>, mut next_number: u64) {
                 st.pending = again;
                 st.pending_first = Some(first);
                 // Everyone waiting is answered at once: not durable.
-                for (_, tx) in st.waiters.drain(..) {
-                    let _ = tx.send(false);
+                for w in std::mem::take(&mut st.waiters) {
+                    st.refuse(w);
                 }
                 if st.closing {
                     closing_failures += 1;
@@ -707,6 +733,28 @@ fn writer(inner: Arc<Inner>, mut next_number: u64) {
                 drop(st);
                 std::thread::sleep(Duration::from_millis(200));
             }
+        }
+    }
+}
+
+/// Answers "not durable" to every request whose event is not durable by
+/// its deadline, even while the writer is stuck in a write or sync: checks
+/// ten times per timeout (so a refusal comes at most a tenth of it late).
+fn watchdog(inner: &Inner) {
+    let every = (inner.settings.timeout / 10).max(Duration::from_millis(1));
+    loop {
+        std::thread::sleep(every);
+        let Ok(mut st) = inner.state.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        while st.waiters.front().is_some_and(|w| w.deadline <= now) {
+            if let Some(w) = st.waiters.pop_front() {
+                st.refuse(w);
+            }
+        }
+        if st.closing && st.waiters.is_empty() {
+            return;
         }
     }
 }
@@ -816,6 +864,11 @@ impl AuditLog {
             .name("vault-audit-writer".into())
             .spawn(move || writer(for_writer, next_number))
             .map_err(|e| io("starting its writer", e))?;
+        let for_watchdog = inner.clone();
+        std::thread::Builder::new()
+            .name("vault-audit-watchdog".into())
+            .spawn(move || watchdog(&for_watchdog))
+            .map_err(|e| io("starting its watchdog", e))?;
         let log = Self {
             inner,
             writer: Mutex::new(Some(handle)),
@@ -847,18 +900,10 @@ impl AuditLog {
     pub async fn record(&self, events: Vec<AuditEvent>) -> Result<Vec<u64>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let seqs = self.inner.append(events, Some(tx))?;
-        let Some(&last) = seqs.last() else {
+        // The writer answers, or the watchdog once the deadline has passed
+        // (no timer per request); a dropped sender (writer gone) is a no.
+        if seqs.is_empty() || rx.await == Ok(true) {
             return Ok(seqs);
-        };
-        let waited = tokio::time::timeout(self.inner.settings.timeout, rx).await;
-        if matches!(waited, Ok(Ok(true))) {
-            return Ok(seqs);
-        }
-        if let Ok(mut st) = self.inner.state.lock() {
-            if st.refused.len() < 1000 {
-                st.refused.push(last);
-            }
-            st.refused_total += 1;
         }
         Err(Error::Unavailable(format!(
             "audit event not durable within {} ms",

@@ -197,6 +197,48 @@ async fn a_zero_tail_left_by_a_crash_is_cut_and_a_write_torn_inside_it_set_aside
     log.close();
 }
 
+/// A writer stuck in the kernel (here: opening a FIFO nobody reads, as a
+/// hung disk would hold it) answers nothing; the watchdog refuses the
+/// request once its deadline has passed, within a tenth of the timeout.
+#[tokio::test]
+async fn a_request_is_refused_in_time_while_the_writer_is_stuck() {
+    let dir = tempfile::tempdir().unwrap();
+    let trail = dir.path().join("audit");
+    let e = engine(dir.path()).await;
+    let timeout = Duration::from_millis(300);
+    let log = AuditLog::open(
+        e.clone(),
+        &trail,
+        Settings {
+            timeout,
+            ..settings()
+        },
+    )
+    .unwrap();
+    let fifo = segments::segment_path(&trail, 1);
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let started = Instant::now();
+    let err = tokio::time::timeout(timeout * 10, log.record(vec![event(1)]))
+        .await
+        .expect("the request is answered while the writer is stuck")
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    assert!(
+        took >= timeout,
+        "refused after {took:?}, before the deadline"
+    );
+    assert!(took < timeout * 2, "refused after {took:?}");
+    // Let the writer go (it reaches the FIFO's reader) before the test ends.
+    let reader = std::thread::spawn(move || std::fs::read(fifo));
+    drop(log);
+    let _ = reader.join();
+}
+
 #[tokio::test]
 async fn pci_10_3_any_change_is_found_at_the_first_bad_event() {
     let dir = tempfile::tempdir().unwrap();
