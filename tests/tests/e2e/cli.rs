@@ -631,6 +631,13 @@ async fn vaultctl_rotates_retires_and_backs_up() {
         "the active version cannot be retired"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("FAILED_PRECONDITION"));
+    let out = vaultctl(&vault, &op, &["keys", "retire", "abc"], None);
+    assert!(!out.status.success(), "not a version");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a KEK version"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = vaultctl(&vault, &op, &["keys", "retire", "v1"], None);
     assert!(
         out.status.success(),
@@ -661,6 +668,40 @@ async fn vaultctl_rotates_retires_and_backs_up() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("restored 2 subjects"));
+
+    // A damaged erasure journal is refused before anything is written: the
+    // same directory then takes the backup alone.
+    let journal = dir.path().join("j.vbk");
+    let j = journal.to_str().unwrap();
+    let out = vaultctl(&vault, &op, &["backup", "--journal-only", j], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&journal, bytes).unwrap();
+    let again = dir.path().join("restored-again");
+    let restore = |journal: Option<&str>| {
+        let mut c = Command::new(bin("vaultd-under-test"));
+        c.arg("--data-dir")
+            .arg(&again)
+            .args(["restore", "--from", f]);
+        if let Some(j) = journal {
+            c.args(["--erasure-journal", j]);
+        }
+        c.env_remove("VAULT_CONFIG").output().unwrap()
+    };
+    let out = restore(Some(j));
+    assert!(!out.status.success(), "a damaged journal is refused");
+    let out = restore(None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `vaultctl unseal -` reads a share from standard input and shows the
