@@ -225,13 +225,7 @@ pub(super) fn set_aside_tail(dir: &Path, number: u64, offset: u64) -> Result<(Pa
         .min(bytes.len());
     let aside = dir.join(format!("seg-{number:012}.log.torn-{offset}"));
     write_synced(&aside, &bytes[start..])?;
-    let file = OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .map_err(|e| io("opening a torn segment", e))?;
-    file.set_len(offset)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| io("cutting a torn segment", e))?;
+    cut(dir, number, offset)?;
     Ok((aside, (bytes.len() - start) as u64))
 }
 
@@ -302,12 +296,12 @@ pub(super) fn zero_fill(file: &File, from: u64, to: u64) -> std::io::Result<()> 
     Ok(())
 }
 
-/// Cuts segment `number` back to `len` bytes (its zero-filled tail) and
-/// makes that durable.
+/// Cuts segment `number` back to `len` bytes (a torn or zero-filled tail)
+/// and makes that durable.
 pub(super) fn cut(dir: &Path, number: u64, len: u64) -> Result<()> {
     OpenOptions::new()
         .write(true)
         .open(segment_path(dir, number))
         .and_then(|f| f.set_len(len).and_then(|()| f.sync_all()))
-        .map_err(|e| io("cutting a segment's unused tail", e))
+        .map_err(|e| io("cutting a segment", e))
 }
