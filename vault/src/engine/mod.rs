@@ -819,18 +819,20 @@ impl Engine {
         // tokens of one subject (the common case) share its record and DEK.
         let mut reached: Vec<Reached> = Vec::new();
         let mut index: HashMap<Arc<str>, usize> = HashMap::new();
+        // The subject the previous token led to.
+        let mut previous: Option<usize> = None;
         let now = self.clock.now();
         for token in tokens {
             // A token held by the record the previous token led to needs no
             // look-up of its pointer: a token is in its own subject's record
             // only, so it points there.
-            let last = reached.len().checked_sub(1).filter(|&i| {
+            let held = previous.filter(|&i| {
                 reached[i]
                     .record
                     .as_ref()
                     .is_some_and(|r| r.entry(token.as_str()).is_some())
             });
-            let at = match last {
+            let at = match held {
                 Some(i) => i,
                 None => {
                     let sid = match self.token_pointer(token)? {
@@ -859,17 +861,8 @@ impl Engine {
                     }
                 }
             };
-            // Moved to the end, so that the next token tries it first.
-            let last = reached.len() - 1;
-            if at != last {
-                reached.swap(at, last);
-                for i in [at, last] {
-                    if let Some(slot) = index.get_mut(&reached[i].sid) {
-                        *slot = i;
-                    }
-                }
-            }
-            let Reached { sid, record, deks } = &mut reached[last];
+            previous = Some(at);
+            let Reached { sid, record, deks } = &mut reached[at];
             let entry = record
                 .as_deref()
                 .and_then(|r| r.entry(token.as_str()).map(|e| (r, e)));
