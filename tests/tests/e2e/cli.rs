@@ -654,14 +654,18 @@ async fn vaultctl_rotates_retires_and_backs_up() {
     assert!(r["bytes"].as_u64().unwrap() > 0);
     let out = vaultctl(&vault, &op, &["backup", f], None);
     assert!(!out.status.success(), "an existing file is not overwritten");
-    let restored = dir.path().join("restored");
-    let out = Command::new(bin("vaultd-under-test"))
-        .arg("--data-dir")
-        .arg(&restored)
-        .args(["restore", "--from", f])
-        .env_remove("VAULT_CONFIG")
-        .output()
-        .unwrap();
+    // `vaultd restore` of the backup into `into`, with an erasure journal.
+    let restore = |into: &str, journal: Option<&str>| {
+        let mut c = Command::new(bin("vaultd-under-test"));
+        c.arg("--data-dir")
+            .arg(dir.path().join(into))
+            .args(["restore", "--from", f]);
+        if let Some(j) = journal {
+            c.args(["--erasure-journal", j]);
+        }
+        c.env_remove("VAULT_CONFIG").output().unwrap()
+    };
+    let out = restore("restored", None);
     assert!(
         out.status.success(),
         "{}",
@@ -683,20 +687,9 @@ async fn vaultctl_rotates_retires_and_backs_up() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
     std::fs::write(&journal, bytes).unwrap();
-    let again = dir.path().join("restored-again");
-    let restore = |journal: Option<&str>| {
-        let mut c = Command::new(bin("vaultd-under-test"));
-        c.arg("--data-dir")
-            .arg(&again)
-            .args(["restore", "--from", f]);
-        if let Some(j) = journal {
-            c.args(["--erasure-journal", j]);
-        }
-        c.env_remove("VAULT_CONFIG").output().unwrap()
-    };
-    let out = restore(Some(j));
+    let out = restore("restored-again", Some(j));
     assert!(!out.status.success(), "a damaged journal is refused");
-    let out = restore(None);
+    let out = restore("restored-again", None);
     assert!(
         out.status.success(),
         "{}",
