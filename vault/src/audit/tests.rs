@@ -35,6 +35,11 @@ fn records(dir: &Path) -> Vec<AuditRecord> {
     out
 }
 
+/// The path of the newest segment.
+fn newest_segment(dir: &Path) -> PathBuf {
+    segments::segment_path(dir, *segments::list(dir).unwrap().last().unwrap())
+}
+
 /// Replaces the trail with `records`, in one segment.
 fn rewrite(dir: &Path, records: &[AuditRecord]) {
     for n in segments::list(dir).unwrap() {
@@ -99,8 +104,7 @@ async fn a_torn_end_is_set_aside_and_the_chain_goes_on() {
     log.record((1..=3).map(event).collect()).await.unwrap();
     log.close();
     // Half a frame at the end, as an interrupted write leaves it.
-    let last = *segments::list(&trail).unwrap().last().unwrap();
-    let path = segments::segment_path(&trail, last);
+    let path = newest_segment(&trail);
     let mut bytes = std::fs::read(&path).unwrap();
     bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3]);
     std::fs::write(&path, bytes).unwrap();
@@ -127,8 +131,7 @@ async fn the_segment_being_written_is_zero_filled_ahead_and_cut_back_when_closed
     let e = engine(dir.path()).await;
     let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
     log.record((1..=20).map(event).collect()).await.unwrap();
-    let last = *segments::list(&trail).unwrap().last().unwrap();
-    let path = segments::segment_path(&trail, last);
+    let path = newest_segment(&trail);
     let frames = framed_len(&records(&trail));
     let on_disk = std::fs::metadata(&path).unwrap().len();
     assert!(
@@ -154,8 +157,7 @@ async fn a_zero_tail_left_by_a_crash_is_cut_and_a_write_torn_inside_it_set_aside
     log.record((1..=3).map(event).collect()).await.unwrap();
     log.close();
     drop(log);
-    let last = *segments::list(&trail).unwrap().last().unwrap();
-    let path = segments::segment_path(&trail, last);
+    let path = newest_segment(&trail);
     let good = std::fs::read(&path).unwrap();
 
     // A run killed while its segment was zero-filled ahead.
