@@ -333,23 +333,6 @@ impl TokenService for TokenApi {
                     policy.reveal(&who, field, purpose.as_str(), ctx)
                 })
                 .await?;
-            // Every item names its subject, unless all name the same one:
-            // then the event names it once (as `hoist_subject` would).
-            fn subject_of(f: &Found) -> Option<&str> {
-                match f {
-                    Found::Value { subject, .. }
-                    | Found::Denied { subject, .. }
-                    | Found::Expired { subject, .. } => Some(subject),
-                    Found::Erased { .. } | Found::NotFound => None,
-                }
-            }
-            let shared = found
-                .first()
-                .and_then(subject_of)
-                .filter(|s| !s.is_empty() && found.iter().all(|f| subject_of(f) == Some(s)));
-            if let Some(s) = shared {
-                ev.subject_id = s.to_owned();
-            }
             ev.items = tokens
                 .iter()
                 .zip(&found)
@@ -378,11 +361,7 @@ impl TokenService for TokenApi {
                         field: field.to_owned(),
                         token: t.as_str().to_owned(),
                         disclosure: disclosure.into(),
-                        subject_id: if shared.is_some() {
-                            String::new()
-                        } else {
-                            subject.to_owned()
-                        },
+                        subject_id: subject.to_owned(),
                     }
                 })
                 .collect();
