@@ -520,7 +520,10 @@ impl Vault {
         }
         let mut server_stop = stop_rx.clone();
         let mut grace_stop = stop_rx;
-        let mut builder = Server::builder().tcp_nodelay(true).layer(api::RpcPathLayer);
+        let mut builder = Server::builder()
+            .tcp_nodelay(true)
+            .layer(api::frames::SmallFramesLayer)
+            .layer(api::RpcPathLayer);
         if let Some(tls) = tls {
             builder = builder
                 .tls_config(tls)

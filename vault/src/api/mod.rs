@@ -5,6 +5,7 @@
 
 mod audit;
 mod export;
+pub mod frames;
 mod policy;
 mod principal;
 mod subject;
