@@ -826,14 +826,12 @@ impl Engine {
             // A token held by the record the previous token led to needs no
             // look-up of its pointer: a token is in its own subject's record
             // only, so it points there.
-            let held = previous.filter(|&i| {
-                reached[i]
-                    .record
-                    .as_ref()
-                    .is_some_and(|r| r.entry(token.as_str()).is_some())
+            let held = previous.and_then(|i| {
+                let at = reached[i].record.as_ref()?.position(token.as_str())?;
+                Some((i, at))
             });
-            let at = match held {
-                Some(i) => i,
+            let (at, position) = match held {
+                Some((i, position)) => (i, Some(position)),
                 None => {
                     let sid = match self.token_pointer(token)? {
                         Some(Pointer::Live(sid)) => sid,
@@ -846,7 +844,7 @@ impl Engine {
                             continue;
                         }
                     };
-                    match index.get(&sid) {
+                    let i = match index.get(&sid) {
                         Some(&i) => i,
                         None => {
                             let record = self.subject_record(&sid)?;
@@ -858,14 +856,20 @@ impl Engine {
                             });
                             reached.len() - 1
                         }
-                    }
+                    };
+                    (i, None)
                 }
             };
             previous = Some(at);
             let Reached { sid, record, deks } = &mut reached[at];
-            let entry = record
-                .as_deref()
-                .and_then(|r| r.entry(token.as_str()).map(|e| (r, e)));
+            // The entry found above is not searched for again.
+            let entry = record.as_deref().and_then(|r| {
+                let e = match position {
+                    Some(p) => r.entries.get(p),
+                    None => r.entry(token.as_str()),
+                };
+                e.map(|e| (r, e))
+            });
             // A field removed from the schema is no longer served.
             let Some((record, entry, field)) =
                 entry.and_then(|(r, e)| self.schema.field(&e.field).map(|f| (r, e, f.clone())))
@@ -886,7 +890,7 @@ impl Engine {
                 continue;
             }
             // Past its retention (swept or not yet): gone, nothing decrypted.
-            if self.is_expired(record, entry, now) {
+            if self.is_expired_as(record, entry, &field, now) {
                 out.push(Found::Expired {
                     field,
                     subject: sid.clone(),

@@ -85,7 +85,13 @@ impl SubjectRecord {
 
     /// The entry of `token` (tokens compared in constant time).
     pub fn entry(&self, token: &str) -> Option<&FieldEntry> {
-        self.entries.iter().find(|e| token_eq(&e.token, token))
+        self.position(token).and_then(|i| self.entries.get(i))
+    }
+
+    /// Where the entry of `token` is in `entries` (tokens compared in
+    /// constant time).
+    pub fn position(&self, token: &str) -> Option<usize> {
+        self.entries.iter().position(|e| token_eq(&e.token, token))
     }
 
     /// The entry of `token`, to change.

@@ -12,7 +12,7 @@
 use super::Engine;
 use super::records::{FieldEntry, SubjectRecord};
 use crate::error::{Error, Result};
-use crate::schema::RetentionAnchor;
+use crate::schema::{FieldDef, RetentionAnchor};
 use crate::store::{Batch, keys};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,6 +44,17 @@ impl Engine {
     /// When `entry` of `record` expires (Unix seconds), by its class.
     pub(crate) fn expires_at(&self, record: &SubjectRecord, entry: &FieldEntry) -> Option<i64> {
         let field = self.schema.field(&entry.field)?;
+        self.expires_at_as(record, entry, field)
+    }
+
+    /// [`Engine::expires_at`] for an entry whose field definition the
+    /// caller already holds.
+    fn expires_at_as(
+        &self,
+        record: &SubjectRecord,
+        entry: &FieldEntry,
+        field: &FieldDef,
+    ) -> Option<i64> {
         let retention = self.schema.class(&field.class)?.retention;
         let from = match retention.after {
             RetentionAnchor::Collection => entry.created_at,
@@ -57,9 +68,27 @@ impl Engine {
     /// Whether `entry`'s value is gone or past its retention at `now`
     /// (a legal hold keeps it).
     pub(crate) fn is_expired(&self, record: &SubjectRecord, entry: &FieldEntry, now: i64) -> bool {
+        match self.schema.field(&entry.field) {
+            Some(field) => self.is_expired_as(record, entry, field, now),
+            // A field no longer in the schema has no retention to run out.
+            None => entry.shredded_at > 0,
+        }
+    }
+
+    /// [`Engine::is_expired`] for an entry whose field definition (`field`,
+    /// the one named by `entry.field`) the caller already holds.
+    pub(crate) fn is_expired_as(
+        &self,
+        record: &SubjectRecord,
+        entry: &FieldEntry,
+        field: &FieldDef,
+        now: i64,
+    ) -> bool {
         entry.shredded_at > 0
             || (record.legal_hold_case.is_empty()
-                && self.expires_at(record, entry).is_some_and(|t| t <= now))
+                && self
+                    .expires_at_as(record, entry, field)
+                    .is_some_and(|t| t <= now))
     }
 
     /// Shreds every value past its retention: deletes its ciphertext and
