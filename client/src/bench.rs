@@ -11,6 +11,11 @@
 //! values each, then erases all of them, C at a time, with the privacy
 //! officer's `--erase-token`: erasures/s and latency per erasure; it runs
 //! until done, not for D seconds).
+//!
+//! With `--rounds N` the list of workloads runs N times in turn and each
+//! workload is reported over all its rounds: on a machine whose speed drifts
+//! (a shared VM), the baseline and the workloads compared with it are then
+//! measured under the same conditions.
 
 use crate::cli::{Failure, print_table};
 use crate::proto::{FieldValue, TokenizeRequest};
@@ -36,6 +41,10 @@ pub struct BenchArgs {
     /// Seconds of warm-up before each measured workload.
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
+    /// Times the list of workloads runs, in turn; each workload is reported
+    /// over all its rounds (`erase` runs in the first only).
+    #[arg(long, default_value_t = 1)]
+    pub rounds: u32,
     /// Workloads to run, in order (health is the baseline; also `card`).
     #[arg(
         long,
@@ -110,6 +119,14 @@ pub struct BenchResult {
 impl BenchResult {
     fn rps(&self) -> f64 {
         self.ok as f64 / self.seconds
+    }
+
+    /// Adds another round of the same workload.
+    fn absorb(&mut self, other: BenchResult) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.seconds += other.seconds;
+        let _ = self.latency.add(other.latency);
     }
 }
 
@@ -446,33 +463,58 @@ pub async fn run(
     json: bool,
     out: &mut impl Write,
 ) -> Result<(), Failure> {
-    if args.concurrency == 0 || args.connections == 0 || args.duration <= 0.0 || args.warmup < 0.0 {
+    if args.concurrency == 0
+        || args.connections == 0
+        || args.rounds == 0
+        || args.duration <= 0.0
+        || args.warmup < 0.0
+    {
         return Err(Failure::Usage(
-            "concurrency, connections and duration must be positive".into(),
+            "concurrency, connections, rounds and duration must be positive".into(),
         ));
     }
     let clients = connect_all(target, args.connections).await?;
-    let run_id = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
-    let mut results = Vec::new();
+    // Values written by a run (subject ids, emails) are unique to its id;
+    // each round takes a new one.
+    let new_run_id = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64)
+    };
+    // One result per entry of the workload list, summed over the rounds.
+    let mut results: Vec<BenchResult> = Vec::with_capacity(args.workloads.len());
     let mut pool = Arc::new(Vec::new());
-    for &w in &args.workloads {
-        if w == Workload::Detokenize && pool.is_empty() {
-            pool = Arc::new(seed_pool(&clients, args.concurrency, run_id, 1000).await?);
+    for round in 1..=args.rounds {
+        let run_id = new_run_id();
+        for (i, &w) in args.workloads.iter().enumerate() {
+            if w == Workload::Detokenize && pool.is_empty() {
+                pool = Arc::new(seed_pool(&clients, args.concurrency, run_id, 1000).await?);
+            }
+            let r = if w == Workload::Erase {
+                if round > 1 {
+                    continue;
+                }
+                erase_all(target, &clients, &args, run_id).await?
+            } else {
+                let of = if args.rounds > 1 {
+                    format!(", round {round} of {}", args.rounds)
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "bench: {} for {}s (+{}s warm-up), C={}{of}",
+                    w.name(),
+                    args.duration,
+                    args.warmup,
+                    args.concurrency
+                );
+                run_workload(&clients, w, &args, pool.clone(), run_id).await
+            };
+            match results.get_mut(i) {
+                Some(sum) => sum.absorb(r),
+                None => results.push(r),
+            }
         }
-        if w == Workload::Erase {
-            results.push(erase_all(target, &clients, &args, run_id).await?);
-            continue;
-        }
-        eprintln!(
-            "bench: {} for {}s (+{}s warm-up), C={}",
-            w.name(),
-            args.duration,
-            args.warmup,
-            args.concurrency
-        );
-        results.push(run_workload(&clients, w, &args, pool.clone(), run_id).await);
     }
     let baseline = results
         .iter()
@@ -485,7 +527,7 @@ pub async fn run(
             .map(|r| {
                 serde_json::json!({
                     "workload": r.workload.name(), "concurrency": args.concurrency,
-                    "connections": args.connections, "seconds": r.seconds,
+                    "connections": args.connections, "rounds": args.rounds, "seconds": r.seconds,
                     "ok": r.ok, "errors": r.errors, "rpc_per_s": r.rps(),
                     "fields_per_s": r.rps() * r.workload.fields_per_request() as f64,
                     "p50_us": r.latency.value_at_quantile(0.5), "p99_us": r.latency.value_at_quantile(0.99),

@@ -727,3 +727,67 @@ async fn vaultctl_unseals_from_standard_input() {
     ));
     assert_eq!(status["sealed"], false);
 }
+
+/// `vaultctl bench` against a live vault: each workload named is reported
+/// once over all its rounds (the baseline and the workloads compared with it
+/// measured in turn), with no failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vaultctl_bench_reports_each_workload_over_its_rounds() {
+    let vault = TestVault::start();
+    let token = vault.token_for(CORE_ROLE).await;
+    let bench = |rounds: &str| {
+        vaultctl(
+            &vault,
+            &token,
+            &[
+                "--json",
+                "bench",
+                "-c",
+                "4",
+                "--connections",
+                "2",
+                "-d",
+                "0.25",
+                "--warmup",
+                "0",
+                "--rounds",
+                rounds,
+                "--workloads",
+                "health,detokenize",
+            ],
+            None,
+        )
+    };
+    let out = bench("2");
+    let v = json(&out);
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "one row per workload: {v}");
+    for (row, name) in rows.iter().zip(["health", "detokenize"]) {
+        assert_eq!(row["workload"], name);
+        assert_eq!(row["rounds"], 2);
+        let seconds = row["seconds"].as_f64().unwrap();
+        assert!((seconds - 0.5).abs() < 1e-9, "{name}: two rounds of 0.25 s");
+        let ok = row["ok"].as_u64().unwrap();
+        assert!(ok > 0, "{name}: no request succeeded");
+        assert_eq!(row["errors"], 0, "{name}");
+        let rps = row["rpc_per_s"].as_f64().unwrap();
+        assert!((rps - ok as f64 / seconds).abs() < 1e-6, "{name}: {rps}");
+    }
+    let ratio = |i: usize| rows[i]["ratio_to_baseline"].as_f64().unwrap();
+    assert!((ratio(0) - 1.0).abs() < 1e-9);
+    let expected = rows[1]["rpc_per_s"].as_f64().unwrap() / rows[0]["rpc_per_s"].as_f64().unwrap();
+    assert!((ratio(1) - expected).abs() < 1e-9);
+    let log = String::from_utf8_lossy(&out.stderr);
+    for name in ["health", "detokenize"] {
+        assert!(
+            log.contains(&format!(
+                "bench: {name} for 0.25s (+0s warm-up), C=4, round 2 of 2"
+            )),
+            "{log}"
+        );
+    }
+
+    let out = bench("0");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rounds"));
+}
