@@ -827,8 +827,8 @@ impl Engine {
             // look-up of its pointer: a token is in its own subject's record
             // only, so it points there.
             let held = previous.and_then(|i| {
-                let at = reached[i].record.as_ref()?.position(token.as_str())?;
-                Some((i, at))
+                let p = reached[i].record.as_ref()?.position(token.as_str())?;
+                Some((i, p))
             });
             let (at, position) = match held {
                 Some((i, position)) => (i, Some(position)),
