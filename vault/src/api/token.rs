@@ -287,7 +287,7 @@ impl TokenService for TokenApi {
         let started = Instant::now();
         let who = principal(&request);
         let mut ev = base_event(&request, who.as_deref().ok());
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         let n = req.tokens.len();
         let mut held_cvvs = Vec::new();
         let r = async {
@@ -298,14 +298,14 @@ impl TokenService for TokenApi {
             let schema = self.shared.engine.schema().clone();
             let purpose = declared_purpose(&mut v, "purpose", &schema, &req.purpose);
             let mut tokens = Vec::with_capacity(n.min(self.shared.limits.max_batch_items));
-            for (i, t) in req
-                .tokens
-                .iter()
+            for (i, t) in std::mem::take(&mut req.tokens)
+                .into_iter()
                 .enumerate()
                 .take(self.shared.limits.max_batch_items)
             {
-                // The field's name is only written out for a bad token.
-                match Token::parse(t) {
+                // The field's name is only written out for a bad token; a
+                // good one keeps the request's string.
+                match Token::parse_owned(t) {
                     Some(t) => tokens.push(t),
                     None => v.add(format!("tokens[{i}]"), "malformed token"),
                 }

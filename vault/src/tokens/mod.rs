@@ -67,18 +67,12 @@ impl Token {
     /// Parses `text`, or `None` if it is not a well-formed token. A string of
     /// digits that passes the Luhn check is a card number, not a token.
     pub fn parse(text: &str) -> Option<Self> {
-        if CARD_DIGITS.contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit()) {
-            return (!crate::cards::luhn_valid(text)).then(|| Self(text.to_owned()));
-        }
-        let body = text.strip_prefix(PREFIX)?;
-        let ok = body.len() == BODY_LEN
-            && body
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            && URL_SAFE_NO_PAD
-                .decode_slice(body, &mut [0u8; 18])
-                .is_ok_and(|n| n == 16);
-        ok.then(|| Self(text.to_owned()))
+        well_formed(text).then(|| Self(text.to_owned()))
+    }
+
+    /// [`Token::parse`], keeping `text`'s allocation.
+    pub fn parse_owned(text: String) -> Option<Self> {
+        well_formed(&text).then_some(Self(text))
     }
 
     /// The token's text.
@@ -90,6 +84,23 @@ impl Token {
     pub fn into_string(self) -> String {
         self.0
     }
+}
+
+/// Whether `text` is a token in its canonical form (see [`Token::parse`]).
+fn well_formed(text: &str) -> bool {
+    if CARD_DIGITS.contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit()) {
+        return !crate::cards::luhn_valid(text);
+    }
+    let Some(body) = text.strip_prefix(PREFIX) else {
+        return false;
+    };
+    body.len() == BODY_LEN
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && URL_SAFE_NO_PAD
+            .decode_slice(body, &mut [0u8; 18])
+            .is_ok_and(|n| n == 16)
 }
 
 /// Appends `n` uniformly random decimal digits to `out`.
@@ -206,6 +217,16 @@ mod tests {
         #[test]
         fn parse_never_panics(s in "\\PC{0,40}") {
             let _ = Token::parse(&s);
+        }
+
+        /// Both ways of parsing take and refuse the same strings: random
+        /// text, near-tokens (the prefix and 22 characters of the body's
+        /// alphabet or beyond it) and digit strings of card length.
+        #[test]
+        fn parse_owned_agrees_with_parse(
+            s in "\\PC{0,40}|tok_[A-Za-z0-9_=+/-]{20,24}|[0-9]{11,20}"
+        ) {
+            prop_assert_eq!(Token::parse_owned(s.clone()), Token::parse(&s));
         }
     }
 }
