@@ -22,6 +22,17 @@ fn settings() -> Settings {
     }
 }
 
+/// A new trail holding events 1 to `n`: its directory (kept alive), its
+/// path, its engine and the open log.
+async fn trail_of(n: u64) -> (tempfile::TempDir, PathBuf, Arc<Engine>, AuditLog) {
+    let dir = tempfile::tempdir().unwrap();
+    let trail = dir.path().join("audit");
+    let e = engine(dir.path()).await;
+    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    log.record((1..=n).map(event).collect()).await.unwrap();
+    (dir, trail, e, log)
+}
+
 /// Every record of every segment, in file order.
 fn records(dir: &Path) -> Vec<AuditRecord> {
     let mut out = Vec::new();
@@ -97,11 +108,7 @@ async fn the_chain_continues_across_reopen_and_verifies() {
 
 #[tokio::test]
 async fn a_torn_end_is_set_aside_and_the_chain_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let trail = dir.path().join("audit");
-    let e = engine(dir.path()).await;
-    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
-    log.record((1..=3).map(event).collect()).await.unwrap();
+    let (_dir, trail, e, log) = trail_of(3).await;
     log.close();
     // Half a frame at the end, as an interrupted write leaves it.
     let path = newest_segment(&trail);
@@ -126,11 +133,7 @@ fn framed_len(records: &[AuditRecord]) -> u64 {
 
 #[tokio::test]
 async fn the_segment_being_written_is_zero_filled_ahead_and_cut_back_when_closed() {
-    let dir = tempfile::tempdir().unwrap();
-    let trail = dir.path().join("audit");
-    let e = engine(dir.path()).await;
-    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
-    log.record((1..=20).map(event).collect()).await.unwrap();
+    let (_dir, trail, _e, log) = trail_of(20).await;
     let path = newest_segment(&trail);
     let frames = framed_len(&records(&trail));
     let on_disk = std::fs::metadata(&path).unwrap().len();
@@ -150,11 +153,7 @@ async fn the_segment_being_written_is_zero_filled_ahead_and_cut_back_when_closed
 
 #[tokio::test]
 async fn a_zero_tail_left_by_a_crash_is_cut_and_a_write_torn_inside_it_set_aside() {
-    let dir = tempfile::tempdir().unwrap();
-    let trail = dir.path().join("audit");
-    let e = engine(dir.path()).await;
-    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
-    log.record((1..=3).map(event).collect()).await.unwrap();
+    let (_dir, trail, e, log) = trail_of(3).await;
     log.close();
     drop(log);
     let path = newest_segment(&trail);
@@ -243,11 +242,7 @@ async fn a_request_is_refused_in_time_while_the_writer_is_stuck() {
 
 #[tokio::test]
 async fn pci_10_3_any_change_is_found_at_the_first_bad_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let trail = dir.path().join("audit");
-    let e = engine(dir.path()).await;
-    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
-    log.record((1..=8).map(event).collect()).await.unwrap();
+    let (_dir, trail, e, log) = trail_of(8).await;
     log.close();
     let original = records(&trail);
     assert_eq!(original.len(), 9, "8 events and a checkpoint");
