@@ -40,6 +40,18 @@ fn stored(e: &FieldEntry) -> bool {
     e.shredded_at == 0 && !e.ciphertext.is_empty()
 }
 
+/// The rule of [`Engine::is_expired`]: shredded, or past `expires_at` (asked
+/// only if needed) without a legal hold.
+fn expired(
+    record: &SubjectRecord,
+    entry: &FieldEntry,
+    now: i64,
+    expires_at: impl FnOnce() -> Option<i64>,
+) -> bool {
+    entry.shredded_at > 0
+        || (record.legal_hold_case.is_empty() && expires_at().is_some_and(|t| t <= now))
+}
+
 impl Engine {
     /// When `entry` of `record` expires (Unix seconds), by its class.
     pub(crate) fn expires_at(&self, record: &SubjectRecord, entry: &FieldEntry) -> Option<i64> {
@@ -68,11 +80,7 @@ impl Engine {
     /// Whether `entry`'s value is gone or past its retention at `now`
     /// (a legal hold keeps it).
     pub(crate) fn is_expired(&self, record: &SubjectRecord, entry: &FieldEntry, now: i64) -> bool {
-        match self.schema.field(&entry.field) {
-            Some(field) => self.is_expired_as(record, entry, field, now),
-            // A field no longer in the schema has no retention to run out.
-            None => entry.shredded_at > 0,
-        }
+        expired(record, entry, now, || self.expires_at(record, entry))
     }
 
     /// [`Engine::is_expired`] for an entry whose field definition (`field`,
@@ -84,11 +92,9 @@ impl Engine {
         field: &FieldDef,
         now: i64,
     ) -> bool {
-        entry.shredded_at > 0
-            || (record.legal_hold_case.is_empty()
-                && self
-                    .expires_at_as(record, entry, field)
-                    .is_some_and(|t| t <= now))
+        expired(record, entry, now, || {
+            self.expires_at_as(record, entry, field)
+        })
     }
 
     /// Shreds every value past its retention: deletes its ciphertext and
