@@ -64,7 +64,7 @@ pub(crate) fn seal(
                 aad: &aad(&out[..HEADER_LEN], context),
             },
         )
-        .map_err(|_| CryptoError::DecryptionFailed)?;
+        .map_err(|_| CryptoError::EncryptionFailed)?;
     out.extend_from_slice(&ct);
     Ok(out)
 }

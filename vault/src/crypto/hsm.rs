@@ -127,13 +127,13 @@ impl HsmRoot {
         out.extend_from_slice(&nonce);
         let aad = envelope::aad(&out[..HEADER_LEN], context);
         let params = GcmParams::new(&mut nonce, &aad, 128.into())
-            .map_err(|_| CryptoError::DecryptionFailed)?;
+            .map_err(|_| CryptoError::Internal("AES-GCM parameters for the HSM"))?;
         let sealed = self
             .session
             .lock()
-            .map_err(|_| CryptoError::DecryptionFailed)?
+            .map_err(|_| CryptoError::Internal("HSM session lock poisoned"))?
             .encrypt(&Mechanism::AesGcm(params), self.key, secret)
-            .map_err(|_| CryptoError::DecryptionFailed)?;
+            .map_err(|_| CryptoError::EncryptionFailed)?;
         out.extend_from_slice(&sealed);
         Ok(out)
     }
@@ -148,11 +148,11 @@ impl HsmRoot {
         let mut nonce = nonce.to_vec();
         let aad = envelope::aad(header, context);
         let params = GcmParams::new(&mut nonce, &aad, 128.into())
-            .map_err(|_| CryptoError::DecryptionFailed)?;
+            .map_err(|_| CryptoError::Internal("AES-GCM parameters for the HSM"))?;
         let plain = self
             .session
             .lock()
-            .map_err(|_| CryptoError::DecryptionFailed)?
+            .map_err(|_| CryptoError::Internal("HSM session lock poisoned"))?
             .decrypt(&Mechanism::AesGcm(params), self.key, ct)
             .map_err(|_| CryptoError::DecryptionFailed)?;
         Ok(Zeroizing::new(plain))

@@ -234,7 +234,7 @@ impl Keyring {
     fn kek(&self, version: u32) -> Result<Arc<KeyEncryptionKey>, CryptoError> {
         self.keks
             .read()
-            .map_err(|_| CryptoError::DecryptionFailed)?
+            .map_err(|_| CryptoError::Internal("KEK lock poisoned"))?
             .get(&version)
             .map(|k| k.key.clone())
             .ok_or(CryptoError::DecryptionFailed)

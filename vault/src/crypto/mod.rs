@@ -35,11 +35,17 @@ pub enum CryptoError {
     /// Decryption or authentication failed.
     #[error("decryption failed")]
     DecryptionFailed,
+    /// Encryption failed: nothing was sealed (AES-GCM refuses only inputs
+    /// beyond its limits; an HSM may refuse for its own reasons).
+    #[error("encryption failed")]
+    EncryptionFailed,
     /// The operating system's random generator failed.
     #[error("random generator unavailable")]
     Random,
-    /// A key could not be made from its derived bytes.
-    #[error("key derivation failed: {0}")]
+    /// A misuse or a broken invariant inside the vault (a key that cannot be
+    /// made from its derived bytes, a poisoned lock, parameters out of
+    /// range), described without values.
+    #[error("internal crypto error: {0}")]
     Internal(&'static str),
 }
 

@@ -64,7 +64,7 @@ impl std::fmt::Debug for Share {
 /// n <= 255).
 pub fn split(secret: &[u8; SECRET_LEN], n: u8, k: u8) -> Result<Vec<Share>, CryptoError> {
     if k < 2 || n < k {
-        return Err(CryptoError::DecryptionFailed);
+        return Err(CryptoError::Internal("shares need 2 <= k <= n"));
     }
     // coefficients[j][i]: coefficient of x^(j+1) for secret byte i.
     let mut coefficients = Vec::with_capacity(usize::from(k - 1));
@@ -234,8 +234,12 @@ mod tests {
         assert_eq!(*combine(&pick(&[0, 1, 2, 3])).unwrap(), secret);
         assert_ne!(*combine(&pick(&[0, 1])).unwrap(), secret);
         assert!(combine(&pick(&[0, 0, 1])).is_none(), "duplicate index");
-        assert!(split(&secret, 2, 3).is_err());
-        assert!(split(&secret, 3, 1).is_err());
+        for (n, k) in [(2, 3), (3, 1), (0, 0)] {
+            assert_eq!(
+                split(&secret, n, k).unwrap_err(),
+                CryptoError::Internal("shares need 2 <= k <= n")
+            );
+        }
     }
 
     #[test]
