@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use vault_client::VaultClient;
@@ -112,12 +112,7 @@ impl TestVault {
             .arg(&shares_dir)
             .output()
             .expect("vaultd init");
-        assert!(
-            out.status.success(),
-            "vaultd init --shares failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stdout = assert_success(&out);
         v.operator_token = stdout
             .lines()
             .find_map(|l| l.strip_prefix(vault::BOOTSTRAP_LINE_PREFIX))
@@ -360,6 +355,28 @@ impl Drop for TestVault {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether a finished command succeeded, and its standard error as text.
+pub fn outcome(out: &Output) -> (bool, String) {
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Asserts that a finished command succeeded (showing its standard error
+/// and output if not); returns its standard output as text.
+#[track_caller]
+pub fn assert_success(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "command failed ({}): {}{stdout}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 /// Every file below `dir`, recursively.

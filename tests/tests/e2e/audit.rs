@@ -3,7 +3,7 @@
 
 use tonic::Code;
 use vault_client::proto::{AuditEvent, QueryRequest};
-use vault_tests::TestVault;
+use vault_tests::{TestVault, assert_success};
 
 async fn all_events(vault: &TestVault) -> Vec<AuditEvent> {
     vault
@@ -200,11 +200,7 @@ async fn pci_10_3_an_export_verifies_offline_and_tampering_is_named() {
             .unwrap()
     };
     let export = run(&["audit", "export"]);
-    assert!(
-        export.status.success(),
-        "{}",
-        String::from_utf8_lossy(&export.stderr)
-    );
+    assert_success(&export);
     let text = String::from_utf8(export.stdout).unwrap();
     let pubkey = String::from_utf8(run(&["audit", "pubkey"]).stdout).unwrap();
     let key = vault_client::audit::unhex(pubkey.trim()).unwrap();
@@ -259,11 +255,7 @@ async fn pci_10_3_an_export_verifies_offline_and_tampering_is_named() {
         "--pubkey",
         pubkey.trim(),
     ]);
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stdout)
-    );
+    assert_success(&ok);
     let broken = run(&[
         "audit",
         "verify",

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
-use vault_tests::{CORE_ROLE, TestVault, bin};
+use vault_tests::{CORE_ROLE, TestVault, assert_success, bin, outcome};
 
 fn vaultctl(vault: &TestVault, token: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(bin("vaultctl-under-test"));
@@ -28,13 +28,9 @@ fn vaultctl(vault: &TestVault, token: &str, args: &[&str], stdin: Option<&str>) 
     child.wait_with_output().unwrap()
 }
 
+#[track_caller]
 fn json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "vaultctl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&assert_success(out)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +79,7 @@ async fn vaultctl_tour() {
         ],
         None,
     );
-    assert!(out.status.success());
+    assert_success(&out);
     let table = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = table.lines().collect();
     assert!(
@@ -389,7 +385,7 @@ async fn vaultctl_erase_prints_a_receipt_that_verifies_offline() {
         ],
         None,
     );
-    assert!(out.status.success());
+    assert_success(&out);
     let out = vaultctl(
         &vault,
         &officer,
@@ -411,7 +407,7 @@ async fn vaultctl_erase_prints_a_receipt_that_verifies_offline() {
         ],
         None,
     );
-    assert!(out.status.success());
+    assert_success(&out);
     let receipt = json(&vaultctl(
         &vault,
         &officer,
@@ -434,11 +430,7 @@ async fn vaultctl_erase_prints_a_receipt_that_verifies_offline() {
         &["subject", "verify-receipt", file, "--pubkey", &pubkey],
         None,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("receipt verified"));
     // Changed readable fields, or another key: not valid.
     let mut changed = receipt.clone();
@@ -481,10 +473,7 @@ fn gdpr_30_policy_check_fails_a_field_without_class_purposes_or_retention() {
             .arg(dir.path())
             .output()
             .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        outcome(&out)
     };
     let (ok, err) = check(&fields);
     assert!(ok, "the shipped policy is valid: {err}");
@@ -639,11 +628,7 @@ async fn vaultctl_rotates_retires_and_backs_up() {
         String::from_utf8_lossy(&out.stderr)
     );
     let out = vaultctl(&vault, &op, &["keys", "retire", "v1"], None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let status = json(&vaultctl(&vault, &op, &["--json", "status"], None));
     assert_eq!(status["kek_versions"], serde_json::json!([2]));
 
@@ -666,11 +651,7 @@ async fn vaultctl_rotates_retires_and_backs_up() {
         c.env_remove("VAULT_CONFIG").output().unwrap()
     };
     let out = restore("restored", None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("restored 2 subjects"));
 
     // A damaged erasure journal is refused before anything is written: the
@@ -678,11 +659,7 @@ async fn vaultctl_rotates_retires_and_backs_up() {
     let journal = dir.path().join("j.vbk");
     let j = journal.to_str().unwrap();
     let out = vaultctl(&vault, &op, &["backup", "--journal-only", j], None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let mut bytes = std::fs::read(&journal).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
@@ -690,11 +667,7 @@ async fn vaultctl_rotates_retires_and_backs_up() {
     let out = restore("restored-again", Some(j));
     assert!(!out.status.success(), "a damaged journal is refused");
     let out = restore("restored-again", None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
 }
 
 /// `vaultctl unseal -` reads a share from standard input and shows the
@@ -703,21 +676,13 @@ async fn vaultctl_rotates_retires_and_backs_up() {
 async fn vaultctl_unseals_from_standard_input() {
     let (vault, shares) = TestVault::start_sealed(3, 2, &[]);
     let out = vaultctl(&vault, "", &["unseal", "-"], Some(&shares[0]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 of 2 given; still sealed"));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("share.txt");
     std::fs::write(&file, &shares[2]).unwrap();
     let out = vaultctl(&vault, "", &["unseal", file.to_str().unwrap()], None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "unsealed");
     let status = json(&vaultctl(
         &vault,

@@ -5,7 +5,7 @@ use tonic::Code;
 use vault::crypto::envelope::key_version;
 use vault_client::VaultClient;
 use vault_client::proto::QueryRequest;
-use vault_tests::{TestVault, audit_events, scan_for};
+use vault_tests::{TestVault, assert_success, audit_events, outcome, scan_for};
 
 /// The KEK versions that wrap `subject`'s DEKs, from its record file.
 fn kek_versions(vault: &TestVault, subject: &str) -> Vec<u32> {
@@ -586,11 +586,7 @@ fn softhsm_token(dir: &std::path::Path, label: &str) -> Option<Vec<(String, Stri
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     Some(vec![
         ("SOFTHSM2_CONF".into(), conf.display().to_string()),
         ("VAULT_HSM_MODULE".into(), module.into()),
@@ -641,10 +637,7 @@ async fn pci_3_6_1_the_root_key_can_live_in_an_hsm() {
             cmd.env(k, v);
         }
         let out = cmd.arg("init").output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        outcome(&out)
     };
     let (ok, err) = open(&[]);
     assert!(ok, "{err}");

@@ -5,7 +5,9 @@ use prost::Message;
 use tonic::Code;
 use vault::engine::records::SubjectRecord;
 use vault_client::proto::{Disclosure, QueryRequest};
-use vault_tests::{TestVault, audit_events, card_number, example_values, files_below, scan_for};
+use vault_tests::{
+    TestVault, audit_events, card_number, example_values, files_below, outcome, scan_for,
+};
 
 /// The stored record of `subject`, read from its file in the data directory.
 pub(crate) fn record_file(vault: &TestVault, subject: &str) -> Option<SubjectRecord> {
@@ -576,10 +578,7 @@ fn restore(
         cmd.arg("--erasure-journal").arg(j);
     }
     let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    outcome(&out)
 }
 
 /// GDPR 17 and PCI 3.6: backup, erase, restore. A backup holds no raw

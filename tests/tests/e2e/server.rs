@@ -2,7 +2,7 @@
 
 use tokio_stream::StreamExt;
 use tonic_health::pb::health_check_response::ServingStatus;
-use vault_tests::TestVault;
+use vault_tests::{TestVault, assert_success, outcome};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_status() {
@@ -87,10 +87,7 @@ fn run_to_exit(vault: &TestVault, extra: &[&str], env: &[(&str, &str)]) -> (bool
         cmd.env(k, v);
     }
     let out = cmd.args(extra).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    outcome(&out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,11 +186,7 @@ async fn a_wrong_or_missing_root_key_refuses_to_start() {
         .arg("init")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     std::fs::copy(&other, &key).unwrap();
     let (ok, stderr) = run_to_exit(&vault, &["serve"], &[]);
     assert!(!ok);
