@@ -648,6 +648,39 @@ pub fn print_table(
     Ok(())
 }
 
+/// Detokenize results, as JSON or a table (with a BRAND column for cards).
+fn write_disclosed(
+    out: &mut impl Write,
+    values: &[crate::proto::Disclosed],
+    json: bool,
+    brand: bool,
+) -> std::io::Result<()> {
+    if json {
+        return writeln!(out, "{}", disclosed_json(values));
+    }
+    let rows: Vec<Vec<String>> = values
+        .iter()
+        .map(|d| {
+            let mut row = vec![
+                d.token.clone(),
+                d.field.clone(),
+                disclosure_name(d.disclosure).to_owned(),
+            ];
+            if brand {
+                row.push(d.brand.clone());
+            }
+            row.push(d.value.clone());
+            row
+        })
+        .collect();
+    let header: &[&str] = if brand {
+        &["TOKEN", "FIELD", "DISCLOSURE", "BRAND", "VALUE"]
+    } else {
+        &["TOKEN", "FIELD", "DISCLOSURE", "VALUE"]
+    };
+    print_table(out, header, &rows)
+}
+
 /// Detokenize results as JSON (`brand` only for cards).
 fn disclosed_json(values: &[crate::proto::Disclosed]) -> serde_json::Value {
     values
@@ -1301,46 +1334,11 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Card(CardCommand::Reveal { purpose, tokens }) => {
             let values = vault.detokenize(&tokens, &purpose).await?;
-            if json {
-                writeln!(out, "{}", disclosed_json(&values))?;
-            } else {
-                let rows: Vec<_> = values
-                    .iter()
-                    .map(|d| {
-                        vec![
-                            d.token.clone(),
-                            d.field.clone(),
-                            disclosure_name(d.disclosure).to_owned(),
-                            d.brand.clone(),
-                            d.value.clone(),
-                        ]
-                    })
-                    .collect();
-                print_table(
-                    &mut out,
-                    &["TOKEN", "FIELD", "DISCLOSURE", "BRAND", "VALUE"],
-                    &rows,
-                )?;
-            }
+            write_disclosed(&mut out, &values, json, true)?;
         }
         Command::Detokenize { purpose, tokens } => {
             let values = vault.detokenize(&tokens, &purpose).await?;
-            if json {
-                writeln!(out, "{}", disclosed_json(&values))?;
-            } else {
-                let rows: Vec<_> = values
-                    .iter()
-                    .map(|d| {
-                        vec![
-                            d.token.clone(),
-                            d.field.clone(),
-                            disclosure_name(d.disclosure).to_owned(),
-                            d.value.clone(),
-                        ]
-                    })
-                    .collect();
-                print_table(&mut out, &["TOKEN", "FIELD", "DISCLOSURE", "VALUE"], &rows)?;
-            }
+            write_disclosed(&mut out, &values, json, false)?;
         }
         Command::Lookup {
             purpose,

@@ -79,13 +79,10 @@ async fn vaultctl_tour() {
         ],
         None,
     );
-    assert_success(&out);
-    let table = String::from_utf8(out.stdout).unwrap();
+    let table = assert_success(&out);
     let lines: Vec<&str> = table.lines().collect();
-    assert!(
-        lines[0].starts_with("TOKEN") && lines[0].contains("DISCLOSURE"),
-        "{table}"
-    );
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(header, ["TOKEN", "FIELD", "DISCLOSURE", "VALUE"], "{table}");
     assert!(
         lines[1].contains("email")
             && lines[1].contains("PLAIN")
@@ -346,8 +343,25 @@ async fn vaultctl_card_tokenize_and_reveal() {
         &["card", "reveal", "--purpose", "customer_support", &card],
         None,
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("BRAND") && text.contains("visa"), "{text}");
+    let text = assert_success(&out);
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            vec!["TOKEN", "FIELD", "DISCLOSURE", "BRAND", "VALUE"],
+            vec![
+                card.as_str(),
+                "card_number",
+                "MASKED",
+                "visa",
+                "************1111"
+            ],
+        ],
+        "{text}"
+    );
 }
 
 /// `vaultctl subject erase` prints a receipt that `vaultctl subject
