@@ -193,15 +193,25 @@ impl IndexKey {
 
     /// The blind index of `value` in `field`: HMAC(index key, field ‖ 0 ‖ value).
     pub fn blind(&self, field: &str, value: &str) -> [u8; 32] {
-        let mut ctx = hmac::Context::with_key(&self.0);
-        ctx.update(field.as_bytes());
-        ctx.update(&[0]);
-        ctx.update(value.as_bytes());
-        let tag = ctx.sign();
-        let mut out = [0u8; 32];
-        out.copy_from_slice(tag.as_ref());
-        out
+        mac_pair(&self.0, field.as_bytes(), value.as_bytes())
     }
+}
+
+/// HMAC-SHA256(key, name ‖ 0 ‖ value): `name` (a field name, a credential
+/// id) never holds a zero byte, so the zero keeps the two parts apart.
+fn mac_pair(key: &hmac::Key, name: &[u8], value: &[u8]) -> [u8; 32] {
+    let mut ctx = hmac::Context::with_key(key);
+    ctx.update(name);
+    ctx.update(&[0]);
+    ctx.update(value);
+    tag32(&ctx.sign())
+}
+
+/// An HMAC-SHA256 tag as an array.
+fn tag32(tag: &hmac::Tag) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
 }
 
 impl fmt::Debug for IndexKey {
@@ -225,14 +235,7 @@ impl CredentialKey {
     /// The keyed hash of the secret of credential `id`:
     /// HMAC(credential key, id ‖ 0 ‖ secret).
     pub fn hash(&self, id: &str, secret: &[u8]) -> [u8; 32] {
-        let mut ctx = hmac::Context::with_key(&self.0);
-        ctx.update(id.as_bytes());
-        ctx.update(&[0]);
-        ctx.update(secret);
-        let tag = ctx.sign();
-        let mut out = [0u8; 32];
-        out.copy_from_slice(tag.as_ref());
-        out
+        mac_pair(&self.0, id.as_bytes(), secret)
     }
 }
 
@@ -255,10 +258,7 @@ impl AuditKey {
 
     /// HMAC-SHA256 of a chain hash.
     pub fn mac(&self, hash: &[u8; 32]) -> [u8; 32] {
-        let tag = hmac::sign(&self.0, hash);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(tag.as_ref());
-        out
+        tag32(&hmac::sign(&self.0, hash))
     }
 
     /// Whether `mac` is the MAC of `hash` (constant time).
@@ -323,6 +323,16 @@ mod tests {
             "{all}"
         );
         assert!(all.contains("version: 3"));
+    }
+
+    /// The blind index and the credential hash are on disk: their
+    /// construction must not change between versions.
+    #[test]
+    fn mac_pair_is_the_hmac_of_name_zero_value() {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &[9; KEY_LEN]);
+        let whole = hmac::sign(&key, b"email\0x@y.com");
+        assert_eq!(&mac_pair(&key, b"email", b"x@y.com")[..], whole.as_ref());
+        assert_eq!(&tag32(&whole)[..], whole.as_ref());
     }
 
     #[test]
