@@ -357,6 +357,23 @@ impl Drop for TestVault {
     }
 }
 
+/// Every purpose the shipped `policies/fields.toml` declares, for tests
+/// that go through role × purpose × field (a unit test keeps the two equal).
+pub const PURPOSES: [&str; 12] = [
+    "booking",
+    "itinerary",
+    "secure_flight",
+    "billing",
+    "payment_authorization",
+    "customer_support",
+    "collections",
+    "marketing_email",
+    "site_administration",
+    "fraud_prevention",
+    "personalisation",
+    "aggregate_analytics",
+];
+
 /// Whether a finished command succeeded, and its standard error as text.
 pub fn outcome(out: &Output) -> (bool, String) {
     (
@@ -487,6 +504,16 @@ pub async fn audit_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn purposes_are_those_the_shipped_schema_declares() {
+        let schema = vault::schema::Schema::default_schema(1024).unwrap();
+        let mut declared: Vec<&str> = schema.purposes().map(|p| p.name.as_str()).collect();
+        let mut listed = PURPOSES.to_vec();
+        declared.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(listed, declared);
+    }
 
     #[test]
     fn card_numbers_are_luhn_valid() {

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use tonic::Code;
 use vault_client::proto::{Disclosure, QueryRequest};
-use vault_tests::{TestVault, audit_events, files_below};
+use vault_tests::{PURPOSES, TestVault, audit_events, files_below};
 
 const ROLES: [&str; 9] = [
     "booking_service",
@@ -20,21 +20,6 @@ const ROLES: [&str; 9] = [
     "privacy_officer",
     "auditor",
     "operator",
-];
-
-const PURPOSES: [&str; 12] = [
-    "booking",
-    "itinerary",
-    "secure_flight",
-    "billing",
-    "payment_authorization",
-    "customer_support",
-    "collections",
-    "marketing_email",
-    "site_administration",
-    "fraud_prevention",
-    "personalisation",
-    "aggregate_analytics",
 ];
 
 /// `n` random decimal digits.

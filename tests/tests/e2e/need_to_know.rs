@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use tonic::Code;
 use vault_client::proto::Disclosure;
-use vault_tests::{TestVault, card_number, example_values};
+use vault_tests::{PURPOSES, TestVault, card_number, example_values};
 
 /// Every role of the default policy, and one that no policy names.
 const ROLES: [&str; 10] = [
@@ -75,21 +75,6 @@ fn expected(role: &str, field: &str, purpose: &str, consented: &[&str]) -> Discl
         _ => Denied,
     }
 }
-
-const PURPOSES: [&str; 12] = [
-    "booking",
-    "itinerary",
-    "secure_flight",
-    "billing",
-    "payment_authorization",
-    "customer_support",
-    "collections",
-    "marketing_email",
-    "site_administration",
-    "fraud_prevention",
-    "personalisation",
-    "aggregate_analytics",
-];
 
 fn all_values() -> Vec<(&'static str, String)> {
     example_values()
