@@ -45,7 +45,10 @@ pub struct Cli {
 /// `vaultctl principal` commands.
 #[derive(Debug, Subcommand)]
 pub enum PrincipalCommand {
-    /// Issue a bearer token for NAME in a role (operators). Prints the token once.
+    /// Issue a bearer token for NAME in a role (operators). Prints the token
+    /// once. For a role that may see personal data, this only requests it:
+    /// it prints the token's first part and the grant's id, and a second
+    /// principal (a privacy officer) approves it with `principal approve`.
     Create {
         /// The principal's name, e.g. alice@travel.example.
         name: String,
@@ -56,7 +59,22 @@ pub enum PrincipalCommand {
         #[arg(long, default_value = "8h")]
         ttl: String,
     },
-    /// List issued bearer tokens (never their secrets).
+    /// Approve a pending grant by its id (a second principal, e.g. a privacy
+    /// officer). Prints the token's second part once: the grantee's token is
+    /// the requester's part followed at once by this one.
+    Approve {
+        /// The grant's id (`principal create` printed it).
+        id: String,
+    },
+    /// Reject a pending grant (an approver), or withdraw it (its requester).
+    Reject {
+        /// The grant's id.
+        id: String,
+        /// Why (recorded in the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
+    /// List issued bearer tokens and pending grants (never their secrets).
     List,
     /// Revoke a bearer token by id.
     Revoke {
@@ -834,7 +852,10 @@ fn print_principals(
             .map(|p| {
                 serde_json::json!({"id": p.id, "name": p.name, "role": p.role,
                     "created_at": p.created_at, "expires_at": p.expires_at,
-                    "revoked_at": p.revoked_at, "created_by": p.created_by})
+                    "revoked_at": p.revoked_at, "created_by": p.created_by,
+                    "state": p.state, "granted_via": p.granted_via,
+                    "approved_by": p.approved_by, "approved_at": p.approved_at,
+                    "approve_by": p.approve_by})
             })
             .collect();
         writeln!(out, "{}", serde_json::Value::Array(v))
@@ -852,12 +873,28 @@ fn print_principals(
                     } else {
                         p.revoked_at.to_string()
                     },
+                    p.state.clone(),
+                    p.granted_via.clone(),
+                    if p.approved_by.is_empty() {
+                        "-".into()
+                    } else {
+                        p.approved_by.clone()
+                    },
                 ]
             })
             .collect();
         print_table(
             out,
-            &["ID", "NAME", "ROLE", "EXPIRES_AT", "REVOKED_AT"],
+            &[
+                "ID",
+                "NAME",
+                "ROLE",
+                "EXPIRES_AT",
+                "REVOKED_AT",
+                "STATE",
+                "GRANTED_VIA",
+                "APPROVED_BY",
+            ],
             &rows,
         )
     }
@@ -1606,13 +1643,36 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             let r = vault.create_principal(&name, &role, secs).await?;
             let token = Zeroizing::new(r.token);
             let p = r.principal.unwrap_or_default();
-            if json {
+            if json && r.pending {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"id": p.id, "name": p.name, "role": p.role,
+                        "pending": true, "approve_by": r.approve_by,
+                        "token_part": token.as_str()})
+                )?;
+            } else if json {
                 writeln!(
                     out,
                     "{}",
                     serde_json::json!({"id": p.id, "name": p.name, "role": p.role,
                         "expires_at": p.expires_at, "token": token.as_str()})
                 )?;
+            } else if r.pending {
+                writeln!(out, "id:           {}", p.id)?;
+                writeln!(out, "name:         {}", p.name)?;
+                writeln!(out, "role:         {}", p.role)?;
+                writeln!(out, "state:        pending approval")?;
+                writeln!(out, "approve_by:   {}", r.approve_by)?;
+                writeln!(out, "token part 1: {}", token.as_str())?;
+                eprintln!(
+                    "vaultctl: {} may see personal data, so a second principal must approve: vaultctl principal approve {}",
+                    p.role, p.id
+                );
+                eprintln!(
+                    "vaultctl: hand part 1 to {} yourself; the approver hands over part 2; the token is part 1 followed by part 2",
+                    p.name
+                );
             } else {
                 writeln!(out, "id:         {}", p.id)?;
                 writeln!(out, "name:       {}", p.name)?;
@@ -1623,6 +1683,35 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                     "vaultctl: the token is shown once; the vault keeps only a keyed hash of it"
                 );
             }
+        }
+        Command::Principal(PrincipalCommand::Approve { id }) => {
+            let r = vault.approve_grant(&id).await?;
+            let part = Zeroizing::new(r.token_part);
+            let p = r.principal.unwrap_or_default();
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"id": p.id, "name": p.name, "role": p.role,
+                        "expires_at": p.expires_at, "requested_by": p.created_by,
+                        "token_part": part.as_str()})
+                )?;
+            } else {
+                writeln!(out, "id:           {}", p.id)?;
+                writeln!(out, "name:         {}", p.name)?;
+                writeln!(out, "role:         {}", p.role)?;
+                writeln!(out, "requested_by: {}", p.created_by)?;
+                writeln!(out, "expires_at:   {}", p.expires_at)?;
+                writeln!(out, "token part 2: {}", part.as_str())?;
+                eprintln!(
+                    "vaultctl: hand part 2 to {} yourself; the token is the requester's part 1 followed at once by part 2",
+                    p.name
+                );
+            }
+        }
+        Command::Principal(PrincipalCommand::Reject { id, reason }) => {
+            let p = vault.reject_grant(&id, &reason).await?;
+            print_principals(&mut out, json, &[p])?;
         }
         Command::Principal(PrincipalCommand::List) => {
             let ps = vault.list_principals().await?;

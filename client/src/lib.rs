@@ -27,7 +27,7 @@ use proto::subject_service_client::SubjectServiceClient;
 use proto::system_service_client::SystemServiceClient;
 use proto::token_service_client::TokenServiceClient;
 use proto::{
-    CreatePrincipalRequest, CreatePrincipalResponse, DetokenizeRequest, Disclosed, ExplainRequest,
+    ApproveGrantRequest, ApproveGrantResponse, CreatePrincipalRequest, RejectGrantRequest, CreatePrincipalResponse, DetokenizeRequest, Disclosed, ExplainRequest,
     ExplainResponse, FieldToken, FieldValue, ListPrincipalsRequest, LookupRequest, PrincipalInfo,
     ReloadPolicyRequest, ReloadPolicyResponse, RevokePrincipalRequest, SetConsentRequest,
     SetConsentResponse, StatusRequest, StatusResponse, TokenizeRequest, TokenizeResponse,
@@ -454,6 +454,33 @@ impl VaultClient {
             ttl_seconds,
         });
         Ok(self.principals.create(r).await?.into_inner())
+    }
+
+    /// Approves the pending grant `id` (a second principal): the token's
+    /// second part is in the response, once.
+    pub async fn approve_grant(&mut self, id: &str) -> Result<ApproveGrantResponse, ClientError> {
+        let r = self.req(ApproveGrantRequest { id: id.to_owned() });
+        Ok(self.principals.approve(r).await?.into_inner())
+    }
+
+    /// Rejects the pending grant `id` (an approver), or withdraws it (its
+    /// requester), saying why.
+    pub async fn reject_grant(
+        &mut self,
+        id: &str,
+        reason: &str,
+    ) -> Result<PrincipalInfo, ClientError> {
+        let r = self.req(RejectGrantRequest {
+            id: id.to_owned(),
+            reason: reason.to_owned(),
+        });
+        Ok(self
+            .principals
+            .reject(r)
+            .await?
+            .into_inner()
+            .principal
+            .unwrap_or_default())
     }
 
     /// Every issued bearer token (operators).

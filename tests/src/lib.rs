@@ -31,6 +31,9 @@ permit (principal, action == Vault::Action::\"status\", resource);\n";
 
 const GOVERNANCE_POLICY: &str = include_str!("../../policies/governance.cedar");
 
+/// The name of the harness's privacy officer (`vaultd officer`).
+pub const OFFICER_NAME: &str = "harness-officer";
+
 /// Which access policy a test vault runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicyChoice {
@@ -65,6 +68,9 @@ pub struct TestVault {
     env: Vec<(String, String)>,
     /// The bootstrap operator token the first start printed.
     operator_token: Option<String>,
+    /// The harness's privacy officer (`vaultd officer`), who approves the
+    /// grants of data roles that [`TestVault::token_for`] asks for.
+    officer_token: Option<String>,
     /// Bearer tokens issued per role by [`TestVault::token_for`].
     tokens: Mutex<HashMap<String, String>>,
 }
@@ -85,12 +91,66 @@ impl TestVault {
         Self::start_full(&[], PolicyChoice::Default)
     }
 
+    /// Starts a vault with the shipped policies plus one more file,
+    /// `extra` (a company's own rules, e.g. a role of its own).
+    pub fn start_with_extra_policy(extra: &str) -> Self {
+        let mut v = Self::prepare(&[], PolicyChoice::Default);
+        let pdir = v.dir.path().join("company-policies");
+        std::fs::create_dir_all(&pdir).unwrap();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        for e in std::fs::read_dir(&shipped).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "cedar" || x == "cedarschema") {
+                std::fs::copy(&p, pdir.join(p.file_name().unwrap())).unwrap();
+            }
+        }
+        std::fs::write(pdir.join("company.cedar"), extra).unwrap();
+        v.env
+            .push(("VAULT_POLICY_DIR".into(), pdir.display().to_string()));
+        v.issue_officer(&[]);
+        v.spawn();
+        v
+    }
+
     /// Starts a vault with extra environment variables and a policy choice
     /// (a `VAULT_POLICY_DIR` in `env` wins over both).
     pub fn start_full(env: &[(&str, &str)], policy: PolicyChoice) -> Self {
         let mut v = Self::prepare(env, policy);
+        v.issue_officer(&[]);
         v.spawn();
         v
+    }
+
+    /// Issues the harness's privacy officer offline (`vaultd officer`, with
+    /// `shares` on standard input for a vault under shares), before the
+    /// vault serves; on a new directory this is also its first start, which
+    /// prints the bootstrap operator token.
+    fn issue_officer(&mut self, shares: &[String]) {
+        use std::io::Write;
+        let mut child = self
+            .command()
+            .args(["officer", "--name", OFFICER_NAME, "--ttl", "604800"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("vaultd officer");
+        let mut stdin = child.stdin.take().expect("stdin");
+        for s in shares {
+            writeln!(stdin, "{s}").expect("share to vaultd officer");
+        }
+        drop(stdin);
+        let out = child.wait_with_output().expect("vaultd officer");
+        let stdout = assert_success(&out);
+        for line in stdout.lines() {
+            if let Some(t) = line.strip_prefix(vault::BOOTSTRAP_LINE_PREFIX) {
+                self.operator_token = Some(t.to_owned());
+            }
+            if let Some(t) = line.strip_prefix(vault::OFFICER_LINE_PREFIX) {
+                self.officer_token = Some(t.to_owned());
+            }
+        }
+        assert!(self.officer_token.is_some(), "vaultd officer printed no token");
     }
 
     /// Starts a vault initialised (`vaultd init --shares n --threshold k`)
@@ -118,7 +178,7 @@ impl TestVault {
             .find_map(|l| l.strip_prefix(vault::BOOTSTRAP_LINE_PREFIX))
             .map(str::to_owned);
         assert!(!v.key_file().exists(), "no root key file with shares");
-        let shares = (1..=n)
+        let shares: Vec<String> = (1..=n)
             .map(|i| {
                 std::fs::read_to_string(shares_dir.join(format!("share-{i}.txt")))
                     .expect("share file")
@@ -126,6 +186,7 @@ impl TestVault {
                     .to_owned()
             })
             .collect();
+        v.issue_officer(&shares[..usize::from(k)]);
         v.spawn();
         (v, shares)
     }
@@ -151,6 +212,7 @@ impl TestVault {
             dir,
             env,
             operator_token: None,
+            officer_token: None,
             tokens: Mutex::new(HashMap::new()),
         }
     }
@@ -262,23 +324,58 @@ impl TestVault {
             .unwrap()
     }
 
+    /// The harness's privacy officer token (see [`OFFICER_NAME`]).
+    pub fn officer_token(&self) -> &str {
+        self.officer_token
+            .as_deref()
+            .expect("vaultd officer issued the harness's officer")
+    }
+
+    /// A new client connection as the harness's privacy officer.
+    pub async fn officer(&self) -> VaultClient {
+        self.anonymous()
+            .await
+            .with_token(self.officer_token())
+            .unwrap()
+    }
+
+    /// A bearer token for `name` in `role`, valid `ttl` seconds: requested
+    /// by the bootstrap operator and, for a data role, approved by the
+    /// harness's privacy officer (the token is then the two parts joined).
+    pub async fn issue(&self, name: &str, role: &str, ttl: u64) -> String {
+        let created = self
+            .operator()
+            .await
+            .create_principal(name, role, ttl)
+            .await
+            .unwrap_or_else(|e| panic!("issuing a token for {role}: {e}"));
+        if !created.pending {
+            return created.token;
+        }
+        let id = created.principal.expect("principal").id;
+        let approved = self
+            .officer()
+            .await
+            .approve_grant(&id)
+            .await
+            .unwrap_or_else(|e| panic!("approving the grant of {role}: {e}"));
+        format!("{}{}", created.token, approved.token_part)
+    }
+
     /// A bearer token for a principal `ROLE-test` in `role` (issued once per
-    /// role by the bootstrap operator, valid for an hour).
+    /// role, valid for an hour): requested by the bootstrap operator and,
+    /// for a data role, approved by the harness's privacy officer (the
+    /// token is then the two parts joined).
     pub async fn token_for(&self, role: &str) -> String {
         if let Some(t) = self.tokens.lock().unwrap().get(role) {
             return t.clone();
         }
-        let created = self
-            .operator()
-            .await
-            .create_principal(&format!("{role}-test"), role, 3600)
-            .await
-            .unwrap_or_else(|e| panic!("issuing a token for {role}: {e}"));
+        let token = self.issue(&format!("{role}-test"), role, 3600).await;
         self.tokens
             .lock()
             .unwrap()
-            .insert(role.to_owned(), created.token.clone());
-        created.token
+            .insert(role.to_owned(), token.clone());
+        token
     }
 
     /// A new client connection as a principal in `role`.
@@ -294,7 +391,9 @@ impl TestVault {
             match VaultClient::connect(&self.addr).await {
                 Ok(c) => return c,
                 Err(e) if Instant::now() > deadline => {
-                    panic!("cannot connect to {}: {e}", self.addr)
+                    let log = self.log();
+                    let tail = &log[log.len().saturating_sub(3000)..];
+                    panic!("cannot connect to {}: {e}; vaultd's log ends:\n{tail}", self.addr)
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }

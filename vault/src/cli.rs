@@ -59,6 +59,20 @@ pub enum Command {
     },
     /// Check the configuration, the field schema and the access policy, then exit.
     Check,
+    /// Issues a privacy officer's bearer token as the holder of the root key
+    /// (offline: the vault must be stopped). This is how the first approver
+    /// of data-role grants comes to exist without a client certificate
+    /// mapped to the role; it grants nothing the root key's holder could
+    /// not already read. Under shares, give the threshold of shares on
+    /// standard input, one per line.
+    Officer {
+        /// The officer's name (1 to 128 of A-Z a-z 0-9 . _ : @ / -).
+        #[arg(long)]
+        name: String,
+        /// The token's life in seconds.
+        #[arg(long, default_value_t = 8 * 3600)]
+        ttl: u64,
+    },
     /// Restore a backup (`vaultctl backup`) into an empty data directory,
     /// then replay the erasure journal so that erased subjects stay erased.
     Restore {
@@ -232,6 +246,22 @@ pub fn main() -> ExitCode {
                     c.data_dir.display(),
                     c.root_key_file.display()
                 );
+                Ok(())
+            }
+            Command::Officer { name, ttl } => {
+                let unsealed = match crate::seal::read_config(&config)? {
+                    Some(sc) => Some(crate::seal::unseal_from_lines(&config, &sc, std::io::stdin().lock())?),
+                    None => None,
+                };
+                let mut vault = crate::Vault::open_with(config, unsealed).await?;
+                if let Some(token) = vault.take_bootstrap_token() {
+                    crate::print_bootstrap(&token);
+                }
+                let token = vault.issue_officer(&name, ttl).await?;
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}{}", crate::OFFICER_LINE_PREFIX, token.expose());
+                let _ = out.flush();
+                eprintln!("vaultd: issued a privacy officer token to {name} (audited); it approves grants of data roles");
                 Ok(())
             }
             Command::Restore {

@@ -324,6 +324,54 @@ impl Vault {
         })
     }
 
+    /// Issues a privacy officer's token for `name`, valid `ttl_secs`, as
+    /// the holder of the root key (`vaultd officer`, offline): how the first
+    /// approver of data-role grants comes to exist where no client
+    /// certificate is mapped to the role. Audited (`principal_create`, by
+    /// "vaultd officer"); the trail and the store are closed afterwards.
+    pub async fn issue_officer(
+        self,
+        name: &str,
+        ttl_secs: u64,
+    ) -> Result<auth::credentials::IssuedToken, StartError> {
+        let invalid = |e: &str| StartError::Serve(format!("officer: {e}"));
+        auth::credentials::check_name(name).map_err(invalid)?;
+        if !(60..=self.config.max_token_ttl_secs).contains(&ttl_secs) {
+            return Err(invalid(&format!(
+                "--ttl must be 60 to {} seconds (max_token_ttl_secs)",
+                self.config.max_token_ttl_secs
+            )));
+        }
+        let shared = &self.shared;
+        let ev = audit::AuditEvent {
+            event_type: "principal_create".into(),
+            principal: "vaultd officer".into(),
+            role: "root_key_holder".into(),
+            auth: "root_key".into(),
+            outcome: "ok".into(),
+            ..Default::default()
+        };
+        let issued = shared
+            .auth
+            .credentials()
+            .create_by_root_key(
+                name,
+                OFFICER_ROLE,
+                ttl_secs,
+                shared.auth.now(),
+                Some(engine::Audited {
+                    log: &shared.audit,
+                    event: ev,
+                }),
+            )
+            .await
+            .map_err(|e| StartError::Credentials(e.to_string()));
+        shared.audit.close();
+        shared.engine.store().flush()?;
+        let (_, token) = issued?;
+        Ok(token)
+    }
+
     /// The bootstrap operator token, if this start issued one (once).
     pub fn take_bootstrap_token(&mut self) -> Option<auth::credentials::IssuedToken> {
         self.bootstrap.take()
@@ -594,6 +642,12 @@ pub enum Served {
     /// Sealed by an operator: unseal again to serve.
     Sealed,
 }
+
+/// The role `vaultd officer` issues: the approver of data-role grants.
+pub const OFFICER_ROLE: &str = "privacy_officer";
+
+/// The line `vaultd officer` prints on stdout with the officer's token.
+pub const OFFICER_LINE_PREFIX: &str = "vaultd privacy officer token (shown once): ";
 
 /// The line `vaultd` prints on stdout with a bootstrap operator token.
 pub const BOOTSTRAP_LINE_PREFIX: &str = "vaultd bootstrap operator token (shown once): ";

@@ -502,3 +502,52 @@ pub async fn serve_sealed(
         events,
     }))
 }
+
+/// The root key rebuilt offline from shares read from `input`, one per line
+/// (for `vaultd officer` on a vault under shares): every line is checked
+/// like an Unseal call and audited once the trail opens; reading stops at
+/// the threshold.
+pub fn unseal_from_lines(
+    _config: &Config,
+    shamir_config: &ShamirConfig,
+    input: impl std::io::BufRead,
+) -> Result<Unsealed, StartError> {
+    let mut st = Unsealer {
+        config: shamir_config.clone(),
+        shares: Vec::new(),
+        root: None,
+        events: Vec::new(),
+    };
+    for line in input.lines() {
+        let line = Zeroizing::new(line.map_err(|e| StartError::Serve(format!("reading shares: {e}")))?);
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let outcome = st.check(text);
+        let (name, detail) = match &outcome {
+            Ok(index) => ("ok", format!("share {index} accepted offline (vaultd officer)")),
+            Err(s) => ("invalid", s.message().to_owned()),
+        };
+        // Not "unseal": these shares open the vault offline, for one
+        // command, and are audited as such.
+        st.events.push(crate::audit::system_event("offline_unseal", name, detail));
+        if let Err(s) = outcome {
+            return Err(StartError::Serve(format!("share refused: {}", s.message())));
+        }
+        if st.shares.len() >= usize::from(st.config.threshold) {
+            let root = shamir::combine(&st.shares)
+                .ok_or_else(|| StartError::Serve("the shares do not combine".into()))?;
+            st.shares.clear();
+            return Ok(Unsealed {
+                root: RootKey::from_bytes(&root),
+                events: st.events,
+            });
+        }
+    }
+    Err(StartError::Serve(format!(
+        "{} of the {} shares needed were given on standard input",
+        st.shares.len(),
+        st.config.threshold
+    )))
+}

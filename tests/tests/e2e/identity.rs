@@ -17,7 +17,7 @@ async fn pci_8_3_bearer_tokens() {
     let mut op = vault.operator().await;
     assert_eq!(op.who_am_i().await.unwrap().role, "operator");
     let created = op
-        .create_principal("alice@travel.example", "billing_clerk", 60)
+        .create_principal("alice@travel.example", "auditor", 60)
         .await
         .unwrap();
     let token = created.token.clone();
@@ -52,7 +52,7 @@ async fn pci_8_3_bearer_tokens() {
         "alice@travel.example"
     );
     assert_eq!(status(alice.clone()).await, Ok(()));
-    // A clerk cannot issue tokens; nobody can issue one for longer than the limit.
+    // An auditor cannot issue tokens; nobody can issue one for longer than the limit.
     let err = alice2
         .create_principal("mallory", "operator", 3600)
         .await
@@ -82,7 +82,7 @@ async fn pci_8_3_bearer_tokens() {
     // Revoked: refused at once.
     let mut op = vault.operator().await;
     let bob = op
-        .create_principal("bob", "customer_service", 3600)
+        .create_principal("bob", "auditor", 3600)
         .await
         .unwrap();
     let listed = op.list_principals().await.unwrap();

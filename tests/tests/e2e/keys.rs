@@ -132,18 +132,9 @@ async fn nist_57_rotation_rewraps_every_data_key() {
 /// Operator and all-access clients whose bearer tokens outlive the clock's
 /// jumps.
 async fn long_lived(vault: &TestVault) -> (String, String) {
-    let mut op = vault.operator().await;
     let ttl = 120 * DAY as u64;
-    let core = op
-        .create_principal("core-long", vault_tests::CORE_ROLE, ttl)
-        .await
-        .unwrap()
-        .token;
-    let ops = op
-        .create_principal("ops-long", "operator", ttl)
-        .await
-        .unwrap()
-        .token;
+    let core = vault.issue("core-long", vault_tests::CORE_ROLE, ttl).await;
+    let ops = vault.issue("ops-long", "operator", ttl).await;
     (core, ops)
 }
 

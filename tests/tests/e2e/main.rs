@@ -10,6 +10,7 @@ mod bad_input;
 mod cards;
 mod cli;
 mod durability;
+mod grants;
 mod identity;
 mod keys;
 mod lifecycle;

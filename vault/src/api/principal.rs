@@ -1,16 +1,27 @@
-//! `vault.v1.PrincipalService`: bearer tokens (operators) and "who am I".
+//! `vault.v1.PrincipalService`: bearer tokens, their grants, and "who am I".
+//!
+//! Separation of duties: who may ask for a role's token, and who may approve
+//! it, is the Cedar policy's (`request_grant`, `approve_grant` on the role);
+//! that a data role needs two principals is the vault's own rule, which no
+//! policy can loosen: see [`PolicyEngine::data_role`](crate::policy::PolicyEngine::data_role).
 
 use super::{Shared, Violations, base_event, principal};
 use crate::auth::credentials::{CredentialRecord, check_name, check_role};
+use crate::auth::{AuthMethod, Principal};
 use crate::error::Error;
-use crate::policy::Action;
+use crate::policy::{Action, GrantAsk};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use vault_proto::v1::principal_service_server::PrincipalService;
 use vault_proto::v1::{
     CreatePrincipalRequest, CreatePrincipalResponse, ListPrincipalsRequest, ListPrincipalsResponse,
-    PrincipalInfo, RevokePrincipalRequest, RevokePrincipalResponse, WhoAmIRequest, WhoAmIResponse,
+    ApproveGrantRequest, ApproveGrantResponse, PrincipalInfo, RejectGrantRequest,
+    RejectGrantResponse, RevokePrincipalRequest, RevokePrincipalResponse, WhoAmIRequest,
+    WhoAmIResponse,
 };
+
+/// Longest reason for a rejection, in bytes.
+const MAX_REASON: usize = 256;
 
 /// Shortest bearer-token life, in seconds.
 const MIN_TTL_SECS: u64 = 60;
@@ -26,9 +37,46 @@ impl PrincipalApi {
     pub fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
     }
+
+    /// Whether the policy allows `who` the grant action `action` on
+    /// `grant`; logs a refusal.
+    fn require_grant(&self, who: &Principal, action: Action, grant: GrantAsk<'_>) -> Result<(), Error> {
+        if self.shared.policy.explain_grant(who, action, grant).allowed {
+            Ok(())
+        } else {
+            tracing::info!(principal = %who.name, role = %who.role, action = action.name(), granted = grant.role, "grant denied");
+            Err(Error::PermissionDenied)
+        }
+    }
+
+    /// Whether `who`'s own authority came from more than one principal: a
+    /// client certificate of the deployment's mapping, or a bearer token
+    /// granted under dual control or by the root key's holder.
+    fn independent(&self, who: &Principal) -> bool {
+        match who.method {
+            AuthMethod::Mtls => true,
+            AuthMethod::Bearer => who
+                .credential_id
+                .as_deref()
+                .and_then(|id| self.shared.auth.credentials().get(id))
+                .is_some_and(|r| r.may_approve()),
+        }
+    }
+
+    /// The id of a grant, checked.
+    fn grant_id(id: &str) -> Result<(), Error> {
+        if id.is_empty() || id.len() > 64 {
+            return Err(Error::invalid("id", "a grant id is required"));
+        }
+        Ok(())
+    }
 }
 
 fn info(r: &CredentialRecord) -> PrincipalInfo {
+    info_at(r, 0)
+}
+
+fn info_at(r: &CredentialRecord, now: i64) -> PrincipalInfo {
     PrincipalInfo {
         id: r.id.clone(),
         name: r.name.clone(),
@@ -37,6 +85,15 @@ fn info(r: &CredentialRecord) -> PrincipalInfo {
         expires_at: r.expires_at,
         revoked_at: r.revoked_at,
         created_by: r.created_by.clone(),
+        state: r.state(now).to_owned(),
+        granted_via: if r.granted_via.is_empty() {
+            crate::auth::credentials::VIA_SINGLE.to_owned()
+        } else {
+            r.granted_via.clone()
+        },
+        approved_by: r.approved_by.clone(),
+        approved_at: r.approved_at,
+        approve_by: r.approve_by,
     }
 }
 
@@ -50,7 +107,6 @@ impl PrincipalService for PrincipalApi {
         let mut ev = base_event(&request, Some(&who));
         ev.event_type = "principal_create".into();
         let r: Result<_, Error> = async {
-            self.shared.require(&who, Action::ManagePrincipals)?;
             let req = request.into_inner();
             let mut v = Violations::default();
             v.check("name", check_name(&req.name));
@@ -63,22 +119,147 @@ impl PrincipalService for PrincipalApi {
                 );
             }
             v.finish()?;
+            let data = self.shared.policy.data_role(&req.role, &req.name);
+            let grant = GrantAsk {
+                role: &req.role,
+                data_role: data.data,
+                ttl_seconds: req.ttl_seconds,
+            };
+            self.require_grant(&who, Action::RequestGrant, grant)?;
+            if data.data && *who.name == *req.name {
+                tracing::info!(principal = %who.name, granted = %req.role, "grant denied: a data role asked for oneself");
+                return Err(Error::PermissionDenied);
+            }
             let auth = &self.shared.auth;
-            let (record, token) = auth
-                .credentials()
-                .create(
-                    &req.name,
-                    &req.role,
-                    req.ttl_seconds,
-                    &who.name,
-                    auth.now(),
-                    Some(self.shared.audited(&ev)),
-                )
-                .await?;
-            tracing::info!(by = %who.name, id = %record.id, name = %record.name, role = %record.role, "bearer token issued");
+            let credentials = auth.credentials();
+            let (ttl, now, audited) = (req.ttl_seconds, auth.now(), Some(self.shared.audited(&ev)));
+            let (record, token) = if data.data {
+                credentials
+                    .request(&req.name, &req.role, ttl, &who.name, now, audited)
+                    .await?
+            } else {
+                credentials
+                    .create(&req.name, &req.role, ttl, &who.name, now, audited)
+                    .await?
+            };
+            if data.data {
+                tracing::info!(by = %who.name, id = %record.id, name = %record.name, role = %record.role, "grant requested; waits for a second principal");
+            } else {
+                tracing::info!(by = %who.name, id = %record.id, name = %record.name, role = %record.role, "bearer token issued");
+            }
             Ok(Response::new(CreatePrincipalResponse {
-                principal: Some(info(&record)),
+                principal: Some(info_at(&record, now)),
                 token: token.expose().to_owned(),
+                pending: data.data,
+                approve_by: record.approve_by,
+            }))
+        }
+        .await;
+        Ok(self.shared.conclude_written(ev, r).await?)
+    }
+
+    async fn approve(
+        &self,
+        request: Request<ApproveGrantRequest>,
+    ) -> Result<Response<ApproveGrantResponse>, Status> {
+        let who = principal(&request)?;
+        let mut ev = base_event(&request, Some(&who));
+        ev.event_type = "principal_approve".into();
+        ev.action = Action::ApproveGrant.name().into();
+        let r: Result<_, Error> = async {
+            let req = request.into_inner();
+            Self::grant_id(&req.id)?;
+            let auth = &self.shared.auth;
+            let now = auth.now();
+            // Unknown, or not pending: the same answer to anyone the policy
+            // would not let approve anything.
+            let pending = auth.credentials().get(&req.id).filter(|r| r.dual());
+            let Some(grant) = pending else {
+                self.require_grant(&who, Action::ApproveGrant, GrantAsk { role: "", data_role: true, ttl_seconds: 0 })?;
+                return Err(Error::NotFound("grant"));
+            };
+            let data = self.shared.policy.data_role(&grant.role, &grant.name);
+            self.require_grant(
+                &who,
+                Action::ApproveGrant,
+                GrantAsk {
+                    role: &grant.role,
+                    data_role: data.data,
+                    ttl_seconds: grant.ttl_secs,
+                },
+            )?;
+            if *who.name == *grant.created_by || *who.name == *grant.name {
+                tracing::info!(principal = %who.name, id = %grant.id, "approval denied: the approver is the requester or the grantee");
+                return Err(Error::PermissionDenied);
+            }
+            if !self.independent(&who) {
+                tracing::info!(principal = %who.name, id = %grant.id, "approval denied: the approver's own role was granted by one principal");
+                return Err(Error::PermissionDenied);
+            }
+            let (record, part) = auth
+                .credentials()
+                .approve(&req.id, &who.name, now, Some(self.shared.audited(&ev)))
+                .await?;
+            tracing::info!(by = %who.name, id = %record.id, name = %record.name, role = %record.role, requested_by = %record.created_by, "grant approved");
+            Ok(Response::new(ApproveGrantResponse {
+                principal: Some(info_at(&record, now)),
+                token_part: part.expose().to_owned(),
+            }))
+        }
+        .await;
+        Ok(self.shared.conclude_written(ev, r).await?)
+    }
+
+    async fn reject(
+        &self,
+        request: Request<RejectGrantRequest>,
+    ) -> Result<Response<RejectGrantResponse>, Status> {
+        let who = principal(&request)?;
+        let mut ev = base_event(&request, Some(&who));
+        ev.event_type = "principal_reject".into();
+        ev.action = Action::ApproveGrant.name().into();
+        let r: Result<_, Error> = async {
+            let req = request.into_inner();
+            let mut v = Violations::default();
+            if req.id.is_empty() || req.id.len() > 64 {
+                v.add("id", "a grant id is required");
+            }
+            if req.reason.is_empty() || req.reason.len() > MAX_REASON {
+                v.add("reason", format!("1 to {MAX_REASON} bytes are required"));
+            }
+            v.finish()?;
+            let auth = &self.shared.auth;
+            let now = auth.now();
+            let grant = auth.credentials().get(&req.id).filter(|r| r.dual());
+            // The requester may withdraw its own request; an approver may
+            // reject any it could approve.
+            let allowed = grant.as_ref().is_some_and(|g| {
+                *g.created_by == *who.name
+                    || self
+                        .shared
+                        .policy
+                        .explain_grant(
+                            &who,
+                            Action::ApproveGrant,
+                            GrantAsk {
+                                role: &g.role,
+                                data_role: true,
+                                ttl_seconds: g.ttl_secs,
+                            },
+                        )
+                        .allowed
+            });
+            if !allowed {
+                self.require_grant(&who, Action::ApproveGrant, GrantAsk { role: "", data_role: true, ttl_seconds: 0 })?;
+                return Err(Error::NotFound("grant"));
+            }
+            let record = auth
+                .credentials()
+                .reject(&req.id, &req.reason, now, Some(self.shared.audited(&ev)))
+                .await?;
+            tracing::info!(by = %who.name, id = %record.id, "grant rejected");
+            Ok(Response::new(RejectGrantResponse {
+                principal: Some(info_at(&record, now)),
             }))
         }
         .await;
@@ -94,6 +275,7 @@ impl PrincipalService for PrincipalApi {
         ev.event_type = "principal_list".into();
         let r: Result<_, Error> = async {
             self.shared.require(&who, Action::ManagePrincipals)?;
+            let now = self.shared.auth.now();
             Ok(Response::new(ListPrincipalsResponse {
                 principals: self
                     .shared
@@ -101,7 +283,7 @@ impl PrincipalService for PrincipalApi {
                     .credentials()
                     .list()
                     .iter()
-                    .map(|r| info(r))
+                    .map(|r| info_at(r, now))
                     .collect(),
             }))
         }

@@ -2,6 +2,13 @@
 //!
 //! The store keeps, per token, its id, name, role, expiry, revocation and
 //! the keyed hash HMAC(credential key, id ‖ 0 ‖ secret), never the secret.
+//!
+//! A token for a data role is made by two principals (split knowledge and
+//! dual control): the requester gets `vt1.<id>.<A>` and the approver `<B>`
+//! (A and B: 16 random bytes each, base64url), and the grantee's token is
+//! `vt1.<id>.<A><B>`. The store keeps HMAC(id.1 ‖ 0 ‖ A) from the request
+//! and HMAC(id.2 ‖ 0 ‖ B) from the approval: neither party, nor the store,
+//! ever holds the whole token.
 //! Every credential is held in memory too (they are few), so checking a
 //! token costs one HMAC and one map look-up; the hashes are compared in
 //! constant time.
@@ -25,6 +32,18 @@ pub const TOKEN_PREFIX: &str = "vt1.";
 const ID_LEN: usize = 16;
 /// Length of a secret (32 random bytes, base64url).
 const SECRET_LEN: usize = 43;
+/// Length of one part of a two-part secret (16 random bytes, base64url).
+const PART_LEN: usize = 22;
+/// How long a grant request waits for its approval.
+pub const GRANT_REQUEST_TTL_SECS: i64 = 24 * 3600;
+/// `granted_via` of a token issued by one principal (roles that see no
+/// personal data).
+pub const VIA_SINGLE: &str = "single";
+/// `granted_via` of a token requested by one principal, approved by another.
+pub const VIA_DUAL_CONTROL: &str = "dual_control";
+/// `granted_via` of a token issued offline by the holder of the root key
+/// (`vaultd officer`).
+pub const VIA_ROOT_KEY: &str = "root_key";
 /// Name of the operator token issued at first start.
 pub const BOOTSTRAP_NAME: &str = "bootstrap-operator";
 /// Life of the bootstrap operator token.
@@ -54,9 +73,67 @@ pub struct CredentialRecord {
     /// Who issued it.
     #[prost(string, tag = "7")]
     pub created_by: String,
-    /// HMAC(credential key, id ‖ 0 ‖ secret).
+    /// HMAC(credential key, id ‖ 0 ‖ secret); for a two-part token, of the
+    /// requester's part (with `id.1` for the id).
     #[prost(bytes = "vec", tag = "8")]
     pub hash: Vec<u8>,
+    /// How it came to be: [`VIA_SINGLE`] ("" in records older than grants),
+    /// [`VIA_DUAL_CONTROL`] or [`VIA_ROOT_KEY`].
+    #[prost(string, tag = "9")]
+    pub granted_via: String,
+    /// Who approved it ("" unless dual control, or not yet).
+    #[prost(string, tag = "10")]
+    pub approved_by: String,
+    /// Unix seconds (0: not approved).
+    #[prost(int64, tag = "11")]
+    pub approved_at: i64,
+    /// Unix seconds: a request not approved by then is void.
+    #[prost(int64, tag = "12")]
+    pub approve_by: i64,
+    /// The life asked for, counted from the approval.
+    #[prost(uint64, tag = "13")]
+    pub ttl_secs: u64,
+    /// HMAC(credential key, id.2 ‖ 0 ‖ approver's part), set at approval.
+    #[prost(bytes = "vec", tag = "14")]
+    pub approval_hash: Vec<u8>,
+    /// Whether the request was rejected or withdrawn (with `revoked_at`).
+    #[prost(bool, tag = "15")]
+    pub rejected: bool,
+}
+
+impl CredentialRecord {
+    /// Whether the token is made of two parts and waits for (or had) an
+    /// approval.
+    pub fn dual(&self) -> bool {
+        self.granted_via == VIA_DUAL_CONTROL
+    }
+
+    /// Whether the grant waits for its approval at `now`.
+    pub fn pending(&self, now: i64) -> bool {
+        self.dual() && self.approved_at == 0 && self.revoked_at == 0 && now < self.approve_by
+    }
+
+    /// "active", "pending", "revoked", "rejected" or "expired" at `now`.
+    pub fn state(&self, now: i64) -> &'static str {
+        if self.rejected {
+            "rejected"
+        } else if self.revoked_at != 0 {
+            "revoked"
+        } else if self.pending(now) {
+            "pending"
+        } else if (self.dual() && self.approved_at == 0) || self.expires_at <= now {
+            "expired"
+        } else {
+            "active"
+        }
+    }
+
+    /// Whether this credential's own authority came from more than one
+    /// principal (dual control) or from the root key's holder, so that its
+    /// holder may approve grants of data roles.
+    pub fn may_approve(&self) -> bool {
+        (self.dual() && self.approved_at != 0) || self.granted_via == VIA_ROOT_KEY
+    }
 }
 
 /// A newly issued token, shown once.
@@ -102,16 +179,39 @@ pub fn check_role(role: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The secret of a token: whole, or the two parts of a dual-control grant.
+enum Secret {
+    Whole(Zeroizing<Vec<u8>>),
+    Parts(Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>),
+}
+
+fn decode_exact(text: &str, len: usize) -> Option<Zeroizing<Vec<u8>>> {
+    let bytes = Zeroizing::new(URL_SAFE_NO_PAD.decode(text).ok()?);
+    (bytes.len() == len).then_some(bytes)
+}
+
 /// The id and secret of a well-formed token.
-fn parse(token: &str) -> Option<(&str, Zeroizing<Vec<u8>>)> {
+fn parse(token: &str) -> Option<(&str, Secret)> {
     let rest = token.strip_prefix(TOKEN_PREFIX)?;
     let (id, secret) = rest.split_once('.')?;
-    if id.len() != ID_LEN || secret.len() != SECRET_LEN {
+    if id.len() != ID_LEN {
         return None;
     }
     URL_SAFE_NO_PAD.decode(id).ok()?;
-    let secret = Zeroizing::new(URL_SAFE_NO_PAD.decode(secret).ok()?);
-    (secret.len() == 32).then_some((id, secret))
+    match secret.len() {
+        SECRET_LEN => Some((id, Secret::Whole(decode_exact(secret, 32)?))),
+        n if n == 2 * PART_LEN => {
+            let (a, b) = (secret.get(..PART_LEN)?, secret.get(PART_LEN..)?);
+            Some((id, Secret::Parts(decode_exact(a, 16)?, decode_exact(b, 16)?)))
+        }
+        _ => None,
+    }
+}
+
+/// The id under which part `n` (1: the requester's, 2: the approver's) of a
+/// two-part token is hashed (ids have no `.`, so it is no other id).
+fn part_id(id: &str, n: u8) -> String {
+    format!("{id}.{n}")
 }
 
 /// One credential in memory: its record and the principal it stands for
@@ -138,6 +238,8 @@ impl Issued {
 pub struct CredentialStore {
     engine: Arc<Engine>,
     records: RwLock<HashMap<String, Issued>>,
+    /// Held while a grant is approved or rejected, so one decision counts.
+    change: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for CredentialStore {
@@ -161,6 +263,7 @@ impl CredentialStore {
         Ok(Self {
             engine,
             records: RwLock::new(records),
+            change: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -180,13 +283,27 @@ impl CredentialStore {
             tracing::info!("bearer token refused: malformed");
             return Err(INVALID);
         };
-        let hash = self.engine.keyring().credential().hash(id, &secret);
+        let key = self.engine.keyring().credential();
         let Some(Issued { record, principal }) = self.read().get(id).cloned() else {
             tracing::info!(credential = id, "bearer token refused: unknown id");
             return Err(INVALID);
         };
-        if !ct_eq(&hash, &record.hash) {
+        let right = match (&secret, record.dual()) {
+            (Secret::Whole(s), false) => ct_eq(&key.hash(id, s), &record.hash),
+            (Secret::Parts(a, b), true) => {
+                // Both parts are checked, whatever the first gives.
+                let first = ct_eq(&key.hash(&part_id(id, 1), a), &record.hash);
+                let second = ct_eq(&key.hash(&part_id(id, 2), b), &record.approval_hash);
+                first & second
+            }
+            _ => false,
+        };
+        if !right {
             tracing::info!(credential = id, "bearer token refused: wrong secret");
+            return Err(INVALID);
+        }
+        if record.dual() && record.approved_at == 0 {
+            tracing::info!(credential = id, "bearer token refused: grant not approved");
             return Err(INVALID);
         }
         if record.revoked_at != 0 {
@@ -200,8 +317,10 @@ impl CredentialStore {
         Ok(principal)
     }
 
-    /// Issues a token for `name` in `role`, valid for `ttl_secs` from `now`;
-    /// with `audit`, its event is durable before the token is stored.
+    /// Issues a token for `name` in `role`, valid for `ttl_secs` from `now`,
+    /// by one principal (`created_by`); with `audit`, its event is durable
+    /// before the token is stored. Only for roles that see no personal data:
+    /// the caller has checked that ([`crate::policy::PolicyEngine::data_role`]).
     pub async fn create(
         &self,
         name: &str,
@@ -216,6 +335,51 @@ impl CredentialStore {
             role,
             ttl_secs,
             created_by,
+            via: VIA_SINGLE,
+        };
+        self.create_with(&who, now, Batch::new(), audit).await
+    }
+
+    /// Issues a token for `name` in `role` offline, by the holder of the
+    /// root key (`vaultd officer`): the first privacy officer, who approves
+    /// the grants of data roles from then on.
+    pub async fn create_by_root_key(
+        &self,
+        name: &str,
+        role: &str,
+        ttl_secs: u64,
+        now: i64,
+        audit: Option<Audited<'_>>,
+    ) -> Result<(Arc<CredentialRecord>, IssuedToken)> {
+        let who = Issue {
+            name,
+            role,
+            ttl_secs,
+            created_by: "vaultd officer (root key holder)",
+            via: VIA_ROOT_KEY,
+        };
+        self.create_with(&who, now, Batch::new(), audit).await
+    }
+
+    /// Requests a token for `name` in the data role `role`: stored pending
+    /// until another principal approves it ([`CredentialStore::approve`])
+    /// within [`GRANT_REQUEST_TTL_SECS`]. Returns the token's first part,
+    /// for the requester to hand to the grantee.
+    pub async fn request(
+        &self,
+        name: &str,
+        role: &str,
+        ttl_secs: u64,
+        requested_by: &str,
+        now: i64,
+        audit: Option<Audited<'_>>,
+    ) -> Result<(Arc<CredentialRecord>, IssuedToken)> {
+        let who = Issue {
+            name,
+            role,
+            ttl_secs,
+            created_by: requested_by,
+            via: VIA_DUAL_CONTROL,
         };
         self.create_with(&who, now, Batch::new(), audit).await
     }
@@ -232,44 +396,166 @@ impl CredentialStore {
             role,
             ttl_secs,
             created_by,
+            via,
         } = *who;
-        let rand = |e| Error::Internal(format!("randomness: {e}"));
-        let id = URL_SAFE_NO_PAD.encode(random_array::<12>().map_err(rand)?);
-        let secret = Zeroizing::new(random_array::<32>().map_err(rand)?);
-        let hash = self
-            .engine
-            .keyring()
-            .credential()
-            .hash(&id, secret.as_ref());
-        let text = Zeroizing::new(format!(
-            "{TOKEN_PREFIX}{id}.{}",
-            URL_SAFE_NO_PAD.encode(secret.as_ref())
-        ));
+        let dual = via == VIA_DUAL_CONTROL;
+        let id = URL_SAFE_NO_PAD.encode(random_array::<12>().map_err(rand_error)?);
+        let (hash, text) = if dual {
+            let part = Zeroizing::new(random_array::<16>().map_err(rand_error)?);
+            let hash = self
+                .engine
+                .keyring()
+                .credential()
+                .hash(&part_id(&id, 1), part.as_ref());
+            let text = format!("{TOKEN_PREFIX}{id}.{}", URL_SAFE_NO_PAD.encode(part.as_ref()));
+            (hash, Zeroizing::new(text))
+        } else {
+            let secret = Zeroizing::new(random_array::<32>().map_err(rand_error)?);
+            let hash = self
+                .engine
+                .keyring()
+                .credential()
+                .hash(&id, secret.as_ref());
+            let text = format!(
+                "{TOKEN_PREFIX}{id}.{}",
+                URL_SAFE_NO_PAD.encode(secret.as_ref())
+            );
+            (hash, Zeroizing::new(text))
+        };
+        let ttl = i64::try_from(ttl_secs).unwrap_or(i64::MAX);
         let record = CredentialRecord {
             id: id.clone(),
             name: name.to_owned(),
             role: role.to_owned(),
             created_at: now,
-            expires_at: now.saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX)),
+            // A pending grant's life starts at its approval.
+            expires_at: if dual { 0 } else { now.saturating_add(ttl) },
             revoked_at: 0,
             created_by: created_by.to_owned(),
             hash: hash.to_vec(),
+            granted_via: via.to_owned(),
+            approve_by: if dual {
+                now.saturating_add(GRANT_REQUEST_TTL_SECS)
+            } else {
+                0
+            },
+            ttl_secs,
+            ..Default::default()
         };
         batch.put(keys::credential(&id), record.encode_to_vec());
         let write = async { self.engine.store().commit(batch).await.map_err(Error::from) };
         match audit {
             None => write.await?,
             Some(Audited { log, mut event }) => {
-                event.detail = format!(
-                    "id {} name {} role {} expires_at {}",
-                    record.id, record.name, record.role, record.expires_at
-                );
+                event.detail = if dual {
+                    format!(
+                        "id {} name {} role {} requested; approve by {}",
+                        record.id, record.name, record.role, record.approve_by
+                    )
+                } else {
+                    format!(
+                        "id {} name {} role {} expires_at {} granted_via {}",
+                        record.id, record.name, record.role, record.expires_at, via
+                    )
+                };
                 log.record_then(event, write).await?;
             }
         }
         let record = Arc::new(record);
         self.write().insert(id, Issued::new(record.clone()));
         Ok((record, IssuedToken(SecretString::from(text.as_str()))))
+    }
+
+    /// The credential `id`, as stored now.
+    pub fn get(&self, id: &str) -> Option<Arc<CredentialRecord>> {
+        self.read().get(id).map(|i| i.record.clone())
+    }
+
+    /// Approves the pending grant `id` by `approver` at `now`: its life
+    /// starts, and the token's second part is returned (shown once). The
+    /// caller has checked who may approve; this checks that the grant is
+    /// still pending, under a lock, so that only one approval counts.
+    pub async fn approve(
+        &self,
+        id: &str,
+        approver: &str,
+        now: i64,
+        audit: Option<Audited<'_>>,
+    ) -> Result<(Arc<CredentialRecord>, IssuedToken)> {
+        let _one = self.change.lock().await;
+        let current = self.get(id).ok_or(Error::NotFound("grant"))?;
+        if !current.pending(now) {
+            return Err(Error::FailedPrecondition(
+                "the grant is not pending (approved, rejected, revoked or past its approval time)",
+            ));
+        }
+        let part = Zeroizing::new(random_array::<16>().map_err(rand_error)?);
+        let mut record = CredentialRecord::clone(&current);
+        record.approval_hash = self
+            .engine
+            .keyring()
+            .credential()
+            .hash(&part_id(id, 2), part.as_ref())
+            .to_vec();
+        record.approved_by = approver.to_owned();
+        record.approved_at = now;
+        record.expires_at = now.saturating_add(i64::try_from(record.ttl_secs).unwrap_or(i64::MAX));
+        let detail = format!(
+            "id {} name {} role {} approved; requested by {}; expires_at {}",
+            record.id, record.name, record.role, record.created_by, record.expires_at
+        );
+        let record = self.put(record, detail, audit).await?;
+        let text = URL_SAFE_NO_PAD.encode(part.as_ref());
+        Ok((record, IssuedToken(SecretString::from(text))))
+    }
+
+    /// Rejects (or, by its requester, withdraws) the pending grant `id`.
+    pub async fn reject(
+        &self,
+        id: &str,
+        reason: &str,
+        now: i64,
+        audit: Option<Audited<'_>>,
+    ) -> Result<Arc<CredentialRecord>> {
+        let _one = self.change.lock().await;
+        let current = self.get(id).ok_or(Error::NotFound("grant"))?;
+        if !current.pending(now) {
+            return Err(Error::FailedPrecondition(
+                "the grant is not pending (approved, rejected, revoked or past its approval time)",
+            ));
+        }
+        let mut record = CredentialRecord::clone(&current);
+        record.rejected = true;
+        record.revoked_at = now;
+        let detail = format!(
+            "id {} name {} role {} rejected; requested by {}; reason: {reason}",
+            record.id, record.name, record.role, record.created_by
+        );
+        self.put(record, detail, audit).await
+    }
+
+    /// Stores a changed `record` (its event, with `detail`, durable first)
+    /// and keeps the memory copy in step.
+    async fn put(
+        &self,
+        record: CredentialRecord,
+        detail: String,
+        audit: Option<Audited<'_>>,
+    ) -> Result<Arc<CredentialRecord>> {
+        let mut batch = Batch::new();
+        batch.put(keys::credential(&record.id), record.encode_to_vec());
+        let write = async { self.engine.store().commit(batch).await.map_err(Error::from) };
+        match audit {
+            None => write.await?,
+            Some(Audited { log, mut event }) => {
+                event.detail = detail;
+                log.record_then(event, write).await?;
+            }
+        }
+        let record = Arc::new(record);
+        self.write()
+            .insert(record.id.clone(), Issued::new(record.clone()));
+        Ok(record)
     }
 
     /// Issues the bootstrap operator token if none was ever issued.
@@ -286,6 +572,7 @@ impl CredentialStore {
                     role: "operator",
                     ttl_secs: BOOTSTRAP_TTL_SECS,
                     created_by: "vaultd",
+                    via: VIA_SINGLE,
                 },
                 now,
                 batch,
@@ -301,7 +588,7 @@ impl CredentialStore {
         self.read()
             .values()
             .filter(|i| {
-                i.record.name == name && i.record.revoked_at == 0 && i.record.expires_at > now
+                i.record.name == name && i.record.state(now) == "active"
             })
             .max_by(|a, b| {
                 (a.record.created_at, &a.record.id).cmp(&(b.record.created_at, &b.record.id))
@@ -338,20 +625,8 @@ impl CredentialStore {
         }
         let mut record = CredentialRecord::clone(&current);
         record.revoked_at = now;
-        let mut batch = Batch::new();
-        batch.put(keys::credential(id), record.encode_to_vec());
-        let write = async { self.engine.store().commit(batch).await.map_err(Error::from) };
-        match audit {
-            None => write.await?,
-            Some(Audited { log, mut event }) => {
-                event.detail = format!("id {} name {}", record.id, record.name);
-                log.record_then(event, write).await?;
-            }
-        }
-        let record = Arc::new(record);
-        self.write()
-            .insert(id.to_owned(), Issued::new(record.clone()));
-        Ok(record)
+        let detail = format!("id {} name {}", record.id, record.name);
+        self.put(record, detail, audit).await
     }
 }
 
@@ -362,6 +637,12 @@ struct Issue<'a> {
     role: &'a str,
     ttl_secs: u64,
     created_by: &'a str,
+    /// [`VIA_SINGLE`], [`VIA_DUAL_CONTROL`] or [`VIA_ROOT_KEY`].
+    via: &'static str,
+}
+
+fn rand_error(e: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("randomness: {e}"))
 }
 
 #[cfg(test)]
@@ -378,6 +659,15 @@ mod tests {
         assert!(parse(&format!("vt1.{id}.{}", &secret[1..])).is_none());
         assert!(parse(&format!("vt1.{id}.{secret}=")).is_none());
         assert!(parse("").is_none());
+        // Two parts of 16 bytes each, one after the other.
+        let part = URL_SAFE_NO_PAD.encode([9u8; 16]);
+        assert!(matches!(
+            parse(&format!("vt1.{id}.{part}{part}")),
+            Some((_, Secret::Parts(..)))
+        ));
+        assert!(parse(&format!("vt1.{id}.{part}")).is_none());
+        assert!(parse(&format!("vt1.{id}.{part}{part}A")).is_none());
+        assert!(parse(&format!("vt1.{id}.{part}!{}", &part[1..])).is_none());
     }
 
     #[test]

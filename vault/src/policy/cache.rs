@@ -8,7 +8,7 @@
 //! (decisions are cheap to redo).
 
 use super::{Action, Reveal, SubjectContext};
-use crate::auth::Principal;
+use crate::auth::{AuthMethod, Principal};
 use crate::schema::FieldDef;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -23,6 +23,8 @@ const SHARD_CAPACITY: usize = 4096;
 pub(super) struct Key<'a> {
     principal: &'a str,
     role: &'a str,
+    /// How the principal authenticated (`principal.auth` in Cedar).
+    method: AuthMethod,
     /// `None` is the combined reveal decision.
     action: Option<Action>,
     field: &'a str,
@@ -43,6 +45,7 @@ impl<'a> Key<'a> {
         Self {
             principal: &principal.name,
             role: &principal.role,
+            method: principal.method,
             action,
             field: &field.name,
             purpose,
@@ -56,6 +59,7 @@ impl<'a> Key<'a> {
         OwnedKey {
             principal: Arc::from(self.principal),
             role: Arc::from(self.role),
+            method: self.method,
             action: self.action,
             field: Arc::from(self.field),
             purpose: Arc::from(self.purpose),
@@ -69,6 +73,7 @@ impl<'a> Key<'a> {
         let mut h = state.build_hasher();
         self.principal.hash(&mut h);
         self.role.hash(&mut h);
+        self.method.hash(&mut h);
         self.action.hash(&mut h);
         self.field.hash(&mut h);
         self.purpose.hash(&mut h);
@@ -84,6 +89,7 @@ impl<'a> Key<'a> {
 struct OwnedKey {
     principal: Arc<str>,
     role: Arc<str>,
+    method: AuthMethod,
     action: Option<Action>,
     field: Arc<str>,
     purpose: Arc<str>,
@@ -95,6 +101,7 @@ struct OwnedKey {
 impl OwnedKey {
     fn matches(&self, k: &Key<'_>) -> bool {
         self.action == k.action
+            && self.method == k.method
             && self.consented == k.consented
             && self.restricted == k.restricted
             && *self.field == *k.field
@@ -206,7 +213,6 @@ impl std::fmt::Debug for DecisionCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::AuthMethod;
     use crate::schema::Schema;
 
     #[test]
@@ -234,6 +240,16 @@ mod tests {
         );
         assert_eq!(
             c.get_reveal(&Key::new(&p, None, email, "billing", &ctx)),
+            None
+        );
+        // The same name and role over mTLS is another principal to Cedar
+        // (`principal.auth`), so another key.
+        let mtls = Principal {
+            method: AuthMethod::Mtls,
+            ..p.clone()
+        };
+        assert_eq!(
+            c.get_reveal(&Key::new(&mtls, None, email, "booking", &ctx)),
             None
         );
         assert_eq!(

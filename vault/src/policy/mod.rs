@@ -78,6 +78,11 @@ pub enum Action {
     Backup,
     /// Report on retention and run the sweeper.
     Lifecycle,
+    /// Ask for a bearer token for a role (alone enough for a role that
+    /// sees no personal data).
+    RequestGrant,
+    /// Approve another principal's request for a data role's token.
+    ApproveGrant,
 }
 
 impl Action {
@@ -108,6 +113,8 @@ impl Action {
             Action::RotateKeys => "rotate_keys",
             Action::Backup => "backup",
             Action::Lifecycle => "lifecycle",
+            Action::RequestGrant => "request_grant",
+            Action::ApproveGrant => "approve_grant",
         }
     }
 
@@ -117,7 +124,7 @@ impl Action {
     }
 
     /// Every action.
-    pub const ALL: [Action; 24] = [
+    pub const ALL: [Action; 26] = [
         Action::Tokenize,
         Action::RevealPlain,
         Action::RevealMasked,
@@ -142,6 +149,8 @@ impl Action {
         Action::RotateKeys,
         Action::Backup,
         Action::Lifecycle,
+        Action::RequestGrant,
+        Action::ApproveGrant,
     ];
 
     /// The actions on a field, in the order `explain` reports them.
@@ -166,6 +175,27 @@ impl Action {
                 | Action::Lookup
                 | Action::Update
         )
+    }
+
+    /// Whether the action acts on personal data: every field action and
+    /// every subject action. A role that any permit names for one of these
+    /// is a data role (see [`PolicyEngine::data_role`]).
+    pub fn on_personal_data(self) -> bool {
+        self.on_field()
+            || matches!(
+                self,
+                Action::SetConsent
+                    | Action::LinkCompanion
+                    | Action::Export
+                    | Action::Erase
+                    | Action::Restrict
+                    | Action::LegalHold
+            )
+    }
+
+    /// Whether the action's resource is a role (a grant).
+    pub fn on_role(self) -> bool {
+        matches!(self, Action::RequestGrant | Action::ApproveGrant)
     }
 
     fn resource(self, types: &Types) -> EntityUid {
@@ -245,6 +275,27 @@ impl SubjectContext {
     }
 }
 
+/// Whether a grant of a role to a name needs a second principal, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataRole {
+    /// Whether the role (for this name) may act on personal data.
+    pub data: bool,
+    /// The permits that make it so (`id (file:line)`).
+    pub because: Vec<String>,
+}
+
+/// A grant being decided: the role asked for, whether it is a data role,
+/// and the token's life.
+#[derive(Debug, Clone, Copy)]
+pub struct GrantAsk<'a> {
+    /// The role granted.
+    pub role: &'a str,
+    /// Whether it is a data role ([`PolicyEngine::data_role`]).
+    pub data_role: bool,
+    /// The token's life, in seconds.
+    pub ttl_seconds: u64,
+}
+
 /// The outcome of one explained decision.
 #[derive(Debug, Clone)]
 pub struct Explanation {
@@ -257,6 +308,17 @@ pub struct Explanation {
     pub policies: Vec<String>,
     /// Errors met while evaluating policies (such a policy is skipped).
     pub errors: Vec<String>,
+}
+
+/// What a decision is about, beyond its principal and action.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// A field of a subject, for a purpose.
+    Field(&'a FieldDef, &'a str, &'a SubjectContext),
+    /// A grant of a role.
+    Grant(GrantAsk<'a>),
+    /// A subject as a whole, the audit trail or the vault.
+    Whole,
 }
 
 /// One loaded, validated policy set with its entities and decision cache.
@@ -479,6 +541,67 @@ impl PolicyEngine {
         self.evaluate(&cur, principal, action, None).allowed
     }
 
+    /// The decision of the grant action `action` (`request_grant` or
+    /// `approve_grant`) for `principal` on `grant`.
+    pub fn explain_grant(
+        &self,
+        principal: &Principal,
+        action: Action,
+        grant: GrantAsk<'_>,
+    ) -> Explanation {
+        let cur = self.loaded();
+        self.evaluate_on(&cur, principal, action, Target::Grant(grant))
+    }
+
+    /// Whether a token for `role` issued to `name` could act on personal
+    /// data: some permit of the loaded policies that allows a field or
+    /// subject action has a principal scope that the grantee would fall in.
+    /// Worked out from the policies' scopes alone, ignoring their
+    /// conditions, so it errs towards "data role" (a condition cannot make
+    /// a permit safe to grant alone): a permit for `principal`, for
+    /// `principal is Vault::Principal`, or `in` anything but another role
+    /// counts for every role.
+    pub fn data_role(&self, role: &str, name: &str) -> DataRole {
+        use cedar_policy::{ActionConstraint, Effect, PrincipalConstraint};
+        let cur = self.loaded();
+        let t = &self.types;
+        let role_uid = t.uid(&t.role, role);
+        let principal_uid = t.uid(&t.principal, name);
+        let data_action = |uid: &EntityUid| {
+            uid.type_name() == &t.action
+                && Action::parse(uid.id().unescaped()).is_none_or(Action::on_personal_data)
+        };
+        let mut because: Vec<String> = cur
+            .policies
+            .policies()
+            .filter(|p| p.effect() == Effect::Permit)
+            .filter(|p| match p.action_constraint() {
+                ActionConstraint::Any => true,
+                ActionConstraint::Eq(a) => data_action(&a),
+                ActionConstraint::In(list) => list.iter().any(data_action),
+            })
+            .filter(|p| match p.principal_constraint() {
+                PrincipalConstraint::Any | PrincipalConstraint::Is(_) => true,
+                PrincipalConstraint::Eq(uid) => uid == principal_uid,
+                PrincipalConstraint::In(uid) | PrincipalConstraint::IsIn(_, uid) => {
+                    uid.type_name() != &t.role || uid == role_uid
+                }
+            })
+            .map(|p| {
+                let id = p.id().to_string();
+                match cur.origin.get(&id) {
+                    Some(at) => format!("{id} ({at})"),
+                    None => id,
+                }
+            })
+            .collect();
+        because.sort();
+        DataRole {
+            data: !because.is_empty(),
+            because,
+        }
+    }
+
     /// Explains each of the field `actions` (tokenize is asked with no
     /// purpose, the others with `purpose`) and the resulting reveal.
     pub fn explain_field(
@@ -522,6 +645,20 @@ impl PolicyEngine {
         action: Action,
         field: Option<(&FieldDef, &str, &SubjectContext)>,
     ) -> Explanation {
+        let target = match field {
+            Some((def, purpose, subject)) => Target::Field(def, purpose, subject),
+            None => Target::Whole,
+        };
+        self.evaluate_on(cur, principal, action, target)
+    }
+
+    fn evaluate_on(
+        &self,
+        cur: &Loaded,
+        principal: &Principal,
+        action: Action,
+        target: Target<'_>,
+    ) -> Explanation {
         let denied = |e: String| Explanation {
             action,
             allowed: false,
@@ -543,17 +680,23 @@ impl PolicyEngine {
             Ok(e) => e,
             Err(e) => return denied(format!("principal entity: {e}")),
         };
-        let role = Entity::new_no_attrs(role_uid, HashSet::new());
+        let mut extra = vec![entity, Entity::new_no_attrs(role_uid.clone(), HashSet::new())];
+        if let Target::Grant(g) = target {
+            let granted = t.uid(&t.role, g.role);
+            if granted != role_uid {
+                extra.push(Entity::new_no_attrs(granted, HashSet::new()));
+            }
+        }
         let entities = match cur
             .entities
             .clone()
-            .add_entities([entity, role], Some(&cur.schema))
+            .add_entities(extra, Some(&cur.schema))
         {
             Ok(e) => e,
             Err(e) => return denied(format!("entities: {e}")),
         };
-        let (resource, context) = match (action.on_field(), field) {
-            (true, Some((def, purpose, subject))) => {
+        let (resource, context) = match (action.on_field(), target) {
+            (true, Target::Field(def, purpose, subject)) => {
                 let needs_consent = self
                     .fields
                     .purpose(purpose)
@@ -591,7 +734,28 @@ impl PolicyEngine {
                     Err(e) => return denied(format!("context: {e}")),
                 }
             }
-            (true, None) => return denied("a field action needs a field".into()),
+            (true, _) => return denied("a field action needs a field".into()),
+            (false, Target::Grant(g)) if action.on_role() => {
+                let ctx = Context::from_pairs([
+                    (
+                        "data_role".to_owned(),
+                        RestrictedExpression::new_bool(g.data_role),
+                    ),
+                    (
+                        "ttl_seconds".to_owned(),
+                        RestrictedExpression::new_long(
+                            i64::try_from(g.ttl_seconds).unwrap_or(i64::MAX),
+                        ),
+                    ),
+                ]);
+                match ctx {
+                    Ok(c) => (t.uid(&t.role, g.role), c),
+                    Err(e) => return denied(format!("context: {e}")),
+                }
+            }
+            (false, _) if action.on_role() => {
+                return denied("a grant action needs a role".into());
+            }
             (false, _) => (action.resource(t), Context::empty()),
         };
         let request = match Request::new(

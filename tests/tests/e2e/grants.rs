@@ -1,0 +1,321 @@
+//! Separation of duties (PCI DSS 7.2, 8.2; DESIGN "Who may grant what"): no
+//! single principal can come to see personal or card data it could not see
+//! before. A token for a data role is requested by one principal and
+//! approved by a second, independent one; each holds only half the token.
+
+use tonic::Code;
+use vault_client::VaultClient;
+use vault_client::proto::QueryRequest;
+use vault_tests::{OFFICER_NAME, TestVault, audit_events};
+
+/// The roles of the shipped policy that may act on personal data.
+const DATA_ROLES: [&str; 7] = [
+    "booking_service",
+    "payment_processor",
+    "billing_clerk",
+    "customer_service",
+    "collections_agent",
+    "marketing_mailer",
+    "privacy_officer",
+];
+
+async fn who(vault: &TestVault, token: &str) -> Result<String, Code> {
+    let mut c = vault.anonymous().await.with_token(token).unwrap();
+    c.who_am_i().await.map(|w| w.role).map_err(|e| e.code)
+}
+
+/// A 22-character part that is not the approver's.
+const FORGED_PART: &str = "AAAAAAAAAAAAAAAAAAAAAA";
+
+/// An operator (the bootstrap one, or any other) cannot come to hold a
+/// token of a role that sees personal data: its request stays pending, its
+/// half of the token authenticates nothing, it cannot approve its own
+/// request, nor through a principal it issued alone, even where a company's
+/// policy lets operators approve; and it cannot ask a data role for itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sod_operator_cannot_mint_data_roles() {
+    let vault = TestVault::start_default_policy();
+    let mut op = vault.operator().await;
+    for role in DATA_ROLES {
+        let asked = op
+            .create_principal(&format!("{role}-by-op"), role, 3600)
+            .await
+            .unwrap();
+        assert!(asked.pending, "{role} is issued by one principal");
+        let id = asked.principal.as_ref().unwrap().id.clone();
+        assert_eq!(asked.principal.unwrap().state, "pending");
+        // The requester's part alone, or with a forged second part, is nothing.
+        assert_eq!(who(&vault, &asked.token).await, Err(Code::Unauthenticated));
+        assert_eq!(
+            who(&vault, &format!("{}{FORGED_PART}", asked.token)).await,
+            Err(Code::Unauthenticated),
+            "{role}"
+        );
+        // Nor can the requester approve it.
+        let err = op.approve_grant(&id).await.unwrap_err();
+        assert_eq!(err.code, Code::PermissionDenied, "{role}");
+    }
+    // A data role for the requester's own name is refused outright.
+    let me = op.who_am_i().await.unwrap().name;
+    let err = op
+        .create_principal(&me, "payment_processor", 3600)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::PermissionDenied);
+
+    // Roles that see no personal data are issued at once, by one operator.
+    let op2 = op.create_principal("op-two", "operator", 3600).await.unwrap();
+    assert!(!op2.pending);
+    assert_eq!(who(&vault, &op2.token).await.as_deref(), Ok("operator"));
+    let aud = op.create_principal("aud-one", "auditor", 3600).await.unwrap();
+    assert!(!aud.pending);
+
+    // Neither can approve what the first operator asks for.
+    let asked = op
+        .create_principal("card-reader", "payment_processor", 3600)
+        .await
+        .unwrap();
+    let id = asked.principal.unwrap().id;
+    for token in [&op2.token, &aud.token] {
+        let mut c = vault.anonymous().await.with_token(token).unwrap();
+        assert_eq!(
+            c.approve_grant(&id).await.unwrap_err().code,
+            Code::PermissionDenied
+        );
+    }
+    let listed = op.list_principals().await.unwrap();
+    let p = listed.iter().find(|p| p.id == id).unwrap();
+    assert_eq!(p.state, "pending", "still pending after the refusals");
+
+    // A company that lets operators approve grants gets no further: an
+    // operator issued by one principal is no independent approver.
+    drop(vault);
+    let vault = TestVault::start_with_extra_policy(
+        "@id(\"operators_approve\")\n\
+         permit (principal in Vault::Role::\"operator\", action == Vault::Action::\"approve_grant\", resource);\n",
+    );
+    let mut op = vault.operator().await;
+    let op2 = op.create_principal("op-two", "operator", 3600).await.unwrap();
+    let asked = op
+        .create_principal("card-reader", "payment_processor", 3600)
+        .await
+        .unwrap();
+    let id = asked.principal.unwrap().id;
+    let mut c = vault.anonymous().await.with_token(&op2.token).unwrap();
+    assert_eq!(
+        c.approve_grant(&id).await.unwrap_err().code,
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        op.approve_grant(&id).await.unwrap_err().code,
+        Code::PermissionDenied
+    );
+}
+
+/// A grant of a data role needs two different principals: an operator
+/// requests, a privacy officer (here the one `vaultd officer` issued)
+/// approves; the grantee's token is the two parts joined; each step is
+/// audited; a grant is approved once, can be rejected, and lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sod_grant_needs_two_principals() {
+    let mut vault = TestVault::start_default_policy();
+    let mut op = vault.operator().await;
+    let mut po = vault.officer().await;
+
+    let asked = op
+        .create_principal("clerk-1", "billing_clerk", 3600)
+        .await
+        .unwrap();
+    let id = asked.principal.unwrap().id;
+    let approved = po.approve_grant(&id).await.unwrap();
+    let info = approved.principal.unwrap();
+    assert_eq!(info.state, "active");
+    assert_eq!(info.granted_via, "dual_control");
+    assert_eq!(info.approved_by, OFFICER_NAME);
+    let token = format!("{}{}", asked.token, approved.token_part);
+    assert_eq!(who(&vault, &token).await.as_deref(), Ok("billing_clerk"));
+    // Each part alone, or the parts swapped, is nothing.
+    assert_eq!(who(&vault, &asked.token).await, Err(Code::Unauthenticated));
+    let (prefix, part1) = asked.token.rsplit_once('.').unwrap();
+    assert_eq!(
+        who(&vault, &format!("{prefix}.{}{part1}", approved.token_part)).await,
+        Err(Code::Unauthenticated)
+    );
+    // Approved once only.
+    assert_eq!(
+        po.approve_grant(&id).await.unwrap_err().code,
+        Code::FailedPrecondition
+    );
+
+    // The approver is neither the requester nor the grantee, and the
+    // officer cannot request (it approves, operators request).
+    let asked = op
+        .create_principal(OFFICER_NAME, "payment_processor", 3600)
+        .await
+        .unwrap();
+    assert_eq!(
+        po.approve_grant(&asked.principal.unwrap().id)
+            .await
+            .unwrap_err()
+            .code,
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        po.create_principal("anyone", "billing_clerk", 3600)
+            .await
+            .unwrap_err()
+            .code,
+        Code::PermissionDenied
+    );
+    // Nor does an officer approve the roles that run the vault (they need
+    // no approval, and the policy gives the officer none over them).
+
+    // A privacy officer granted under dual control approves in turn.
+    let asked = op
+        .create_principal("po-2", "privacy_officer", 3600)
+        .await
+        .unwrap();
+    let part2 = po
+        .approve_grant(&asked.principal.unwrap().id)
+        .await
+        .unwrap()
+        .token_part;
+    let po2_token = format!("{}{part2}", asked.token);
+    let mut po2 = vault.anonymous().await.with_token(&po2_token).unwrap();
+    let asked = op
+        .create_principal("agent-1", "customer_service", 3600)
+        .await
+        .unwrap();
+    let part2 = po2
+        .approve_grant(&asked.principal.unwrap().id)
+        .await
+        .unwrap()
+        .token_part;
+    assert_eq!(
+        who(&vault, &format!("{}{part2}", asked.token)).await.as_deref(),
+        Ok("customer_service")
+    );
+
+    // Rejected: never approvable afterwards.
+    let asked = op
+        .create_principal("clerk-2", "billing_clerk", 3600)
+        .await
+        .unwrap();
+    let rejected_id = asked.principal.unwrap().id;
+    let r = po
+        .reject_grant(&rejected_id, "no ticket for this access")
+        .await
+        .unwrap();
+    assert_eq!(r.state, "rejected");
+    assert_eq!(
+        po.approve_grant(&rejected_id).await.unwrap_err().code,
+        Code::FailedPrecondition
+    );
+
+    // Audited: the request by the operator, the approval by the officer,
+    // the refused approvals, the rejection.
+    let mut auditor = vault.client_as("auditor").await;
+    let events = audit_events(&mut auditor, QueryRequest::default()).await;
+    let requested = events
+        .iter()
+        .find(|e| e.event_type == "principal_create" && e.detail.contains("name clerk-1 "))
+        .expect("request audited");
+    assert_eq!(requested.role, "operator");
+    assert!(requested.detail.contains("requested"));
+    let approval = events
+        .iter()
+        .find(|e| e.event_type == "principal_approve" && e.outcome == "ok" && e.detail.contains(&id))
+        .expect("approval audited");
+    assert_eq!(approval.principal, OFFICER_NAME);
+    assert!(approval.detail.contains("requested by"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event_type == "principal_approve" && e.outcome == "denied"),
+        "a refused approval is audited"
+    );
+    assert!(events.iter().any(|e| e.event_type == "principal_reject"
+        && e.outcome == "ok"
+        && e.detail.contains("no ticket for this access")));
+
+    // Lapsed: a request not approved within a day is void.
+    let asked = op
+        .create_principal("clerk-3", "billing_clerk", 3600)
+        .await
+        .unwrap();
+    let late_id = asked.principal.unwrap().id;
+    vault.stop();
+    vault.set_env("VAULT_TEST_CLOCK_OFFSET_SECS", &(25 * 3600).to_string());
+    vault.restart();
+    let mut po = vault.officer().await;
+    assert_eq!(
+        po.approve_grant(&late_id).await.unwrap_err().code,
+        Code::FailedPrecondition
+    );
+}
+
+/// The first privacy officer comes from `vaultd officer`, run by the
+/// holder of the root key on the stopped vault: audited, and its token is
+/// refused once the vault knows it expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_privacy_officer_comes_from_the_root_key_holder() {
+    let vault = TestVault::start_default_policy();
+    assert_eq!(
+        who(&vault, vault.officer_token()).await.as_deref(),
+        Ok("privacy_officer")
+    );
+    let mut op: VaultClient = vault.operator().await;
+    let listed = op.list_principals().await.unwrap();
+    let officer = listed.iter().find(|p| p.name == OFFICER_NAME).unwrap();
+    assert_eq!(officer.granted_via, "root_key");
+    let mut auditor = vault.client_as("auditor").await;
+    let events = audit_events(&mut auditor, QueryRequest::default()).await;
+    assert!(events.iter().any(|e| e.event_type == "principal_create"
+        && e.principal == "vaultd officer"
+        && e.detail.contains(OFFICER_NAME)));
+}
+
+/// A Tokenize that would change a stored subject's consent (purposes or
+/// policy version) needs `set_consent` too, and its event says what the
+/// consent became; consent given with a new subject's data needs only
+/// `tokenize`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenize_changes_consent_only_with_set_consent() {
+    let vault = TestVault::start_with_extra_policy(
+        "@id(\"intake_collects\")\n\
+         permit (principal in Vault::Role::\"intake\", action == Vault::Action::\"tokenize\", resource);\n",
+    );
+    let mut intake = vault.client_as("intake").await;
+    let stored = intake
+        .tokenize("cons-1", &[("email", "c@example.com")], &["marketing_email"], "2026-01")
+        .await
+        .unwrap();
+    // The same consent again: fine. Another: refused, nothing stored.
+    intake
+        .tokenize("cons-1", &[("phone", "+14155550111")], &["marketing_email"], "2026-01")
+        .await
+        .unwrap();
+    for (purposes, version) in [(&["booking"][..], "2026-01"), (&["marketing_email"][..], "2027-01")] {
+        let err = intake
+            .tokenize("cons-1", &[("postal_code", "SW1A 1AA")], purposes, version)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, Code::PermissionDenied);
+    }
+    let mut po = vault.officer().await;
+    let export = po.export_subject("cons-1", "check").await.unwrap();
+    let text = format!("{export:?}");
+    assert!(text.contains("marketing_email") && !text.contains("SW1A"), "{text}");
+
+    // A booking service may set consent: its Tokenize changes it, audited.
+    let mut booking = vault.client_as("booking_service").await;
+    booking
+        .tokenize("cons-1", &[("postal_code", "SW1A 1AA")], &["booking"], "2026-01")
+        .await
+        .unwrap();
+    let mut auditor = vault.client_as("auditor").await;
+    let events = audit_events(&mut auditor, QueryRequest::default()).await;
+    assert!(events.iter().any(|e| e.principal == "booking_service-test"
+        && e.detail.contains("consent changed by tokenize: purposes [booking]")));
+    let _ = stored;
+}
