@@ -693,3 +693,57 @@ async fn card_numbers_and_cvvs_cannot_be_corrected() {
     assert_eq!(shown[0].value, card, "unchanged");
     assert_eq!(shown[1].value, "123", "still waiting for its one reveal");
 }
+
+/// PCI DSS 3.4.1: a booking service sees cards only masked, so Tokenize must
+/// not tell it whether a guessed number equals the subject's stored card:
+/// the same number and another number both get a new token. A value the
+/// caller may see in clear anyway (the booking service's e-mail for
+/// `booking`) keeps its token as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pci_3_4_1_tokenize_is_not_an_equality_oracle() {
+    let vault = TestVault::start_default_policy();
+    let mut booking = vault.client_as("booking_service").await;
+    let card = vault_tests::card_number("4", 16, 4711);
+    let guess = vault_tests::card_number("4", 16, 4712);
+    let store = |number: String| {
+        let mut b = booking.clone();
+        async move {
+            b.tokenize(
+                "oracle-1",
+                &[("card_number", number.as_str()), ("card_expiry", "12/99")],
+                &[],
+                "",
+            )
+            .await
+            .unwrap()
+            .remove(0)
+            .token
+        }
+    };
+    let first = store(card.clone()).await;
+    let same = store(card.clone()).await;
+    let other = store(guess).await;
+    assert_ne!(same, first, "the same number is not confirmed");
+    assert_ne!(other, first);
+    assert_ne!(same, other);
+    // Each token still answers the card masked, as the policy says.
+    let shown = booking
+        .detokenize(&[&first, &same], "booking")
+        .await
+        .unwrap();
+    for d in &shown {
+        assert_eq!(d.disclosure, Disclosure::Masked as i32);
+        assert!(d.value.ends_with(&card[12..]) && !d.value.contains(&card[..6]));
+    }
+    let email = |b: &mut vault_client::VaultClient| {
+        let mut b = b.clone();
+        async move {
+            b.tokenize("oracle-1", &[("email", "o@example.com")], &[], "")
+                .await
+                .unwrap()
+                .remove(0)
+                .token
+        }
+    };
+    assert_eq!(email(&mut booking).await, email(&mut booking).await);
+}

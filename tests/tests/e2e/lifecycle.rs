@@ -319,19 +319,10 @@ struct LongLived {
 }
 
 async fn long_lived(vault: &TestVault) -> LongLived {
-    let mut op = vault.operator().await;
     let year = 365 * DAY as u64;
     LongLived {
-        core: op
-            .create_principal("core-long", vault_tests::CORE_ROLE, year)
-            .await
-            .unwrap()
-            .token,
-        officer: op
-            .create_principal("officer-long", "privacy_officer", year)
-            .await
-            .unwrap()
-            .token,
+        core: vault.issue("core-long", vault_tests::CORE_ROLE, year).await,
+        officer: vault.issue("officer-long", "privacy_officer", year).await,
     }
 }
 
@@ -681,4 +672,71 @@ async fn gdpr_17_a_restored_backup_keeps_erased_subjects_erased() {
         };
         assert_eq!(d.disclosure, want as i32, "{}", d.field);
     }
+}
+
+/// GDPR 5(1)(e): a value whose retention runs from the subject's last
+/// activity, once expired, stays expired: a later Tokenize, consent change
+/// or correction for the same subject does not revive it, and storing the
+/// same value anew gets a new token, never the expired one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gdpr_5_1_e_activity_does_not_revive_expired() {
+    let ttl = 1200 * DAY as u64;
+    let mut vault = TestVault::start_with(&[
+        ("VAULT_MAX_TOKEN_TTL_SECS", &ttl.to_string()),
+        ("VAULT_RETENTION_SWEEP_SECS", "0"),
+    ]);
+    let core = vault.issue("core-long", vault_tests::CORE_ROLE, ttl).await;
+    let mut c = as_token(&vault, &core).await;
+    let stored = c
+        .tokenize("rev-1", &[("email", "rev@example.com")], &[], "")
+        .await
+        .unwrap();
+    let old = stored[0].token.clone();
+    // Contact data: 3 years after the last activity.
+    jump(&mut vault, 3 * 365 + 2);
+    let mut c = as_token(&vault, &core).await;
+    let expired = |shown: Vec<vault_client::proto::Disclosed>| {
+        shown[0].disclosure == Disclosure::Expired as i32 && shown[0].value.is_empty()
+    };
+    assert!(expired(c.detokenize(&[&old], "booking").await.unwrap()));
+
+    // Activity of every kind for the same subject.
+    let phone = c
+        .tokenize("rev-1", &[("phone", "+14155550199")], &[], "")
+        .await
+        .unwrap()
+        .remove(0)
+        .token;
+    assert!(expired(c.detokenize(&[&old], "booking").await.unwrap()));
+    c.set_consent("rev-1", &["marketing_email"], &[], "")
+        .await
+        .unwrap();
+    assert!(expired(c.detokenize(&[&old], "booking").await.unwrap()));
+    c.update(&phone, "+14155550100", "booking").await.unwrap();
+    assert!(expired(c.detokenize(&[&old], "booking").await.unwrap()));
+    assert_eq!(
+        c.update(&old, "new@example.com", "booking")
+            .await
+            .unwrap_err()
+            .code,
+        tonic::Code::FailedPrecondition,
+        "an expired value is stored anew, not corrected"
+    );
+
+    // Stored anew: a new token that answers, never the expired one.
+    let again = c
+        .tokenize("rev-1", &[("email", "rev@example.com")], &[], "")
+        .await
+        .unwrap()
+        .remove(0)
+        .token;
+    assert_ne!(again, old);
+    let shown = c.detokenize(&[&again, &old], "booking").await.unwrap();
+    assert_eq!(shown[0].disclosure, Disclosure::Plain as i32);
+    assert_eq!(shown[0].value, "rev@example.com");
+    assert!(expired(shown[1..].to_vec()));
+    // And a restart (which rebuilds nothing from the old value) agrees.
+    jump(&mut vault, 3 * 365 + 3);
+    let mut c = as_token(&vault, &core).await;
+    assert!(expired(c.detokenize(&[&old], "booking").await.unwrap()));
 }

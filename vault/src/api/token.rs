@@ -3,7 +3,7 @@
 use super::{Shared, Violations, base_event, declared_purpose, principal};
 use crate::audit::AuditItem;
 use crate::cards::Brand;
-use crate::engine::NewValue;
+use crate::engine::{Collect, NewValue};
 use crate::engine::records::SubjectRecord;
 use crate::engine::types::{PolicyVersion, Purpose, SubjectId, TravelEnd};
 use crate::engine::{Found, MAX_LOOKUP_RESULTS};
@@ -245,17 +245,28 @@ impl TokenService for TokenApi {
             }
             ev.action = "tokenize".into();
             ev.subject_id = subject.as_str().to_owned();
+            // A value stored again keeps its token only for a caller that
+            // could see it in clear or look it up for some purpose anyway
+            // (PCI DSS 3.4.1): to anyone else, the same token back would
+            // confirm a guess.
+            let may_dedupe = |field: &FieldDef, record: &SubjectRecord| {
+                let ctx = subject_context(&schema, record);
+                field.purposes.iter().any(|p| {
+                    policy.allows_field(&who, Action::RevealPlain, field, p, &ctx)
+                        || policy.allows_field(&who, Action::Lookup, field, p, &ctx)
+                })
+            };
+            let collect = Collect {
+                purposes: &purposes,
+                policy_version: &policy_version,
+                travel_end,
+                may_set_consent: self.shared.policy.allows(&who, Action::SetConsent),
+                may_dedupe: &may_dedupe,
+            };
             let tokens = self
                 .shared
                 .engine
-                .tokenize(
-                    &subject,
-                    &values,
-                    &purposes,
-                    &policy_version,
-                    travel_end,
-                    Some(self.shared.audited(&ev)),
-                )
+                .tokenize(&subject, &values, &collect, Some(self.shared.audited(&ev)))
                 .await?;
             Ok(TokenizeResponse {
                 tokens: values

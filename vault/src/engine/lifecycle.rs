@@ -25,9 +25,11 @@ impl Engine {
             .subject_record(sid)?
             .ok_or(Error::NotFound("subject"))?;
         let mut record = SubjectRecord::clone(&current);
-        let out = change(&mut record, self.clock.now())?;
-        self.commit_subject(sid, record, Batch::new(), audit)
-            .await?;
+        let now = self.clock.now();
+        let mut batch = Batch::new();
+        self.settle_expired(sid, &mut record, &mut batch, now);
+        let out = change(&mut record, now)?;
+        self.commit_subject(sid, record, batch, audit).await?;
         Ok(out)
     }
 
@@ -329,8 +331,15 @@ mod tests {
             value: Zeroizing::new(email.into()),
         };
         let none = PolicyVersion::parse("").unwrap();
+        let collect = crate::engine::Collect {
+            purposes: &[],
+            policy_version: &none,
+            travel_end: None,
+            may_set_consent: true,
+            may_dedupe: &|_, _| true,
+        };
         engine
-            .tokenize(sid, &[value], &[], &none, None, None)
+            .tokenize(sid, &[value], &collect, None)
             .await
             .unwrap();
     }

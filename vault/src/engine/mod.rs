@@ -129,6 +129,35 @@ pub struct NewValue {
     pub value: Zeroizing<String>,
 }
 
+/// What a Tokenize collects with its values, and what its caller may do.
+pub struct Collect<'a> {
+    /// The purposes the subject consents to with this collection (none:
+    /// unchanged).
+    pub purposes: &'a [Purpose],
+    /// The privacy-policy version the data is collected under ("":
+    /// unchanged).
+    pub policy_version: &'a PolicyVersion,
+    /// The end of travel, the retention anchor of travel data.
+    pub travel_end: Option<types::TravelEnd>,
+    /// Whether the caller may change the consent of a subject already
+    /// stored (`set_consent`): without it, a Tokenize that would change an
+    /// existing subject's purposes or policy version is refused.
+    pub may_set_consent: bool,
+    /// Whether the caller may be handed back the existing token of a value
+    /// it stores again: only a caller that could see or look the value up
+    /// anyway, or else the answer would confirm a guess (an equality oracle).
+    pub may_dedupe: &'a (dyn Fn(&FieldDef, &SubjectRecord) -> bool + Send + Sync),
+}
+
+impl std::fmt::Debug for Collect<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collect")
+            .field("purposes", &self.purposes)
+            .field("may_set_consent", &self.may_set_consent)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What detokenizing one token found.
 pub enum Found {
     /// The token exists and the caller may see it: its field, and its value
@@ -639,7 +668,9 @@ impl Engine {
     }
 
     /// Stores `values` of `subject` and returns one token per value, in order.
-    /// Values of look-up fields that the subject already has keep their token.
+    /// Values of look-up fields that the subject already has keep their
+    /// token, for a caller that `collect.may_dedupe` allows; any other
+    /// caller gets a new token for every value.
     ///
     /// Writes token and index pointers first and the subject record last: the
     /// subject record is the commit.
@@ -647,11 +678,16 @@ impl Engine {
         &self,
         subject: &SubjectId,
         values: &[NewValue],
-        purposes: &[Purpose],
-        policy_version: &PolicyVersion,
-        travel_end: Option<types::TravelEnd>,
+        collect: &Collect<'_>,
         mut audit: Option<Audited<'_>>,
     ) -> Result<Vec<Token>> {
+        let Collect {
+            purposes,
+            policy_version,
+            travel_end,
+            may_set_consent,
+            may_dedupe,
+        } = *collect;
         let sid = subject.as_str();
         let _guard = self.lock_for(sid).lock().await;
         let now = self.clock.now();
@@ -677,6 +713,10 @@ impl Engine {
                 }
             }
         };
+        // Values past their retention are shredded before this request's
+        // activity is recorded (it must not revive them), and the dedupe
+        // below then finds none of them.
+        self.settle_expired(sid, &mut record, &mut batch, now);
         let mut dek = self.dek_of(sid, &record, record.active_dek)?;
         let cvvs = values.iter().filter(|nv| nv.field.memory_only()).count();
         if cvvs > 0 && !self.cvv.has_room(cvvs) {
@@ -717,6 +757,7 @@ impl Engine {
             let blind = field.lookup.then(|| self.blind(field, &nv.value));
             if let Some(blind) = &blind
                 && !is_new
+                && may_dedupe(field, &record)
                 && let Some(existing) = self.store.get(&keys::index(blind, sid))?
             {
                 let existing = String::from_utf8(existing)
@@ -763,11 +804,23 @@ impl Engine {
             });
             out.push(token);
         }
+        let mut consent_changed = false;
         if !purposes.is_empty() {
-            record.purposes = purposes.iter().map(|p| p.as_str().to_owned()).collect();
+            let mut given: Vec<String> = purposes.iter().map(|p| p.as_str().to_owned()).collect();
+            given.sort();
+            given.dedup();
+            let mut held = record.purposes.clone();
+            held.sort();
+            consent_changed |= !is_new && given != held;
+            record.purposes = given;
         }
         if !policy_version.as_str().is_empty() {
+            consent_changed |= !is_new && record.policy_version != policy_version.as_str();
             record.policy_version = policy_version.as_str().to_owned();
+        }
+        if consent_changed && !may_set_consent {
+            tracing::info!(subject = sid, "tokenize refused: it would change consent without set_consent");
+            return Err(Error::PermissionDenied);
         }
         record.last_activity = now;
         if let Some(t) = travel_end {
@@ -779,6 +832,14 @@ impl Engine {
                 .zip(&out)
                 .map(|(nv, t)| item(&nv.field.name, t.as_str(), "STORED", sid))
                 .collect();
+            if consent_changed {
+                // The same words as a SetConsent's event.
+                a.event.detail = format!(
+                    "consent changed by tokenize: purposes [{}] policy_version {}",
+                    record.purposes.join(","),
+                    record.policy_version
+                );
+            }
         }
         self.commit_subject(sid, record, batch, audit).await?;
         let subject: Arc<str> = Arc::from(sid);
@@ -1045,8 +1106,9 @@ impl Engine {
                 "the value is past its retention: store it again with Tokenize",
             ));
         }
-        let dek = self.sealing_dek(&sid, &mut record, None)?;
         let mut batch = Batch::new();
+        self.settle_expired(&sid, &mut record, &mut batch, now);
+        let dek = self.sealing_dek(&sid, &mut record, None)?;
         let mut stale_index = None;
         let entry = record
             .entry_mut(token.as_str())

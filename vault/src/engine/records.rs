@@ -141,4 +141,9 @@ pub struct FieldEntry {
     pub updated_by: String,
     #[prost(string, tag = "13")]
     pub updated_by_role: String,
+    /// When the value's retention ran out while a legal hold kept it (Unix
+    /// seconds; 0: it has not): the value then stays expired whatever
+    /// activity follows, and is shredded once the hold is lifted.
+    #[prost(int64, tag = "14")]
+    pub expired_at: i64,
 }

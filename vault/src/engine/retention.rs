@@ -74,7 +74,12 @@ impl Engine {
             RetentionAnchor::TravelEnd if record.travel_end > 0 => record.travel_end,
             RetentionAnchor::TravelEnd => entry.created_at,
         };
-        Some(from.saturating_add(i64::from(retention.days).saturating_mul(DAY)))
+        let computed = from.saturating_add(i64::from(retention.days).saturating_mul(DAY));
+        // Once found expired (under a legal hold), it stays expired.
+        Some(match entry.expired_at {
+            0 => computed,
+            stamped => computed.min(stamped),
+        })
     }
 
     /// Whether `entry`'s value is gone or past its retention at `now`
@@ -233,13 +238,44 @@ impl Engine {
         }
         let mut record = SubjectRecord::clone(&current);
         let mut batch = Batch::new();
+        let shredded = self.settle_expired(sid, &mut record, &mut batch, now);
+        if shredded > 0 {
+            self.commit_subject(sid, record, batch, None).await?;
+        }
+        Ok(shredded)
+    }
+
+    /// Makes expiry final in `record` before a write records new activity
+    /// (GDPR 5(1)(e): activity after expiry must not revive a value whose
+    /// retention runs from the last activity). Every value past its
+    /// retention at `now` is shredded here, its index entry deleted in
+    /// `batch`; under a legal hold it stays readable, but its expiry is
+    /// stamped so that it is expired the moment the hold is lifted. Returns
+    /// how many values were shredded.
+    pub(crate) fn settle_expired(
+        &self,
+        sid: &str,
+        record: &mut SubjectRecord,
+        batch: &mut Batch,
+        now: i64,
+    ) -> u64 {
+        let held = !record.legal_hold_case.is_empty();
         let mut shredded = 0;
         for i in 0..record.entries.len() {
             let entry = &record.entries[i];
-            if !stored(entry) || self.expires_at(&record, entry).is_none_or(|t| t > now) {
+            if !stored(entry) {
                 continue;
             }
+            let Some(t) = self.expires_at(record, entry).filter(|t| *t <= now) else {
+                continue;
+            };
             let entry = &mut record.entries[i];
+            if held {
+                if entry.expired_at == 0 {
+                    entry.expired_at = t;
+                }
+                continue;
+            }
             if let Ok(blind) = <[u8; keys::BLIND_LEN]>::try_from(entry.blind.as_slice()) {
                 batch.delete(keys::index(&blind, sid));
             }
@@ -248,10 +284,7 @@ impl Engine {
             entry.shredded_at = now;
             shredded += 1;
         }
-        if shredded > 0 {
-            self.commit_subject(sid, record, batch, None).await?;
-        }
-        Ok(shredded)
+        shredded
     }
 
     /// Per class: values live, due within `due_days`, overdue (past
