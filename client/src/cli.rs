@@ -515,7 +515,8 @@ pub enum Command {
     Backup {
         /// The file to create (it must not exist).
         file: std::path::PathBuf,
-        /// Only the erasure journal, to replay on an older backup.
+        /// Only the erasure and revocation journals, to replay on an
+        /// older backup (`vaultd restore --journal FILE`).
         #[arg(long)]
         journal_only: bool,
     },

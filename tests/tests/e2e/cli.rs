@@ -658,6 +658,8 @@ async fn vaultctl_rotates_retires_and_backs_up() {
         let mut c = Command::new(bin("vaultd-under-test"));
         c.arg("--data-dir")
             .arg(dir.path().join(into))
+            .arg("--root-key-file")
+            .arg(vault.key_file())
             .args(["restore", "--from", f]);
         if let Some(j) = journal {
             c.args(["--erasure-journal", j]);
