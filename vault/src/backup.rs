@@ -236,10 +236,7 @@ pub fn header(mut input: impl Read) -> Result<Header, BackupError> {
     read_header(&mut input, None)
 }
 
-fn read_header(
-    input: &mut impl Read,
-    mut mac: Option<&mut BackupMac>,
-) -> Result<Header, BackupError> {
+fn read_header(input: &mut impl Read, mac: Option<&mut BackupMac>) -> Result<Header, BackupError> {
     let mut magic = vec![0u8; MAGIC.len()];
     exact(input, &mut magic).map_err(|_| BackupError::Invalid("too short"))?;
     if magic == MAGIC_V1 {
@@ -258,7 +255,7 @@ fn read_header(
         _ => return Err(BackupError::Invalid("unknown backup kind")),
     };
     let (wrapped_seed, len) = field(input, MAX_SEED)?;
-    if let Some(m) = mac.as_deref_mut() {
+    if let Some(m) = mac {
         m.update(&magic);
         m.update(&kind);
         m.update(&len);

@@ -811,7 +811,8 @@ fn vaultctl_refuses_tls_options_with_http() {
         }
         cmd.output().unwrap()
     };
-    let cases: [(&[&str], &[(&str, &str)]); 5] = [
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+    let cases: [Case; 5] = [
         (&["--ca-cert", pem], &[]),
         (&["--client-cert", pem, "--client-key", pem], &[]),
         (&["--client-cert", pem], &[]),
