@@ -12,12 +12,14 @@ use zeroize::Zeroizing;
 #[derive(Debug, Parser)]
 #[command(name = "vaultctl", version, about = "Talk to a vault over gRPC")]
 pub struct Cli {
-    /// The vault's address.
+    /// The vault's address: HOST:PORT (TLS when --ca-cert is given,
+    /// plaintext otherwise), https://HOST:PORT, or http://HOST:PORT
+    /// (plaintext; refused with any TLS option).
     #[arg(
         long,
         global = true,
         env = "VAULT_ADDR",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "127.0.0.1:50051"
     )]
     pub addr: String,
     /// Bearer token issued by the vault (`vaultctl principal create`).
@@ -533,7 +535,8 @@ pub enum Command {
     Backup {
         /// The file to create (it must not exist).
         file: std::path::PathBuf,
-        /// Only the erasure journal, to replay on an older backup.
+        /// Only the erasure and revocation journals, to replay on an
+        /// older backup (`vaultd restore --journal FILE`).
         #[arg(long)]
         journal_only: bool,
     },
@@ -815,6 +818,29 @@ pub fn target(cli: &Cli) -> Result<Target, Failure> {
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|e| Failure::Usage(format!("{}: {e}", p.display())))
     };
+    // TLS options with an http:// address would be dropped by the
+    // transport and the token and data sent in clear: refuse before
+    // anything is read or sent.
+    let tls_options: Vec<&str> = [
+        ("--ca-cert", cli.ca_cert.is_some()),
+        ("--client-cert", cli.client_cert.is_some()),
+        ("--client-key", cli.client_key.is_some()),
+        ("--tls-domain", cli.tls_domain.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, given)| given.then_some(name))
+    .collect();
+    if !tls_options.is_empty() && crate::is_plaintext_addr(&cli.addr) {
+        return Err(Failure::Usage(format!(
+            "{} asks for TLS, but the address is a plaintext http:// one: nothing was sent; use --addr https://HOST:PORT (or HOST:PORT)",
+            tls_options.join(" and ")
+        )));
+    }
+    if tls_options.is_empty() && cli.addr.to_ascii_lowercase().starts_with("https://") {
+        return Err(Failure::Usage(
+            "an https:// address needs --ca-cert (the CA of the vault's certificate)".into(),
+        ));
+    }
     let tls = match &cli.ca_cert {
         None if cli.client_cert.is_some() => {
             return Err(Failure::Usage("--client-cert needs --ca-cert (TLS)".into()));
@@ -1891,4 +1917,57 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Bench(_) => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target_of(args: &[&str]) -> Result<Target, Failure> {
+        let mut all = vec!["vaultctl"];
+        all.extend_from_slice(args);
+        all.push("status");
+        target(&Cli::try_parse_from(all).unwrap())
+    }
+
+    #[test]
+    fn tls_options_with_an_http_address_are_a_usage_error() {
+        for args in [
+            &["--addr", "http://127.0.0.1:1", "--ca-cert", "/no/such.pem"][..],
+            &["--addr", "HTTP://127.0.0.1:1", "--ca-cert", "/no/such.pem"][..],
+            &[
+                "--addr",
+                "http://h:1",
+                "--client-cert",
+                "c.pem",
+                "--client-key",
+                "k.pem",
+            ][..],
+            &["--addr", "http://h:1", "--tls-domain", "vault.example"][..],
+        ] {
+            match target_of(args) {
+                Err(Failure::Usage(m)) => assert!(m.contains("plaintext http://"), "{m}"),
+                other => panic!("{args:?}: {other:?}"),
+            }
+        }
+        // Without a scheme, TLS options mean https; without them, http.
+        assert!(matches!(
+            target_of(&["--addr", "127.0.0.1:1", "--ca-cert", "/no/such.pem"]),
+            Err(Failure::Usage(m)) if m.contains("/no/such.pem")
+        ));
+        assert!(
+            target_of(&["--addr", "http://127.0.0.1:1"])
+                .unwrap()
+                .tls
+                .is_none()
+        );
+        assert!(target_of(&[]).unwrap().tls.is_none());
+        assert!(matches!(
+            target_of(&["--addr", "https://h:1"]),
+            Err(Failure::Usage(m)) if m.contains("needs --ca-cert")
+        ));
+        assert!(crate::is_plaintext_addr("http://h:1"));
+        assert!(!crate::is_plaintext_addr("https://h:1"));
+        assert!(!crate::is_plaintext_addr("h:1"));
+    }
 }

@@ -182,6 +182,14 @@ impl Target {
     }
 }
 
+/// Whether `addr` names a scheme other than `https` (`http://...`): such
+/// an address is reached without TLS whatever TLS settings go with it, so
+/// it must never be given any.
+pub fn is_plaintext_addr(addr: &str) -> bool {
+    addr.split_once("://")
+        .is_some_and(|(scheme, _)| !scheme.eq_ignore_ascii_case("https"))
+}
+
 /// `http://` is added to an address without a scheme.
 pub fn endpoint_uri(addr: &str) -> String {
     if addr.contains("://") {
@@ -199,7 +207,17 @@ impl VaultClient {
 
     /// Connects to the vault at `addr` over TLS if `tls` is given (then
     /// `https://` is used), presenting a client certificate if it has one.
+    /// TLS settings with an `http://` address are refused
+    /// (`INVALID_ARGUMENT`, nothing sent), never used for a plaintext
+    /// connection.
     pub async fn connect_with(addr: &str, tls: Option<&TlsOptions>) -> Result<Self, ClientError> {
+        if tls.is_some() && is_plaintext_addr(addr) {
+            return Err(ClientError {
+                code: tonic::Code::InvalidArgument,
+                message: "TLS settings with a plaintext (http://) address: use https://HOST:PORT or HOST:PORT".into(),
+                violations: Vec::new(),
+            });
+        }
         let uri = match tls {
             Some(_) if !addr.contains("://") => format!("https://{addr}"),
             _ => endpoint_uri(addr),

@@ -1,36 +1,65 @@
-//! Backups: a snapshot of the store as one file, and restoring it into an
-//! empty data directory.
+//! Backups: a snapshot of the store as one authenticated file, and
+//! restoring it into an empty data directory.
 //!
 //! Ciphertexts stay ciphertexts and keys stay wrapped: a backup holds
 //! exactly what the data directory holds (subject records, token and index
 //! pointers, wrapped KEKs and seed, credentials' keyed hashes, the erasure
-//! journal), never a raw key, so restoring it needs the same root key (its
-//! key file or its shares). The audit trail is not in it (export it with
-//! `vaultctl audit export`).
+//! and revocation journals), never a raw key, so restoring it needs the
+//! same root key (its key file, its shares or its HSM). The audit trail is
+//! not in it (export it with `vaultctl audit export`).
 //!
-//! Format: `VAULT-BACKUP-1\n`, then frames `kind (1 byte: 1 entry, 2 subject
-//! record) ‖ key length (u32 BE) ‖ key ‖ value length (u32 BE) ‖ value`, then
-//! an end frame `0 ‖ frame count (u64 BE) ‖ SHA-256 of everything before`.
+//! Format (version 2):
+//!
+//! ```text
+//! "VAULT-BACKUP-2\n"
+//! kind (1 byte: 'F' whole store, 'J' journals only)
+//! seed length (u32 BE) ‖ the derivation seed as stored (wrapped by the root key)
+//! frames: kind (1 byte: 1 entry, 2 subject record) ‖ key length (u32 BE) ‖ key
+//!         ‖ value length (u32 BE) ‖ value
+//! end:    0 ‖ frame count (u64 BE) ‖ HMAC-SHA256(backup key, every byte before it)
+//! ```
+//!
+//! The backup key is derived by HKDF from the seed
+//! ([`crate::crypto::keys::BACKUP_KEY_LABEL`]). A restore unwraps the
+//! header's seed with the root key (an AEAD: a changed or foreign seed does
+//! not open), derives the key and checks the tag in constant time over the
+//! whole file before it writes anything. Whoever changes a byte cannot make
+//! a new tag without the root key. Journals given to a restore are checked
+//! with the same key, so they must come from the same vault. Version-1
+//! backups (a bare SHA-256, which anyone can recompute) are refused.
 //!
 //! Consistency without stopping writes: subject records are read first,
 //! then the other entries. Records are the commit point of every write and
 //! everything else is a pointer checked against them, so a write that
 //! overlaps the backup is either wholly in it or shows only as pointers
 //! that lead nowhere; an erasure that overlaps it has its journal entry in
-//! the backup whenever the record still is, and the restore replays it.
+//! the backup whenever the record still is, and the restore replays it. A
+//! revocation writes its journal entry before the credential record, so a
+//! backup that shows it revoked holds its entry too.
 
+use crate::crypto::keyring::{self, Root};
+use crate::crypto::keys::{BackupKey, BackupMac};
 use crate::store::{Batch, Store, StoreError, keys};
-use ring::digest::{Context, SHA256};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
 
 /// The first bytes of a backup.
-pub const MAGIC: &[u8] = b"VAULT-BACKUP-1\n";
+pub const MAGIC: &[u8] = b"VAULT-BACKUP-2\n";
+/// The first bytes of a version-1 backup (SHA-256 only; refused).
+pub const MAGIC_V1: &[u8] = b"VAULT-BACKUP-1\n";
 
 const END: u8 = 0;
 const ENTRY: u8 = 1;
 const RECORD: u8 = 2;
+const KIND_FULL: u8 = b'F';
+const KIND_JOURNAL: u8 = b'J';
+/// The longest wrapped seed a header may hold.
+const MAX_SEED: usize = 4096;
+/// The longest key or value a frame may hold.
+const MAX_FIELD: usize = 64 << 20;
 
-/// Why a backup could not be written or read.
+/// Why a backup could not be written, read or restored. Never holds a value
+/// or key material.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackupError {
@@ -40,9 +69,26 @@ pub enum BackupError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Not a backup, cut short, or changed: the checksum or a frame is wrong.
+    /// Not a backup, cut short, or malformed.
     #[error("not a valid backup: {0}")]
     Invalid(&'static str),
+    /// The tag does not verify: the file was changed (or damaged) after the
+    /// vault wrote it, or another vault wrote it.
+    #[error(
+        "not a valid backup: {0}: its authentication tag does not verify (the file was changed or damaged, or another vault wrote it); nothing was restored from it"
+    )]
+    NotAuthentic(&'static str),
+    /// The root key does not open the backup's seed.
+    #[error(
+        "the root key does not open this backup (another vault's root key or shares, or a changed backup); nothing was restored"
+    )]
+    WrongRootKey,
+    /// The root key could not be had (key file, shares or HSM).
+    #[error("root key: {0}")]
+    RootKey(String),
+    /// The restore was given something it cannot use.
+    #[error("{0}")]
+    Refused(&'static str),
 }
 
 /// What a backup holds.
@@ -54,11 +100,25 @@ pub struct BackupStats {
     pub entries: u64,
     /// Erasure journal entries (among `entries`).
     pub erasures: u64,
+    /// Revocation journal entries (among `entries`).
+    pub revocations: u64,
+}
+
+impl BackupStats {
+    fn count(&mut self, record: bool, key: &[u8]) {
+        if record {
+            self.records += 1;
+        } else {
+            self.entries += 1;
+            self.erasures += u64::from(key.starts_with(keys::ERASED_PREFIX));
+            self.revocations += u64::from(key.starts_with(keys::REVOKED_PREFIX));
+        }
+    }
 }
 
 struct Framer<W: Write> {
     out: W,
-    hash: Context,
+    mac: BackupMac,
     frames: u64,
     error: Option<std::io::Error>,
 }
@@ -66,157 +126,220 @@ struct Framer<W: Write> {
 impl<W: Write> Framer<W> {
     fn put(&mut self, bytes: &[u8]) {
         if self.error.is_none() {
-            self.hash.update(bytes);
+            self.mac.update(bytes);
             if let Err(e) = self.out.write_all(bytes) {
                 self.error = Some(e);
             }
         }
     }
 
-    fn frame(&mut self, kind: u8, key: &[u8], value: &[u8]) {
-        let (Ok(kl), Ok(vl)) = (u32::try_from(key.len()), u32::try_from(value.len())) else {
+    fn field(&mut self, bytes: &[u8]) {
+        let Ok(len) = u32::try_from(bytes.len()) else {
             self.error = Some(std::io::Error::other("entry too large"));
             return;
         };
+        self.put(&len.to_be_bytes());
+        self.put(bytes);
+    }
+
+    fn frame(&mut self, kind: u8, key: &[u8], value: &[u8]) {
         self.put(&[kind]);
-        self.put(&kl.to_be_bytes());
-        self.put(key);
-        self.put(&vl.to_be_bytes());
-        self.put(value);
+        self.field(key);
+        self.field(value);
         self.frames += 1;
     }
 }
 
-/// Writes a backup of `store` to `out` (blocking); with `journal_only`,
-/// only the erasure journal (to replay on an older backup).
+/// Writes a backup of `store` to `out` (blocking), authenticated with
+/// `key` (the keyring's backup key); with `journal_only`, only the erasure
+/// and revocation journals (to replay on an older backup).
 pub fn write(
     store: &dyn Store,
+    key: &BackupKey,
     out: impl Write,
     journal_only: bool,
 ) -> Result<BackupStats, BackupError> {
+    let seed = store
+        .get(keys::SEED)?
+        .ok_or(BackupError::Invalid("the store holds no seed"))?;
     let mut f = Framer {
         out,
-        hash: Context::new(&SHA256),
+        mac: key.start(),
         frames: 0,
         error: None,
     };
     let mut stats = BackupStats::default();
     f.put(MAGIC);
+    f.put(&[if journal_only {
+        KIND_JOURNAL
+    } else {
+        KIND_FULL
+    }]);
+    f.field(&seed);
     if !journal_only {
         store.for_each_subject(&mut |k, v| {
             f.frame(RECORD, k, v);
-            stats.records += 1;
+            stats.count(true, k);
         })?;
     }
     store.for_each_entry(&mut |k, v| {
-        let erasure = k.starts_with(keys::ERASED_PREFIX);
-        if journal_only && !erasure {
+        if journal_only && !keys::is_journal(k) {
             return;
         }
         f.frame(ENTRY, k, v);
-        stats.entries += 1;
-        stats.erasures += u64::from(erasure);
+        stats.count(false, k);
     })?;
+    f.put(&[END]);
+    let frames = f.frames;
+    f.put(&frames.to_be_bytes());
     if let Some(e) = f.error.take() {
         return Err(e.into());
     }
-    let digest = f.hash.clone().finish();
-    let mut end = vec![END];
-    end.extend_from_slice(&f.frames.to_be_bytes());
-    end.extend_from_slice(digest.as_ref());
-    f.out.write_all(&end)?;
+    f.out.write_all(&f.mac.finish())?;
     f.out.flush()?;
     Ok(stats)
 }
 
-/// Reads the frames of a backup from `input`, calling `each(kind_is_record,
-/// key, value)` for each; checks the end frame's count and checksum. The
-/// callback sees frames before the checksum is known: read a backup once to
-/// [`verify`] it before applying it.
-pub fn read(
-    mut input: impl Read,
-    mut each: impl FnMut(bool, Vec<u8>, Vec<u8>) -> Result<(), BackupError>,
-) -> Result<BackupStats, BackupError> {
-    let mut hash = Context::new(&SHA256);
+/// A backup's header: what it holds and its wrapped seed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Whether it holds only the journals.
+    pub journal_only: bool,
+    /// The derivation seed, wrapped by the root key, as the store holds it.
+    pub wrapped_seed: Vec<u8>,
+}
+
+/// Reads exactly `buf.len()` bytes; a short read is a cut-short backup.
+fn exact(input: &mut impl Read, buf: &mut [u8]) -> Result<(), BackupError> {
+    input.read_exact(buf).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => BackupError::Invalid("cut short"),
+        _ => BackupError::Io(e),
+    })
+}
+
+/// A length-prefixed field of at most `max` bytes.
+fn field(input: &mut impl Read, max: usize) -> Result<(Vec<u8>, [u8; 4]), BackupError> {
+    let mut len = [0u8; 4];
+    exact(input, &mut len)?;
+    let n = usize::try_from(u32::from_be_bytes(len))
+        .ok()
+        .filter(|n| *n <= max)
+        .ok_or(BackupError::Invalid("frame too large"))?;
+    let mut v = vec![0u8; n];
+    exact(input, &mut v)?;
+    Ok((v, len))
+}
+
+/// Reads a backup's header (magic, kind, wrapped seed); nothing in it is
+/// authentic until the whole file's tag is checked.
+pub fn header(mut input: impl Read) -> Result<Header, BackupError> {
+    read_header(&mut input, None)
+}
+
+fn read_header(input: &mut impl Read, mac: Option<&mut BackupMac>) -> Result<Header, BackupError> {
     let mut magic = vec![0u8; MAGIC.len()];
-    input
-        .read_exact(&mut magic)
-        .map_err(|_| BackupError::Invalid("too short"))?;
+    exact(input, &mut magic).map_err(|_| BackupError::Invalid("too short"))?;
+    if magic == MAGIC_V1 {
+        return Err(BackupError::Invalid(
+            "a version-1 backup, checked only by a plain SHA-256 that anyone can recompute after changing it; this vault restores only authenticated (version-2) backups: take a new backup",
+        ));
+    }
     if magic != MAGIC {
         return Err(BackupError::Invalid("not a vault backup"));
     }
-    hash.update(&magic);
+    let mut kind = [0u8; 1];
+    exact(input, &mut kind)?;
+    let journal_only = match kind[0] {
+        KIND_FULL => false,
+        KIND_JOURNAL => true,
+        _ => return Err(BackupError::Invalid("unknown backup kind")),
+    };
+    let (wrapped_seed, len) = field(input, MAX_SEED)?;
+    if let Some(m) = mac {
+        m.update(&magic);
+        m.update(&kind);
+        m.update(&len);
+        m.update(&wrapped_seed);
+    }
+    Ok(Header {
+        journal_only,
+        wrapped_seed,
+    })
+}
+
+/// Reads the frames of a backup from `input`, calling `each(kind_is_record,
+/// key, value)` for each, and checks the end: the frame count and the tag
+/// under `key`. The callback sees frames before the tag is checked: read a
+/// backup once to [`verify`] it before applying it.
+pub fn read(
+    mut input: impl Read,
+    key: &BackupKey,
+    mut each: impl FnMut(bool, Vec<u8>, Vec<u8>) -> Result<(), BackupError>,
+) -> Result<(Header, BackupStats), BackupError> {
+    let mut mac = key.start();
+    let header = read_header(&mut input, Some(&mut mac))?;
     let mut stats = BackupStats::default();
     let mut frames = 0u64;
-    let cut = |_| BackupError::Invalid("cut short");
     loop {
         let mut kind = [0u8; 1];
-        input.read_exact(&mut kind).map_err(cut)?;
+        exact(&mut input, &mut kind)?;
+        mac.update(&kind);
         if kind[0] == END {
             let mut count = [0u8; 8];
-            let mut sum = [0u8; 32];
-            input.read_exact(&mut count).map_err(cut)?;
-            input.read_exact(&mut sum).map_err(cut)?;
+            let mut tag = [0u8; 32];
+            exact(&mut input, &mut count)?;
+            exact(&mut input, &mut tag)?;
+            mac.update(&count);
+            if !mac.verify(&tag) {
+                return Err(BackupError::NotAuthentic("changed"));
+            }
             if u64::from_be_bytes(count) != frames {
                 return Err(BackupError::Invalid("frame count differs"));
-            }
-            if !crate::crypto::ct_eq(hash.finish().as_ref(), &sum) {
-                return Err(BackupError::Invalid(
-                    "checksum differs: the file was changed or damaged",
-                ));
             }
             let mut extra = [0u8; 1];
             if input.read(&mut extra)? != 0 {
                 return Err(BackupError::Invalid("data after the end"));
             }
-            return Ok(stats);
+            return Ok((header, stats));
         }
         if kind[0] != ENTRY && kind[0] != RECORD {
             return Err(BackupError::Invalid("unknown frame"));
         }
-        hash.update(&kind);
-        let mut field = |hash: &mut Context| -> Result<Vec<u8>, BackupError> {
-            let mut len = [0u8; 4];
-            input.read_exact(&mut len).map_err(cut)?;
-            hash.update(&len);
-            let n = usize::try_from(u32::from_be_bytes(len))
-                .map_err(|_| BackupError::Invalid("frame too large"))?;
-            if n > 64 << 20 {
-                return Err(BackupError::Invalid("frame too large"));
-            }
-            let mut v = vec![0u8; n];
-            input.read_exact(&mut v).map_err(cut)?;
-            hash.update(&v);
-            Ok(v)
-        };
-        let key = field(&mut hash)?;
-        let value = field(&mut hash)?;
+        let (k, klen) = field(&mut input, MAX_FIELD)?;
+        mac.update(&klen);
+        mac.update(&k);
+        let (v, vlen) = field(&mut input, MAX_FIELD)?;
+        mac.update(&vlen);
+        mac.update(&v);
         frames += 1;
         let record = kind[0] == RECORD;
-        if record != key.starts_with(keys::SUBJECT_PREFIX) {
+        if record != k.starts_with(keys::SUBJECT_PREFIX) {
             return Err(BackupError::Invalid(
                 "a frame's kind does not match its key",
             ));
         }
-        if record {
-            stats.records += 1;
-        } else {
-            stats.entries += 1;
-            stats.erasures += u64::from(key.starts_with(keys::ERASED_PREFIX));
+        if header.journal_only && !keys::is_journal(&k) {
+            return Err(BackupError::Invalid("a journal holds a non-journal entry"));
         }
-        each(record, key, value)?;
+        stats.count(record, &k);
+        each(record, k, v)?;
     }
 }
 
-/// Checks a whole backup (format, count, checksum) without using it.
-pub fn verify(input: impl Read) -> Result<BackupStats, BackupError> {
-    read(input, |_, _, _| Ok(()))
+/// Checks a whole backup (format, count, tag under `key`) without using it.
+pub fn verify(input: impl Read, key: &BackupKey) -> Result<(Header, BackupStats), BackupError> {
+    read(input, key, |_, _, _| Ok(()))
 }
 
-/// Writes every frame of a checked backup into `store`, in batches.
-pub async fn apply(store: &dyn Store, input: impl Read) -> Result<BackupStats, BackupError> {
+/// Writes every frame of a backup into `store`, in batches. The tag is
+/// checked only at the end: [`verify`] the backup first.
+pub async fn apply(
+    store: &dyn Store,
+    input: impl Read,
+    key: &BackupKey,
+) -> Result<BackupStats, BackupError> {
     let mut batch = Batch::new();
-    let stats = read(input, |_, k, v| {
+    let (_, stats) = read(input, key, |_, k, v| {
         batch.put(k, v);
         if batch.ops().len() >= 1000 {
             store.apply(std::mem::take(&mut batch))?;
@@ -228,11 +351,12 @@ pub async fn apply(store: &dyn Store, input: impl Read) -> Result<BackupStats, B
     Ok(stats)
 }
 
-/// The erasure journal entries of a checked backup (or journal export).
-pub fn journal(input: impl Read) -> Result<crate::store::Entries, BackupError> {
+/// The journal entries (erasures, revocations) of a backup or journal
+/// export, once its tag under `key` is checked.
+pub fn journal(input: impl Read, key: &BackupKey) -> Result<crate::store::Entries, BackupError> {
     let mut out = Vec::new();
-    read(input, |_, k, v| {
-        if k.starts_with(keys::ERASED_PREFIX) {
+    read(input, key, |_, k, v| {
+        if keys::is_journal(&k) {
             out.push((k, v));
         }
         Ok(())
@@ -245,10 +369,12 @@ pub fn journal(input: impl Read) -> Result<crate::store::Entries, BackupError> {
 pub struct Restored {
     /// What the backup held.
     pub backup: BackupStats,
-    /// Erasure journal entries added from newer journals.
+    /// Journal entries added from newer journals.
     pub journal_added: u64,
     /// Subjects shredded again because the journal says they were erased.
     pub erased_again: u64,
+    /// Credentials revoked again because the journal says they were revoked.
+    pub revoked_again: u64,
 }
 
 /// A reader that advances a progress bar.
@@ -265,11 +391,12 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-fn open_counting(
-    path: &std::path::Path,
+fn counting(
+    file: &std::fs::File,
     what: &str,
 ) -> Result<Counting<std::io::BufReader<std::fs::File>>, BackupError> {
-    let file = std::fs::File::open(path)?;
+    let mut file = file.try_clone()?;
+    file.rewind()?;
     let len = file.metadata()?.len();
     let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         indicatif::ProgressBar::new(len)
@@ -288,84 +415,261 @@ fn open_counting(
     })
 }
 
-/// Restores the backup at `from` into `store`, which must hold nothing:
-/// checks the whole file first, writes it, adds the erasure journal entries
-/// of `journals` (newer backups or journal exports) and shreds every
-/// subject the journal names, so that a subject erased after the backup
-/// stays erased.
-pub async fn restore(
-    store: &dyn Store,
-    from: &std::path::Path,
-    journals: &[std::path::PathBuf],
-) -> Result<Restored, BackupError> {
-    if crate::crypto::keyring::is_initialised(store)? || !store.scan_prefix(b"", 1)?.is_empty() {
-        return Err(BackupError::Invalid(
+/// The root key a restore checks backups with: rebuilt from custodians'
+/// share files if `shares` names any, else the configured HSM (with
+/// `VAULT_HSM_PIN`), else the development root key file. Never makes a new
+/// key.
+pub fn restore_root(
+    config: &crate::config::Config,
+    shares: &[PathBuf],
+) -> Result<Root, BackupError> {
+    use crate::crypto::{keys::RootKey, rootkey, shamir};
+    if !shares.is_empty() {
+        let mut got: Vec<shamir::EncodedShare> = Vec::new();
+        for path in shares {
+            let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                BackupError::RootKey(format!("share file {}: {e}", path.display()))
+            })?);
+            let share = shamir::decode(&text)
+                .map_err(|e| BackupError::RootKey(format!("share file {}: {e}", path.display())))?;
+            if let Some(first) = got.first()
+                && (first.vault_id != share.vault_id || first.threshold != share.threshold)
+            {
+                return Err(BackupError::RootKey(format!(
+                    "share file {}: the shares belong to different vaults",
+                    path.display()
+                )));
+            }
+            if got.iter().any(|s| s.share.index == share.share.index) {
+                return Err(BackupError::RootKey(format!(
+                    "share file {}: share {} was already given",
+                    path.display(),
+                    share.share.index
+                )));
+            }
+            got.push(share);
+        }
+        let threshold = got.first().map_or(0, |s| usize::from(s.threshold));
+        if got.len() < threshold {
+            return Err(BackupError::RootKey(format!(
+                "{} share(s) given, {threshold} needed",
+                got.len()
+            )));
+        }
+        let shares: Vec<shamir::Share> = got.into_iter().map(|s| s.share).collect();
+        let root = shamir::combine(&shares)
+            .ok_or_else(|| BackupError::RootKey("the shares do not combine".into()))?;
+        return Ok(Root::Key(Box::new(RootKey::from_bytes(&root))));
+    }
+    if let Some(hsm) = &config.hsm {
+        let pin = zeroize::Zeroizing::new(std::env::var("VAULT_HSM_PIN").map_err(|_| {
+            BackupError::RootKey("VAULT_HSM_PIN is not set (the token's user PIN)".into())
+        })?);
+        let root = crate::crypto::hsm::HsmRoot::open(hsm, &pin, false)
+            .map_err(|e| BackupError::RootKey(e.to_string()))?;
+        return Ok(Root::Hsm(root));
+    }
+    let key = rootkey::load_dev_key_file(&config.root_key_file)
+        .map_err(|e| BackupError::RootKey(e.to_string()))?;
+    Ok(Root::Key(Box::new(key)))
+}
+
+/// A backup and its journals, checked and ready to restore: nothing has
+/// been written yet.
+pub struct Checked {
+    file: std::fs::File,
+    key: BackupKey,
+    journal: crate::store::Entries,
+}
+
+impl std::fmt::Debug for Checked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checked")
+            .field("journal_entries", &self.journal.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks the backup at `from` and every journal in `journals` (journal
+/// exports or newer backups of the same vault) under the backup key that
+/// `root` opens, reading each whole once; writes nothing.
+pub fn check(root: &Root, from: &Path, journals: &[PathBuf]) -> Result<Checked, BackupError> {
+    let file = std::fs::File::open(from)?;
+    let header = header(std::io::BufReader::new(file.try_clone()?))?;
+    if header.journal_only {
+        return Err(BackupError::Refused(
+            "this file holds only journals: restore a whole backup and give the journal with --journal",
+        ));
+    }
+    let key = keyring::backup_key(root, &header.wrapped_seed).map_err(|e| match e {
+        keyring::KeyringError::WrongRootKey => BackupError::WrongRootKey,
+        other => BackupError::RootKey(other.to_string()),
+    })?;
+    verify(counting(&file, "check  ")?, &key)?;
+    let mut journal = Vec::new();
+    for j in journals {
+        let f = std::fs::File::open(j)?;
+        journal.extend(
+            self::journal(counting(&f, "journal")?, &key).map_err(|e| match e {
+                BackupError::NotAuthentic(_) => {
+                    BackupError::NotAuthentic("a journal (or it is from another vault)")
+                }
+                other => other,
+            })?,
+        );
+    }
+    Ok(Checked { file, key, journal })
+}
+
+/// Restores a [`check`]ed backup into `store`, which must hold nothing:
+/// writes it, adds the journal entries of the newer journals, shreds every
+/// subject the erasure journal names and revokes every credential the
+/// revocation journal names, so that what was erased or revoked after the
+/// backup stays so.
+pub async fn restore(store: &dyn Store, checked: Checked) -> Result<Restored, BackupError> {
+    if keyring::is_initialised(store)? || !store.scan_prefix(b"", 1)?.is_empty() {
+        return Err(BackupError::Refused(
             "the data directory is not empty: restore only into an empty one",
         ));
     }
-    let mut journal_entries = Vec::new();
-    for j in journals {
-        journal_entries.extend(journal(open_counting(j, "journal")?)?);
-    }
-    verify(open_counting(from, "check  ")?)?;
-    let backup = apply(store, open_counting(from, "restore")?).await?;
+    let Checked { file, key, journal } = checked;
+    let backup = apply(store, counting(&file, "restore")?, &key)
+        .await
+        .map_err(|e| match e {
+            BackupError::NotAuthentic(_) | BackupError::Invalid(_) => BackupError::Refused(
+                "the backup changed while it was restored: the data directory is incomplete; delete it and restore again",
+            ),
+            other => other,
+        })?;
     let mut b = Batch::new();
     let mut journal_added = 0;
-    for (k, v) in journal_entries {
+    for (k, v) in journal {
         if store.get(&k)?.is_none() {
             b.put(k, v);
             journal_added += 1;
         }
     }
     store.commit(b).await?;
+    let failed = |e: crate::error::Error| BackupError::Store(StoreError::Backend(e.to_string()));
     let erased_again = crate::engine::replay_erasures(store)
         .await
-        .map_err(|e| BackupError::Store(StoreError::Backend(e.to_string())))?
+        .map_err(failed)?
         .len() as u64;
+    let (b, revoked_again) = crate::auth::credentials::replay_revocations(store).map_err(failed)?;
+    store.commit(b).await?;
     store.flush()?;
     Ok(Restored {
         backup,
         journal_added,
         erased_again,
+        revoked_again,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::keys::DerivationSeed;
     use crate::store::sled::{Durability, SledStore};
+
+    fn key(n: u8) -> BackupKey {
+        BackupKey::derive(&DerivationSeed::from_bytes(&[n; 32]))
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_backup_round_trips_and_any_change_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(&dir.path().join("a"), 1 << 20, Durability::Flush).unwrap();
         let mut b = Batch::new();
+        b.put(keys::SEED, b"wrapped seed".to_vec());
         b.put(keys::subject("s1"), b"record".to_vec());
         b.put(keys::token("t1"), b"s1".to_vec());
         b.put(keys::erased("s0"), b"receipt".to_vec());
+        b.put(keys::revoked("c0"), 7i64.to_be_bytes().to_vec());
         store.commit(b).await.unwrap();
         store.flush().unwrap();
         let mut bytes = Vec::new();
-        let stats = write(&store, &mut bytes, false).unwrap();
-        assert_eq!((stats.records, stats.entries, stats.erasures), (1, 2, 1));
-        assert_eq!(verify(bytes.as_slice()).unwrap(), stats);
+        let stats = write(&store, &key(1), &mut bytes, false).unwrap();
+        assert_eq!(
+            (
+                stats.records,
+                stats.entries,
+                stats.erasures,
+                stats.revocations
+            ),
+            (1, 4, 1, 1)
+        );
+        let (head, read_stats) = verify(bytes.as_slice(), &key(1)).unwrap();
+        assert_eq!(read_stats, stats);
+        assert_eq!(
+            head,
+            Header {
+                journal_only: false,
+                wrapped_seed: b"wrapped seed".to_vec()
+            }
+        );
+        assert!(matches!(
+            verify(bytes.as_slice(), &key(2)),
+            Err(BackupError::NotAuthentic(_))
+        ));
         let other = SledStore::open(&dir.path().join("b"), 1 << 20, Durability::Flush).unwrap();
-        apply(&other, bytes.as_slice()).await.unwrap();
+        apply(&other, bytes.as_slice(), &key(1)).await.unwrap();
         other.flush().unwrap();
         assert_eq!(other.get(&keys::subject("s1")).unwrap().unwrap(), b"record");
         assert_eq!(other.get(&keys::token("t1")).unwrap().unwrap(), b"s1");
-        assert_eq!(journal(bytes.as_slice()).unwrap().len(), 1);
+        assert_eq!(journal(bytes.as_slice(), &key(1)).unwrap().len(), 2);
         let mut journal_only = Vec::new();
-        let j = write(&store, &mut journal_only, true).unwrap();
-        assert_eq!((j.records, j.entries), (0, 1));
-        for at in [3, MAGIC.len() + 5, bytes.len() - 40, bytes.len() - 1] {
+        let j = write(&store, &key(1), &mut journal_only, true).unwrap();
+        assert_eq!((j.records, j.entries, j.revocations), (0, 2, 1));
+        assert!(header(journal_only.as_slice()).unwrap().journal_only);
+        assert_eq!(journal(journal_only.as_slice(), &key(1)).unwrap().len(), 2);
+        for at in [
+            3,
+            MAGIC.len(),
+            MAGIC.len() + 5,
+            bytes.len() / 2,
+            bytes.len() - 40,
+            bytes.len() - 1,
+        ] {
             let mut changed = bytes.clone();
             changed[at] ^= 1;
-            assert!(verify(changed.as_slice()).is_err(), "byte {at}");
+            assert!(verify(changed.as_slice(), &key(1)).is_err(), "byte {at}");
         }
-        assert!(verify(&bytes[..bytes.len() - 1]).is_err());
+        assert!(verify(&bytes[..bytes.len() - 1], &key(1)).is_err());
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(verify(longer.as_slice()).is_err());
+        assert!(verify(longer.as_slice(), &key(1)).is_err());
+        // A version-1 backup is refused whatever its checksum.
+        let mut v1 = MAGIC_V1.to_vec();
+        v1.extend_from_slice(&bytes[MAGIC.len()..]);
+        let err = verify(v1.as_slice(), &key(1)).unwrap_err().to_string();
+        assert!(err.contains("version-1"), "{err}");
+    }
+
+    /// A value changed and the frame count kept: only the tag catches it,
+    /// and the error names no value.
+    #[test]
+    fn a_changed_value_fails_the_tag() {
+        let mut f = Framer {
+            out: Vec::new(),
+            mac: key(1).start(),
+            frames: 0,
+            error: None,
+        };
+        f.put(MAGIC);
+        f.put(&[KIND_FULL]);
+        f.field(b"seed");
+        f.frame(ENTRY, b"tok/t1", b"secret-pointer");
+        f.put(&[END]);
+        f.put(&1u64.to_be_bytes());
+        let tag = f.mac.finish();
+        let mut bytes = f.out;
+        bytes.extend_from_slice(&tag);
+        assert!(verify(bytes.as_slice(), &key(1)).is_ok());
+        let at = bytes.windows(6).position(|w| w == b"secret").unwrap();
+        bytes[at] = b'S';
+        let err = verify(bytes.as_slice(), &key(1)).unwrap_err().to_string();
+        assert!(err.contains("does not verify"), "{err}");
+        assert!(!err.contains("ecret"), "{err}");
     }
 }

@@ -74,15 +74,23 @@ pub enum Command {
         ttl: u64,
     },
     /// Restore a backup (`vaultctl backup`) into an empty data directory,
-    /// then replay the erasure journal so that erased subjects stay erased.
+    /// then replay the erasure and revocation journals so that erased
+    /// subjects stay erased and revoked tokens stay revoked. The backup and
+    /// the journals are authenticated with the vault's backup key (so the
+    /// root key is needed: the key file, --share files, or the HSM) and
+    /// checked whole before anything is written.
     Restore {
         /// The backup file.
         #[arg(long)]
         from: PathBuf,
-        /// Newer erasure journals to replay (`vaultctl backup
-        /// --journal-only`, or a newer backup); may repeat.
-        #[arg(long)]
-        erasure_journal: Vec<PathBuf>,
+        /// Newer journals to replay (`vaultctl backup --journal-only`, or a
+        /// newer backup of the same vault); may repeat.
+        #[arg(long = "journal", visible_alias = "erasure-journal")]
+        journal: Vec<PathBuf>,
+        /// A custodian's share file, for a vault initialised with shares
+        /// (give the threshold of them); may repeat.
+        #[arg(long = "share")]
+        share: Vec<PathBuf>,
     },
 }
 
@@ -266,24 +274,34 @@ pub fn main() -> ExitCode {
             }
             Command::Restore {
                 from,
-                erasure_journal,
+                journal,
+                share,
             } => {
+                let failed = |e: crate::backup::BackupError| {
+                    crate::StartError::Serve(format!("restore: {e}"))
+                };
+                // Everything is checked before the data directory is opened
+                // (or made): a refused backup leaves it as it was.
+                let root = crate::backup::restore_root(&config, &share).map_err(failed)?;
+                let checked = crate::backup::check(&root, &from, &journal).map_err(failed)?;
+                drop(root);
                 let store = crate::store::sled::SledStore::open(
                     &config.data_dir,
                     config.store_cache_bytes,
                     config.durability,
                 )?;
-                let result = crate::backup::restore(&store, &from, &erasure_journal).await;
+                let result = crate::backup::restore(&store, checked).await;
                 store.close()?;
-                let r = result.map_err(|e| crate::StartError::Serve(format!("restore: {e}")))?;
+                let r = result.map_err(failed)?;
                 eprintln!(
-                    "vaultd: restored {} subjects and {} entries from {} into {}; erasure journal: {} entries added, {} subjects erased again",
+                    "vaultd: restored {} subjects and {} entries from {} into {}; journals: {} entries added, {} subjects erased again, {} credentials revoked again",
                     r.backup.records,
                     r.backup.entries,
                     from.display(),
                     config.data_dir.display(),
                     r.journal_added,
-                    r.erased_again
+                    r.erased_again,
+                    r.revoked_again
                 );
                 Ok(())
             }

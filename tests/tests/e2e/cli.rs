@@ -658,6 +658,8 @@ async fn vaultctl_rotates_retires_and_backs_up() {
         let mut c = Command::new(bin("vaultd-under-test"));
         c.arg("--data-dir")
             .arg(dir.path().join(into))
+            .arg("--root-key-file")
+            .arg(vault.key_file())
             .args(["restore", "--from", f]);
         if let Some(j) = journal {
             c.args(["--erasure-journal", j]);
@@ -769,4 +771,101 @@ async fn vaultctl_bench_reports_each_workload_over_its_rounds() {
     let out = bench("0");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("rounds"));
+}
+
+/// Item 9 of issue 17: TLS options (`--ca-cert`, `--client-cert` and
+/// `--client-key`, `--tls-domain`, or their environment variables) with an
+/// `http://` address are a usage error (exit 2, a message that says why),
+/// and nothing is sent: a listener standing in for the vault sees no
+/// connection at all, while the same command without TLS options does
+/// connect (so the listener would have seen one).
+#[test]
+fn vaultctl_refuses_tls_options_with_http() {
+    use std::io::Read;
+    use std::net::TcpListener;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("some.pem");
+    std::fs::write(
+        &pem,
+        "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let pem = pem.to_str().unwrap();
+    let token = "vt1.AAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(bin("vaultctl-under-test"));
+        cmd.env("VAULT_ADDR", &addr)
+            .env("VAULT_TOKEN", token)
+            .env_remove("VAULT_CACERT")
+            .env_remove("VAULT_CLIENT_CERT")
+            .env_remove("VAULT_CLIENT_KEY")
+            .env_remove("VAULT_TLS_DOMAIN")
+            .args(args)
+            .arg("status")
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+    let cases: [Case; 5] = [
+        (&["--ca-cert", pem], &[]),
+        (&["--client-cert", pem, "--client-key", pem], &[]),
+        (&["--client-cert", pem], &[]),
+        (
+            &["--ca-cert", pem, "--client-cert", pem, "--client-key", pem],
+            &[],
+        ),
+        (&[], &[("VAULT_CACERT", pem)]),
+    ];
+    for (args, env) in cases {
+        let out = run(args, env);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {err}");
+        assert!(err.contains("plaintext http://"), "{args:?}: {err}");
+        assert!(err.contains("nothing was sent"), "{args:?}: {err}");
+        assert!(!err.contains(token), "{err}");
+        match listener.accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("{args:?} {env:?}: vaultctl connected: {other:?}"),
+        }
+    }
+
+    // The control: without TLS options the same address is dialled in
+    // plaintext (HTTP/2's preface arrives), so the checks above would see it.
+    let mut child = Command::new(bin("vaultctl-under-test"))
+        .env("VAULT_ADDR", &addr)
+        .env_remove("VAULT_TOKEN")
+        .env_remove("VAULT_CACERT")
+        .arg("status")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut conn = loop {
+        match listener.accept() {
+            Ok((c, _)) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(std::time::Instant::now() < deadline, "no connection");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut preface = [0u8; 14];
+    conn.read_exact(&mut preface).unwrap();
+    assert_eq!(&preface, b"PRI * HTTP/2.0");
+    drop(conn);
+    drop(listener);
+    let _ = child.kill();
+    let _ = child.wait();
 }

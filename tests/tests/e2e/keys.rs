@@ -641,3 +641,269 @@ async fn pci_3_6_1_the_root_key_can_live_in_an_hsm() {
     assert!(err.contains("no key labelled"), "{err}");
     assert!(!vault.key_file().exists());
 }
+
+/// Runs `vaultd restore --from FROM` into `data_dir` with the root key file
+/// `key_file`, each of `journals` as `--journal` and each of `shares` as
+/// `--share`; whether it succeeded, and its standard error.
+fn vaultd_restore(
+    key_file: &std::path::Path,
+    data_dir: &std::path::Path,
+    from: &std::path::Path,
+    journals: &[&std::path::Path],
+    shares: &[&std::path::Path],
+) -> (bool, String) {
+    let mut cmd = std::process::Command::new(vault_tests::bin("vaultd-under-test"));
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .arg("--root-key-file")
+        .arg(key_file)
+        .env_remove("VAULT_CONFIG")
+        .arg("restore")
+        .arg("--from")
+        .arg(from);
+    for j in journals {
+        cmd.arg("--journal").arg(j);
+    }
+    for s in shares {
+        cmd.arg("--share").arg(s);
+    }
+    outcome(&cmd.output().unwrap())
+}
+
+/// Streams a backup (or, with `journal_only`, the journals) into `path`.
+async fn backup_to(operator: &mut VaultClient, path: &std::path::Path, journal_only: bool) {
+    let mut file = std::fs::File::create(path).unwrap();
+    operator
+        .backup(journal_only, &mut file, |_, _| {})
+        .await
+        .unwrap();
+}
+
+/// Whether `token` authenticates (WhoAmI), or the status code it gets.
+async fn authenticates(vault: &TestVault, token: &str) -> Result<(), Code> {
+    let mut c = vault.anonymous().await.with_token(token).unwrap();
+    c.who_am_i().await.map(|_| ()).map_err(|e| e.code)
+}
+
+/// Item 8 of issue 17: a token revoked after a backup was taken stays
+/// revoked when that backup is restored with the journal of a later backup
+/// (`--journal`, a whole newer backup or a `--journal-only` export): the
+/// revocation is journaled with the revocation and replayed. Restored
+/// without the newer journal the token comes back, so the journal is what
+/// keeps it out; a token never revoked works throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_keeps_revocations() {
+    let mut vault = TestVault::start();
+    let mut operator = vault.operator().await;
+    let kept = operator
+        .create_principal("kept-auditor", "auditor", 3600)
+        .await
+        .unwrap()
+        .token;
+    let gone = operator
+        .create_principal("gone-auditor", "auditor", 3600)
+        .await
+        .unwrap();
+    let gone_id = gone.principal.unwrap().id;
+    let gone = gone.token;
+    assert_eq!(authenticates(&vault, &gone).await, Ok(()));
+
+    let dir = tempfile::tempdir().unwrap();
+    let before = dir.path().join("before.vbk");
+    let after = dir.path().join("after.vbk");
+    let journal = dir.path().join("journal.vbk");
+    backup_to(&mut operator, &before, false).await;
+    operator.revoke_principal(&gone_id).await.unwrap();
+    assert_eq!(
+        authenticates(&vault, &gone).await,
+        Err(Code::Unauthenticated)
+    );
+    backup_to(&mut operator, &after, false).await;
+    backup_to(&mut operator, &journal, true).await;
+    drop(operator);
+    assert!(vault.stop());
+
+    let cases: [(&str, Option<&std::path::Path>, Result<(), Code>); 3] = [
+        ("no newer journal", None, Ok(())),
+        ("the later backup", Some(&after), Err(Code::Unauthenticated)),
+        (
+            "the journal export",
+            Some(&journal),
+            Err(Code::Unauthenticated),
+        ),
+    ];
+    for (what, newer, want) in cases {
+        std::fs::remove_dir_all(vault.data_dir()).unwrap();
+        let journals: Vec<&std::path::Path> = newer.into_iter().collect();
+        let (ok, err) = vaultd_restore(
+            &vault.key_file(),
+            &vault.data_dir(),
+            &before,
+            &journals,
+            &[],
+        );
+        assert!(ok, "{what}: {err}");
+        if newer.is_some() {
+            assert!(err.contains("1 credentials revoked again"), "{what}: {err}");
+        }
+        vault.restart();
+        assert_eq!(authenticates(&vault, &gone).await, want, "{what}");
+        assert_eq!(authenticates(&vault, &kept).await, Ok(()), "{what}");
+        assert!(vault.stop());
+    }
+    // The restored store carries the journal entry: a backup of it taken
+    // now would keep the token out of any older one too.
+    vault.restart();
+    let listed = vault.operator().await.list_principals().await.unwrap();
+    let info = listed.iter().find(|p| p.id == gone_id).unwrap();
+    assert_ne!(info.revoked_at, 0);
+}
+
+/// Item 8 of issue 17: a backup is authenticated with a key only the vault
+/// holds, so an edited backup is refused at restore before anything is
+/// written, even when whoever edited it also fixed up the checksum it had
+/// until version 1 (SHA-256 over the file): the data directory is neither
+/// made nor changed. An edited journal, a version-1 backup, a journal given
+/// as the backup and another root key are refused too; the untouched
+/// backup restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edited_backup_is_refused() {
+    use ring::digest::{SHA256, digest};
+    let vault = TestVault::start();
+    vault
+        .client()
+        .await
+        .tokenize("edit-1", &[("email", "edit@example.com")], &[], "")
+        .await
+        .unwrap();
+    let mut operator = vault.operator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.vbk");
+    let journal = dir.path().join("journal.vbk");
+    backup_to(&mut operator, &good, false).await;
+    backup_to(&mut operator, &journal, true).await;
+    let bytes = std::fs::read(&good).unwrap();
+    assert!(bytes.starts_with(vault::backup::MAGIC));
+    let key = vault.key_file();
+    let untouched = |d: &std::path::Path| !d.exists() || vault_tests::files_below(d).is_empty();
+
+    // One byte flipped in the middle; then the same with the last 32 bytes
+    // (the tag) replaced by a SHA-256 of the rest, as one would fix up a
+    // plain checksum.
+    let mut edited = bytes.clone();
+    let mid = edited.len() / 2;
+    edited[mid] ^= 0x01;
+    let mut fixed_up = edited.clone();
+    let body = fixed_up.len() - 32;
+    let sum = digest(&SHA256, &fixed_up[..body]);
+    fixed_up[body..].copy_from_slice(sum.as_ref());
+    for (name, file) in [("edited", &edited), ("fixed-up", &fixed_up)] {
+        let path = dir.path().join(format!("{name}.vbk"));
+        std::fs::write(&path, file).unwrap();
+        let into = dir.path().join(format!("into-{name}"));
+        let (ok, err) = vaultd_restore(&key, &into, &path, &[], &[]);
+        assert!(!ok, "{name} backup restored");
+        assert!(err.contains("not a valid backup"), "{name}: {err}");
+        assert!(err.contains("does not verify"), "{name}: {err}");
+        assert!(!into.exists(), "{name}: the data directory was made");
+        // An existing, empty data directory stays empty.
+        std::fs::create_dir(&into).unwrap();
+        let (ok, _) = vaultd_restore(&key, &into, &path, &[], &[]);
+        assert!(!ok);
+        assert!(untouched(&into), "{name}: something was written");
+    }
+
+    // A version-1 backup (plain SHA-256) is refused whatever its checksum.
+    let mut v1 = b"VAULT-BACKUP-1\n".to_vec();
+    v1.extend_from_slice(&bytes[vault::backup::MAGIC.len()..bytes.len() - 32]);
+    let sum = digest(&SHA256, &v1);
+    v1.extend_from_slice(sum.as_ref());
+    let v1_path = dir.path().join("v1.vbk");
+    std::fs::write(&v1_path, &v1).unwrap();
+    let into = dir.path().join("into-v1");
+    let (ok, err) = vaultd_restore(&key, &into, &v1_path, &[], &[]);
+    assert!(!ok);
+    assert!(err.contains("version-1"), "{err}");
+    assert!(!into.exists());
+
+    // An edited journal with a good backup: refused, nothing written.
+    let mut j = std::fs::read(&journal).unwrap();
+    let mid = j.len() / 2;
+    j[mid] ^= 0x01;
+    let edited_journal = dir.path().join("edited-journal.vbk");
+    std::fs::write(&edited_journal, &j).unwrap();
+    let into = dir.path().join("into-journal");
+    let (ok, err) = vaultd_restore(&key, &into, &good, &[&edited_journal], &[]);
+    assert!(!ok);
+    assert!(err.contains("not a valid backup"), "{err}");
+    assert!(!into.exists());
+    // A journal is not a backup.
+    let (ok, err) = vaultd_restore(&key, &into, &journal, &[], &[]);
+    assert!(!ok);
+    assert!(err.contains("only journals"), "{err}");
+    assert!(!into.exists());
+
+    // Another root key does not open it.
+    let other_key = dir.path().join("other.key");
+    std::fs::write(
+        &other_key,
+        format!("vault-dev-root-key-v1 {}\n", "A".repeat(43)),
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&other_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let (ok, err) = vaultd_restore(&other_key, &into, &good, &[], &[]);
+    assert!(!ok);
+    assert!(err.contains("root key does not open this backup"), "{err}");
+    assert!(!into.exists());
+
+    // The backup as the vault wrote it, with its journal, restores.
+    let (ok, err) = vaultd_restore(&key, &into, &good, &[&journal], &[]);
+    assert!(ok, "{err}");
+    assert!(err.contains("restored 1 subjects"), "{err}");
+}
+
+/// A backup of a vault initialised with shares is checked under the root
+/// key the custodians' shares rebuild: fewer than the threshold, or none,
+/// are refused; the threshold restores it (and it starts sealed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_vaults_backup_restores_with_its_shares() {
+    let (vault, shares) = TestVault::start_sealed(3, 2, &[]);
+    let mut anon = vault.anonymous().await;
+    anon.unseal(&shares[0]).await.unwrap();
+    anon.unseal(&shares[2]).await.unwrap();
+    wait_until_serving(&vault).await;
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("sealed.vbk");
+    backup_to(&mut vault.operator().await, &backup, false).await;
+    let share_files: Vec<std::path::PathBuf> = shares
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let p = dir.path().join(format!("share-{}.txt", i + 1));
+            std::fs::write(&p, s).unwrap();
+            p
+        })
+        .collect();
+    let into = dir.path().join("restored");
+    let no_key = dir.path().join("no-such.key");
+    let (ok, err) = vaultd_restore(&no_key, &into, &backup, &[], &[]);
+    assert!(!ok);
+    assert!(err.contains("root key"), "{err}");
+    let (ok, err) = vaultd_restore(&no_key, &into, &backup, &[], &[&share_files[1]]);
+    assert!(!ok);
+    assert!(err.contains("1 share(s) given, 2 needed"), "{err}");
+    assert!(!into.exists());
+    let (ok, err) = vaultd_restore(
+        &no_key,
+        &into,
+        &backup,
+        &[],
+        &[&share_files[1], &share_files[2]],
+    );
+    assert!(ok, "{err}");
+    assert!(vault_tests::files_below(&into).iter().any(|f| f.is_file()));
+}

@@ -82,7 +82,7 @@ impl SystemService for SystemApi {
         ev.action = "backup".into();
         let journal_only = request.get_ref().journal_only;
         ev.detail = if journal_only {
-            "erasure journal only"
+            "erasure and revocation journals only"
         } else {
             "whole store"
         }
@@ -100,16 +100,21 @@ impl SystemService for SystemApi {
                 size_estimate,
             };
             let started = std::time::Instant::now();
-            let result =
-                crate::backup::write(shared.engine.store().as_ref(), &mut out, journal_only);
+            let result = crate::backup::write(
+                shared.engine.store().as_ref(),
+                shared.engine.keyring().backup(),
+                &mut out,
+                journal_only,
+            );
             let (outcome, detail) = match &result {
                 Ok(s) => (
                     "ok",
                     format!(
-                        "records={} entries={} erasures={} ms={}",
+                        "records={} entries={} erasures={} revocations={} ms={}",
                         s.records,
                         s.entries,
                         s.erasures,
+                        s.revocations,
                         started.elapsed().as_millis()
                     ),
                 ),

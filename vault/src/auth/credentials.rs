@@ -12,6 +12,11 @@
 //! Every credential is held in memory too (they are few), so checking a
 //! token costs one HMAC and one map look-up; the hashes are compared in
 //! constant time.
+//!
+//! A revocation is also written to the revocation journal (`revoked/<id>`,
+//! in the same batch, before the record): backups carry it, and a restore
+//! replays it ([`replay_revocations`]) so that a backup taken before a
+//! revocation does not bring the token back.
 
 use super::{AuthMethod, Principal};
 use crate::crypto::{ct_eq, random_array};
@@ -249,8 +254,20 @@ impl std::fmt::Debug for CredentialStore {
 }
 
 impl CredentialStore {
-    /// Loads every credential from the engine's store.
+    /// Loads every credential from the engine's store, after replaying the
+    /// revocation journal ([`replay_revocations`]).
     pub fn open(engine: Arc<Engine>) -> Result<Self> {
+        let (batch, revoked_again) = replay_revocations(engine.store().as_ref())?;
+        if !batch.is_empty() {
+            // Replaying is idempotent: a start that loses this write redoes it.
+            engine.store().apply(batch)?;
+        }
+        if revoked_again > 0 {
+            tracing::warn!(
+                credentials = revoked_again,
+                "revoked credentials the revocation journal records"
+            );
+        }
         let mut records = HashMap::new();
         for (_, bytes) in engine
             .store()
@@ -535,7 +552,10 @@ impl CredentialStore {
     }
 
     /// Stores a changed `record` (its event, with `detail`, durable first)
-    /// and keeps the memory copy in step.
+    /// and keeps the memory copy in step. A revoked (or rejected) record
+    /// gets its revocation journal entry in the same batch, first: a crash
+    /// between the two leaves a revocation the next start finishes, and a
+    /// restored older backup cannot bring the credential back.
     async fn put(
         &self,
         record: CredentialRecord,
@@ -543,6 +563,12 @@ impl CredentialStore {
         audit: Option<Audited<'_>>,
     ) -> Result<Arc<CredentialRecord>> {
         let mut batch = Batch::new();
+        if record.revoked_at != 0 {
+            batch.put(
+                keys::revoked(&record.id),
+                record.revoked_at.to_be_bytes().to_vec(),
+            );
+        }
         batch.put(keys::credential(&record.id), record.encode_to_vec());
         let write = async { self.engine.store().commit(batch).await.map_err(Error::from) };
         match audit {
@@ -630,6 +656,41 @@ impl CredentialStore {
     }
 }
 
+/// Brings the credentials in `store` and the revocation journal into line:
+/// a credential the journal names that is not revoked (a restored backup
+/// older than the revocation, or a crash between the two writes) is revoked
+/// at the journal's time, and a revoked credential without a journal entry
+/// (revoked before the journal existed) gets one. Returns the batch to
+/// write and how many credentials it revokes again.
+pub fn replay_revocations(store: &dyn crate::store::Store) -> Result<(Batch, u64)> {
+    let damaged = || Error::Internal("damaged revocation journal entry".into());
+    let mut batch = Batch::new();
+    let mut journal = HashMap::new();
+    for (key, value) in store.scan_prefix(keys::REVOKED_PREFIX, usize::MAX)? {
+        let id = key
+            .strip_prefix(keys::REVOKED_PREFIX)
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .ok_or_else(damaged)?;
+        let at = <[u8; 8]>::try_from(value.as_slice()).map_err(|_| damaged())?;
+        journal.insert(id.to_owned(), i64::from_be_bytes(at));
+    }
+    let mut again = 0;
+    for (key, bytes) in store.scan_prefix(keys::CREDENTIAL_PREFIX, usize::MAX)? {
+        let mut r = CredentialRecord::decode(bytes.as_slice())
+            .map_err(|e| Error::Internal(format!("undecodable credential record: {e}")))?;
+        match (journal.get(&r.id), r.revoked_at) {
+            (Some(&at), 0) => {
+                r.revoked_at = at.max(1);
+                batch.put(key, r.encode_to_vec());
+                again += 1;
+            }
+            (None, at) if at != 0 => batch.put(keys::revoked(&r.id), at.to_be_bytes().to_vec()),
+            _ => {}
+        }
+    }
+    Ok((batch, again))
+}
+
 /// Who a new token is for.
 #[derive(Debug, Clone, Copy)]
 struct Issue<'a> {
@@ -678,6 +739,52 @@ mod tests {
         assert!(check_name("a b").is_err());
         assert!(check_role("billing_clerk").is_ok());
         assert!(check_role("Billing").is_err());
+    }
+
+    /// The journal revokes what it names, and a revocation without an
+    /// entry gets one; a second replay has nothing to do.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn revocation_journal_replays_both_ways() {
+        use crate::store::Store;
+        use crate::store::sled::{Durability, SledStore};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, Durability::Flush).unwrap();
+        let record = |id: &str, revoked_at| CredentialRecord {
+            id: id.into(),
+            name: format!("{id}-name"),
+            revoked_at,
+            expires_at: i64::MAX,
+            ..Default::default()
+        };
+        let mut b = Batch::new();
+        b.put(keys::credential("a"), record("a", 0).encode_to_vec());
+        b.put(keys::revoked("a"), 42i64.to_be_bytes().to_vec());
+        b.put(keys::credential("b"), record("b", 43).encode_to_vec());
+        b.put(keys::credential("c"), record("c", 0).encode_to_vec());
+        store.commit(b).await.unwrap();
+        let (batch, again) = replay_revocations(&store).unwrap();
+        assert_eq!(again, 1);
+        store.commit(batch).await.unwrap();
+        let get = |id: &str| {
+            CredentialRecord::decode(
+                store
+                    .get(&keys::credential(id))
+                    .unwrap()
+                    .unwrap()
+                    .as_slice(),
+            )
+            .unwrap()
+        };
+        assert_eq!(get("a").revoked_at, 42);
+        assert_eq!(get("c").revoked_at, 0);
+        assert_eq!(
+            store.get(&keys::revoked("b")).unwrap().unwrap(),
+            43i64.to_be_bytes()
+        );
+        assert!(store.get(&keys::revoked("c")).unwrap().is_none());
+        let (batch, again) = replay_revocations(&store).unwrap();
+        assert!(batch.is_empty());
+        assert_eq!(again, 0);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! an LRU cache; an evicted DEK is wiped when its last user drops it.
 
 use super::keys::{
-    AuditKey, CheckpointKey, CredentialKey, DataKey, DerivationSeed, IndexKey, KEY_LEN,
+    AuditKey, BackupKey, CheckpointKey, CredentialKey, DataKey, DerivationSeed, IndexKey, KEY_LEN,
     KeyEncryptionKey, RootKey,
 };
 use super::{CryptoError, envelope, random_array};
@@ -61,6 +61,7 @@ pub struct Keyring {
     credential: CredentialKey,
     audit: AuditKey,
     checkpoint: CheckpointKey,
+    backup: BackupKey,
     deks: Mutex<LruCache<(String, u32), Arc<DataKey>>>,
 }
 
@@ -110,6 +111,25 @@ impl Root {
 struct Kek {
     key: Arc<KeyEncryptionKey>,
     created_at: i64,
+}
+
+/// The derivation seed that `root` wrapped as `wrapped`.
+fn unwrap_seed(root: &Root, wrapped: &[u8]) -> Result<DerivationSeed, KeyringError> {
+    let raw = root
+        .unwrap(SEED_CONTEXT, wrapped)
+        .map_err(|_| KeyringError::WrongRootKey)?;
+    let bytes: &[u8; KEY_LEN] = raw
+        .as_slice()
+        .try_into()
+        .map_err(|_| KeyringError::Damaged("seed length"))?;
+    Ok(DerivationSeed::from_bytes(bytes))
+}
+
+/// The backup key of the vault whose seed `root` wrapped as `wrapped_seed`
+/// (a restore, before the store holds anything): [`KeyringError::WrongRootKey`]
+/// if `root` does not open it (another vault's key, or a changed seed).
+pub fn backup_key(root: &Root, wrapped_seed: &[u8]) -> Result<BackupKey, KeyringError> {
+    Ok(BackupKey::derive(&unwrap_seed(root, wrapped_seed)?))
 }
 
 /// Whether the store already holds vault keys (the data directory is initialised).
@@ -187,18 +207,12 @@ impl Keyring {
         let wrapped_seed = store
             .get(keys::SEED)?
             .ok_or(KeyringError::Damaged("no derivation seed"))?;
-        let raw = root
-            .unwrap(SEED_CONTEXT, &wrapped_seed)
-            .map_err(|_| KeyringError::WrongRootKey)?;
-        let bytes: &[u8; KEY_LEN] = raw
-            .as_slice()
-            .try_into()
-            .map_err(|_| KeyringError::Damaged("seed length"))?;
-        let seed = DerivationSeed::from_bytes(bytes);
+        let seed = unwrap_seed(&root, &wrapped_seed)?;
         let index = IndexKey::derive(&seed);
         let credential = CredentialKey::derive(&seed);
         let audit = AuditKey::derive(&seed);
         let checkpoint = CheckpointKey::derive(&seed)?;
+        let backup = BackupKey::derive(&seed);
         drop(seed);
         let cap = NonZeroUsize::new(dek_cache.max(1)).unwrap_or(NonZeroUsize::MIN);
         Ok(Self {
@@ -209,6 +223,7 @@ impl Keyring {
             credential,
             audit,
             checkpoint,
+            backup,
             deks: Mutex::new(LruCache::new(cap)),
         })
     }
@@ -354,6 +369,11 @@ impl Keyring {
     /// The key that signs audit checkpoints.
     pub fn checkpoint(&self) -> &CheckpointKey {
         &self.checkpoint
+    }
+
+    /// The key that authenticates backups.
+    pub fn backup(&self) -> &BackupKey {
+        &self.backup
     }
 
     /// Makes a new DEK of `dek_version` for `subject_id`; returns it and its

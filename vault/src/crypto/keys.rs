@@ -22,6 +22,8 @@ pub const AUDIT_KEY_LABEL: &[u8] = b"vault/v1/audit-chain";
 pub const CHECKPOINT_KEY_LABEL: &[u8] = b"vault/v1/audit-checkpoint";
 /// Label of the key that hashes bearer-token secrets.
 pub const CREDENTIAL_KEY_LABEL: &[u8] = b"vault/v1/credential-hash";
+/// Label of the key that authenticates backups and journal exports.
+pub const BACKUP_KEY_LABEL: &[u8] = b"vault/v1/backup-mac";
 
 /// An AES-256-GCM key ready to use (its key schedule expanded once).
 pub(crate) struct AeadKey(Aes256Gcm);
@@ -273,6 +275,57 @@ impl fmt::Debug for AuditKey {
     }
 }
 
+/// Authenticates backups (HMAC-SHA256 over the whole file): only a vault
+/// that holds the root key can make a backup its restore accepts, so a
+/// backup changed by anyone else (and its tag fixed up) is refused.
+pub struct BackupKey(hmac::Key);
+
+impl BackupKey {
+    /// The backup key derived from `seed`.
+    pub fn derive(seed: &DerivationSeed) -> Self {
+        seed.with_derived(BACKUP_KEY_LABEL, |k| {
+            Self(hmac::Key::new(hmac::HMAC_SHA256, k))
+        })
+    }
+
+    /// A MAC over bytes still to come.
+    pub fn start(&self) -> BackupMac {
+        BackupMac(hmac::Context::with_key(&self.0))
+    }
+}
+
+impl fmt::Debug for BackupKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BackupKey(..)")
+    }
+}
+
+/// A backup's MAC being computed, one piece at a time.
+pub struct BackupMac(hmac::Context);
+
+impl BackupMac {
+    /// Adds `bytes` to what the MAC covers.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The tag of everything added.
+    pub fn finish(self) -> [u8; 32] {
+        tag32(&self.0.sign())
+    }
+
+    /// Whether `tag` is the tag of everything added (constant time).
+    pub fn verify(self, tag: &[u8]) -> bool {
+        super::ct_eq(&self.finish(), tag)
+    }
+}
+
+impl fmt::Debug for BackupMac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BackupMac(..)")
+    }
+}
+
 /// Signs audit checkpoints (Ed25519); its public half verifies exports offline.
 pub struct CheckpointKey(ring::signature::Ed25519KeyPair);
 
@@ -333,6 +386,30 @@ mod tests {
         let whole = hmac::sign(&key, b"email\0x@y.com");
         assert_eq!(&mac_pair(&key, b"email", b"x@y.com")[..], whole.as_ref());
         assert_eq!(&tag32(&whole)[..], whole.as_ref());
+    }
+
+    #[test]
+    fn backup_mac_is_keyed_and_checks_every_byte() {
+        let a = BackupKey::derive(&DerivationSeed::from_bytes(&[1; KEY_LEN]));
+        let b = BackupKey::derive(&DerivationSeed::from_bytes(&[2; KEY_LEN]));
+        let tag = |k: &BackupKey, parts: &[&[u8]]| {
+            let mut m = k.start();
+            for p in parts {
+                m.update(p);
+            }
+            m.finish()
+        };
+        let t = tag(&a, &[b"VAULT-", b"BACKUP"]);
+        assert_eq!(t, tag(&a, &[b"VAULT-BACKUP"]), "pieces do not matter");
+        assert_ne!(t, tag(&b, &[b"VAULT-BACKUP"]), "another vault's key");
+        assert_ne!(t, tag(&a, &[b"VAULT-BACKUQ"]));
+        let mut m = a.start();
+        m.update(b"VAULT-BACKUP");
+        assert!(m.verify(&t));
+        let mut m = a.start();
+        m.update(b"VAULT-BACKUP");
+        assert!(!m.verify(&t[..31]));
+        assert_eq!(format!("{a:?}"), "BackupKey(..)");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! | `cred/` | credential id | `CredentialRecord`: name, role, expiry, revocation, keyed hash of the secret |
 //! | `meta/bootstrapped` | | present once the first operator token was issued |
 //! | `erased/` | subject id | `ErasureReceiptBody`: the erasure journal (no personal data) |
+//! | `revoked/` | credential id | revocation time (i64 BE, Unix seconds): the revocation journal |
 //!
 //! The token pointer of an erased subject's token is a tombstone instead: a
 //! zero byte and the field name (subject ids never start with a zero byte),
@@ -55,6 +56,9 @@ pub const CREDENTIAL_PREFIX: &[u8] = b"cred/";
 pub const BOOTSTRAPPED: &[u8] = b"meta/bootstrapped";
 /// Prefix of the erasure journal.
 pub const ERASED_PREFIX: &[u8] = b"erased/";
+/// Prefix of the revocation journal: `revoked/<credential id>` = Unix
+/// seconds (i64 BE), written with the revocation; a restore replays it.
+pub const REVOKED_PREFIX: &[u8] = b"revoked/";
 /// The KEK version every DEK is to be rewrapped under (present while a
 /// rotation's rewrap has not finished; resumed at start).
 pub const REWRAP: &[u8] = b"key/rewrap";
@@ -66,6 +70,17 @@ pub const TOMBSTONE: u8 = 0;
 /// Key of a subject's erasure journal entry.
 pub fn erased(subject_id: &str) -> Vec<u8> {
     join(ERASED_PREFIX, &[subject_id.as_bytes()])
+}
+
+/// Key of a credential's revocation journal entry.
+pub fn revoked(credential_id: &str) -> Vec<u8> {
+    join(REVOKED_PREFIX, &[credential_id.as_bytes()])
+}
+
+/// Whether `key` is an entry of a journal a restore replays (erasures,
+/// revocations).
+pub fn is_journal(key: &[u8]) -> bool {
+    key.starts_with(ERASED_PREFIX) || key.starts_with(REVOKED_PREFIX)
 }
 
 /// Key of the link from account holder `holder` to its travel companion
