@@ -168,11 +168,16 @@ pub enum PolicyCommand {
         #[arg(long)]
         role: Option<String>,
         /// The field.
-        #[arg(long)]
-        field: String,
+        #[arg(long, required_unless_present = "grant")]
+        field: Option<String>,
         /// The stated purpose.
-        #[arg(long)]
-        purpose: String,
+        #[arg(long, required_unless_present = "grant")]
+        purpose: Option<String>,
+        /// Or explain the grant of this role instead of a field: whether it
+        /// is a data role (granted only by two principals) and why, and
+        /// whether the principal or role may request and approve it.
+        #[arg(long, conflicts_with_all = ["field", "purpose"])]
+        grant: Option<String>,
         /// A purpose the subject consented to (repeatable).
         #[arg(long = "consented")]
         consented: Vec<String>,
@@ -954,20 +959,79 @@ pub fn event_json(e: &crate::proto::AuditEvent) -> serde_json::Value {
     v
 }
 
+fn decision_json(d: &crate::proto::ExplainedDecision) -> serde_json::Value {
+    serde_json::json!({"action": d.action, "allowed": d.allowed,
+        "policies": d.policies, "errors": d.errors})
+}
+
+/// Why a decision is what it is, in words.
+fn decision_why(d: &crate::proto::ExplainedDecision) -> String {
+    if d.policies.is_empty() {
+        if d.allowed {
+            String::new()
+        } else {
+            "no policy permits it (default deny)".into()
+        }
+    } else {
+        d.policies.join(", ")
+    }
+}
+
+fn print_grant_explained(
+    out: &mut impl Write,
+    json: bool,
+    e: &crate::proto::ExplainResponse,
+    g: &crate::proto::GrantExplained,
+) -> std::io::Result<()> {
+    let none = crate::proto::ExplainedDecision::default();
+    let (request, approve) = (
+        g.request.as_ref().unwrap_or(&none),
+        g.approve.as_ref().unwrap_or(&none),
+    );
+    if json {
+        let v = serde_json::json!({"principal": e.principal, "role": e.role,
+            "grant_role": g.role, "data_role": g.data_role, "because": g.because,
+            "request": decision_json(request), "approve": decision_json(approve)});
+        return writeln!(out, "{v}");
+    }
+    if g.data_role {
+        writeln!(
+            out,
+            "{} is a data role (it may act on personal data): a token is requested by one principal and approved by another, never issued by one",
+            g.role
+        )?;
+        writeln!(out, "  because: {}", g.because.join(", "))?;
+    } else {
+        writeln!(
+            out,
+            "{} sees no personal data: one principal allowed to request it issues it at once",
+            g.role
+        )?;
+    }
+    let rows: Vec<_> = [request, approve]
+        .into_iter()
+        .map(|d| {
+            vec![
+                d.action.clone(),
+                if d.allowed { "allow" } else { "deny" }.into(),
+                decision_why(d),
+            ]
+        })
+        .collect();
+    writeln!(out, "{} (role {}):", e.principal, e.role)?;
+    print_table(out, &["ACTION", "DECISION", "BECAUSE"], &rows)
+}
+
 fn print_explained(
     out: &mut impl Write,
     json: bool,
     e: &crate::proto::ExplainResponse,
 ) -> std::io::Result<()> {
+    if let Some(g) = &e.grant {
+        return print_grant_explained(out, json, e, g);
+    }
     if json {
-        let d: Vec<_> = e
-            .decisions
-            .iter()
-            .map(|d| {
-                serde_json::json!({"action": d.action, "allowed": d.allowed,
-                    "policies": d.policies, "errors": d.errors})
-            })
-            .collect();
+        let d: Vec<_> = e.decisions.iter().map(decision_json).collect();
         let v = serde_json::json!({"principal": e.principal, "role": e.role,
             "disclosure": disclosure_name(e.disclosure), "decisions": d});
         return writeln!(out, "{v}");
@@ -983,19 +1047,10 @@ fn print_explained(
         .decisions
         .iter()
         .map(|d| {
-            let why = if d.policies.is_empty() {
-                if d.allowed {
-                    String::new()
-                } else {
-                    "no policy permits it (default deny)".into()
-                }
-            } else {
-                d.policies.join(", ")
-            };
             vec![
                 d.action.clone(),
                 if d.allowed { "allow" } else { "deny" }.into(),
-                why,
+                decision_why(d),
             ]
         })
         .collect();
@@ -1019,6 +1074,32 @@ mod offline {
             .map_err(|e| Failure::Usage(e.to_string()))
     }
 
+    /// The explanation of the grant of `granted` for any principal in `role`.
+    pub(super) fn explain_grant(
+        policy: &vault::policy::PolicyEngine,
+        role: &str,
+        granted: &str,
+    ) -> Result<crate::proto::ExplainResponse, Failure> {
+        let check =
+            |r| vault::auth::credentials::check_role(r).map_err(|e| Failure::Usage(e.into()));
+        check(role)?;
+        check(granted)?;
+        Ok(vault::api::explain_grant_response(
+            policy,
+            &any_in(role),
+            granted,
+        ))
+    }
+
+    fn any_in(role: &str) -> vault::auth::Principal {
+        vault::auth::Principal {
+            name: Arc::from("(any principal)"),
+            role: Arc::from(role),
+            method: vault::auth::AuthMethod::Bearer,
+            credential_id: None,
+        }
+    }
+
     pub(super) fn explain(
         policy: &vault::policy::PolicyEngine,
         role: &str,
@@ -1033,12 +1114,7 @@ mod offline {
             .field(field)
             .ok_or_else(|| Failure::Usage(format!("unknown field {field:?}")))?;
         vault::auth::credentials::check_role(role).map_err(|e| Failure::Usage(e.into()))?;
-        let who = vault::auth::Principal {
-            name: Arc::from("(any principal)"),
-            role: Arc::from(role),
-            method: vault::auth::AuthMethod::Bearer,
-            credential_id: None,
-        };
+        let who = any_in(role);
         let ctx = SubjectContext::new(
             &fields,
             consented.iter().map(String::as_str),
@@ -1148,6 +1224,7 @@ fn run_offline(command: &Command, json: bool, out: &mut impl Write) -> Option<Re
             role,
             field,
             purpose,
+            grant,
             consented,
             restricted,
             dir: Some(dir),
@@ -1158,7 +1235,17 @@ fn run_offline(command: &Command, json: bool, out: &mut impl Write) -> Option<Re
                 .as_deref()
                 .ok_or_else(|| Failure::Usage("offline explain (--dir) needs --role".into()))?;
             let policy = offline::load(dir, schema.as_deref())?;
-            let e = offline::explain(&policy, role, field, purpose, consented, *restricted)?;
+            let e = match (grant, field, purpose) {
+                (Some(g), _, _) => offline::explain_grant(&policy, role, g)?,
+                (None, Some(f), Some(p)) => {
+                    offline::explain(&policy, role, f, p, consented, *restricted)?
+                }
+                _ => {
+                    return Err(Failure::Usage(
+                        "give --field and --purpose, or --grant".into(),
+                    ));
+                }
+            };
             print_explained(out, json, &e)?;
             Ok(())
         })()),
@@ -1769,6 +1856,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             role,
             field,
             purpose,
+            grant,
             consented,
             restricted,
             ..
@@ -1777,11 +1865,12 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 .explain(crate::proto::ExplainRequest {
                     principal: principal.unwrap_or_default(),
                     role: role.unwrap_or_default(),
-                    field,
-                    purpose,
+                    field: field.unwrap_or_default(),
+                    purpose: purpose.unwrap_or_default(),
                     consented,
                     restricted,
                     actions: Vec::new(),
+                    grant_role: grant.unwrap_or_default(),
                 })
                 .await?;
             print_explained(&mut out, json, &e)?;

@@ -519,19 +519,24 @@ pub fn unseal_from_lines(
         events: Vec::new(),
     };
     for line in input.lines() {
-        let line = Zeroizing::new(line.map_err(|e| StartError::Serve(format!("reading shares: {e}")))?);
+        let line =
+            Zeroizing::new(line.map_err(|e| StartError::Serve(format!("reading shares: {e}")))?);
         let text = line.trim();
         if text.is_empty() {
             continue;
         }
         let outcome = st.check(text);
         let (name, detail) = match &outcome {
-            Ok(index) => ("ok", format!("share {index} accepted offline (vaultd officer)")),
+            Ok(index) => (
+                "ok",
+                format!("share {index} accepted offline (vaultd officer)"),
+            ),
             Err(s) => ("invalid", s.message().to_owned()),
         };
         // Not "unseal": these shares open the vault offline, for one
         // command, and are audited as such.
-        st.events.push(crate::audit::system_event("offline_unseal", name, detail));
+        st.events
+            .push(crate::audit::system_event("offline_unseal", name, detail));
         if let Err(s) = outcome {
             return Err(StartError::Serve(format!("share refused: {}", s.message())));
         }

@@ -64,10 +64,16 @@ async fn sod_operator_cannot_mint_data_roles() {
     assert_eq!(err.code, Code::PermissionDenied);
 
     // Roles that see no personal data are issued at once, by one operator.
-    let op2 = op.create_principal("op-two", "operator", 3600).await.unwrap();
+    let op2 = op
+        .create_principal("op-two", "operator", 3600)
+        .await
+        .unwrap();
     assert!(!op2.pending);
     assert_eq!(who(&vault, &op2.token).await.as_deref(), Ok("operator"));
-    let aud = op.create_principal("aud-one", "auditor", 3600).await.unwrap();
+    let aud = op
+        .create_principal("aud-one", "auditor", 3600)
+        .await
+        .unwrap();
     assert!(!aud.pending);
 
     // Neither can approve what the first operator asks for.
@@ -95,7 +101,10 @@ async fn sod_operator_cannot_mint_data_roles() {
          permit (principal in Vault::Role::\"operator\", action == Vault::Action::\"approve_grant\", resource);\n",
     );
     let mut op = vault.operator().await;
-    let op2 = op.create_principal("op-two", "operator", 3600).await.unwrap();
+    let op2 = op
+        .create_principal("op-two", "operator", 3600)
+        .await
+        .unwrap();
     let asked = op
         .create_principal("card-reader", "payment_processor", 3600)
         .await
@@ -192,7 +201,9 @@ async fn sod_grant_needs_two_principals() {
         .unwrap()
         .token_part;
     assert_eq!(
-        who(&vault, &format!("{}{part2}", asked.token)).await.as_deref(),
+        who(&vault, &format!("{}{part2}", asked.token))
+            .await
+            .as_deref(),
         Ok("customer_service")
     );
 
@@ -224,7 +235,9 @@ async fn sod_grant_needs_two_principals() {
     assert!(requested.detail.contains("requested"));
     let approval = events
         .iter()
-        .find(|e| e.event_type == "principal_approve" && e.outcome == "ok" && e.detail.contains(&id))
+        .find(|e| {
+            e.event_type == "principal_approve" && e.outcome == "ok" && e.detail.contains(&id)
+        })
         .expect("approval audited");
     assert_eq!(approval.principal, OFFICER_NAME);
     assert!(approval.detail.contains("requested by"));
@@ -287,15 +300,28 @@ async fn tokenize_changes_consent_only_with_set_consent() {
     );
     let mut intake = vault.client_as("intake").await;
     let stored = intake
-        .tokenize("cons-1", &[("email", "c@example.com")], &["marketing_email"], "2026-01")
+        .tokenize(
+            "cons-1",
+            &[("email", "c@example.com")],
+            &["marketing_email"],
+            "2026-01",
+        )
         .await
         .unwrap();
     // The same consent again: fine. Another: refused, nothing stored.
     intake
-        .tokenize("cons-1", &[("phone", "+14155550111")], &["marketing_email"], "2026-01")
+        .tokenize(
+            "cons-1",
+            &[("phone", "+14155550111")],
+            &["marketing_email"],
+            "2026-01",
+        )
         .await
         .unwrap();
-    for (purposes, version) in [(&["booking"][..], "2026-01"), (&["marketing_email"][..], "2027-01")] {
+    for (purposes, version) in [
+        (&["booking"][..], "2026-01"),
+        (&["marketing_email"][..], "2027-01"),
+    ] {
         let err = intake
             .tokenize("cons-1", &[("postal_code", "SW1A 1AA")], purposes, version)
             .await
@@ -305,17 +331,74 @@ async fn tokenize_changes_consent_only_with_set_consent() {
     let mut po = vault.officer().await;
     let export = po.export_subject("cons-1", "check").await.unwrap();
     let text = format!("{export:?}");
-    assert!(text.contains("marketing_email") && !text.contains("SW1A"), "{text}");
+    assert!(
+        text.contains("marketing_email") && !text.contains("SW1A"),
+        "{text}"
+    );
 
     // A booking service may set consent: its Tokenize changes it, audited.
     let mut booking = vault.client_as("booking_service").await;
     booking
-        .tokenize("cons-1", &[("postal_code", "SW1A 1AA")], &["booking"], "2026-01")
+        .tokenize(
+            "cons-1",
+            &[("postal_code", "SW1A 1AA")],
+            &["booking"],
+            "2026-01",
+        )
         .await
         .unwrap();
     let mut auditor = vault.client_as("auditor").await;
     let events = audit_events(&mut auditor, QueryRequest::default()).await;
-    assert!(events.iter().any(|e| e.principal == "booking_service-test"
-        && e.detail.contains("consent changed by tokenize: purposes [booking]")));
+    assert!(events.iter().any(|e| {
+        e.principal == "booking_service-test"
+            && e.detail
+                .contains("consent changed by tokenize: purposes [booking]")
+    }));
     let _ = stored;
+}
+
+/// The grant rules are the policy's, and `policy explain --grant` says them:
+/// whether a role is a data role and which permits make it one, and who may
+/// request and approve it (offline from the policy files, and online).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_explain_shows_the_grant_rules() {
+    let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let out = std::process::Command::new(vault_tests::bin("vaultctl-under-test"))
+        .args([
+            "--json", "policy", "explain", "--role", "operator", "--grant",
+        ])
+        .arg("payment_processor")
+        .arg("--dir")
+        .arg(&policies)
+        .output()
+        .unwrap();
+    let text = vault_tests::assert_success(&out);
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(v["data_role"], true);
+    let because = v["because"][0].as_str().unwrap();
+    assert!(
+        because.starts_with("payment_processor_authorization (")
+            && because.contains("payments.cedar:"),
+        "{because}"
+    );
+    assert_eq!(v["request"]["allowed"], true);
+    assert_eq!(v["approve"]["allowed"], false);
+
+    let vault = TestVault::start_default_policy();
+    let mut op = vault.operator().await;
+    let e = op
+        .explain(vault_client::proto::ExplainRequest {
+            role: "privacy_officer".into(),
+            grant_role: "auditor".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let g = e.grant.unwrap();
+    assert!(!g.data_role && g.because.is_empty());
+    assert!(!g.request.unwrap().allowed);
+    assert!(
+        !g.approve.unwrap().allowed,
+        "an officer approves data roles only"
+    );
 }

@@ -81,10 +81,7 @@ async fn pci_8_3_bearer_tokens() {
 
     // Revoked: refused at once.
     let mut op = vault.operator().await;
-    let bob = op
-        .create_principal("bob", "auditor", 3600)
-        .await
-        .unwrap();
+    let bob = op.create_principal("bob", "auditor", 3600).await.unwrap();
     let listed = op.list_principals().await.unwrap();
     assert!(listed.iter().any(|p| p.name == "bob" && p.revoked_at == 0));
     op.revoke_principal(&bob.principal.unwrap().id)

@@ -58,6 +58,7 @@ pub fn explain_response(
         principal: principal.name.to_string(),
         role: principal.role.to_string(),
         disclosure: reveal.disclosure() as i32,
+        grant: None,
         decisions: explained
             .into_iter()
             .map(|e| ExplainedDecision {
@@ -67,6 +68,46 @@ pub fn explain_response(
                 errors: e.errors,
             })
             .collect(),
+    }
+}
+
+/// How the grant of `role` is decided for `principal`: whether it is a
+/// data role (and why), and the request_grant and approve_grant decisions
+/// (shared by the Explain RPC and `vaultctl policy explain --dir --grant`).
+pub fn explain_grant_response(
+    policy: &crate::policy::PolicyEngine,
+    principal: &Principal,
+    role: &str,
+) -> ExplainResponse {
+    // The grantee's name is unknown here: a permit for one named principal
+    // is not counted (it makes that name's grants data grants).
+    let data = policy.data_role(role, "");
+    let ask = crate::policy::GrantAsk {
+        role,
+        data_role: data.data,
+        ttl_seconds: 3600,
+    };
+    let decision = |action| {
+        let e = policy.explain_grant(principal, action, ask);
+        ExplainedDecision {
+            action: e.action.name().to_owned(),
+            allowed: e.allowed,
+            policies: e.policies,
+            errors: e.errors,
+        }
+    };
+    ExplainResponse {
+        principal: principal.name.to_string(),
+        role: principal.role.to_string(),
+        disclosure: 0,
+        decisions: Vec::new(),
+        grant: Some(vault_proto::v1::GrantExplained {
+            role: role.to_owned(),
+            data_role: data.data,
+            because: data.because,
+            request: Some(decision(Action::RequestGrant)),
+            approve: Some(decision(Action::ApproveGrant)),
+        }),
     }
 }
 
@@ -152,6 +193,21 @@ impl PolicyService for PolicyApi {
                 v.add("principal", "a principal or a role is required");
                 None
             };
+            if !req.grant_role.is_empty() {
+                v.check("grant_role", check_role(&req.grant_role));
+                v.finish()?;
+                let Some(subject) = subject else {
+                    return Err(Error::invalid(
+                        "principal",
+                        "a principal or a role is required",
+                    ));
+                };
+                return Ok(Response::new(explain_grant_response(
+                    &self.shared.policy,
+                    &subject,
+                    &req.grant_role,
+                )));
+            }
             let field = schema.field(&req.field).cloned();
             if field.is_none() {
                 v.add("field", "unknown field (not declared in the schema)");

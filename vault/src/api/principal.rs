@@ -14,8 +14,8 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use vault_proto::v1::principal_service_server::PrincipalService;
 use vault_proto::v1::{
-    CreatePrincipalRequest, CreatePrincipalResponse, ListPrincipalsRequest, ListPrincipalsResponse,
-    ApproveGrantRequest, ApproveGrantResponse, PrincipalInfo, RejectGrantRequest,
+    ApproveGrantRequest, ApproveGrantResponse, CreatePrincipalRequest, CreatePrincipalResponse,
+    ListPrincipalsRequest, ListPrincipalsResponse, PrincipalInfo, RejectGrantRequest,
     RejectGrantResponse, RevokePrincipalRequest, RevokePrincipalResponse, WhoAmIRequest,
     WhoAmIResponse,
 };
@@ -40,7 +40,12 @@ impl PrincipalApi {
 
     /// Whether the policy allows `who` the grant action `action` on
     /// `grant`; logs a refusal.
-    fn require_grant(&self, who: &Principal, action: Action, grant: GrantAsk<'_>) -> Result<(), Error> {
+    fn require_grant(
+        &self,
+        who: &Principal,
+        action: Action,
+        grant: GrantAsk<'_>,
+    ) -> Result<(), Error> {
         if self.shared.policy.explain_grant(who, action, grant).allowed {
             Ok(())
         } else {
@@ -250,7 +255,15 @@ impl PrincipalService for PrincipalApi {
                         .allowed
             });
             if !allowed {
-                self.require_grant(&who, Action::ApproveGrant, GrantAsk { role: "", data_role: true, ttl_seconds: 0 })?;
+                self.require_grant(
+                    &who,
+                    Action::ApproveGrant,
+                    GrantAsk {
+                        role: "",
+                        data_role: true,
+                        ttl_seconds: 0,
+                    },
+                )?;
                 return Err(Error::NotFound("grant"));
             }
             let record = auth

@@ -207,7 +207,10 @@ fn parse(token: &str) -> Option<(&str, Secret)> {
         SECRET_LEN => Some((id, Secret::Whole(decode_exact(secret, 32)?))),
         n if n == 2 * PART_LEN => {
             let (a, b) = (secret.get(..PART_LEN)?, secret.get(PART_LEN..)?);
-            Some((id, Secret::Parts(decode_exact(a, 16)?, decode_exact(b, 16)?)))
+            Some((
+                id,
+                Secret::Parts(decode_exact(a, 16)?, decode_exact(b, 16)?),
+            ))
         }
         _ => None,
     }
@@ -424,7 +427,10 @@ impl CredentialStore {
                 .keyring()
                 .credential()
                 .hash(&part_id(&id, 1), part.as_ref());
-            let text = format!("{TOKEN_PREFIX}{id}.{}", URL_SAFE_NO_PAD.encode(part.as_ref()));
+            let text = format!(
+                "{TOKEN_PREFIX}{id}.{}",
+                URL_SAFE_NO_PAD.encode(part.as_ref())
+            );
             (hash, Zeroizing::new(text))
         } else {
             let secret = Zeroizing::new(random_array::<32>().map_err(rand_error)?);
@@ -613,9 +619,7 @@ impl CredentialStore {
     pub fn newest_valid(&self, name: &str, now: i64) -> Option<Arc<Principal>> {
         self.read()
             .values()
-            .filter(|i| {
-                i.record.name == name && i.record.state(now) == "active"
-            })
+            .filter(|i| i.record.name == name && i.record.state(now) == "active")
             .max_by(|a, b| {
                 (a.record.created_at, &a.record.id).cmp(&(b.record.created_at, &b.record.id))
             })
