@@ -1097,6 +1097,7 @@ mod offline {
             role: Arc::from(role),
             method: vault::auth::AuthMethod::Bearer,
             credential_id: None,
+            data_capable: true,
         }
     }
 

@@ -402,3 +402,45 @@ async fn policy_explain_shows_the_grant_rules() {
         "an officer approves data roles only"
     );
 }
+
+/// A token issued by one principal never acts on personal data, whatever
+/// the policy says later: an operator that issues a role no policy names
+/// (so, at once) and then reloads a policy that lets the role reveal values
+/// sees nothing; the same role granted by two principals does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_issued_alone_cannot_become_a_data_role_by_reload() {
+    let vault = TestVault::start_with_extra_policy("// nothing yet\n");
+    let mut op = vault.operator().await;
+    let alone = op
+        .create_principal("helper", "ops_helper", 3600)
+        .await
+        .unwrap();
+    assert!(!alone.pending, "no policy names ops_helper yet");
+    let mut booking = vault.client_as("booking_service").await;
+    let token = booking
+        .tokenize("rel-1", &[("email", "rel@example.com")], &[], "")
+        .await
+        .unwrap()
+        .remove(0)
+        .token;
+    std::fs::write(
+        vault.dir().join("company-policies/company.cedar"),
+        "@id(\"helper_reads_email\")\n\
+         permit (principal in Vault::Role::\"ops_helper\", action == Vault::Action::\"reveal_plain\", resource == Vault::Field::\"email\")\n\
+         when { context.purpose == \"booking\" };\n",
+    )
+    .unwrap();
+    op.reload_policy().await.unwrap();
+    let mut helper = vault.anonymous().await.with_token(&alone.token).unwrap();
+    let shown = helper.detokenize(&[&token], "booking").await.unwrap();
+    assert_eq!(
+        shown[0].disclosure,
+        vault_client::proto::Disclosure::Denied as i32
+    );
+    assert!(shown[0].value.is_empty());
+    // Granted by two, the same role sees what the policy now says.
+    let granted = vault.issue("helper-2", "ops_helper", 3600).await;
+    let mut helper2 = vault.anonymous().await.with_token(&granted).unwrap();
+    let shown = helper2.detokenize(&[&token], "booking").await.unwrap();
+    assert_eq!(shown[0].value, "rel@example.com");
+}

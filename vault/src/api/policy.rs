@@ -34,6 +34,7 @@ impl PolicyApi {
                 role: Arc::from(role.as_str()),
                 method: AuthMethod::Mtls,
                 credential_id: None,
+                data_capable: true,
             });
         }
         let auth = &self.shared.auth;
@@ -188,6 +189,7 @@ impl PolicyService for PolicyApi {
                     role: Arc::from(req.role.as_str()),
                     method: AuthMethod::Bearer,
                     credential_id: None,
+                    data_capable: true,
                 })
             } else {
                 v.add("principal", "a principal or a role is required");

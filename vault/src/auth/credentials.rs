@@ -237,6 +237,7 @@ impl Issued {
             role: Arc::from(record.role.as_str()),
             method: AuthMethod::Bearer,
             credential_id: Some(Arc::from(record.id.as_str())),
+            data_capable: record.may_approve(),
         });
         Self { record, principal }
     }

@@ -50,6 +50,12 @@ pub struct Principal {
     pub method: AuthMethod,
     /// The bearer token's public id (never its secret).
     pub credential_id: Option<Arc<str>>,
+    /// Whether the credential may act on personal data at all: a client
+    /// certificate of the deployment's mapping, or a bearer token granted
+    /// under dual control or by the root key's holder. A token issued by one
+    /// principal never may, whatever the policy says, now or after a reload
+    /// (so that a role issued alone cannot be turned into a data role).
+    pub data_capable: bool,
 }
 
 /// The principal a DER certificate names: its first URI SAN, else its
@@ -163,6 +169,7 @@ impl Authenticator {
                 role: role.clone(),
                 method: AuthMethod::Mtls,
                 credential_id: None,
+                data_capable: true,
             });
             if let Ok(mut c) = self.cert_cache.lock() {
                 c.put(leaf.as_ref().to_vec(), principal.clone());

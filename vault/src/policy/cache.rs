@@ -25,6 +25,8 @@ pub(super) struct Key<'a> {
     role: &'a str,
     /// How the principal authenticated (`principal.auth` in Cedar).
     method: AuthMethod,
+    /// Whether the credential may act on personal data at all.
+    data_capable: bool,
     /// `None` is the combined reveal decision.
     action: Option<Action>,
     field: &'a str,
@@ -46,6 +48,7 @@ impl<'a> Key<'a> {
             principal: &principal.name,
             role: &principal.role,
             method: principal.method,
+            data_capable: principal.data_capable,
             action,
             field: &field.name,
             purpose,
@@ -60,6 +63,7 @@ impl<'a> Key<'a> {
             principal: Arc::from(self.principal),
             role: Arc::from(self.role),
             method: self.method,
+            data_capable: self.data_capable,
             action: self.action,
             field: Arc::from(self.field),
             purpose: Arc::from(self.purpose),
@@ -74,6 +78,7 @@ impl<'a> Key<'a> {
         self.principal.hash(&mut h);
         self.role.hash(&mut h);
         self.method.hash(&mut h);
+        self.data_capable.hash(&mut h);
         self.action.hash(&mut h);
         self.field.hash(&mut h);
         self.purpose.hash(&mut h);
@@ -90,6 +95,7 @@ struct OwnedKey {
     principal: Arc<str>,
     role: Arc<str>,
     method: AuthMethod,
+    data_capable: bool,
     action: Option<Action>,
     field: Arc<str>,
     purpose: Arc<str>,
@@ -102,6 +108,7 @@ impl OwnedKey {
     fn matches(&self, k: &Key<'_>) -> bool {
         self.action == k.action
             && self.method == k.method
+            && self.data_capable == k.data_capable
             && self.consented == k.consented
             && self.restricted == k.restricted
             && *self.field == *k.field
@@ -223,6 +230,7 @@ mod tests {
             role: Arc::from("r"),
             method: AuthMethod::Bearer,
             credential_id: None,
+            data_capable: true,
         };
         let email = schema.field("email").unwrap();
         let phone = schema.field("phone").unwrap();
@@ -250,6 +258,14 @@ mod tests {
         };
         assert_eq!(
             c.get_reveal(&Key::new(&mtls, None, email, "booking", &ctx)),
+            None
+        );
+        let single = Principal {
+            data_capable: false,
+            ..p.clone()
+        };
+        assert_eq!(
+            c.get_reveal(&Key::new(&single, None, email, "booking", &ctx)),
             None
         );
         assert_eq!(

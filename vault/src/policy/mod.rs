@@ -310,6 +310,11 @@ pub struct Explanation {
     pub errors: Vec<String>,
 }
 
+/// How an explanation names the vault's rule that a token issued by one
+/// principal never acts on personal data.
+pub const SINGLE_GRANT_RULE: &str =
+    "vault rule: a token issued by one principal never acts on personal data";
+
 /// What a decision is about, beyond its principal and action.
 #[derive(Clone, Copy)]
 enum Target<'a> {
@@ -659,6 +664,15 @@ impl PolicyEngine {
         action: Action,
         target: Target<'_>,
     ) -> Explanation {
+        if action.on_personal_data() && !principal.data_capable {
+            // The vault's own rule, before any policy: see Principal::data_capable.
+            return Explanation {
+                action,
+                allowed: false,
+                policies: vec![SINGLE_GRANT_RULE.to_owned()],
+                errors: Vec::new(),
+            };
+        }
         let denied = |e: String| Explanation {
             action,
             allowed: false,

@@ -11,6 +11,7 @@ fn who(role: &str) -> Principal {
         role: Arc::from(role),
         method: AuthMethod::Bearer,
         credential_id: None,
+        data_capable: true,
     }
 }
 
