@@ -1,7 +1,8 @@
 //! `vault.v1.AuditService`: query and verify the audit trail (auditors).
 //! Every call is itself audited.
 
-use super::{Shared, base_event, principal};
+use super::{Shared, Violations, base_event, principal};
+use crate::audit::bound;
 use crate::error::Error;
 use crate::policy::Action;
 use prost::Message;
@@ -31,6 +32,12 @@ type ChunkStream = tokio_stream::Iter<std::vec::IntoIter<Result<ExportChunk, Sta
 
 /// Events per export chunk.
 const EXPORT_CHUNK: usize = 1000;
+
+/// Longest text filter a query accepts, in bytes.
+pub const MAX_FILTER_BYTES: usize = 512;
+/// Longest text filter the query's event records as it is; a longer one
+/// is recorded as its length and a keyed digest.
+pub const VERBATIM_FILTER_BYTES: usize = 128;
 
 #[tonic::async_trait]
 impl AuditService for AuditApi {
@@ -118,20 +125,37 @@ impl AuditService for AuditApi {
         ev.event_type = "audit_query".into();
         ev.action = "read_audit".into();
         let q = request.into_inner();
-        ev.detail = format!(
-            "after_seq {} limit {} principal {:?} role {:?} subject {:?} field {:?} action {:?} outcome {:?} event_type {:?}",
-            q.after_seq,
-            q.limit,
-            q.principal,
-            q.role,
-            q.subject_id,
-            q.field,
-            q.action,
-            q.outcome,
-            q.event_type
-        );
+        let filters = [
+            ("principal", &q.principal),
+            ("role", &q.role),
+            ("subject_id", &q.subject_id),
+            ("field", &q.field),
+            ("action", &q.action),
+            ("outcome", &q.outcome),
+            ("event_type", &q.event_type),
+        ];
+        // What the caller asked for, never more than a short filter as it
+        // is: a long one is its length and a keyed digest.
+        let key = self.shared.engine.keyring().audit();
+        ev.detail = format!("after_seq {} limit {}", q.after_seq, q.limit);
+        for (name, value) in filters {
+            ev.detail.push_str(&format!(
+                " {name} {}",
+                bound::quote(key, value, VERBATIM_FILTER_BYTES)
+            ));
+        }
+        let mut v = Violations::default();
+        for (name, value) in filters {
+            if value.len() > MAX_FILTER_BYTES {
+                v.add(
+                    name,
+                    format!("longer than the limit of {MAX_FILTER_BYTES} bytes"),
+                );
+            }
+        }
         let r: Result<_, Error> = async {
             self.shared.require(&who, Action::ReadAudit)?;
+            v.finish()?;
             let shared = self.shared.clone();
             tokio::task::spawn_blocking(move || shared.audit.query(&q))
                 .await

@@ -15,6 +15,7 @@
 //! before it changes any data ([`AuditLog::record_then`]), so a change that
 //! survives a crash never lacks its event.
 
+pub mod bound;
 pub mod segments;
 
 use crate::crypto::keys::AuditKey;
@@ -29,6 +30,10 @@ pub use vault_proto::v1::{AuditEvent, AuditItem, AuditRecord, Checkpoint, QueryR
 
 /// Most events one query returns.
 pub const MAX_QUERY_EVENTS: usize = 10_000;
+
+/// Most bytes of (encoded) events one query answer holds: a page ends
+/// early rather than grow beyond (the caller goes on with `after_seq`).
+pub const MAX_QUERY_BYTES: usize = 32 << 20;
 
 /// Whether `e` passes the filters of `q` (empty filters match everything).
 pub fn matches(q: &QueryRequest, e: &AuditEvent) -> bool {
@@ -372,35 +377,45 @@ impl Inner {
         self.state.lock().map_err(poisoned)
     }
 
-    /// Numbers, chains and frames `events` into the pending buffer.
+    /// Numbers, chains and frames `events` into the pending buffer, each
+    /// first brought within the trail's limits ([`bound::bound`]: an event
+    /// with more items than fit goes on in further events, numbered too).
     fn push(&self, st: &mut State, events: Vec<AuditEvent>, now: i64) -> Vec<u64> {
+        let key = self.engine.keyring().audit();
         let mut seqs = Vec::with_capacity(events.len());
         for mut e in events {
             hoist_subject(&mut e);
-            e.seq = st.head.seq + 1;
             if e.time_unix_micros == 0 {
                 e.time_unix_micros = now;
             }
-            let bytes = prost::Message::encode_to_vec(&e);
-            let hash = chain_hash(&st.head.hash, &bytes);
-            let mac = self.engine.keyring().audit().mac(&hash);
-            let record = AuditRecord {
-                event: bytes,
-                hash: hash.to_vec(),
-                mac: mac.to_vec(),
-            };
-            segments::frame(&record, &mut st.pending);
-            st.head = Mark {
-                seq: e.seq,
-                time: e.time_unix_micros,
-                hash,
-            };
-            if st.pending_first.is_none() {
-                st.pending_first = Some(st.head);
+            for mut e in bound::bound(key, e, st.head.seq + 1) {
+                e.seq = st.head.seq + 1;
+                Self::push_one(st, &e, key);
+                seqs.push(e.seq);
             }
-            seqs.push(e.seq);
         }
         seqs
+    }
+
+    /// Chains and frames one event (numbered, within the limits).
+    fn push_one(st: &mut State, e: &AuditEvent, key: &AuditKey) {
+        let bytes = prost::Message::encode_to_vec(e);
+        let hash = chain_hash(&st.head.hash, &bytes);
+        let mac = key.mac(&hash);
+        let record = AuditRecord {
+            event: bytes,
+            hash: hash.to_vec(),
+            mac: mac.to_vec(),
+        };
+        segments::frame(&record, &mut st.pending);
+        st.head = Mark {
+            seq: e.seq,
+            time: e.time_unix_micros,
+            hash,
+        };
+        if st.pending_first.is_none() {
+            st.pending_first = Some(st.head);
+        }
     }
 
     /// Adds a checkpoint of the head if one is due (`force`: if anything
@@ -1050,7 +1065,9 @@ impl AuditLog {
     }
 
     /// Events after `q.after_seq` that pass `q`'s filters, in order, at
-    /// most `q.limit` (default 1,000, at most [`MAX_QUERY_EVENTS`]). Without
+    /// most `q.limit` (default 1,000, at most [`MAX_QUERY_EVENTS`]) and
+    /// about [`MAX_QUERY_BYTES`] (the page ends after the event that passes
+    /// it). Without
     /// a time range, only the last `query_days` days.
     pub fn query(&self, q: &QueryRequest) -> Result<Vec<AuditEvent>> {
         let limit = match q.limit {
@@ -1066,12 +1083,14 @@ impl AuditLog {
             );
         }
         let mut out = Vec::new();
+        let mut bytes = 0;
         self.scan_after(q.after_seq, q.since_unix_micros, |item| {
-            let (_, event) = item.ok_or(Error::Integrity)?;
+            let (record, event) = item.ok_or(Error::Integrity)?;
             if matches(&q, &event) {
+                bytes += record.event.len();
                 out.push(event);
             }
-            Ok(out.len() < limit)
+            Ok(out.len() < limit && bytes < MAX_QUERY_BYTES)
         })?;
         Ok(out)
     }
