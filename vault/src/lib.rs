@@ -279,7 +279,10 @@ impl Vault {
                 &config.data_dir.join("audit"),
                 config.audit_settings(),
             )
-            .map_err(|e| StartError::Audit(e.to_string()))?,
+            .map_err(|e| match e {
+                error::Error::AuditDamaged(m) => StartError::Audit(format!("damaged: {m}")),
+                e => StartError::Audit(e.to_string()),
+            })?,
         );
         // The start is the first event of every run; a vault that cannot
         // write its audit trail does not serve.

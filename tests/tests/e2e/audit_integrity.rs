@@ -4,6 +4,9 @@
 //! and an export whose start was cut, or with lines after its checkpoint,
 //! does not verify offline.
 
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 use tonic::Code;
 use vault_client::audit::{ExportVerdict, checkpoint_line, event_line, header_line, verify_export};
 use vault_client::proto::{AuditEvent, QueryRequest};
@@ -27,6 +30,48 @@ fn export_lines(x: &AuditExport) -> Vec<String> {
     lines.extend(x.events.iter().map(event_line));
     lines.extend(x.checkpoint.iter().map(checkpoint_line));
     lines
+}
+
+/// The frames of an audit segment file: `(offset, record length)`.
+fn frames(path: &Path) -> Vec<(usize, usize)> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 4 <= bytes.len() {
+        let n = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if n == 0 || at + 4 + n > bytes.len() {
+            break;
+        }
+        out.push((at, n));
+        at += 4 + n;
+    }
+    out
+}
+
+/// Runs `vaultd serve` on the vault's directory (stopped) and waits for
+/// it to exit; `None` if it was still running after 30 s (then killed).
+fn start_and_wait_for_exit(vault: &TestVault) -> Option<(bool, String)> {
+    let mut child = vault
+        .command()
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            return Some((status.success(), err));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A multi-megabyte query filter gets a clear INVALID_ARGUMENT naming the
@@ -161,7 +206,11 @@ async fn pci_10_3_oversized_event_cannot_truncate_the_trail() {
         .rev()
         .find(|e| e.event_type == "vault_start")
         .unwrap();
-    assert!(!start.detail.contains("set aside"), "{}", start.detail);
+    assert!(
+        !start.detail.contains("set aside") && !start.detail.contains("ended without"),
+        "{}",
+        start.detail
+    );
     for e in &before {
         assert!(
             after.iter().any(|a| a == e),
@@ -172,4 +221,64 @@ async fn pci_10_3_oversized_event_cannot_truncate_the_trail() {
     let v = auditor.audit_verify().await.unwrap();
     assert!(v.ok, "{v:?}");
     assert!(v.good >= before.len() as u64);
+}
+
+/// A damaged frame in the middle of a segment (not a torn end) stops the
+/// vault from starting, with a message that names the segment file, the
+/// offset and the event; nothing is cut. Naming that place in the
+/// set-aside file is the operator's decision: the vault then starts, keeps
+/// the damaged bytes as evidence and says so in its start event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pci_10_3_damage_in_the_trail_stops_the_start_and_is_named() {
+    let mut vault = TestVault::start();
+    let mut c = vault.client().await;
+    for i in 0..5 {
+        c.tokenize(&format!("dmg-{i}"), &[("email", "d@example.com")], &[], "")
+            .await
+            .unwrap();
+    }
+    assert!(vault.stop());
+    let dir = vault.data_dir().join("audit");
+    let seg = dir.join("seg-000000000001.log");
+    let fs = frames(&seg);
+    assert!(fs.len() > 6, "{fs:?}");
+    let (offset, len) = fs[3];
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[offset + 4 + len / 2] ^= 0x40;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let (ok, stderr) = start_and_wait_for_exit(&vault).expect("vaultd refuses to start");
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "seg-000000000001.log at byte offset {offset}, where event 4 should be"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes, "nothing was cut");
+
+    std::fs::write(
+        dir.join("set-aside"),
+        format!("seg-000000000001.log:{offset}\n"),
+    )
+    .unwrap();
+    vault.restart();
+    let mut auditor = vault.client_as("auditor").await;
+    let events = every_event(&mut auditor).await;
+    let start = events
+        .iter()
+        .find(|e| e.event_type == "vault_start" && e.detail.contains("operator's decision"))
+        .expect("the start says what was set aside");
+    assert!(
+        start.detail.contains("where event 4 should be"),
+        "{}",
+        start.detail
+    );
+    assert!(
+        dir.join(format!("seg-000000000001.log.damaged-{offset}"))
+            .exists()
+    );
+    assert!(events.iter().any(|e| e.seq == 3));
+    let v = auditor.audit_verify().await.unwrap();
+    assert!(v.ok, "{v:?}");
 }

@@ -16,6 +16,7 @@
 //! survives a crash never lacks its event.
 
 pub mod bound;
+pub mod recovery;
 pub mod segments;
 
 use crate::crypto::keys::AuditKey;
@@ -785,8 +786,10 @@ impl Drop for AuditLog {
 }
 
 impl AuditLog {
-    /// Opens the trail in `dir` (creating it), recovers from a torn end,
-    /// finishes an interrupted pruning, prunes, and starts the writer.
+    /// Opens the trail in `dir` (creating it), checks every event in it,
+    /// cuts a torn end, finishes an interrupted pruning, prunes, and starts
+    /// the writer. A trail damaged anywhere else is refused
+    /// ([`Error::AuditDamaged`], naming where; see [`recovery`]).
     pub fn open(engine: Arc<Engine>, dir: &Path, settings: Settings) -> Result<Self> {
         let io = segments::io;
         if !dir.exists() {
@@ -799,67 +802,12 @@ impl AuditLog {
             }
         }
         let anchor = segments::read_anchor(dir)?;
-        let mut notes = Vec::new();
-        let numbers = segments::list(dir)?;
-        let mut list = Vec::new();
-        let mut last_type = String::new();
-        for (i, &n) in numbers.iter().enumerate() {
-            let (summary, end, last_event_type) = segments::summarize(dir, n)?;
-            if let End::Zeros { offset } = end {
-                // Zero-filled ahead and not used: a run that ended without
-                // cutting it (killed or crashed).
-                segments::cut(dir, n, offset)?;
-            }
-            if let End::Torn { offset } = end {
-                if i + 1 == numbers.len() {
-                    let (aside, bytes) = segments::set_aside_tail(dir, n, offset)?;
-                    tracing::warn!(file = %aside.display(), bytes, "audit trail ended in a torn record; set aside");
-                    notes.push(format!(
-                        "the trail ended in {bytes} bytes that were not a whole event (an interrupted write); set aside in {}",
-                        aside.file_name().and_then(|f| f.to_str()).unwrap_or("?")
-                    ));
-                } else {
-                    tracing::error!(
-                        segment = n,
-                        "audit segment damaged in the middle; verify will name it"
-                    );
-                }
-            }
-            match summary {
-                Some(s) if anchor.as_ref().is_some_and(|a| s.last_seq <= a.seq) => {
-                    // Left over from a pruning interrupted after its anchor.
-                    std::fs::remove_file(segments::segment_path(dir, n))
-                        .map_err(|e| io("removing a pruned segment", e))?;
-                }
-                Some(s) => {
-                    list.push(s);
-                    last_type = last_event_type;
-                }
-                None => {
-                    std::fs::remove_file(segments::segment_path(dir, n))
-                        .map_err(|e| io("removing an empty segment", e))?;
-                }
-            }
-        }
-        if !list.is_empty() && last_type != "vault_stop" {
-            notes.push(
-                "the previous run ended without a vault_stop event (killed or crashed): a write whose event is among its last may not have been applied".into(),
-            );
-        }
-        let head = match (list.last(), &anchor) {
-            (Some(s), _) => Mark {
-                seq: s.last_seq,
-                time: s.last_time,
-                hash: s.last_hash,
-            },
-            (None, Some(a)) => Mark {
-                seq: a.seq,
-                time: a.time_unix_micros,
-                hash: a.hash.as_slice().try_into().map_err(|_| Error::Integrity)?,
-            },
-            (None, None) => Mark::default(),
-        };
-        let next_number = numbers.last().map_or(1, |n| n + 1);
+        let recovery::Recovered {
+            segments: list,
+            head,
+            next_number,
+            notes,
+        } = recovery::recover(&engine, dir, anchor.as_ref())?;
         let now = engine.clock().now_micros();
         let inner = Arc::new(Inner {
             dir: dir.to_owned(),
