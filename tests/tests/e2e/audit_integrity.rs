@@ -11,7 +11,7 @@ use tonic::Code;
 use vault_client::audit::{ExportVerdict, checkpoint_line, event_line, header_line, verify_export};
 use vault_client::proto::{AuditEvent, QueryRequest};
 use vault_client::{AuditExport, VaultClient};
-use vault_tests::{TestVault, audit_events};
+use vault_tests::{TestVault, assert_success, audit_events};
 
 /// Every kept event (explicit time range: not only the last 90 days).
 async fn every_event(auditor: &mut VaultClient) -> Vec<AuditEvent> {
@@ -221,6 +221,127 @@ async fn pci_10_3_oversized_event_cannot_truncate_the_trail() {
     let v = auditor.audit_verify().await.unwrap();
     assert!(v.ok, "{v:?}");
     assert!(v.good >= before.len() as u64);
+}
+
+/// An export verifies offline only whole: a cut start is refused whether
+/// the header is left as it was or rewritten to match the cut, so is a
+/// signed start edited to match, and so are lines after the checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pci_10_3_offline_verify_refuses_a_cut_start() {
+    let vault = TestVault::start_default_policy();
+    let mut booking = vault.client_as("booking_service").await;
+    for i in 0..6 {
+        booking
+            .tokenize(&format!("cut-{i}"), &[("email", "c@example.com")], &[], "")
+            .await
+            .unwrap();
+    }
+    let auditor_token = vault.token_for("auditor").await;
+    let run = |args: &[&str]| {
+        std::process::Command::new(vault_tests::bin("vaultctl-under-test"))
+            .env("VAULT_ADDR", &vault.addr)
+            .env("VAULT_TOKEN", &auditor_token)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let text = assert_success(&run(&["audit", "export"]));
+    let pubkey = assert_success(&run(&["audit", "pubkey"]));
+    let key = vault_client::audit::unhex(pubkey.trim()).unwrap();
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let check = |ls: &[String]| verify_export(ls, &key);
+    assert!(
+        matches!(check(&lines), ExportVerdict::Valid { .. }),
+        "{:?}",
+        check(&lines)
+    );
+    let json = |l: &str| serde_json::from_str::<serde_json::Value>(l).unwrap();
+    let n = 4;
+
+    // The first n events dropped, the header as it was.
+    let mut cut = lines.clone();
+    cut.drain(1..=n);
+    assert!(
+        matches!(check(&cut), ExportVerdict::BadEvent { seq: 1, .. }),
+        "{:?}",
+        check(&cut)
+    );
+    // … and the header rewritten to start after event n, with its hash.
+    let hash_n = json(&lines[n])["hash"].as_str().unwrap().to_owned();
+    cut[0] = serde_json::json!({"vault_audit_export": 2, "after_seq": n,
+        "start_prev_hash": hash_n})
+    .to_string();
+    let verdict = check(&cut);
+    assert!(
+        matches!(&verdict, ExportVerdict::Bad(m) if m.contains("events missing at the start")),
+        "{verdict:?}"
+    );
+    // … and the checkpoint's signed start edited to match: its signature fails.
+    let last = cut.len() - 1;
+    let mut cp = json(&cut[last]);
+    cp["checkpoint"]["start_after_seq"] = serde_json::json!(n);
+    cp["checkpoint"]["start_prev_hash"] = serde_json::json!(hash_n);
+    cut[last] = cp.to_string();
+    let verdict = check(&cut);
+    assert!(
+        matches!(&verdict, ExportVerdict::Bad(m) if m.contains("signature invalid")),
+        "{verdict:?}"
+    );
+    // A start that claims to be the chain's beginning with another hash.
+    let mut zero = lines.clone();
+    zero[0] = header_line(0, &[1; 32]);
+    assert!(matches!(check(&zero), ExportVerdict::Bad(_)));
+    // A version 1 export is refused: its start was never signed.
+    let mut v1 = lines.clone();
+    v1[0] = v1[0].replace("\"vault_audit_export\":2", "\"vault_audit_export\":1");
+    assert_ne!(v1[0], lines[0]);
+    assert!(matches!(check(&v1), ExportVerdict::Bad(m) if m.contains("version 1")));
+    // Lines after the checkpoint, an event's or anything else.
+    for extra in [lines[2].clone(), "{}".to_owned(), "garbage".to_owned()] {
+        let mut more = lines.clone();
+        more.push(extra);
+        let verdict = check(&more);
+        assert!(
+            matches!(&verdict, ExportVerdict::Bad(m) if m.contains("lines after the checkpoint")),
+            "{verdict:?}"
+        );
+    }
+
+    // A genuine export that starts later verifies, and says where it starts.
+    let later = assert_success(&run(&["audit", "export", "--after", &n.to_string()]));
+    let later_lines: Vec<String> = later.lines().map(str::to_owned).collect();
+    assert_eq!(json(&later_lines[0])["after_seq"], serde_json::json!(n));
+    assert!(matches!(check(&later_lines), ExportVerdict::Valid { .. }));
+
+    // The command line refuses the cut file, and says why.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cut.jsonl");
+    let mut rewritten = lines.clone();
+    rewritten.drain(1..=n);
+    rewritten[0] = serde_json::json!({"vault_audit_export": 2, "after_seq": n,
+        "start_prev_hash": hash_n})
+    .to_string();
+    std::fs::write(&file, rewritten.join("\n")).unwrap();
+    let out = run(&[
+        "audit",
+        "verify",
+        file.to_str().unwrap(),
+        "--pubkey",
+        pubkey.trim(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("events missing at the start"), "{said}");
+    let whole = dir.path().join("whole.jsonl");
+    std::fs::write(&whole, format!("{}\n", lines.join("\n"))).unwrap();
+    let ok = assert_success(&run(&[
+        "audit",
+        "verify",
+        whole.to_str().unwrap(),
+        "--pubkey",
+        pubkey.trim(),
+    ]));
+    assert!(ok.contains("after event 0, as the vault signed"), "{ok}");
 }
 
 /// A damaged frame in the middle of a segment (not a torn end) stops the

@@ -72,8 +72,18 @@ pub struct SubjectHistory {
     pub truncated: bool,
 }
 
-/// Stored records with their sequence numbers, in order.
-pub type Records = Vec<(u64, AuditRecord)>;
+/// What an export covers: the events after `after` (whose chain hash is
+/// `prev`) through `through`, the last durable event when it was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportRange {
+    /// The sequence number before the first exported event (the request's,
+    /// or the pruning anchor's if later).
+    pub after: u64,
+    /// The chain hash of event `after` (32 zero bytes for event 0).
+    pub prev: [u8; 32],
+    /// The last event exported.
+    pub through: u64,
+}
 
 /// The result of checking a run of records.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -330,6 +340,7 @@ fn signed(engine: &Engine, seq: u64, hash: &[u8], now: i64) -> Checkpoint {
             .checkpoint()
             .sign(&checkpoint_message(seq, hash)),
         time_unix_micros: now,
+        ..Default::default()
     }
 }
 
@@ -1066,42 +1077,108 @@ impl AuditLog {
         Ok(h)
     }
 
-    /// Every kept record after `after_seq`: `(sequence number before the
-    /// first, its hash, records)`.
-    pub fn export(&self, after_seq: u64) -> Result<(u64, [u8; 32], Records)> {
+    /// Where an export of the events after `after_seq` starts (from the
+    /// pruning anchor at the earliest) and ends (the last durable event).
+    pub fn export_range(&self, after_seq: u64) -> Result<ExportRange> {
         let (start, start_hash, _) = self.start()?;
-        let (after, prev) = if after_seq <= start {
-            (start, start_hash)
-        } else {
-            let mut hash = None;
-            self.scan_after(after_seq - 1, 0, |item| {
-                let (r, e) = item.ok_or(Error::Integrity)?;
-                if e.seq == after_seq {
-                    hash = Some(
-                        <[u8; 32]>::try_from(r.hash.as_slice()).map_err(|_| Error::Integrity)?,
-                    );
-                }
-                Ok(false)
-            })?;
-            (after_seq, hash.ok_or(Error::NotFound("audit event"))?)
+        let through = {
+            let st = self.inner.lock()?;
+            st.segments.last().map_or(start, |s| s.last_seq)
         };
-        let mut out = Vec::new();
-        self.scan_after(after, 0, |item| {
+        if after_seq <= start {
+            return Ok(ExportRange {
+                after: start,
+                prev: start_hash,
+                through,
+            });
+        }
+        if after_seq > through {
+            return Err(Error::NotFound("audit event"));
+        }
+        let mut hash = None;
+        self.scan_after(after_seq - 1, 0, |item| {
             let (r, e) = item.ok_or(Error::Integrity)?;
-            out.push((e.seq, r));
-            Ok(true)
+            if e.seq == after_seq {
+                hash = Some(<[u8; 32]>::try_from(r.hash.as_slice()).map_err(|_| Error::Integrity)?);
+            }
+            Ok(false)
         })?;
-        Ok((after, prev, out))
+        Ok(ExportRange {
+            after: after_seq,
+            prev: hash.ok_or(Error::NotFound("audit event"))?,
+            through,
+        })
     }
 
-    /// A checkpoint of event `seq` (chain hash `hash`), signed now.
-    pub fn checkpoint(&self, seq: u64, hash: &[u8]) -> Checkpoint {
-        signed(
-            &self.inner.engine,
-            seq,
-            hash,
-            self.inner.engine.clock().now_micros(),
-        )
+    /// Calls `f` with each record of `range` and its event, in order, one
+    /// at a time (memory does not grow with the trail), until it answers
+    /// `false`. Each is checked as it is read (sequence number, chain hash,
+    /// MAC, checkpoint signature): the vault never signs the end of a
+    /// chain that does not check out ([`Error::Integrity`], logged with
+    /// where). Returns the last event given to `f`: its sequence number and
+    /// chain hash (`range.after` and `range.prev` if none).
+    pub fn export_each(
+        &self,
+        range: &ExportRange,
+        mut f: impl FnMut(AuditRecord, AuditEvent) -> Result<bool>,
+    ) -> Result<(u64, [u8; 32])> {
+        let public = self.public_key();
+        let key = self.inner.engine.keyring().audit();
+        let mut c = ChainChecker::new(range.after + 1, range.prev, Some(key), Some(&public));
+        let mut stopped = false;
+        if range.through > range.after {
+            self.scan_after(range.after, 0, |item| {
+                if let Err((seq, problem)) = c.check(item.as_ref().map(|(r, e)| (r, e))) {
+                    tracing::error!(
+                        seq,
+                        problem,
+                        "the audit trail fails its checks; export stopped"
+                    );
+                    return Err(Error::Integrity);
+                }
+                let Some((r, e)) = item else {
+                    return Err(Error::Integrity);
+                };
+                if !f(r, e)? {
+                    stopped = true;
+                    return Ok(false);
+                }
+                Ok(c.expected <= range.through)
+            })?;
+        }
+        if !stopped && c.expected != range.through + 1 {
+            tracing::error!(
+                expected = c.expected,
+                through = range.through,
+                "audit events missing at the end of an export"
+            );
+            return Err(Error::Integrity);
+        }
+        Ok((c.expected - 1, c.prev))
+    }
+
+    /// The checkpoint that ends an export of `range` whose last event is
+    /// `seq` with chain hash `hash`, signed now: a chain checkpoint of
+    /// `(seq, hash)` and an export signature binding the export's start to
+    /// it ([`vault_proto::audit::export_message`]).
+    pub fn export_checkpoint(&self, range: &ExportRange, seq: u64, hash: &[u8]) -> Checkpoint {
+        let engine = &self.inner.engine;
+        let now = engine.clock().now_micros();
+        let mut c = signed(engine, seq, hash, now);
+        c.export_signature =
+            engine
+                .keyring()
+                .checkpoint()
+                .sign(&vault_proto::audit::export_message(
+                    range.after,
+                    &range.prev,
+                    seq,
+                    hash,
+                    now,
+                ));
+        c.start_after_seq = range.after;
+        c.start_prev_hash = range.prev.to_vec();
+        c
     }
 
     /// The checkpoint public key.

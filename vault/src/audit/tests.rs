@@ -595,3 +595,43 @@ async fn pci_10_3_no_event_exceeds_the_frame_limit() {
     );
     assert!(all.iter().any(|e| e.principal == "p2"));
 }
+
+/// An export reads the trail one event at a time, checks it, and refuses
+/// to sign a chain that does not check out.
+#[tokio::test]
+async fn an_export_checks_what_it_signs() {
+    let (_dir, trail, e, log) = trail_of(5).await;
+    let range = log.export_range(2).unwrap();
+    assert_eq!((range.after, range.through), (2, 5));
+    let mut seen = Vec::new();
+    let (seq, hash) = log
+        .export_each(&range, |_, ev| {
+            seen.push(ev.seq);
+            Ok(true)
+        })
+        .unwrap();
+    assert_eq!(seen, vec![3, 4, 5]);
+    assert_eq!(seq, 5);
+    let cp = log.export_checkpoint(&range, seq, &hash);
+    let public = e.keyring().checkpoint().public();
+    assert!(vault_proto::audit::verify_export_checkpoint(&public, &cp));
+    let mut moved = cp.clone();
+    moved.start_after_seq = 3;
+    assert!(!vault_proto::audit::verify_export_checkpoint(
+        &public, &moved
+    ));
+    assert_eq!(
+        log.export_range(99).unwrap_err().code(),
+        tonic::Code::NotFound
+    );
+    // A record changed on disk while the vault runs: the export stops.
+    log.close();
+    let path = newest_segment(&trail);
+    let (offset, record) = frames(&path)[3].clone();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[offset as usize + 4 + record.len() - 1] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let range = log.export_range(0).unwrap();
+    let err = log.export_each(&range, |_, _| Ok(true)).unwrap_err();
+    assert!(matches!(err, Error::Integrity), "{err:?}");
+}
