@@ -146,7 +146,12 @@ pub fn verify_export<S: AsRef<str>>(
     }
     let start = (after, prev);
     let mut prev = prev;
-    for (expected, line) in (after + 1..).zip(lines.by_ref()) {
+    let mut next = after.checked_add(1);
+    for line in lines.by_ref() {
+        let Some(expected) = next else {
+            return ExportVerdict::Bad("sequence numbers out of range".into());
+        };
+        next = expected.checked_add(1);
         let line = line.as_ref();
         let bad = |problem: &str| ExportVerdict::BadEvent {
             seq: expected,
@@ -208,7 +213,7 @@ pub fn verify_export<S: AsRef<str>>(
             return bad("the event's JSON does not match its encoding (changed)");
         }
         if let Some(cp) = &event.checkpoint
-            && (cp.seq + 1 != expected
+            && (cp.seq.checked_add(1) != Some(expected)
                 || cp.hash.as_slice() != prev
                 || !verify_checkpoint(public_key, cp.seq, &cp.hash, &cp.signature))
         {
@@ -226,4 +231,43 @@ pub fn verify_export<S: AsRef<str>>(
         prev = hash;
     }
     ExportVerdict::Bad("no checkpoint line: the export is cut short".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the lines (a fuzzed export), verification answers and
+        /// never accepts without the key's signature.
+        #[test]
+        fn any_lines_get_a_verdict(lines in proptest::collection::vec(".{0,200}", 0..8),
+                                   after in any::<u64>(), seq in any::<u64>()) {
+            let key = [7u8; 32];
+            let verdict = verify_export(lines.iter().map(String::as_str), &key);
+            prop_assert!(!matches!(verdict, ExportVerdict::Valid { .. }), "{:?}", verdict);
+            // Well-formed lines with extreme numbers.
+            let mut ls = vec![header_line(after, &[0; 32])];
+            ls.push(serde_json::json!({"seq": seq, "hash": hex(&[1; 32]),
+                "encoded": "", "event": {}}).to_string());
+            ls.push(checkpoint_line(&Checkpoint { seq, start_after_seq: after,
+                hash: vec![0; 32], start_prev_hash: vec![0; 32], ..Default::default() }));
+            let verdict = verify_export(ls.iter().map(String::as_str), &key);
+            prop_assert!(!matches!(verdict, ExportVerdict::Valid { .. }), "{:?}", verdict);
+        }
+    }
+
+    #[test]
+    fn a_start_at_the_last_sequence_number_is_refused_not_a_panic() {
+        let ls = [
+            header_line(u64::MAX, &[0; 32]),
+            "{}".to_owned(),
+            "{}".to_owned(),
+        ];
+        assert!(matches!(
+            verify_export(ls.iter().map(String::as_str), &[0; 32]),
+            ExportVerdict::Bad(_) | ExportVerdict::BadEvent { .. }
+        ));
+    }
 }

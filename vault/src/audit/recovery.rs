@@ -98,7 +98,12 @@ pub(super) fn recover(
         next_number: numbers.last().map_or(1, |n| n + 1),
         ..Default::default()
     };
-    let mut checker = ChainChecker::new(start_seq + 1, start_hash, Some(key), Some(&public));
+    let mut checker = ChainChecker::new(
+        start_seq.saturating_add(1),
+        start_hash,
+        Some(key),
+        Some(&public),
+    );
     // The last two event types, for "did the previous run stop cleanly".
     let mut types = (String::new(), String::new());
     for (i, &n) in numbers.iter().enumerate() {

@@ -635,3 +635,47 @@ async fn an_export_checks_what_it_signs() {
     let err = log.export_each(&range, |_, _| Ok(true)).unwrap_err();
     assert!(matches!(err, Error::Integrity), "{err:?}");
 }
+
+/// Whatever bytes a segment holds (a fuzzed trail, alone or after good
+/// events), opening it answers: it opens (and then verifies), or it is
+/// refused as damaged; it never panics, and never opens on a chain that
+/// does not verify.
+#[test]
+fn any_segment_bytes_open_verified_or_are_refused() {
+    use proptest::prelude::*;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let e = rt.block_on(engine(dir.path()));
+    let good = {
+        let trail = dir.path().join("good");
+        let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+        rt.block_on(log.record((1..=3).map(event).collect()))
+            .unwrap();
+        log.close();
+        drop(log);
+        std::fs::read(segments::segment_path(&trail, 1)).unwrap()
+    };
+    let n = std::sync::atomic::AtomicU64::new(0);
+    let config = ProptestConfig {
+        cases: 64,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(junk in proptest::collection::vec(any::<u8>(), 0..3000),
+                        after_good in any::<bool>(), cut in 0usize..400)| {
+        let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let trail = dir.path().join(format!("t{i}"));
+        std::fs::create_dir_all(&trail).unwrap();
+        let mut bytes = if after_good { good.clone() } else { Vec::new() };
+        bytes.truncate(bytes.len().saturating_sub(cut));
+        bytes.extend_from_slice(&junk);
+        std::fs::write(segments::segment_path(&trail, 1), &bytes).unwrap();
+        match AuditLog::open(e.clone(), &trail, settings()) {
+            Ok(log) => {
+                prop_assert_eq!(log.verify().unwrap().first_bad, None);
+                drop(log);
+            }
+            Err(Error::AuditDamaged(msg)) => prop_assert!(msg.contains("seg-000000000001.log")),
+            Err(other) => prop_assert!(false, "{other:?}"),
+        }
+    });
+}
