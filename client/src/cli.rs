@@ -1146,16 +1146,31 @@ fn verify_export_file(
         .ok_or_else(|| {
             Failure::Usage("--pubkey: give the 64 hex digits of `vaultctl audit pubkey`".into())
         })?;
-    let text = std::fs::read_to_string(file)
+    let f = std::fs::File::open(file)
         .map_err(|e| Failure::Usage(format!("{}: {e}", file.display())))?;
-    let verdict = verify_export(text.lines(), &key);
+    // Line by line: an export of any length in bounded memory. A line that
+    // cannot be read (not UTF-8) is a line that is not JSON, and the last.
+    let mut failed = false;
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(f)).map_while(move |r| {
+        if failed {
+            return None;
+        }
+        Some(r.unwrap_or_else(|_| {
+            failed = true;
+            "\u{fffd} unreadable line".to_owned()
+        }))
+    });
+    let verdict = verify_export(lines, &key);
     let (ok, msg, bad_seq) = match &verdict {
         ExportVerdict::Valid {
             events,
             checkpoint_seq,
         } => (
             true,
-            format!("export verified: {events} events, checkpoint at event {checkpoint_seq}"),
+            format!(
+                "export verified: {events} events (after event {}, as the vault signed), checkpoint at event {checkpoint_seq}",
+                checkpoint_seq - events
+            ),
             0,
         ),
         ExportVerdict::BadEvent { seq, problem } => (
@@ -1945,17 +1960,24 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Audit(AuditCommand::Export { after }) => {
-            let x = vault.audit_export(after).await?;
-            writeln!(
-                out,
-                "{}",
-                crate::audit::header_line(x.after_seq, &x.start_prev_hash)
-            )?;
-            for e in &x.events {
-                writeln!(out, "{}", crate::audit::event_line(e))?;
-            }
-            if let Some(c) = &x.checkpoint {
-                writeln!(out, "{}", crate::audit::checkpoint_line(c))?;
+            // Written as the chunks come: memory does not grow with the trail.
+            let mut stream = vault.audit_export_stream(after).await?;
+            let mut first = true;
+            while let Some(chunk) = stream.message().await.map_err(ClientError::from)? {
+                if first {
+                    writeln!(
+                        out,
+                        "{}",
+                        crate::audit::header_line(chunk.after_seq, &chunk.start_prev_hash)
+                    )?;
+                    first = false;
+                }
+                for e in &chunk.events {
+                    writeln!(out, "{}", crate::audit::event_line(e))?;
+                }
+                if let Some(c) = &chunk.checkpoint {
+                    writeln!(out, "{}", crate::audit::checkpoint_line(c))?;
+                }
             }
         }
         Command::Audit(AuditCommand::Pubkey) => {

@@ -655,11 +655,22 @@ impl VaultClient {
         Ok(out)
     }
 
-    /// An export of the audit trail after `after_seq` (auditors), from the
-    /// pruning anchor at the earliest.
-    pub async fn audit_export(&mut self, after_seq: u64) -> Result<AuditExport, ClientError> {
+    /// The chunks of an export of the audit trail after `after_seq`
+    /// (auditors), as the vault streams them: the first says where the
+    /// export starts, the last holds the signed checkpoint. For exports of
+    /// any length in bounded memory (`vaultctl audit export`).
+    pub async fn audit_export_stream(
+        &mut self,
+        after_seq: u64,
+    ) -> Result<tonic::Streaming<proto::ExportChunk>, ClientError> {
         let r = self.req(proto::ExportRequest { after_seq });
-        let mut stream = self.audits.export(r).await?.into_inner();
+        Ok(self.audits.export(r).await?.into_inner())
+    }
+
+    /// An export of the audit trail after `after_seq` (auditors), from the
+    /// pruning anchor at the earliest, held in memory whole.
+    pub async fn audit_export(&mut self, after_seq: u64) -> Result<AuditExport, ClientError> {
+        let mut stream = self.audit_export_stream(after_seq).await?;
         let mut out = AuditExport::default();
         let mut first = true;
         while let Some(chunk) = stream.message().await? {

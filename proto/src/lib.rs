@@ -54,6 +54,54 @@ pub mod audit {
             .verify(&checkpoint_message(seq, hash), signature)
             .is_ok()
     }
+
+    /// Domain separation of the signature that ends an export.
+    pub const EXPORT_LABEL: &[u8] = b"vault/v1/audit-export";
+
+    /// The message the checkpoint ending an export signs: `EXPORT_LABEL ‖
+    /// after_seq (u64 BE) ‖ start_prev_hash ‖ seq (u64 BE) ‖ hash ‖
+    /// time_unix_micros (i64 BE)`: the export's start (the sequence number and
+    /// chain hash before its first event) bound to its end, so that a cut
+    /// start is found offline.
+    pub fn export_message(
+        after_seq: u64,
+        start_prev_hash: &[u8],
+        seq: u64,
+        hash: &[u8],
+        time_unix_micros: i64,
+    ) -> Vec<u8> {
+        let mut m =
+            Vec::with_capacity(EXPORT_LABEL.len() + 24 + start_prev_hash.len() + hash.len());
+        m.extend_from_slice(EXPORT_LABEL);
+        m.extend_from_slice(&after_seq.to_be_bytes());
+        m.extend_from_slice(start_prev_hash);
+        m.extend_from_slice(&seq.to_be_bytes());
+        m.extend_from_slice(hash);
+        m.extend_from_slice(&time_unix_micros.to_be_bytes());
+        m
+    }
+
+    /// Whether `c` is the checkpoint of an export (its start, end and time)
+    /// signed by the checkpoint key `public_key`: both its chain checkpoint
+    /// signature and its export signature check out, and both hashes are
+    /// 32 bytes.
+    pub fn verify_export_checkpoint(public_key: &[u8], c: &crate::v1::Checkpoint) -> bool {
+        c.hash.len() == 32
+            && c.start_prev_hash.len() == 32
+            && verify_checkpoint(public_key, c.seq, &c.hash, &c.signature)
+            && ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public_key)
+                .verify(
+                    &export_message(
+                        c.start_after_seq,
+                        &c.start_prev_hash,
+                        c.seq,
+                        &c.hash,
+                        c.time_unix_micros,
+                    ),
+                    &c.export_signature,
+                )
+                .is_ok()
+    }
 }
 
 /// Erasure receipts: the message the vault signs, shared with anyone who

@@ -64,6 +64,12 @@ pub enum Error {
     /// A bug or an impossible state; the detail is logged, not returned.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The audit trail is damaged where no interrupted write can explain
+    /// it: the vault does not start, and an operator decides. The message
+    /// names the segment file, the byte offset and the event expected there
+    /// (never an event's content).
+    #[error("audit trail damaged: {0}")]
+    AuditDamaged(String),
 }
 
 impl Error {
@@ -75,7 +81,7 @@ impl Error {
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied => Code::PermissionDenied,
             Error::NotFound(_) => Code::NotFound,
-            Error::Integrity => Code::DataLoss,
+            Error::Integrity | Error::AuditDamaged(_) => Code::DataLoss,
             Error::Unavailable(_) => Code::Unavailable,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
@@ -129,6 +135,10 @@ impl From<Error> for Status {
             ),
             Error::NotFound(what) => Status::new(code, format!("{what} not found")),
             Error::Integrity => Status::new(code, "stored data failed its integrity check"),
+            Error::AuditDamaged(detail) => {
+                tracing::error!(%detail, "audit trail damaged");
+                Status::new(code, "the audit trail is damaged")
+            }
             Error::Unavailable(detail) => {
                 tracing::error!(%detail, "storage unavailable");
                 Status::new(code, "storage unavailable: the request did nothing")

@@ -279,7 +279,10 @@ impl Vault {
                 &config.data_dir.join("audit"),
                 config.audit_settings(),
             )
-            .map_err(|e| StartError::Audit(e.to_string()))?,
+            .map_err(|e| match e {
+                error::Error::AuditDamaged(m) => StartError::Audit(format!("damaged: {m}")),
+                e => StartError::Audit(e.to_string()),
+            })?,
         );
         // The start is the first event of every run; a vault that cannot
         // write its audit trail does not serve.
@@ -366,6 +369,14 @@ impl Vault {
             )
             .await
             .map_err(|e| StartError::Credentials(e.to_string()));
+        // A clean stop, as a serving vault's: the next start reads it so.
+        if let Err(e) = shared.audit.append(vec![audit::system_event(
+            "vault_stop",
+            "ok",
+            "vaultd officer done".into(),
+        )]) {
+            tracing::error!(error = %e, "could not write the vault_stop audit event");
+        }
         shared.audit.close();
         shared.engine.store().flush()?;
         let (_, token) = issued?;

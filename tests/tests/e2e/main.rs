@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod audit;
+mod audit_integrity;
 mod audit_trail;
 mod bad_input;
 mod cards;

@@ -1,10 +1,10 @@
 //! `vault.v1.AuditService`: query and verify the audit trail (auditors).
 //! Every call is itself audited.
 
-use super::{Shared, base_event, principal};
+use super::{Shared, Violations, base_event, principal};
+use crate::audit::bound;
 use crate::error::Error;
 use crate::policy::Action;
-use prost::Message;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use vault_proto::v1::audit_service_server::AuditService;
@@ -27,10 +27,68 @@ impl AuditApi {
 }
 
 type EventStream = tokio_stream::Iter<std::vec::IntoIter<Result<AuditEvent, Status>>>;
-type ChunkStream = tokio_stream::Iter<std::vec::IntoIter<Result<ExportChunk, Status>>>;
+type ChunkStream = tokio_stream::wrappers::ReceiverStream<Result<ExportChunk, Status>>;
 
-/// Events per export chunk.
+/// Events per export chunk, at most…
 const EXPORT_CHUNK: usize = 1000;
+/// …and about this many bytes of events (each counted with its encoding):
+/// with events of at most 256 KiB, a chunk stays far below a client's
+/// 4 MiB message limit.
+const EXPORT_CHUNK_BYTES: usize = 1 << 20;
+/// Chunks read ahead of a slow client: the export's memory is bounded by
+/// this many chunks, whatever the trail's length.
+const EXPORT_AHEAD: usize = 2;
+
+/// Longest text filter a query accepts, in bytes.
+pub const MAX_FILTER_BYTES: usize = 512;
+/// Longest text filter the query's event records as it is; a longer one
+/// is recorded as its length and a keyed digest.
+pub const VERBATIM_FILTER_BYTES: usize = 128;
+
+/// Streams the events of `range` to `tx`, chunk by chunk, read one at a
+/// time from the trail, and ends with the signed checkpoint; stops when the
+/// client goes away. A trail that fails its checks ends the stream with an
+/// error, before any checkpoint is signed.
+fn stream_export(
+    shared: &Shared,
+    range: &crate::audit::ExportRange,
+    tx: &tokio::sync::mpsc::Sender<Result<ExportChunk, Status>>,
+) {
+    let mut chunk = ExportChunk {
+        start_prev_hash: range.prev.to_vec(),
+        after_seq: range.after,
+        ..Default::default()
+    };
+    let mut bytes = 0;
+    let result = shared.audit.export_each(range, |record, event| {
+        bytes += 2 * record.event.len() + record.hash.len();
+        chunk.events.push(ExportedEvent {
+            event: Some(event),
+            encoded: record.event,
+            hash: record.hash,
+        });
+        if chunk.events.len() >= EXPORT_CHUNK || bytes >= EXPORT_CHUNK_BYTES {
+            bytes = 0;
+            // The first chunk alone says where the export starts.
+            let full = std::mem::take(&mut chunk);
+            return Ok(tx.blocking_send(Ok(full)).is_ok());
+        }
+        Ok(true)
+    });
+    if tx.is_closed() {
+        return;
+    }
+    match result {
+        Ok((seq, hash)) => {
+            chunk.checkpoint = Some(shared.audit.export_checkpoint(range, seq, &hash));
+            let _ = tx.blocking_send(Ok(chunk));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, after_seq = range.after, "audit export stopped");
+            let _ = tx.blocking_send(Err(e.into()));
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl AuditService for AuditApi {
@@ -49,46 +107,26 @@ impl AuditService for AuditApi {
         let r: Result<_, Error> = async {
             self.shared.require(&who, Action::ExportAudit)?;
             let shared = self.shared.clone();
-            tokio::task::spawn_blocking(move || shared.audit.export(after))
+            tokio::task::spawn_blocking(move || shared.audit.export_range(after))
                 .await
                 .map_err(|e| Error::Internal(format!("audit export task: {e}")))?
         }
         .await;
-        if let Ok((start, _, records)) = &r {
-            ev.detail = format!("after_seq {start} events {}", records.len());
+        if let Ok(range) = &r {
+            ev.detail = format!(
+                "after_seq {} through {} events {}",
+                range.after,
+                range.through,
+                range.through - range.after
+            );
         }
         // The export is itself an event, durable before the export leaves.
-        let (after, prev, records) = self.shared.conclude(ev, r, true).await?;
-        let mut last = (after, prev.to_vec());
-        let mut chunks = Vec::new();
-        let mut first = true;
-        let mut events = Vec::new();
-        for (seq, rec) in records {
-            let event = AuditEvent::decode(rec.event.as_slice()).map_err(|_| Error::Integrity)?;
-            last = (seq, rec.hash.clone());
-            events.push(ExportedEvent {
-                event: Some(event),
-                encoded: rec.event,
-                hash: rec.hash,
-            });
-            if events.len() == EXPORT_CHUNK {
-                chunks.push(ExportChunk {
-                    start_prev_hash: if first { prev.to_vec() } else { Vec::new() },
-                    events: std::mem::take(&mut events),
-                    checkpoint: None,
-                    after_seq: if first { after } else { 0 },
-                });
-                first = false;
-            }
-        }
-        chunks.push(ExportChunk {
-            start_prev_hash: if first { prev.to_vec() } else { Vec::new() },
-            after_seq: if first { after } else { 0 },
-            events,
-            checkpoint: Some(self.shared.audit.checkpoint(last.0, &last.1)),
-        });
-        Ok(Response::new(tokio_stream::iter(
-            chunks.into_iter().map(Ok).collect::<Vec<_>>(),
+        let range = self.shared.conclude(ev, r, true).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(EXPORT_AHEAD);
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || stream_export(&shared, &range, &tx));
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
         )))
     }
 
@@ -118,20 +156,37 @@ impl AuditService for AuditApi {
         ev.event_type = "audit_query".into();
         ev.action = "read_audit".into();
         let q = request.into_inner();
-        ev.detail = format!(
-            "after_seq {} limit {} principal {:?} role {:?} subject {:?} field {:?} action {:?} outcome {:?} event_type {:?}",
-            q.after_seq,
-            q.limit,
-            q.principal,
-            q.role,
-            q.subject_id,
-            q.field,
-            q.action,
-            q.outcome,
-            q.event_type
-        );
+        let filters = [
+            ("principal", &q.principal),
+            ("role", &q.role),
+            ("subject_id", &q.subject_id),
+            ("field", &q.field),
+            ("action", &q.action),
+            ("outcome", &q.outcome),
+            ("event_type", &q.event_type),
+        ];
+        // What the caller asked for, never more than a short filter as it
+        // is: a long one is its length and a keyed digest.
+        let key = self.shared.engine.keyring().audit();
+        ev.detail = format!("after_seq {} limit {}", q.after_seq, q.limit);
+        for (name, value) in filters {
+            ev.detail.push_str(&format!(
+                " {name} {}",
+                bound::quote(key, value, VERBATIM_FILTER_BYTES)
+            ));
+        }
+        let mut v = Violations::default();
+        for (name, value) in filters {
+            if value.len() > MAX_FILTER_BYTES {
+                v.add(
+                    name,
+                    format!("longer than the limit of {MAX_FILTER_BYTES} bytes"),
+                );
+            }
+        }
         let r: Result<_, Error> = async {
             self.shared.require(&who, Action::ReadAudit)?;
+            v.finish()?;
             let shared = self.shared.clone();
             tokio::task::spawn_blocking(move || shared.audit.query(&q))
                 .await

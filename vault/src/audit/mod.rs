@@ -15,6 +15,8 @@
 //! before it changes any data ([`AuditLog::record_then`]), so a change that
 //! survives a crash never lacks its event.
 
+pub mod bound;
+pub mod recovery;
 pub mod segments;
 
 use crate::crypto::keys::AuditKey;
@@ -29,6 +31,10 @@ pub use vault_proto::v1::{AuditEvent, AuditItem, AuditRecord, Checkpoint, QueryR
 
 /// Most events one query returns.
 pub const MAX_QUERY_EVENTS: usize = 10_000;
+
+/// Most bytes of (encoded) events one query answer holds: a page ends
+/// early rather than grow beyond (the caller goes on with `after_seq`).
+pub const MAX_QUERY_BYTES: usize = 32 << 20;
 
 /// Whether `e` passes the filters of `q` (empty filters match everything).
 pub fn matches(q: &QueryRequest, e: &AuditEvent) -> bool {
@@ -66,8 +72,18 @@ pub struct SubjectHistory {
     pub truncated: bool,
 }
 
-/// Stored records with their sequence numbers, in order.
-pub type Records = Vec<(u64, AuditRecord)>;
+/// What an export covers: the events after `after` (whose chain hash is
+/// `prev`) through `through`, the last durable event when it was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportRange {
+    /// The sequence number before the first exported event (the request's,
+    /// or the pruning anchor's if later).
+    pub after: u64,
+    /// The chain hash of event `after` (32 zero bytes for event 0).
+    pub prev: [u8; 32],
+    /// The last event exported.
+    pub through: u64,
+}
 
 /// The result of checking a run of records.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -324,6 +340,7 @@ fn signed(engine: &Engine, seq: u64, hash: &[u8], now: i64) -> Checkpoint {
             .checkpoint()
             .sign(&checkpoint_message(seq, hash)),
         time_unix_micros: now,
+        ..Default::default()
     }
 }
 
@@ -372,35 +389,45 @@ impl Inner {
         self.state.lock().map_err(poisoned)
     }
 
-    /// Numbers, chains and frames `events` into the pending buffer.
+    /// Numbers, chains and frames `events` into the pending buffer, each
+    /// first brought within the trail's limits ([`bound::bound`]: an event
+    /// with more items than fit goes on in further events, numbered too).
     fn push(&self, st: &mut State, events: Vec<AuditEvent>, now: i64) -> Vec<u64> {
+        let key = self.engine.keyring().audit();
         let mut seqs = Vec::with_capacity(events.len());
         for mut e in events {
             hoist_subject(&mut e);
-            e.seq = st.head.seq + 1;
             if e.time_unix_micros == 0 {
                 e.time_unix_micros = now;
             }
-            let bytes = prost::Message::encode_to_vec(&e);
-            let hash = chain_hash(&st.head.hash, &bytes);
-            let mac = self.engine.keyring().audit().mac(&hash);
-            let record = AuditRecord {
-                event: bytes,
-                hash: hash.to_vec(),
-                mac: mac.to_vec(),
-            };
-            segments::frame(&record, &mut st.pending);
-            st.head = Mark {
-                seq: e.seq,
-                time: e.time_unix_micros,
-                hash,
-            };
-            if st.pending_first.is_none() {
-                st.pending_first = Some(st.head);
+            for mut e in bound::bound(key, e, st.head.seq + 1) {
+                e.seq = st.head.seq + 1;
+                Self::push_one(st, &e, key);
+                seqs.push(e.seq);
             }
-            seqs.push(e.seq);
         }
         seqs
+    }
+
+    /// Chains and frames one event (numbered, within the limits).
+    fn push_one(st: &mut State, e: &AuditEvent, key: &AuditKey) {
+        let bytes = prost::Message::encode_to_vec(e);
+        let hash = chain_hash(&st.head.hash, &bytes);
+        let mac = key.mac(&hash);
+        let record = AuditRecord {
+            event: bytes,
+            hash: hash.to_vec(),
+            mac: mac.to_vec(),
+        };
+        segments::frame(&record, &mut st.pending);
+        st.head = Mark {
+            seq: e.seq,
+            time: e.time_unix_micros,
+            hash,
+        };
+        if st.pending_first.is_none() {
+            st.pending_first = Some(st.head);
+        }
     }
 
     /// Adds a checkpoint of the head if one is due (`force`: if anything
@@ -770,8 +797,10 @@ impl Drop for AuditLog {
 }
 
 impl AuditLog {
-    /// Opens the trail in `dir` (creating it), recovers from a torn end,
-    /// finishes an interrupted pruning, prunes, and starts the writer.
+    /// Opens the trail in `dir` (creating it), checks every event in it,
+    /// cuts a torn end, finishes an interrupted pruning, prunes, and starts
+    /// the writer. A trail damaged anywhere else is refused
+    /// ([`Error::AuditDamaged`], naming where; see [`recovery`]).
     pub fn open(engine: Arc<Engine>, dir: &Path, settings: Settings) -> Result<Self> {
         let io = segments::io;
         if !dir.exists() {
@@ -784,67 +813,12 @@ impl AuditLog {
             }
         }
         let anchor = segments::read_anchor(dir)?;
-        let mut notes = Vec::new();
-        let numbers = segments::list(dir)?;
-        let mut list = Vec::new();
-        let mut last_type = String::new();
-        for (i, &n) in numbers.iter().enumerate() {
-            let (summary, end, last_event_type) = segments::summarize(dir, n)?;
-            if let End::Zeros { offset } = end {
-                // Zero-filled ahead and not used: a run that ended without
-                // cutting it (killed or crashed).
-                segments::cut(dir, n, offset)?;
-            }
-            if let End::Torn { offset } = end {
-                if i + 1 == numbers.len() {
-                    let (aside, bytes) = segments::set_aside_tail(dir, n, offset)?;
-                    tracing::warn!(file = %aside.display(), bytes, "audit trail ended in a torn record; set aside");
-                    notes.push(format!(
-                        "the trail ended in {bytes} bytes that were not a whole event (an interrupted write); set aside in {}",
-                        aside.file_name().and_then(|f| f.to_str()).unwrap_or("?")
-                    ));
-                } else {
-                    tracing::error!(
-                        segment = n,
-                        "audit segment damaged in the middle; verify will name it"
-                    );
-                }
-            }
-            match summary {
-                Some(s) if anchor.as_ref().is_some_and(|a| s.last_seq <= a.seq) => {
-                    // Left over from a pruning interrupted after its anchor.
-                    std::fs::remove_file(segments::segment_path(dir, n))
-                        .map_err(|e| io("removing a pruned segment", e))?;
-                }
-                Some(s) => {
-                    list.push(s);
-                    last_type = last_event_type;
-                }
-                None => {
-                    std::fs::remove_file(segments::segment_path(dir, n))
-                        .map_err(|e| io("removing an empty segment", e))?;
-                }
-            }
-        }
-        if !list.is_empty() && last_type != "vault_stop" {
-            notes.push(
-                "the previous run ended without a vault_stop event (killed or crashed): a write whose event is among its last may not have been applied".into(),
-            );
-        }
-        let head = match (list.last(), &anchor) {
-            (Some(s), _) => Mark {
-                seq: s.last_seq,
-                time: s.last_time,
-                hash: s.last_hash,
-            },
-            (None, Some(a)) => Mark {
-                seq: a.seq,
-                time: a.time_unix_micros,
-                hash: a.hash.as_slice().try_into().map_err(|_| Error::Integrity)?,
-            },
-            (None, None) => Mark::default(),
-        };
-        let next_number = numbers.last().map_or(1, |n| n + 1);
+        let recovery::Recovered {
+            segments: list,
+            head,
+            next_number,
+            notes,
+        } = recovery::recover(&engine, dir, anchor.as_ref())?;
         let now = engine.clock().now_micros();
         let inner = Arc::new(Inner {
             dir: dir.to_owned(),
@@ -1050,7 +1024,9 @@ impl AuditLog {
     }
 
     /// Events after `q.after_seq` that pass `q`'s filters, in order, at
-    /// most `q.limit` (default 1,000, at most [`MAX_QUERY_EVENTS`]). Without
+    /// most `q.limit` (default 1,000, at most [`MAX_QUERY_EVENTS`]) and
+    /// about [`MAX_QUERY_BYTES`] (the page ends after the event that passes
+    /// it). Without
     /// a time range, only the last `query_days` days.
     pub fn query(&self, q: &QueryRequest) -> Result<Vec<AuditEvent>> {
         let limit = match q.limit {
@@ -1066,12 +1042,14 @@ impl AuditLog {
             );
         }
         let mut out = Vec::new();
+        let mut bytes = 0;
         self.scan_after(q.after_seq, q.since_unix_micros, |item| {
-            let (_, event) = item.ok_or(Error::Integrity)?;
+            let (record, event) = item.ok_or(Error::Integrity)?;
             if matches(&q, &event) {
+                bytes += record.event.len();
                 out.push(event);
             }
-            Ok(out.len() < limit)
+            Ok(out.len() < limit && bytes < MAX_QUERY_BYTES)
         })?;
         Ok(out)
     }
@@ -1099,42 +1077,108 @@ impl AuditLog {
         Ok(h)
     }
 
-    /// Every kept record after `after_seq`: `(sequence number before the
-    /// first, its hash, records)`.
-    pub fn export(&self, after_seq: u64) -> Result<(u64, [u8; 32], Records)> {
+    /// Where an export of the events after `after_seq` starts (from the
+    /// pruning anchor at the earliest) and ends (the last durable event).
+    pub fn export_range(&self, after_seq: u64) -> Result<ExportRange> {
         let (start, start_hash, _) = self.start()?;
-        let (after, prev) = if after_seq <= start {
-            (start, start_hash)
-        } else {
-            let mut hash = None;
-            self.scan_after(after_seq - 1, 0, |item| {
-                let (r, e) = item.ok_or(Error::Integrity)?;
-                if e.seq == after_seq {
-                    hash = Some(
-                        <[u8; 32]>::try_from(r.hash.as_slice()).map_err(|_| Error::Integrity)?,
-                    );
-                }
-                Ok(false)
-            })?;
-            (after_seq, hash.ok_or(Error::NotFound("audit event"))?)
+        let through = {
+            let st = self.inner.lock()?;
+            st.segments.last().map_or(start, |s| s.last_seq)
         };
-        let mut out = Vec::new();
-        self.scan_after(after, 0, |item| {
+        if after_seq <= start {
+            return Ok(ExportRange {
+                after: start,
+                prev: start_hash,
+                through,
+            });
+        }
+        if after_seq > through {
+            return Err(Error::NotFound("audit event"));
+        }
+        let mut hash = None;
+        self.scan_after(after_seq - 1, 0, |item| {
             let (r, e) = item.ok_or(Error::Integrity)?;
-            out.push((e.seq, r));
-            Ok(true)
+            if e.seq == after_seq {
+                hash = Some(<[u8; 32]>::try_from(r.hash.as_slice()).map_err(|_| Error::Integrity)?);
+            }
+            Ok(false)
         })?;
-        Ok((after, prev, out))
+        Ok(ExportRange {
+            after: after_seq,
+            prev: hash.ok_or(Error::NotFound("audit event"))?,
+            through,
+        })
     }
 
-    /// A checkpoint of event `seq` (chain hash `hash`), signed now.
-    pub fn checkpoint(&self, seq: u64, hash: &[u8]) -> Checkpoint {
-        signed(
-            &self.inner.engine,
-            seq,
-            hash,
-            self.inner.engine.clock().now_micros(),
-        )
+    /// Calls `f` with each record of `range` and its event, in order, one
+    /// at a time (memory does not grow with the trail), until it answers
+    /// `false`. Each is checked as it is read (sequence number, chain hash,
+    /// MAC, checkpoint signature): the vault never signs the end of a
+    /// chain that does not check out ([`Error::Integrity`], logged with
+    /// where). Returns the last event given to `f`: its sequence number and
+    /// chain hash (`range.after` and `range.prev` if none).
+    pub fn export_each(
+        &self,
+        range: &ExportRange,
+        mut f: impl FnMut(AuditRecord, AuditEvent) -> Result<bool>,
+    ) -> Result<(u64, [u8; 32])> {
+        let public = self.public_key();
+        let key = self.inner.engine.keyring().audit();
+        let mut c = ChainChecker::new(range.after + 1, range.prev, Some(key), Some(&public));
+        let mut stopped = false;
+        if range.through > range.after {
+            self.scan_after(range.after, 0, |item| {
+                if let Err((seq, problem)) = c.check(item.as_ref().map(|(r, e)| (r, e))) {
+                    tracing::error!(
+                        seq,
+                        problem,
+                        "the audit trail fails its checks; export stopped"
+                    );
+                    return Err(Error::Integrity);
+                }
+                let Some((r, e)) = item else {
+                    return Err(Error::Integrity);
+                };
+                if !f(r, e)? {
+                    stopped = true;
+                    return Ok(false);
+                }
+                Ok(c.expected <= range.through)
+            })?;
+        }
+        if !stopped && c.expected != range.through + 1 {
+            tracing::error!(
+                expected = c.expected,
+                through = range.through,
+                "audit events missing at the end of an export"
+            );
+            return Err(Error::Integrity);
+        }
+        Ok((c.expected - 1, c.prev))
+    }
+
+    /// The checkpoint that ends an export of `range` whose last event is
+    /// `seq` with chain hash `hash`, signed now: a chain checkpoint of
+    /// `(seq, hash)` and an export signature binding the export's start to
+    /// it ([`vault_proto::audit::export_message`]).
+    pub fn export_checkpoint(&self, range: &ExportRange, seq: u64, hash: &[u8]) -> Checkpoint {
+        let engine = &self.inner.engine;
+        let now = engine.clock().now_micros();
+        let mut c = signed(engine, seq, hash, now);
+        c.export_signature =
+            engine
+                .keyring()
+                .checkpoint()
+                .sign(&vault_proto::audit::export_message(
+                    range.after,
+                    &range.prev,
+                    seq,
+                    hash,
+                    now,
+                ));
+        c.start_after_seq = range.after;
+        c.start_prev_hash = range.prev.to_vec();
+        c
     }
 
     /// The checkpoint public key.

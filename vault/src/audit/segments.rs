@@ -12,8 +12,12 @@
 //! (measured: about half the time of a sync after an append). A zero length
 //! therefore ends the frames when only zeros follow it; a finished segment
 //! is cut back to its last frame, and so is one left by a crash, at start.
+//! Only such zeros, and a write interrupted at the very end of the last
+//! segment ([`is_torn_tail`]), are ever cut: anything else that fails its
+//! checks is damage, for an operator to decide on (see `recovery`).
 
 use super::{AuditEvent, AuditRecord, Checkpoint};
+use crate::crypto::keys::AuditKey;
 use crate::error::{Error, Result};
 use prost::Message;
 use std::fs::{File, OpenOptions};
@@ -166,64 +170,114 @@ pub(super) fn decode(bytes: &[u8]) -> Option<(AuditRecord, AuditEvent)> {
     Some((record, event))
 }
 
-/// Reads a whole segment's summary and its last event's type; `Torn` if it
-/// ends in a cut or malformed frame (the summary covers the frames before
-/// it). `None` if it holds no decodable event.
-pub(super) fn summarize(dir: &Path, number: u64) -> Result<(Option<Segment>, End, String)> {
-    let mut seg: Option<Segment> = None;
-    let mut last_type = String::new();
-    // Where the frames that do not decode, after the last that does, begin.
-    let mut undecoded_from = None;
-    let end = read_frames(&segment_path(dir, number), |offset, bytes| {
-        // A whole frame that does not decode is damage, not an interrupted
-        // write: it stays for verify to name (unless zeros follow, below).
-        let Some((record, event)) = decode(bytes) else {
-            undecoded_from.get_or_insert(offset);
-            return Ok(true);
-        };
-        undecoded_from = None;
-        let Ok(hash) = <[u8; 32]>::try_from(record.hash.as_slice()) else {
-            return Ok(true);
-        };
-        match seg.as_mut() {
-            None => {
-                seg = Some(Segment {
-                    number,
-                    first_seq: event.seq,
-                    last_seq: event.seq,
-                    first_time: event.time_unix_micros,
-                    last_time: event.time_unix_micros,
-                    last_hash: hash,
-                })
-            }
-            Some(s) => {
-                s.last_seq = event.seq;
-                s.last_time = event.time_unix_micros;
-                s.last_hash = hash;
+/// Sectors a disk writes whole: a write interrupted by a power loss leaves
+/// each one either written or as it was (here: zero-filled ahead).
+const SECTOR: u64 = 512;
+
+/// Largest tail considered as an interrupted write (the writer writes at
+/// most what waits for the disk, 64 MiB, at once, into space zero-filled
+/// 1 MiB ahead).
+const MAX_TORN: u64 = 80 << 20;
+
+/// Whether the bytes of segment `path` from `offset` on are what a write
+/// interrupted there leaves, and nothing else (the caller checks that the
+/// segment is the last and that the previous run did not stop cleanly):
+///
+/// 1. the frame at `offset` is cut short: its length is whole but the file
+///    ends inside its record; or its length is zero (its first sector did
+///    not reach the disk) with bytes after it; or a sector-aligned part of
+///    its record, at least 8 bytes, is all zeros (a sector of it did not
+///    reach the disk);
+/// 2. no record from `offset` on carries a MAC of this vault: nothing
+///    written by the vault and complete is behind it.
+///
+/// Anything else (an impossible length, a changed byte, a whole record
+/// that fails its checks, a good record after a bad one) is damage.
+pub(super) fn is_torn_tail(path: &Path, offset: u64, key: &AuditKey) -> Result<bool> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| io("reading a segment", e))?
+        .len();
+    if len.saturating_sub(offset) > MAX_TORN {
+        return Ok(false);
+    }
+    let mut file = File::open(path).map_err(|e| io("opening a segment", e))?;
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset))
+        .map_err(|e| io("reading a segment", e))?;
+    let mut rest = Vec::new();
+    file.read_to_end(&mut rest)
+        .map_err(|e| io("reading a segment", e))?;
+    let cut_short = match rest.get(..4) {
+        None => true,
+        Some(l) => {
+            let n = u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize;
+            if n == 0 {
+                rest.iter().any(|&b| b != 0)
+            } else if n > MAX_FRAME {
+                false
+            } else if 4 + n > rest.len() {
+                true
+            } else {
+                lost_sector(offset, &rest[..4 + n])
             }
         }
-        last_type = event.event_type;
-        Ok(true)
-    })?;
-    // Frames that do not decode followed by the zero-filled space: a write
-    // into that space interrupted part-way (only some of its pages reached
-    // the disk).
-    let end = match (end, undecoded_from) {
-        (End::Zeros { .. }, Some(offset)) => End::Torn { offset },
-        (end, _) => end,
     };
-    Ok((seg, end, last_type))
+    if !cut_short {
+        return Ok(false);
+    }
+    Ok(!has_authentic_record(&rest, key))
 }
 
-/// Moves the bytes of segment `number` from `offset` on into a `.torn`
-/// file beside it (kept as evidence) and cuts the segment there.
-pub(super) fn set_aside_tail(dir: &Path, number: u64, offset: u64) -> Result<(PathBuf, u64)> {
+/// Whether a sector-aligned part of `frame` (at `offset` in its file), at
+/// least 8 bytes long, is all zeros.
+fn lost_sector(offset: u64, frame: &[u8]) -> bool {
+    let end = offset + frame.len() as u64;
+    let mut b = offset.next_multiple_of(SECTOR);
+    while b < end {
+        let lo = usize::try_from(b - offset).unwrap_or(usize::MAX);
+        let hi = usize::try_from((b + SECTOR).min(end) - offset).unwrap_or(usize::MAX);
+        if let Some(part) = frame.get(lo..hi)
+            && part.len() >= 8
+            && part.iter().all(|&x| x == 0)
+        {
+            return true;
+        }
+        b += SECTOR;
+    }
+    false
+}
+
+/// Whether a frame holding a record with this vault's MAC starts anywhere
+/// in `bytes`.
+fn has_authentic_record(bytes: &[u8], key: &AuditKey) -> bool {
+    (0..bytes.len().saturating_sub(4)).any(|p| {
+        let n = u32::from_le_bytes([bytes[p], bytes[p + 1], bytes[p + 2], bytes[p + 3]]) as usize;
+        if n == 0 || n > MAX_FRAME {
+            return false;
+        }
+        let Some(body) = bytes.get(p + 4..p + 4 + n) else {
+            return false;
+        };
+        AuditRecord::decode(body).is_ok_and(|r| {
+            <[u8; 32]>::try_from(r.hash.as_slice()).is_ok_and(|h| key.verify(&h, &r.mac))
+        })
+    })
+}
+
+/// Moves the bytes of segment `number` from `offset` on into a file
+/// `seg-….log.SUFFIX-OFFSET` beside it (kept as evidence) and cuts the
+/// segment there; returns that file and the bytes moved.
+pub(super) fn set_aside_from(
+    dir: &Path,
+    number: u64,
+    offset: u64,
+    suffix: &str,
+) -> Result<(PathBuf, u64)> {
     let path = segment_path(dir, number);
-    let bytes = std::fs::read(&path).map_err(|e| io("reading a torn segment", e))?;
+    let bytes = std::fs::read(&path).map_err(|e| io("reading a segment", e))?;
     let start = usize::try_from(offset)
         .unwrap_or(usize::MAX)
         .min(bytes.len());
-    let aside = dir.join(format!("seg-{number:012}.log.torn-{offset}"));
+    let aside = dir.join(format!("seg-{number:012}.log.{suffix}-{offset}"));
     write_synced(&aside, &bytes[start..])?;
     cut(dir, number, offset)?;
     Ok((aside, (bytes.len() - start) as u64))

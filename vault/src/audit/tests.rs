@@ -178,12 +178,14 @@ async fn a_zero_tail_left_by_a_crash_is_cut_and_a_write_torn_inside_it_set_aside
     log.close();
     drop(log);
 
-    // A write into that space of which only the first page reached the
-    // disk: a whole-length frame that does not decode, then zeros.
+    // A write into that space of which only the first sector reached the
+    // disk: a whole-length frame whose record stops at a sector boundary,
+    // then zeros.
     let good = std::fs::read(&path).unwrap();
     let mut bytes = good.clone();
-    bytes.extend_from_slice(&200u32.to_le_bytes());
-    bytes.extend_from_slice(&[0xAB; 50]);
+    bytes.extend_from_slice(&2000u32.to_le_bytes());
+    let boundary = (bytes.len() + 8).next_multiple_of(512);
+    bytes.resize(boundary, 0xAB);
     bytes.resize(good.len() + 100_000, 0);
     std::fs::write(&path, &bytes).unwrap();
     let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
@@ -253,14 +255,27 @@ async fn pci_10_3_any_change_is_found_at_the_first_bad_event() {
             .first_bad
             .map(|b| b.0)
     };
-    // Online: the vault's own verify over the files.
+    // Online: the vault checks every event when it opens the trail, and
+    // refuses a changed one, naming where it is (it used to open and leave
+    // it for verify to name: issue 17 forbids starting on damage).
     let online = |rs: &[AuditRecord]| {
         rewrite(&trail, rs);
-        let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
-        let bad = log.verify().unwrap().first_bad.map(|b| b.0);
-        // Stop without adding events: reopening appends nothing by itself.
-        drop(log);
-        bad
+        match AuditLog::open(e.clone(), &trail, settings()) {
+            Ok(log) => {
+                let bad = log.verify().unwrap().first_bad.map(|b| b.0);
+                drop(log);
+                bad
+            }
+            Err(Error::AuditDamaged(msg)) => {
+                assert!(
+                    msg.contains("seg-000000000001.log at byte offset "),
+                    "{msg}"
+                );
+                let n = msg.split("where event ").nth(1).unwrap();
+                Some(n.split(' ').next().unwrap().parse().unwrap())
+            }
+            Err(other) => panic!("{other:?}"),
+        }
     };
     assert_eq!(first_bad(&original), None);
 
@@ -364,4 +379,303 @@ async fn a_checkpoint_follows_within_its_interval_even_when_busy() {
         verify_chain(all, 1, [0; 32], Some(e.keyring().audit()), Some(&public)).first_bad,
         None
     );
+}
+
+/// The frames of one segment file: `(offset, record bytes)`.
+fn frames(path: &Path) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    segments::read_frames(path, |o, b| {
+        out.push((o, b.to_vec()));
+        Ok(true)
+    })
+    .unwrap();
+    out
+}
+
+fn damaged(r: Result<AuditLog>) -> String {
+    match r {
+        Err(Error::AuditDamaged(msg)) => msg,
+        Err(other) => panic!("{other:?}"),
+        Ok(_) => panic!("a damaged trail was opened"),
+    }
+}
+
+/// Issue 17: a frame whose length is beyond what the reader accepts, in
+/// the middle of a segment (as a 3 MB event once made), used to be taken
+/// for a torn end: everything after it was set aside and the chain went on
+/// without it. It is damage: the vault refuses to start and names it.
+#[tokio::test]
+async fn an_oversized_frame_in_the_middle_is_damage_not_a_torn_end() {
+    let (_dir, trail, e, log) = trail_of(6).await;
+    log.close();
+    drop(log);
+    let path = newest_segment(&trail);
+    let fs = frames(&path);
+    let (offset, _) = fs[3];
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[offset as usize..offset as usize + 4].copy_from_slice(&(3u32 << 20).to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let msg = damaged(AuditLog::open(e.clone(), &trail, settings()));
+    assert!(
+        msg.contains(&format!(
+            "seg-000000000001.log at byte offset {offset}, where event 4 should be"
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("set-aside"), "{msg}");
+    // Nothing was cut or moved.
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    assert_eq!(segments::list(&trail).unwrap().len(), 1);
+}
+
+/// A changed byte in the last event of the last segment is not a torn
+/// write (no sector of it is missing): refused too.
+#[tokio::test]
+async fn a_changed_last_event_is_damage() {
+    let (_dir, trail, e, log) = trail_of(3).await;
+    log.close();
+    drop(log);
+    let path = newest_segment(&trail);
+    let (offset, record) = frames(&path).pop().unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = offset as usize + 4 + record.len() / 2;
+    bytes[at] ^= 0x01;
+    bytes.resize(bytes.len() + 10_000, 0);
+    std::fs::write(&path, &bytes).unwrap();
+    let msg = damaged(AuditLog::open(e.clone(), &trail, settings()));
+    assert!(
+        msg.contains(&format!("at byte offset {offset}, where event 4 should be")),
+        "{msg}"
+    );
+}
+
+/// A cut-short frame followed by an event this vault wrote is not an
+/// interrupted write at the end: refused.
+#[tokio::test]
+async fn a_gap_before_a_good_event_is_damage() {
+    let (_dir, trail, e, log) = trail_of(4).await;
+    log.close();
+    drop(log);
+    let path = newest_segment(&trail);
+    let fs = frames(&path);
+    let (offset, _) = fs[1];
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Event 2's record zeroed from its second byte on (as a lost sector
+    // would leave it), events 3.. intact behind it.
+    let (o2, r2) = &fs[1];
+    for b in &mut bytes[*o2 as usize + 5..*o2 as usize + 4 + r2.len()] {
+        *b = 0;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let msg = damaged(AuditLog::open(e.clone(), &trail, settings()));
+    assert!(
+        msg.contains(&format!("at byte offset {offset}, where event 2 should be")),
+        "{msg}"
+    );
+}
+
+/// The operator's decision: naming the damage in the set-aside file lets
+/// the vault start; the damaged bytes and later segments are kept beside
+/// the trail, the chain goes on after the last good event and verifies,
+/// and the start says what was set aside. A decision naming another place
+/// changes nothing.
+#[tokio::test]
+async fn damage_is_set_aside_only_where_the_operator_names_it() {
+    let (_dir, trail, e, log) = trail_of(5).await;
+    log.close();
+    drop(log);
+    // A second segment after the damaged one.
+    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    log.record(vec![event(50), event(51)]).await.unwrap();
+    log.close();
+    drop(log);
+    assert_eq!(segments::list(&trail).unwrap(), vec![1, 2]);
+    let first = segments::segment_path(&trail, 1);
+    let fs = frames(&first);
+    let (offset, record) = fs[2].clone();
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[offset as usize + 4 + record.len() - 1] ^= 0xFF;
+    std::fs::write(&first, &bytes).unwrap();
+
+    std::fs::write(
+        trail.join(recovery::SET_ASIDE_FILE),
+        "seg-000000000001.log:1\n",
+    )
+    .unwrap();
+    let msg = damaged(AuditLog::open(e.clone(), &trail, settings()));
+    assert!(
+        msg.contains("names \"seg-000000000001.log:1\", not this place"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("\"seg-000000000001.log:{offset}\"")),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read(&first).unwrap(), bytes, "nothing changed");
+
+    std::fs::write(
+        trail.join(recovery::SET_ASIDE_FILE),
+        format!("seg-000000000001.log:{offset}\n"),
+    )
+    .unwrap();
+    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    let notes = log.startup_notes().join("; ");
+    assert!(notes.contains("by the operator's decision"), "{notes}");
+    assert!(notes.contains("where event 3 should be"), "{notes}");
+    assert!(notes.contains("seg-000000000002.log.damaged"), "{notes}");
+    assert_eq!(log.head_seq(), 2);
+    assert!(
+        !trail.join(recovery::SET_ASIDE_FILE).exists(),
+        "one decision, one start"
+    );
+    assert!(
+        trail
+            .join(format!("seg-000000000001.log.damaged-{offset}"))
+            .exists()
+    );
+    assert!(trail.join("seg-000000000002.log.damaged").exists());
+    log.record(vec![event(60)]).await.unwrap();
+    let v = log.verify().unwrap();
+    assert_eq!((v.good, v.first_bad), (3, None));
+    log.close();
+    drop(log);
+    // And it opens again, without any decision.
+    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    assert_eq!(log.verify().unwrap().first_bad, None);
+}
+
+/// Issue 17, PCI DSS 10.3: whatever the caller sends, every stored frame
+/// stays within what the reader accepts, the trail reads and verifies, and
+/// reopening it sets nothing aside.
+#[tokio::test]
+async fn pci_10_3_no_event_exceeds_the_frame_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let trail = dir.path().join("audit");
+    let e = engine(dir.path()).await;
+    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    let huge = "p".repeat(3 << 20);
+    let mut big = event(1);
+    big.principal = huge.clone();
+    big.detail = huge.clone();
+    big.items = (0..30_000)
+        .map(|i| AuditItem {
+            field: "email".into(),
+            token: format!("tok_{i:022}"),
+            disclosure: "PLAIN".into(),
+            subject_id: format!("s-{i}"),
+        })
+        .collect();
+    let seqs = log.record(vec![big, event(2)]).await.unwrap();
+    assert!(seqs.len() > 3, "{seqs:?}");
+    log.close();
+    drop(log);
+    let path = newest_segment(&trail);
+    for (_, r) in frames(&path) {
+        assert!(r.len() <= bound::MAX_EVENT_BYTES + 128, "{}", r.len());
+    }
+    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    assert!(
+        !log.startup_notes().iter().any(|n| n.contains("set aside")),
+        "{:?}",
+        log.startup_notes()
+    );
+    let v = log.verify().unwrap();
+    assert_eq!(v.first_bad, None);
+    let all = log
+        .query(&QueryRequest {
+            since_unix_micros: 1,
+            ..Default::default()
+        })
+        .unwrap();
+    let items: usize = all.iter().map(|e| e.items.len()).sum();
+    assert_eq!(items, 30_000, "every item is kept");
+    assert!(
+        all.iter()
+            .all(|e| !e.principal.contains("pppp") && !e.detail.contains(&"p".repeat(40 << 10)))
+    );
+    assert!(all.iter().any(|e| e.principal == "p2"));
+}
+
+/// An export reads the trail one event at a time, checks it, and refuses
+/// to sign a chain that does not check out.
+#[tokio::test]
+async fn an_export_checks_what_it_signs() {
+    let (_dir, trail, e, log) = trail_of(5).await;
+    let range = log.export_range(2).unwrap();
+    assert_eq!((range.after, range.through), (2, 5));
+    let mut seen = Vec::new();
+    let (seq, hash) = log
+        .export_each(&range, |_, ev| {
+            seen.push(ev.seq);
+            Ok(true)
+        })
+        .unwrap();
+    assert_eq!(seen, vec![3, 4, 5]);
+    assert_eq!(seq, 5);
+    let cp = log.export_checkpoint(&range, seq, &hash);
+    let public = e.keyring().checkpoint().public();
+    assert!(vault_proto::audit::verify_export_checkpoint(&public, &cp));
+    let mut moved = cp.clone();
+    moved.start_after_seq = 3;
+    assert!(!vault_proto::audit::verify_export_checkpoint(
+        &public, &moved
+    ));
+    assert_eq!(
+        log.export_range(99).unwrap_err().code(),
+        tonic::Code::NotFound
+    );
+    // A record changed on disk while the vault runs: the export stops.
+    log.close();
+    let path = newest_segment(&trail);
+    let (offset, record) = frames(&path)[3].clone();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[offset as usize + 4 + record.len() - 1] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let range = log.export_range(0).unwrap();
+    let err = log.export_each(&range, |_, _| Ok(true)).unwrap_err();
+    assert!(matches!(err, Error::Integrity), "{err:?}");
+}
+
+/// Whatever bytes a segment holds (a fuzzed trail, alone or after good
+/// events), opening it answers: it opens (and then verifies), or it is
+/// refused as damaged; it never panics, and never opens on a chain that
+/// does not verify.
+#[test]
+fn any_segment_bytes_open_verified_or_are_refused() {
+    use proptest::prelude::*;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let e = rt.block_on(engine(dir.path()));
+    let good = {
+        let trail = dir.path().join("good");
+        let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+        rt.block_on(log.record((1..=3).map(event).collect()))
+            .unwrap();
+        log.close();
+        drop(log);
+        std::fs::read(segments::segment_path(&trail, 1)).unwrap()
+    };
+    let n = std::sync::atomic::AtomicU64::new(0);
+    let config = ProptestConfig {
+        cases: 64,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(junk in proptest::collection::vec(any::<u8>(), 0..3000),
+                        after_good in any::<bool>(), cut in 0usize..400)| {
+        let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let trail = dir.path().join(format!("t{i}"));
+        std::fs::create_dir_all(&trail).unwrap();
+        let mut bytes = if after_good { good.clone() } else { Vec::new() };
+        bytes.truncate(bytes.len().saturating_sub(cut));
+        bytes.extend_from_slice(&junk);
+        std::fs::write(segments::segment_path(&trail, 1), &bytes).unwrap();
+        match AuditLog::open(e.clone(), &trail, settings()) {
+            Ok(log) => {
+                prop_assert_eq!(log.verify().unwrap().first_bad, None);
+                drop(log);
+            }
+            Err(Error::AuditDamaged(msg)) => prop_assert!(msg.contains("seg-000000000001.log")),
+            Err(other) => prop_assert!(false, "{other:?}"),
+        }
+    });
 }
