@@ -27,11 +27,12 @@ use proto::subject_service_client::SubjectServiceClient;
 use proto::system_service_client::SystemServiceClient;
 use proto::token_service_client::TokenServiceClient;
 use proto::{
-    ApproveGrantRequest, ApproveGrantResponse, CreatePrincipalRequest, RejectGrantRequest, CreatePrincipalResponse, DetokenizeRequest, Disclosed, ExplainRequest,
-    ExplainResponse, FieldToken, FieldValue, ListPrincipalsRequest, LookupRequest, PrincipalInfo,
-    ReloadPolicyRequest, ReloadPolicyResponse, RevokePrincipalRequest, SetConsentRequest,
-    SetConsentResponse, StatusRequest, StatusResponse, TokenizeRequest, TokenizeResponse,
-    UpdateRequest, WhoAmIRequest, WhoAmIResponse,
+    ApproveGrantRequest, ApproveGrantResponse, CreatePrincipalRequest, CreatePrincipalResponse,
+    DetokenizeRequest, Disclosed, ExplainRequest, ExplainResponse, FieldToken, FieldValue,
+    ListPrincipalsRequest, LookupRequest, PrincipalInfo, RejectGrantRequest, ReloadPolicyRequest,
+    ReloadPolicyResponse, RevokePrincipalRequest, SetConsentRequest, SetConsentResponse,
+    StatusRequest, StatusResponse, TokenizeRequest, TokenizeResponse, UpdateRequest, WhoAmIRequest,
+    WhoAmIResponse,
 };
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};

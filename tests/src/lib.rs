@@ -100,7 +100,9 @@ impl TestVault {
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
         for e in std::fs::read_dir(&shipped).unwrap() {
             let p = e.unwrap().path();
-            if p.extension().is_some_and(|x| x == "cedar" || x == "cedarschema") {
+            if p.extension()
+                .is_some_and(|x| x == "cedar" || x == "cedarschema")
+            {
                 std::fs::copy(&p, pdir.join(p.file_name().unwrap())).unwrap();
             }
         }
@@ -150,7 +152,10 @@ impl TestVault {
                 self.officer_token = Some(t.to_owned());
             }
         }
-        assert!(self.officer_token.is_some(), "vaultd officer printed no token");
+        assert!(
+            self.officer_token.is_some(),
+            "vaultd officer printed no token"
+        );
     }
 
     /// Starts a vault initialised (`vaultd init --shares n --threshold k`)
@@ -393,7 +398,10 @@ impl TestVault {
                 Err(e) if Instant::now() > deadline => {
                     let log = self.log();
                     let tail = &log[log.len().saturating_sub(3000)..];
-                    panic!("cannot connect to {}: {e}; vaultd's log ends:\n{tail}", self.addr)
+                    panic!(
+                        "cannot connect to {}: {e}; vaultd's log ends:\n{tail}",
+                        self.addr
+                    )
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }

@@ -64,10 +64,16 @@ async fn sod_operator_cannot_mint_data_roles() {
     assert_eq!(err.code, Code::PermissionDenied);
 
     // Roles that see no personal data are issued at once, by one operator.
-    let op2 = op.create_principal("op-two", "operator", 3600).await.unwrap();
+    let op2 = op
+        .create_principal("op-two", "operator", 3600)
+        .await
+        .unwrap();
     assert!(!op2.pending);
     assert_eq!(who(&vault, &op2.token).await.as_deref(), Ok("operator"));
-    let aud = op.create_principal("aud-one", "auditor", 3600).await.unwrap();
+    let aud = op
+        .create_principal("aud-one", "auditor", 3600)
+        .await
+        .unwrap();
     assert!(!aud.pending);
 
     // Neither can approve what the first operator asks for.
@@ -95,7 +101,10 @@ async fn sod_operator_cannot_mint_data_roles() {
          permit (principal in Vault::Role::\"operator\", action == Vault::Action::\"approve_grant\", resource);\n",
     );
     let mut op = vault.operator().await;
-    let op2 = op.create_principal("op-two", "operator", 3600).await.unwrap();
+    let op2 = op
+        .create_principal("op-two", "operator", 3600)
+        .await
+        .unwrap();
     let asked = op
         .create_principal("card-reader", "payment_processor", 3600)
         .await
@@ -192,7 +201,9 @@ async fn sod_grant_needs_two_principals() {
         .unwrap()
         .token_part;
     assert_eq!(
-        who(&vault, &format!("{}{part2}", asked.token)).await.as_deref(),
+        who(&vault, &format!("{}{part2}", asked.token))
+            .await
+            .as_deref(),
         Ok("customer_service")
     );
 
@@ -224,7 +235,9 @@ async fn sod_grant_needs_two_principals() {
     assert!(requested.detail.contains("requested"));
     let approval = events
         .iter()
-        .find(|e| e.event_type == "principal_approve" && e.outcome == "ok" && e.detail.contains(&id))
+        .find(|e| {
+            e.event_type == "principal_approve" && e.outcome == "ok" && e.detail.contains(&id)
+        })
         .expect("approval audited");
     assert_eq!(approval.principal, OFFICER_NAME);
     assert!(approval.detail.contains("requested by"));
@@ -287,15 +300,28 @@ async fn tokenize_changes_consent_only_with_set_consent() {
     );
     let mut intake = vault.client_as("intake").await;
     let stored = intake
-        .tokenize("cons-1", &[("email", "c@example.com")], &["marketing_email"], "2026-01")
+        .tokenize(
+            "cons-1",
+            &[("email", "c@example.com")],
+            &["marketing_email"],
+            "2026-01",
+        )
         .await
         .unwrap();
     // The same consent again: fine. Another: refused, nothing stored.
     intake
-        .tokenize("cons-1", &[("phone", "+14155550111")], &["marketing_email"], "2026-01")
+        .tokenize(
+            "cons-1",
+            &[("phone", "+14155550111")],
+            &["marketing_email"],
+            "2026-01",
+        )
         .await
         .unwrap();
-    for (purposes, version) in [(&["booking"][..], "2026-01"), (&["marketing_email"][..], "2027-01")] {
+    for (purposes, version) in [
+        (&["booking"][..], "2026-01"),
+        (&["marketing_email"][..], "2027-01"),
+    ] {
         let err = intake
             .tokenize("cons-1", &[("postal_code", "SW1A 1AA")], purposes, version)
             .await
@@ -305,17 +331,28 @@ async fn tokenize_changes_consent_only_with_set_consent() {
     let mut po = vault.officer().await;
     let export = po.export_subject("cons-1", "check").await.unwrap();
     let text = format!("{export:?}");
-    assert!(text.contains("marketing_email") && !text.contains("SW1A"), "{text}");
+    assert!(
+        text.contains("marketing_email") && !text.contains("SW1A"),
+        "{text}"
+    );
 
     // A booking service may set consent: its Tokenize changes it, audited.
     let mut booking = vault.client_as("booking_service").await;
     booking
-        .tokenize("cons-1", &[("postal_code", "SW1A 1AA")], &["booking"], "2026-01")
+        .tokenize(
+            "cons-1",
+            &[("postal_code", "SW1A 1AA")],
+            &["booking"],
+            "2026-01",
+        )
         .await
         .unwrap();
     let mut auditor = vault.client_as("auditor").await;
     let events = audit_events(&mut auditor, QueryRequest::default()).await;
-    assert!(events.iter().any(|e| e.principal == "booking_service-test"
-        && e.detail.contains("consent changed by tokenize: purposes [booking]")));
+    assert!(events.iter().any(|e| {
+        e.principal == "booking_service-test"
+            && e.detail
+                .contains("consent changed by tokenize: purposes [booking]")
+    }));
     let _ = stored;
 }

@@ -3,9 +3,9 @@
 use super::{Shared, Violations, base_event, declared_purpose, principal};
 use crate::audit::AuditItem;
 use crate::cards::Brand;
-use crate::engine::{Collect, NewValue};
 use crate::engine::records::SubjectRecord;
 use crate::engine::types::{PolicyVersion, Purpose, SubjectId, TravelEnd};
+use crate::engine::{Collect, NewValue};
 use crate::engine::{Found, MAX_LOOKUP_RESULTS};
 use crate::error::Error;
 use crate::policy::{Action, SubjectContext};

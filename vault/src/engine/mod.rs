@@ -819,7 +819,10 @@ impl Engine {
             record.policy_version = policy_version.as_str().to_owned();
         }
         if consent_changed && !may_set_consent {
-            tracing::info!(subject = sid, "tokenize refused: it would change consent without set_consent");
+            tracing::info!(
+                subject = sid,
+                "tokenize refused: it would change consent without set_consent"
+            );
             return Err(Error::PermissionDenied);
         }
         record.last_activity = now;

@@ -680,18 +680,17 @@ impl PolicyEngine {
             Ok(e) => e,
             Err(e) => return denied(format!("principal entity: {e}")),
         };
-        let mut extra = vec![entity, Entity::new_no_attrs(role_uid.clone(), HashSet::new())];
+        let mut extra = vec![
+            entity,
+            Entity::new_no_attrs(role_uid.clone(), HashSet::new()),
+        ];
         if let Target::Grant(g) = target {
             let granted = t.uid(&t.role, g.role);
             if granted != role_uid {
                 extra.push(Entity::new_no_attrs(granted, HashSet::new()));
             }
         }
-        let entities = match cur
-            .entities
-            .clone()
-            .add_entities(extra, Some(&cur.schema))
-        {
+        let entities = match cur.entities.clone().add_entities(extra, Some(&cur.schema)) {
             Ok(e) => e,
             Err(e) => return denied(format!("entities: {e}")),
         };
