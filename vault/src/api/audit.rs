@@ -1,7 +1,7 @@
 //! `vault.v1.AuditService`: query and verify the audit trail (auditors).
 //! Every call is itself audited.
 
-use super::{Shared, base_event, principal};
+use super::{Shared, Violations, at_most, base_event, principal};
 use crate::error::Error;
 use crate::policy::Action;
 use prost::Message;
@@ -28,6 +28,14 @@ impl AuditApi {
 
 type EventStream = tokio_stream::Iter<std::vec::IntoIter<Result<AuditEvent, Status>>>;
 type ChunkStream = tokio_stream::Iter<std::vec::IntoIter<Result<ExportChunk, Status>>>;
+
+/// Longest principal or subject filter of a query, in bytes (names and
+/// subject ids are at most 128).
+pub const MAX_NAME_FILTER: usize = 128;
+
+/// Longest role, field, action, outcome or event type filter, in bytes
+/// (all at most 64).
+pub const MAX_WORD_FILTER: usize = 64;
 
 /// Events per export chunk.
 const EXPORT_CHUNK: usize = 1000;
@@ -118,20 +126,38 @@ impl AuditService for AuditApi {
         ev.event_type = "audit_query".into();
         ev.action = "read_audit".into();
         let q = request.into_inner();
-        ev.detail = format!(
-            "after_seq {} limit {} principal {:?} role {:?} subject {:?} field {:?} action {:?} outcome {:?} event_type {:?}",
-            q.after_seq,
-            q.limit,
-            q.principal,
-            q.role,
-            q.subject_id,
-            q.field,
-            q.action,
-            q.outcome,
-            q.event_type
-        );
+        // Every filter is bounded before it is written down or used: one
+        // longer than anything the trail holds could match nothing.
+        let mut v = Violations::default();
+        for (at, text, max) in [
+            ("principal", &q.principal, MAX_NAME_FILTER),
+            ("role", &q.role, MAX_WORD_FILTER),
+            ("subject_id", &q.subject_id, MAX_NAME_FILTER),
+            ("field", &q.field, MAX_WORD_FILTER),
+            ("action", &q.action, MAX_WORD_FILTER),
+            ("outcome", &q.outcome, MAX_WORD_FILTER),
+            ("event_type", &q.event_type, MAX_WORD_FILTER),
+        ] {
+            at_most(&mut v, at, text, max);
+        }
+        let checked = v.finish();
+        if checked.is_ok() {
+            ev.detail = format!(
+                "after_seq {} limit {} principal {:?} role {:?} subject {:?} field {:?} action {:?} outcome {:?} event_type {:?}",
+                q.after_seq,
+                q.limit,
+                q.principal,
+                q.role,
+                q.subject_id,
+                q.field,
+                q.action,
+                q.outcome,
+                q.event_type
+            );
+        }
         let r: Result<_, Error> = async {
             self.shared.require(&who, Action::ReadAudit)?;
+            checked?;
             let shared = self.shared.clone();
             tokio::task::spawn_blocking(move || shared.audit.query(&q))
                 .await
