@@ -604,8 +604,8 @@ impl UnsealThrottle {
                 self.settings.total
             ),
         );
+        // No rpc or peer: it sums up many calls from many addresses.
         ev.status_code = tonic::Code::ResourceExhausted as i32;
-        ev.rpc = "/vault.v1.SystemService/Unseal".into();
         ev.action = "unseal".into();
         Some(ev)
     }
