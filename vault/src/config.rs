@@ -41,6 +41,15 @@
 //! | `cvv_ttl_secs` | `VAULT_CVV_TTL_SECS` | 900 (15 minutes): how long a CVV waits in memory for its one reveal (1 to 86400) |
 //! | `cvv_max_pending` | `VAULT_CVV_MAX_PENDING` | 100000: most CVVs waiting at once; beyond, Tokenize with a CVV is `RESOURCE_EXHAUSTED` |
 //! | `retention_sweep_secs` | `VAULT_RETENTION_SWEEP_SECS` | 3600: how often the retention sweeper runs (60 to 86400; 0: only when asked) |
+//! | `auth_failure_window_secs` | `VAULT_AUTH_FAILURE_WINDOW_SECS` | 60: the window failed authentications are counted in (1 to 3600) |
+//! | `auth_failures_per_peer` | `VAULT_AUTH_FAILURES_PER_PEER` | 20: failures per peer address (IPv6: /64) per window; beyond, its failures are `RESOURCE_EXHAUSTED` |
+//! | `auth_failures_per_credential` | `VAULT_AUTH_FAILURES_PER_CREDENTIAL` | 10: failures per credential id per window; beyond, that id from a failing peer is refused unchecked |
+//! | `auth_failures_audited_per_peer` | `VAULT_AUTH_FAILURES_AUDITED_PER_PEER` | 10: failures per peer per window with their own `auth_failure` event; the rest in one summary |
+//! | `auth_failures_audited_total` | `VAULT_AUTH_FAILURES_AUDITED_TOTAL` | 1000: … and over all peers |
+//! | `auth_throttle_entries` | `VAULT_AUTH_THROTTLE_ENTRIES` | 10000: peers, and credential ids, counted at once (LRU; 16 to 1000000) |
+//! | `unseal_window_secs` | `VAULT_UNSEAL_WINDOW_SECS` | 60: the window failed unseal attempts are counted in (1 to 3600) |
+//! | `unseal_failures_per_peer` | `VAULT_UNSEAL_FAILURES_PER_PEER` | 10: failed unseal attempts per peer per window; beyond, `RESOURCE_EXHAUSTED` |
+//! | `unseal_failures_total` | `VAULT_UNSEAL_FAILURES_TOTAL` | 100: … from all peers; beyond, failing peers get `RESOURCE_EXHAUSTED` |
 //! | (environment only) | `VAULT_TEST_CLOCK_OFFSET_SECS` | 0: shifts the vault's clock, for tests and drills only (logged loudly) |
 //!
 //! Log verbosity is `VAULT_LOG` (a `tracing` filter, default `info`).
@@ -148,6 +157,10 @@ pub struct Config {
     pub cvv_max_pending: usize,
     /// Seconds between two runs of the retention sweeper (0: only on request).
     pub retention_sweep_secs: u64,
+    /// Limits on failed authentications (see [`crate::throttle`]).
+    pub auth_throttle: crate::throttle::AuthSettings,
+    /// Limits on failed unseal attempts.
+    pub unseal_throttle: crate::throttle::UnsealSettings,
 }
 
 /// TLS files (PEM). With none, the vault serves plaintext on loopback only.
@@ -202,6 +215,8 @@ impl Default for Config {
             cvv_ttl_secs: 900,
             cvv_max_pending: 100_000,
             retention_sweep_secs: 3600,
+            auth_throttle: crate::throttle::AuthSettings::default(),
+            unseal_throttle: crate::throttle::UnsealSettings::default(),
         }
     }
 }
@@ -253,6 +268,15 @@ struct RawConfig {
     cvv_ttl_secs: Option<u64>,
     cvv_max_pending: Option<usize>,
     retention_sweep_secs: Option<u64>,
+    auth_failure_window_secs: Option<u64>,
+    auth_failures_per_peer: Option<u32>,
+    auth_failures_per_credential: Option<u32>,
+    auth_failures_audited_per_peer: Option<u32>,
+    auth_failures_audited_total: Option<u32>,
+    auth_throttle_entries: Option<usize>,
+    unseal_window_secs: Option<u64>,
+    unseal_failures_per_peer: Option<u32>,
+    unseal_failures_total: Option<u32>,
 }
 
 /// Overrides from the command line.
@@ -473,6 +497,69 @@ impl Config {
                     &value,
                     &mut c.max_token_ttl_secs,
                 ),
+                "AUTH_FAILURE_WINDOW_SECS" => parse_into(
+                    s,
+                    &src,
+                    "auth_failure_window_secs",
+                    &value,
+                    &mut c.auth_throttle.window_secs,
+                ),
+                "AUTH_FAILURES_PER_PEER" => parse_into(
+                    s,
+                    &src,
+                    "auth_failures_per_peer",
+                    &value,
+                    &mut c.auth_throttle.per_peer,
+                ),
+                "AUTH_FAILURES_PER_CREDENTIAL" => parse_into(
+                    s,
+                    &src,
+                    "auth_failures_per_credential",
+                    &value,
+                    &mut c.auth_throttle.per_credential,
+                ),
+                "AUTH_FAILURES_AUDITED_PER_PEER" => parse_into(
+                    s,
+                    &src,
+                    "auth_failures_audited_per_peer",
+                    &value,
+                    &mut c.auth_throttle.audited_per_peer,
+                ),
+                "AUTH_FAILURES_AUDITED_TOTAL" => parse_into(
+                    s,
+                    &src,
+                    "auth_failures_audited_total",
+                    &value,
+                    &mut c.auth_throttle.audited_total,
+                ),
+                "AUTH_THROTTLE_ENTRIES" => parse_into(
+                    s,
+                    &src,
+                    "auth_throttle_entries",
+                    &value,
+                    &mut c.auth_throttle.entries,
+                ),
+                "UNSEAL_WINDOW_SECS" => parse_into(
+                    s,
+                    &src,
+                    "unseal_window_secs",
+                    &value,
+                    &mut c.unseal_throttle.window_secs,
+                ),
+                "UNSEAL_FAILURES_PER_PEER" => parse_into(
+                    s,
+                    &src,
+                    "unseal_failures_per_peer",
+                    &value,
+                    &mut c.unseal_throttle.per_peer,
+                ),
+                "UNSEAL_FAILURES_TOTAL" => parse_into(
+                    s,
+                    &src,
+                    "unseal_failures_total",
+                    &value,
+                    &mut c.unseal_throttle.total,
+                ),
                 // VAULT_LOG is read by the log set-up, VAULT_CONFIG names the file,
                 // the rest are vaultctl's.
                 "LOG" | "CONFIG" | "ADDR" | "TOKEN" | "CACERT" | "CLIENT_CERT" | "CLIENT_KEY"
@@ -618,6 +705,35 @@ impl Config {
         if let Some(v) = raw.retention_sweep_secs {
             self.retention_sweep_secs = v;
         }
+        let a = &mut self.auth_throttle;
+        if let Some(v) = raw.auth_failure_window_secs {
+            a.window_secs = v;
+        }
+        if let Some(v) = raw.auth_failures_per_peer {
+            a.per_peer = v;
+        }
+        if let Some(v) = raw.auth_failures_per_credential {
+            a.per_credential = v;
+        }
+        if let Some(v) = raw.auth_failures_audited_per_peer {
+            a.audited_per_peer = v;
+        }
+        if let Some(v) = raw.auth_failures_audited_total {
+            a.audited_total = v;
+        }
+        if let Some(v) = raw.auth_throttle_entries {
+            a.entries = v;
+        }
+        let u = &mut self.unseal_throttle;
+        if let Some(v) = raw.unseal_window_secs {
+            u.window_secs = v;
+        }
+        if let Some(v) = raw.unseal_failures_per_peer {
+            u.per_peer = v;
+        }
+        if let Some(v) = raw.unseal_failures_total {
+            u.total = v;
+        }
     }
 
     /// The audit trail's settings.
@@ -749,6 +865,35 @@ impl Config {
         if !(60..=366 * 24 * 3600).contains(&self.max_token_ttl_secs) {
             problems.push("max_token_ttl_secs: must be 60 to 31622400 (366 days)".into());
         }
+        let a = &self.auth_throttle;
+        if !(1..=3600).contains(&a.window_secs) {
+            problems.push("auth_failure_window_secs: must be 1 to 3600".into());
+        }
+        if !(1..=1_000_000).contains(&a.per_peer) {
+            problems.push("auth_failures_per_peer: must be 1 to 1000000".into());
+        }
+        if !(1..=1_000_000).contains(&a.per_credential) {
+            problems.push("auth_failures_per_credential: must be 1 to 1000000".into());
+        }
+        if a.audited_per_peer > 1_000_000 {
+            problems.push("auth_failures_audited_per_peer: must be 0 to 1000000".into());
+        }
+        if a.audited_total > 10_000_000 {
+            problems.push("auth_failures_audited_total: must be 0 to 10000000".into());
+        }
+        if !(16..=1_000_000).contains(&a.entries) {
+            problems.push("auth_throttle_entries: must be 16 to 1000000".into());
+        }
+        let u = &self.unseal_throttle;
+        if !(1..=3600).contains(&u.window_secs) {
+            problems.push("unseal_window_secs: must be 1 to 3600".into());
+        }
+        if !(1..=10_000).contains(&u.per_peer) {
+            problems.push("unseal_failures_per_peer: must be 1 to 10000".into());
+        }
+        if !(1..=100_000).contains(&u.total) {
+            problems.push("unseal_failures_total: must be 1 to 100000".into());
+        }
         if self.root_key_file.starts_with(&self.data_dir) {
             problems.push(
                 "root_key_file: must not be inside data_dir (keys are kept apart from data)".into(),
@@ -819,6 +964,8 @@ mod tests {
         assert_eq!(c.durability, d.durability);
         assert_eq!(c.store_cache_bytes, d.store_cache_bytes);
         assert_eq!(c.shutdown_grace, d.shutdown_grace);
+        assert_eq!(c.auth_throttle, d.auth_throttle);
+        assert_eq!(c.unseal_throttle, d.unseal_throttle);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - [`cards`]: card brands, expiry, BIN and last four; the memory-only CVV vault.
 //! - [`engine`]: tokenize, detokenize, look up, correct, consent.
 //! - [`auth`]: bearer tokens and mTLS client certificates → a `Principal`.
+//! - [`throttle`]: failed authentications and unseal attempts, counted and capped.
 //! - [`policy`]: Cedar policies: plain, masked or denied, per field and purpose.
 //! - [`audit`]: the hash-chained, MACed audit trail.
 //! - [`api`]: the tonic services.
@@ -37,6 +38,7 @@ pub mod policy;
 pub mod schema;
 pub mod seal;
 pub mod store;
+pub mod throttle;
 pub mod tokens;
 
 pub use config::Config;
@@ -306,6 +308,7 @@ impl Vault {
             credentials,
             &config.mtls_principals,
             engine.clock().clone(),
+            config.auth_throttle,
         ));
         let shared = Arc::new(api::Shared {
             engine,
@@ -577,10 +580,13 @@ impl Vault {
                 }
             });
         }
+        // Summaries of failed authentications, as their windows end.
+        api::spawn_throttle_summaries(shared.clone(), stop_rx.clone());
         let mut server_stop = stop_rx.clone();
         let mut grace_stop = stop_rx;
         let mut builder = Server::builder()
             .tcp_nodelay(true)
+            .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
             .layer(api::frames::SmallFramesLayer)
             .layer(api::RpcPathLayer);
         if let Some(tls) = tls {
@@ -614,6 +620,7 @@ impl Vault {
             }
         };
         tracing::info!("vault stopping: in-flight requests finished, flushing");
+        api::write_throttle_summaries(&shared, true);
         if let Err(e) =
             shared
                 .audit
@@ -644,6 +651,11 @@ impl Vault {
         Ok(Served::Sealed)
     }
 }
+
+/// Most bytes of request headers (gRPC metadata: `authorization`,
+/// `x-request-id`, ...) the transport accepts per request (HTTP/2
+/// `SETTINGS_MAX_HEADER_LIST_SIZE`); beyond, it refuses the request.
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
 /// How serving ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,6 +18,7 @@ use crate::crypto::keys::{KEY_LEN, RootKey};
 use crate::crypto::shamir::{self, Share};
 use crate::store::sled::SledStore;
 use crate::store::{Batch, Store};
+use crate::throttle::{PeerKey, UnsealSettings, UnsealThrottle};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
@@ -189,7 +190,35 @@ struct Unsealer {
     shares: Vec<Share>,
     root: Option<Zeroizing<[u8; KEY_LEN]>>,
     events: Vec<AuditEvent>,
+    /// Failed attempts, capped per peer and overall.
+    throttle: UnsealThrottle,
 }
+
+impl Unsealer {
+    fn new(config: ShamirConfig, settings: UnsealSettings) -> Self {
+        Self {
+            config,
+            shares: Vec::new(),
+            root: None,
+            events: Vec::new(),
+            throttle: UnsealThrottle::new(settings),
+        }
+    }
+
+    /// The attempts' events, and the summary of what was refused or not
+    /// recorded, for the audit trail.
+    fn take_events(&mut self) -> Vec<AuditEvent> {
+        let mut events = std::mem::take(&mut self.events);
+        events.extend(self.throttle.summary());
+        events
+    }
+}
+
+/// Longest share text accepted, in bytes (a share is about 110).
+pub const MAX_SHARE_BYTES: usize = 256;
+
+/// Largest Unseal request a sealed vault decodes, in bytes.
+const MAX_SEALED_REQUEST_BYTES: usize = 64 * 1024;
 
 const SEALED: &str = "the vault is sealed: unseal it with vaultctl unseal";
 
@@ -204,13 +233,28 @@ fn sealed<T>() -> Result<Response<T>, Status> {
 }
 
 impl SealedApi {
-    fn attempt(&self, peer: String, share: &str) -> Result<UnsealResponse, Status> {
+    fn attempt(
+        &self,
+        addr: Option<std::net::SocketAddr>,
+        share: &str,
+    ) -> Result<UnsealResponse, Status> {
         let mut st = self
             .state
             .lock()
             .map_err(|_| Status::internal("unseal state"))?;
+        let key = PeerKey::of(addr);
+        if st.throttle.refuse(key) {
+            // Counted in the summary; the share is not looked at.
+            return Err(Status::resource_exhausted(
+                "too many failed unseal attempts from this address or in all: try again later",
+            ));
+        }
+        let peer = addr.map(|a| a.to_string()).unwrap_or_default();
         let threshold = u32::from(st.config.threshold);
         let outcome = st.check(share);
+        if outcome.is_err() {
+            st.throttle.failed(key);
+        }
         let progress = u32::try_from(st.shares.len()).unwrap_or(u32::MAX);
         let (name, detail) = match &outcome {
             Ok(index) => (
@@ -233,7 +277,10 @@ impl SealedApi {
         if let Err(s) = &outcome {
             ev.status_code = s.code() as i32;
         }
-        st.events.push(ev);
+        let kept = st.events.len();
+        if st.throttle.may_record(kept) {
+            st.events.push(ev);
+        }
         outcome?;
         if st.shares.len() >= usize::from(st.config.threshold) {
             let root = shamir::combine(&st.shares).ok_or_else(|| Status::internal("combine"))?;
@@ -262,6 +309,13 @@ impl Unsealer {
     fn check(&mut self, text: &str) -> Result<u8, Status> {
         if self.root.is_some() {
             return Err(Status::failed_precondition("the vault is unsealing"));
+        }
+        if text.len() > MAX_SHARE_BYTES {
+            return Err(crate::error::Error::invalid(
+                "share",
+                format!("longer than the limit of {MAX_SHARE_BYTES} bytes"),
+            )
+            .into());
         }
         let e = shamir::decode(text).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if !crate::crypto::ct_eq(e.vault_id.as_bytes(), self.config.vault_id.as_bytes())
@@ -326,12 +380,9 @@ impl SystemService for SealedApi {
         &self,
         request: Request<UnsealRequest>,
     ) -> Result<Response<UnsealResponse>, Status> {
-        let peer = request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let addr = request.remote_addr();
         let share = Zeroizing::new(request.into_inner().share);
-        self.attempt(peer, &share).map(Response::new)
+        self.attempt(addr, &share).map(Response::new)
     }
 
     async fn seal(&self, _: Request<SealRequest>) -> Result<Response<SealResponse>, Status> {
@@ -440,12 +491,10 @@ pub async fn serve_sealed(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Option<Unsealed>, StartError> {
     let threshold = shamir_config.threshold;
-    let state = Arc::new(Mutex::new(Unsealer {
-        config: shamir_config,
-        shares: Vec::new(),
-        root: None,
-        events: Vec::new(),
-    }));
+    let state = Arc::new(Mutex::new(Unsealer::new(
+        shamir_config,
+        config.unseal_throttle,
+    )));
     let unsealed = Arc::new(tokio::sync::Notify::new());
     let api = SealedApi {
         state: state.clone(),
@@ -480,7 +529,9 @@ pub async fn serve_sealed(
     let mut shutdown = done_rx.clone();
     let server = builder
         .add_service(health)
-        .add_service(SystemServiceServer::new(api))
+        .add_service(
+            SystemServiceServer::new(api).max_decoding_message_size(MAX_SEALED_REQUEST_BYTES),
+        )
         .serve_with_incoming_shutdown(incoming(listener), async move {
             let _ = shutdown.wait_for(|d| *d).await;
         });
@@ -496,7 +547,7 @@ pub async fn serve_sealed(
     let mut st = state
         .lock()
         .map_err(|_| StartError::Serve("unseal state".into()))?;
-    let events = std::mem::take(&mut st.events);
+    let events = st.take_events();
     Ok(st.root.take().map(|root| Unsealed {
         root: RootKey::from_bytes(&root),
         events,
@@ -512,12 +563,7 @@ pub fn unseal_from_lines(
     shamir_config: &ShamirConfig,
     input: impl std::io::BufRead,
 ) -> Result<Unsealed, StartError> {
-    let mut st = Unsealer {
-        config: shamir_config.clone(),
-        shares: Vec::new(),
-        root: None,
-        events: Vec::new(),
-    };
+    let mut st = Unsealer::new(shamir_config.clone(), UnsealSettings::default());
     for line in input.lines() {
         let line =
             Zeroizing::new(line.map_err(|e| StartError::Serve(format!("reading shares: {e}")))?);

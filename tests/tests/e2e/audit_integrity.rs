@@ -75,8 +75,7 @@ fn start_and_wait_for_exit(vault: &TestVault) -> Option<(bool, String)> {
 }
 
 /// A multi-megabyte query filter gets a clear INVALID_ARGUMENT naming the
-/// field and never reaches the trail; a filter within the limit but long
-/// is recorded as its length and digest; a Detokenize of 10,000 tokens (the
+/// field and never reaches the trail; a Detokenize of 10,000 tokens (the
 /// most a vault can be configured to take) writes events the reader
 /// accepts, every item kept. The trail reads and verifies, and after a
 /// restart nothing is set aside and every event is still there.
@@ -105,19 +104,6 @@ async fn pci_10_3_oversized_event_cannot_truncate_the_trail() {
         err.violations.iter().any(|(f, _)| f == "principal"),
         "{err:?}"
     );
-    // Within the limit, but longer than a filter is quoted.
-    let long = "q".repeat(300);
-    assert!(
-        auditor
-            .audit_query(QueryRequest {
-                principal: long.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .is_empty()
-    );
-
     // A field the vault does not validate before it is written down: the
     // method path of a call refused before any handler (no credentials).
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", vault.addr))
@@ -153,12 +139,8 @@ async fn pci_10_3_oversized_event_cannot_truncate_the_trail() {
         .iter()
         .find(|e| e.outcome == "invalid")
         .expect("the refused query is an event");
+    // A refused query's event names the refused filters only.
     assert_eq!(refused.detail, "principal");
-    let quoted = queries
-        .iter()
-        .find(|e| e.detail.contains("principal <300 bytes, hmac-sha256 "))
-        .expect("the long filter is recorded as its length and digest");
-    assert!(!quoted.detail.contains("qqqq"), "{}", quoted.detail);
     assert!(before.iter().all(|e| !e.detail.contains("pppp")));
     let long_path = before
         .iter()

@@ -5,8 +5,9 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, 
 use std::process::Stdio;
 use tonic::Code;
 use vault_client::proto::Disclosure;
+use vault_client::proto::QueryRequest;
 use vault_client::{TlsOptions, VaultClient};
-use vault_tests::{PolicyChoice, TestVault, bin, scan_for};
+use vault_tests::{PolicyChoice, TestVault, audit_events, bin, scan_for};
 
 /// PCI DSS 8.3: no, malformed, wrong, revoked and expired credentials are
 /// refused UNAUTHENTICATED; only operators issue tokens; the store holds
@@ -387,4 +388,188 @@ fn wait_for_log(vault: &TestVault, what: &str) {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// The number after `key=` in a summary event's detail.
+fn count_in(detail: &str, key: &str) -> u64 {
+    detail
+        .split(' ')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}= in {detail:?}"))
+}
+
+/// Bounded under hostile load: one peer floods the vault with bad bearer
+/// tokens (malformed ones, unknown credential ids, a real id with wrong
+/// secrets). Beyond the per-peer limit the answers are RESOURCE_EXHAUSTED;
+/// a good caller on another credential, from the same address (only
+/// failures count), is served throughout; the trail holds the bound of
+/// individual auth_failure events and summary events that count every other
+/// failure exactly; neither the trail nor the log holds a bad secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_failures_are_rate_limited() {
+    const PER_PEER: usize = 5;
+    const AUDITED: usize = 3;
+    const ROUNDS: usize = 60;
+    let vault = TestVault::start_with(&[
+        ("VAULT_AUTH_FAILURE_WINDOW_SECS", "4"),
+        ("VAULT_AUTH_FAILURES_PER_PEER", "5"),
+        ("VAULT_AUTH_FAILURES_PER_CREDENTIAL", "1000"),
+        ("VAULT_AUTH_FAILURES_AUDITED_PER_PEER", "3"),
+    ]);
+    // Issued before the flood: a victim whose id the flood knows, the good
+    // caller and the auditor who reads the trail afterwards.
+    let victim = vault.issue("victim", "auditor", 3600).await;
+    let victim_id = victim.split('.').nth(1).unwrap().to_owned();
+    let mut good = vault.client().await;
+    good.status().await.unwrap();
+    let mut auditor = vault.client_as("auditor").await;
+
+    let mut bad = Vec::new();
+    for i in 0..ROUNDS {
+        bad.push(format!("garbage-{i:04}-Qx7"));
+        // Unknown ids, and the victim's id with wrong secrets (43
+        // base64url characters: 32 bytes).
+        bad.push(format!("vt1.{i:016}.Zq{i:040}A"));
+        bad.push(format!("vt1.{victim_id}.Wr{i:040}A"));
+    }
+    let base = vault.anonymous().await;
+    let flood = async {
+        let mut codes = Vec::new();
+        for t in &bad {
+            let mut c = base.clone().with_token(t).unwrap();
+            codes.push(c.status().await.unwrap_err().code);
+        }
+        codes
+    };
+    let good_caller = async {
+        let mut served = 0;
+        for i in 0..30 {
+            good.tokenize(
+                &format!("flood-{i}"),
+                &[("email", "good@example.com")],
+                &[],
+                "",
+            )
+            .await
+            .expect("a good caller is served during the flood");
+            served += 1;
+            tokio::task::yield_now().await;
+        }
+        served
+    };
+    let (codes, served) = tokio::join!(flood, good_caller);
+    assert_eq!(served, 30);
+    let exhausted = codes
+        .iter()
+        .filter(|c| **c == Code::ResourceExhausted)
+        .count();
+    let unauthenticated = codes
+        .iter()
+        .filter(|c| **c == Code::Unauthenticated)
+        .count();
+    assert_eq!(exhausted + unauthenticated, bad.len(), "{codes:?}");
+    assert_eq!(&codes[..PER_PEER], [Code::Unauthenticated; PER_PEER]);
+    assert_eq!(exhausted, bad.len() - PER_PEER, "{codes:?}");
+    // The good caller is still served after it.
+    good.status().await.unwrap();
+
+    // Once the window ends (4 s after the first failure), its summary is
+    // written: individual events up to the bound, the rest counted.
+    let mut failures = Vec::new();
+    for _ in 0..100 {
+        failures = audit_events(
+            &mut auditor,
+            QueryRequest {
+                event_type: "auth_failure".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+        if failures.iter().any(|e| e.outcome == "summary") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (summaries, single): (Vec<_>, Vec<_>) =
+        failures.iter().partition(|e| e.outcome == "summary");
+    assert_eq!(single.len(), AUDITED, "{single:?}");
+    assert!(single.iter().all(|e| e.outcome == "unauthenticated"));
+    assert_eq!(summaries.len(), 1, "one peer, one window: {summaries:?}");
+    let s = summaries[0];
+    assert_eq!(s.peer, "127.0.0.1");
+    assert_eq!(s.status_code, Code::ResourceExhausted as i32);
+    assert_eq!(
+        count_in(&s.detail, "not_audited") as usize,
+        bad.len() - AUDITED
+    );
+    assert_eq!(
+        count_in(&s.detail, "resource_exhausted") as usize,
+        exhausted
+    );
+    assert!(
+        s.detail.contains(&format!("{victim_id}:{}", ROUNDS - 1)),
+        "{}",
+        s.detail
+    );
+    // No bad secret in the trail or the log (the victim's id is public).
+    let trail = format!("{failures:?}");
+    let log = vault.log();
+    for t in &bad {
+        let secret = t.rsplit('.').next().unwrap();
+        assert!(!trail.contains(secret), "{secret} in the trail");
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
+    let victim_secret = victim.rsplit('.').next().unwrap();
+    assert!(!trail.contains(victim_secret) && !log.contains(victim_secret));
+    // A new window: the address is answered UNAUTHENTICATED again.
+    let mut c = base.clone().with_token("garbage").unwrap();
+    assert_eq!(c.status().await.unwrap_err().code, Code::Unauthenticated);
+}
+
+/// Failures per credential id: beyond the limit, an attempt with that id
+/// from an address that has failed is refused RESOURCE_EXHAUSTED before
+/// its secret is checked, even the right secret; other credentials are
+/// served. An id that was never issued is answered exactly like a real one,
+/// so the limit tells nobody which ids exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_failure_limits_per_credential_do_not_tell_whether_it_exists() {
+    let vault = TestVault::start_with(&[
+        ("VAULT_AUTH_FAILURES_PER_PEER", "1000"),
+        ("VAULT_AUTH_FAILURES_PER_CREDENTIAL", "3"),
+    ]);
+    let real = vault.issue("real", "auditor", 3600).await;
+    let id = real.split('.').nth(1).unwrap();
+    let mut good = vault.client().await;
+    let base = vault.anonymous().await;
+    let codes = |prefix: String| {
+        let base = base.clone();
+        async move {
+            let mut out = Vec::new();
+            for i in 0..5 {
+                let mut c = base
+                    .clone()
+                    .with_token(&format!("{prefix}.Ab{i:040}A"))
+                    .unwrap();
+                out.push(c.status().await.unwrap_err().code);
+            }
+            out
+        }
+    };
+    let known = codes(format!("vt1.{id}")).await;
+    let unknown = codes("vt1.AAAAAAAAAAAAAAAA".into()).await;
+    let expected = [
+        Code::Unauthenticated,
+        Code::Unauthenticated,
+        Code::Unauthenticated,
+        Code::ResourceExhausted,
+        Code::ResourceExhausted,
+    ];
+    assert_eq!(known, expected);
+    assert_eq!(unknown, expected);
+    // The right secret from this (failing) address is not even checked.
+    let mut r = base.clone().with_token(&real).unwrap();
+    assert_eq!(r.status().await.unwrap_err().code, Code::ResourceExhausted);
+    // Another credential is served.
+    good.status().await.unwrap();
 }

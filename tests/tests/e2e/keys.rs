@@ -525,6 +525,83 @@ async fn pci_3_7_6_k_shares_unseal_and_fewer_do_not() {
     assert!(vault.anonymous().await.status().await.unwrap().sealed);
 }
 
+/// Unseal attempts are capped: after the configured number of failed
+/// attempts from an address in a window, its attempts are refused
+/// RESOURCE_EXHAUSTED without their shares being looked at (a good share
+/// too); when the window ends, the custodians unseal as usual. The trail
+/// holds every checked attempt and one summary of the refused ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unseal_attempts_are_capped() {
+    let (vault, shares) = TestVault::start_sealed(
+        3,
+        2,
+        &[
+            ("VAULT_UNSEAL_FAILURES_PER_PEER", "3"),
+            ("VAULT_UNSEAL_WINDOW_SECS", "3"),
+        ],
+    );
+    let mut anon = vault.anonymous().await;
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        assert_eq!(
+            anon.unseal("hello").await.unwrap_err().code,
+            Code::InvalidArgument
+        );
+    }
+    let err = anon.unseal("hello").await.unwrap_err();
+    assert_eq!(err.code, Code::ResourceExhausted, "{}", err.message);
+    // Not even a good share is looked at from this address now.
+    assert_eq!(
+        anon.unseal(&shares[0]).await.unwrap_err().code,
+        Code::ResourceExhausted
+    );
+    for _ in 0..20 {
+        assert_eq!(
+            anon.unseal("hello").await.unwrap_err().code,
+            Code::ResourceExhausted
+        );
+    }
+    assert!(
+        started.elapsed().as_secs() < 3,
+        "the burst fits in one window"
+    );
+    let s = anon.status().await.unwrap();
+    assert_eq!((s.sealed, s.unseal_progress), (true, 0));
+    // The window ends three seconds after its first failure.
+    tokio::time::sleep(std::time::Duration::from_millis(3500).saturating_sub(started.elapsed()))
+        .await;
+    assert!(anon.unseal(&shares[0]).await.unwrap().sealed);
+    assert!(!anon.unseal(&shares[1]).await.unwrap().sealed);
+    wait_until_serving(&vault).await;
+    let mut auditor = vault.client_as("auditor").await;
+    let attempts = audit_events(
+        &mut auditor,
+        QueryRequest {
+            event_type: "unseal".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let outcomes: Vec<&str> = attempts.iter().map(|e| e.outcome.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        ["invalid", "invalid", "invalid", "ok", "ok", "summary"]
+    );
+    let summary = &attempts[5];
+    assert_eq!(summary.status_code, Code::ResourceExhausted as i32);
+    assert!(
+        summary
+            .detail
+            .starts_with("refused=22 not_recorded=0 peers=127.0.0.1:22 "),
+        "{}",
+        summary.detail
+    );
+    let all = format!("{attempts:?}");
+    for s in &shares {
+        assert!(!all.contains(s.split(':').nth(4).unwrap()));
+    }
+}
+
 /// An all-access client once the vault answers health SERVING.
 async fn wait_until_serving(vault: &TestVault) -> VaultClient {
     for _ in 0..100 {

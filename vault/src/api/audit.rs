@@ -1,7 +1,7 @@
 //! `vault.v1.AuditService`: query and verify the audit trail (auditors).
 //! Every call is itself audited.
 
-use super::{Shared, Violations, base_event, principal};
+use super::{Shared, Violations, at_most, base_event, principal};
 use crate::audit::bound;
 use crate::error::Error;
 use crate::policy::Action;
@@ -29,6 +29,14 @@ impl AuditApi {
 type EventStream = tokio_stream::Iter<std::vec::IntoIter<Result<AuditEvent, Status>>>;
 type ChunkStream = tokio_stream::wrappers::ReceiverStream<Result<ExportChunk, Status>>;
 
+/// Longest principal or subject filter of a query, in bytes (names and
+/// subject ids are at most 128).
+pub const MAX_NAME_FILTER: usize = 128;
+
+/// Longest role, field, action, outcome or event type filter, in bytes
+/// (all at most 64).
+pub const MAX_WORD_FILTER: usize = 64;
+
 /// Events per export chunk, at most…
 const EXPORT_CHUNK: usize = 1000;
 /// …and about this many bytes of events (each counted with its encoding):
@@ -39,8 +47,6 @@ const EXPORT_CHUNK_BYTES: usize = 1 << 20;
 /// this many chunks, whatever the trail's length.
 const EXPORT_AHEAD: usize = 2;
 
-/// Longest text filter a query accepts, in bytes.
-pub const MAX_FILTER_BYTES: usize = 512;
 /// Longest text filter the query's event records as it is; a longer one
 /// is recorded as its length and a keyed digest.
 pub const VERBATIM_FILTER_BYTES: usize = 128;
@@ -157,32 +163,29 @@ impl AuditService for AuditApi {
         ev.action = "read_audit".into();
         let q = request.into_inner();
         let filters = [
-            ("principal", &q.principal),
-            ("role", &q.role),
-            ("subject_id", &q.subject_id),
-            ("field", &q.field),
-            ("action", &q.action),
-            ("outcome", &q.outcome),
-            ("event_type", &q.event_type),
+            ("principal", &q.principal, MAX_NAME_FILTER),
+            ("role", &q.role, MAX_WORD_FILTER),
+            ("subject_id", &q.subject_id, MAX_NAME_FILTER),
+            ("field", &q.field, MAX_WORD_FILTER),
+            ("action", &q.action, MAX_WORD_FILTER),
+            ("outcome", &q.outcome, MAX_WORD_FILTER),
+            ("event_type", &q.event_type, MAX_WORD_FILTER),
         ];
         // What the caller asked for, never more than a short filter as it
         // is: a long one is its length and a keyed digest.
         let key = self.shared.engine.keyring().audit();
         ev.detail = format!("after_seq {} limit {}", q.after_seq, q.limit);
-        for (name, value) in filters {
+        for (name, value, _) in filters {
             ev.detail.push_str(&format!(
                 " {name} {}",
                 bound::quote(key, value, VERBATIM_FILTER_BYTES)
             ));
         }
+        // Every filter is bounded before it is used: one longer than
+        // anything the trail holds could match nothing.
         let mut v = Violations::default();
-        for (name, value) in filters {
-            if value.len() > MAX_FILTER_BYTES {
-                v.add(
-                    name,
-                    format!("longer than the limit of {MAX_FILTER_BYTES} bytes"),
-                );
-            }
+        for (at, text, max) in filters {
+            at_most(&mut v, at, text, max);
         }
         let r: Result<_, Error> = async {
             self.shared.require(&who, Action::ReadAudit)?;

@@ -329,8 +329,10 @@ pub(crate) fn principal<T>(request: &Request<T>) -> Result<Arc<Principal>, Error
 }
 
 /// Authenticates every request of the vault's own services and attaches
-/// the [`Principal`]; refuses the rest with `UNAUTHENTICATED`, writing an
-/// `auth_failure` event.
+/// the [`Principal`]; refuses the rest with `UNAUTHENTICATED` (or, over a
+/// failure limit, `RESOURCE_EXHAUSTED`), writing an `auth_failure` event and
+/// a log line for each failure within the audit bound and nothing for the
+/// rest, which the throttle's summary events count (see [`crate::throttle`]).
 #[derive(Debug, Clone)]
 pub struct AuthInterceptor {
     /// Who is calling.
@@ -346,19 +348,67 @@ impl tonic::service::Interceptor for AuthInterceptor {
                 request.extensions_mut().insert(principal);
                 Ok(request)
             }
-            Err(e) => {
+            Err(failure) if !failure.audit => Err(failure.error.into()),
+            Err(failure) => {
                 let mut ev = base_event(&request, None);
+                tracing::info!(
+                    peer = %ev.peer,
+                    rpc = %ev.rpc,
+                    reason = failure.reason,
+                    credential = failure.credential_id.as_deref().unwrap_or(""),
+                    certificate = failure.certificate.as_deref().unwrap_or(""),
+                    "request refused"
+                );
                 ev.event_type = "auth_failure".into();
-                let (name, code, detail) = outcome(&e);
+                let (name, code, detail) = outcome(&failure.error);
                 ev.outcome = name.into();
                 ev.status_code = code;
-                ev.detail = detail;
+                ev.detail = match &failure.credential_id {
+                    Some(id) => format!("{detail}; credential id {id}"),
+                    None => detail,
+                };
                 if let Err(a) = self.audit.append(vec![ev]) {
                     tracing::error!(error = %a, "could not write the audit event of a refused request");
                 }
-                Err(e.into())
+                Err(failure.error.into())
             }
         }
+    }
+}
+
+/// Writes the summary events of failed authentications whose window has
+/// ended, checking every second until `stop`.
+pub fn spawn_throttle_summaries(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => write_throttle_summaries(&shared, false),
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+    });
+}
+
+/// Writes the summary events of failed authentications of the windows that
+/// have ended, and with `all` of the current one too (at shutdown).
+pub fn write_throttle_summaries(shared: &Shared, all: bool) {
+    let throttle = shared.auth.throttle();
+    let events = if all {
+        throttle.flush()
+    } else {
+        throttle.due()
+    };
+    if events.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        summaries = events.len(),
+        "failed authentications over the audit bound: summarized in the audit trail"
+    );
+    if let Err(e) = shared.audit.append(events) {
+        tracing::error!(error = %e, "could not write the summary of failed authentications");
     }
 }
 
@@ -379,6 +429,27 @@ pub(crate) fn declared_purpose(
         return None;
     }
     Some(p)
+}
+
+/// Checks that the free text `text` at `at` is at most `max` bytes
+/// (a filter, a name to look up): longer ones could match nothing.
+pub(crate) fn at_most(v: &mut Violations, at: &str, text: &str, max: usize) -> bool {
+    if text.len() > max {
+        v.add(at, format!("longer than the limit of {max} bytes"));
+        false
+    } else {
+        true
+    }
+}
+
+/// Checks that the list at `at` has at most `max` items.
+pub(crate) fn at_most_items<T>(v: &mut Violations, at: &str, items: &[T], max: usize) -> bool {
+    if items.len() > max {
+        v.add(at, format!("more than the limit of {max} items"));
+        false
+    } else {
+        true
+    }
 }
 
 /// Collects the violations of one request, then fails with all of them.

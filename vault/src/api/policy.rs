@@ -1,7 +1,7 @@
 //! `vault.v1.PolicyService`: reload (operators) and explain (operators,
 //! auditors).
 
-use super::{Shared, Violations, base_event, principal};
+use super::{Shared, Violations, at_most, at_most_items, base_event, principal};
 use crate::auth::credentials::check_role;
 use crate::auth::{AuthMethod, Principal};
 use crate::error::Error;
@@ -12,6 +12,15 @@ use vault_proto::v1::policy_service_server::PolicyService;
 use vault_proto::v1::{
     ExplainRequest, ExplainResponse, ExplainedDecision, ReloadPolicyRequest, ReloadPolicyResponse,
 };
+
+/// Longest principal name an explain asks about, in bytes.
+pub const MAX_PRINCIPAL: usize = 128;
+/// Longest field or purpose name an explain asks about, in bytes.
+pub const MAX_WORD: usize = 64;
+/// Most consented purposes an explain assumes.
+pub const MAX_CONSENTED: usize = 64;
+/// Most actions one explain asks about.
+pub const MAX_ACTIONS: usize = 32;
 
 /// The policy service.
 #[derive(Debug, Clone)]
@@ -174,6 +183,16 @@ impl PolicyService for PolicyApi {
             let req = request.into_inner();
             let schema = self.shared.engine.schema().clone();
             let mut v = Violations::default();
+            // Bounded before anything is looked up: names are at most 128
+            // bytes, fields and purposes 64; the lists as long as any real one.
+            let bounded = at_most(&mut v, "principal", &req.principal, MAX_PRINCIPAL)
+                & at_most(&mut v, "field", &req.field, MAX_WORD)
+                & at_most(&mut v, "purpose", &req.purpose, MAX_WORD)
+                & at_most_items(&mut v, "consented", &req.consented, MAX_CONSENTED)
+                & at_most_items(&mut v, "actions", &req.actions, MAX_ACTIONS);
+            if !bounded {
+                return Err(Error::InvalidArgument(v.0));
+            }
             let subject = if !req.principal.is_empty() {
                 let p = self.known_principal(&req.principal);
                 if p.is_none() {

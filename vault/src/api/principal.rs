@@ -21,7 +21,12 @@ use vault_proto::v1::{
 };
 
 /// Longest reason for a rejection, in bytes.
-const MAX_REASON: usize = 256;
+pub const MAX_REASON: usize = 256;
+
+/// Longest credential or grant id accepted, in bytes (ids are 16).
+pub const MAX_ID: usize = 64;
+
+const GRANT_ID_REQUIRED: &str = "a grant id (1 to 64 characters) is required";
 
 /// Shortest bearer-token life, in seconds.
 const MIN_TTL_SECS: u64 = 60;
@@ -70,8 +75,8 @@ impl PrincipalApi {
 
     /// The id of a grant, checked.
     fn grant_id(id: &str) -> Result<(), Error> {
-        if id.is_empty() || id.len() > 64 {
-            return Err(Error::invalid("id", "a grant id is required"));
+        if id.is_empty() || id.len() > MAX_ID {
+            return Err(Error::invalid("id", GRANT_ID_REQUIRED));
         }
         Ok(())
     }
@@ -226,11 +231,13 @@ impl PrincipalService for PrincipalApi {
         let r: Result<_, Error> = async {
             let req = request.into_inner();
             let mut v = Violations::default();
-            if req.id.is_empty() || req.id.len() > 64 {
-                v.add("id", "a grant id is required");
+            if req.id.is_empty() || req.id.len() > MAX_ID {
+                v.add("id", GRANT_ID_REQUIRED);
             }
-            if req.reason.is_empty() || req.reason.len() > MAX_REASON {
+            if req.reason.trim().is_empty() || req.reason.len() > MAX_REASON {
                 v.add("reason", format!("1 to {MAX_REASON} bytes are required"));
+            } else if req.reason.chars().any(char::is_control) {
+                v.add("reason", "contains control characters");
             }
             v.finish()?;
             let auth = &self.shared.auth;
@@ -314,8 +321,8 @@ impl PrincipalService for PrincipalApi {
         let r: Result<_, Error> = async {
             self.shared.require(&who, Action::ManagePrincipals)?;
             let req = request.into_inner();
-            if req.id.is_empty() || req.id.len() > 64 {
-                return Err(Error::invalid("id", "a credential id is required"));
+            if req.id.is_empty() || req.id.len() > MAX_ID {
+                return Err(Error::invalid("id", "a credential id (1 to 64 characters) is required"));
             }
             let auth = &self.shared.auth;
             let record = auth

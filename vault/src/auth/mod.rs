@@ -15,7 +15,8 @@
 pub mod credentials;
 
 use crate::engine::Clock;
-use crate::error::{Error, Result};
+use crate::error::Error;
+use crate::throttle::{AuthSettings, AuthThrottle, PeerKey, Verdict};
 use credentials::CredentialStore;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -87,6 +88,8 @@ pub struct Authenticator {
     /// The TLS layer has verified every certificate before it gets here.
     cert_cache: std::sync::Mutex<lru::LruCache<Vec<u8>, Arc<Principal>>>,
     clock: Arc<dyn Clock>,
+    /// Failed attempts, per peer and credential id.
+    throttle: AuthThrottle,
 }
 
 /// Most client certificates whose principal is remembered.
@@ -102,11 +105,12 @@ impl std::fmt::Debug for Authenticator {
 
 impl Authenticator {
     /// An authenticator over the issued `credentials` and the configured map
-    /// of certificate principals to roles.
+    /// of certificate principals to roles, throttling failures by `limits`.
     pub fn new(
         credentials: CredentialStore,
         mtls_roles: &HashMap<String, String>,
         clock: Arc<dyn Clock>,
+        limits: AuthSettings,
     ) -> Self {
         Self {
             credentials,
@@ -119,6 +123,7 @@ impl Authenticator {
                     .unwrap_or(std::num::NonZeroUsize::MIN),
             )),
             clock,
+            throttle: AuthThrottle::new(limits),
         }
     }
 
@@ -132,18 +137,41 @@ impl Authenticator {
         self.clock.now()
     }
 
-    /// The principal behind `request`'s credentials.
-    pub fn authenticate<T>(&self, request: &tonic::Request<T>) -> Result<Arc<Principal>> {
+    /// The principal behind `request`'s credentials, or why not. Failures
+    /// are counted per peer and credential id ([`AuthThrottle`]): beyond
+    /// the limits they are refused `RESOURCE_EXHAUSTED`, some before the
+    /// secret is even checked.
+    pub fn authenticate<T>(
+        &self,
+        request: &tonic::Request<T>,
+    ) -> Result<Arc<Principal>, AuthFailure> {
+        let peer = PeerKey::of(request.remote_addr());
+        let refused =
+            |credential_id: Option<&str>, reason: &'static str, who: Option<String>, none: bool| {
+                let verdict = self.throttle.failed(peer, credential_id);
+                AuthFailure::new(verdict, reason, credential_id, who, none)
+            };
         if let Some(header) = request.metadata().get("authorization") {
-            let token = header
-                .to_str()
-                .ok()
-                .and_then(|h| {
-                    let (scheme, rest) = h.split_once(' ')?;
-                    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-                })
-                .ok_or(Error::Unauthenticated("invalid credentials"))?;
-            return self.credentials.verify(token, self.clock.now());
+            let Some(token) = header.to_str().ok().and_then(|h| {
+                let (scheme, rest) = h.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            }) else {
+                return Err(refused(None, "malformed authorization header", None, false));
+            };
+            let credential_id = credentials::credential_id(token);
+            if let Some(verdict) = self.throttle.refuse_early(peer, credential_id) {
+                return Err(AuthFailure::new(
+                    verdict,
+                    "credential id over its failure limit",
+                    credential_id,
+                    None,
+                    false,
+                ));
+            }
+            return self
+                .credentials
+                .verify(token, self.clock.now())
+                .map_err(|reason| refused(credential_id, reason, None, false));
         }
         if let Some(certs) = request.peer_certs()
             && let Some(leaf) = certs.first()
@@ -157,12 +185,21 @@ impl Authenticator {
                 return Ok(p);
             }
             let Some(name) = certificate_principal(leaf.as_ref()) else {
-                tracing::info!("client certificate refused: it names no principal");
-                return Err(Error::Unauthenticated("invalid credentials"));
+                return Err(refused(
+                    None,
+                    "client certificate names no principal",
+                    None,
+                    false,
+                ));
             };
             let Some(role) = self.mtls_roles.get(&name) else {
-                tracing::info!(principal = %name, "client certificate refused: principal not mapped to a role");
-                return Err(Error::Unauthenticated("invalid credentials"));
+                let shown: String = name.chars().take(128).collect();
+                return Err(refused(
+                    None,
+                    "client certificate principal not mapped to a role",
+                    Some(shown),
+                    false,
+                ));
             };
             let principal = Arc::new(Principal {
                 name: Arc::from(name.as_str()),
@@ -176,6 +213,58 @@ impl Authenticator {
             }
             return Ok(principal);
         }
-        Err(Error::Unauthenticated("no credentials"))
+        Err(refused(None, "no credentials", None, true))
+    }
+
+    /// The counts of failed authentications.
+    pub fn throttle(&self) -> &AuthThrottle {
+        &self.throttle
+    }
+}
+
+/// A refused authentication: what the caller is told, and what the log and
+/// the audit trail may say (never a secret).
+#[derive(Debug)]
+pub struct AuthFailure {
+    /// The answer: `UNAUTHENTICATED` ("no credentials" or "invalid
+    /// credentials") or, over a limit, `RESOURCE_EXHAUSTED`.
+    pub error: Error,
+    /// Why, for the log: "unknown id", "wrong secret", "revoked", ...
+    pub reason: &'static str,
+    /// The credential id the token named, if well-formed (public).
+    pub credential_id: Option<String>,
+    /// The client certificate's principal, if it was not mapped.
+    pub certificate: Option<String>,
+    /// Whether the failure gets its own audit event and log line; if not,
+    /// a summary event counts it.
+    pub audit: bool,
+}
+
+/// What a caller over a failure limit is told.
+pub const TOO_MANY_FAILURES: &str =
+    "too many failed authentications from this address or for this credential: try again later";
+
+impl AuthFailure {
+    fn new(
+        verdict: Verdict,
+        reason: &'static str,
+        credential_id: Option<&str>,
+        certificate: Option<String>,
+        no_credentials: bool,
+    ) -> Self {
+        let error = if verdict.exhausted {
+            Error::ResourceExhausted(TOO_MANY_FAILURES)
+        } else if no_credentials {
+            Error::Unauthenticated("no credentials")
+        } else {
+            Error::Unauthenticated("invalid credentials")
+        };
+        Self {
+            error,
+            reason,
+            credential_id: credential_id.map(str::to_owned),
+            certificate,
+            audit: verdict.audit,
+        }
     }
 }
