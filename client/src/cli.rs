@@ -1008,18 +1008,8 @@ fn print_grant_explained(
             g.role
         )?;
     }
-    let rows: Vec<_> = [request, approve]
-        .into_iter()
-        .map(|d| {
-            vec![
-                d.action.clone(),
-                if d.allowed { "allow" } else { "deny" }.into(),
-                decision_why(d),
-            ]
-        })
-        .collect();
     writeln!(out, "{} (role {}):", e.principal, e.role)?;
-    print_table(out, &["ACTION", "DECISION", "BECAUSE"], &rows)
+    print_decisions(out, [request, approve])
 }
 
 fn print_explained(
@@ -1043,9 +1033,16 @@ fn print_explained(
         e.role,
         disclosure_name(e.disclosure)
     )?;
-    let rows: Vec<_> = e
-        .decisions
-        .iter()
+    print_decisions(out, &e.decisions)
+}
+
+/// A table of decisions: action, allow or deny, and why.
+fn print_decisions<'a>(
+    out: &mut impl Write,
+    decisions: impl IntoIterator<Item = &'a crate::proto::ExplainedDecision>,
+) -> std::io::Result<()> {
+    let rows: Vec<_> = decisions
+        .into_iter()
         .map(|d| {
             vec![
                 d.action.clone(),

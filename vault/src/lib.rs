@@ -360,10 +360,14 @@ impl Vault {
         let issued = shared
             .auth
             .credentials()
-            .create_by_root_key(
-                name,
-                OFFICER_ROLE,
-                ttl_secs,
+            .issue(
+                &auth::credentials::Issue {
+                    name,
+                    role: OFFICER_ROLE,
+                    ttl_secs,
+                    created_by: "vaultd officer (root key holder)",
+                    via: auth::credentials::VIA_ROOT_KEY,
+                },
                 shared.auth.now(),
                 Some(engine::Audited {
                     log: &shared.audit,

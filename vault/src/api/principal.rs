@@ -6,7 +6,9 @@
 //! policy can loosen: see [`PolicyEngine::data_role`](crate::policy::PolicyEngine::data_role).
 
 use super::{Shared, Violations, base_event, principal};
-use crate::auth::credentials::{CredentialRecord, check_name, check_role};
+use crate::auth::credentials::{
+    CredentialRecord, Issue, VIA_DUAL_CONTROL, VIA_SINGLE, check_name, check_role,
+};
 use crate::auth::{AuthMethod, Principal};
 use crate::error::Error;
 use crate::policy::{Action, GrantAsk};
@@ -142,23 +144,23 @@ impl PrincipalService for PrincipalApi {
             }
             let auth = &self.shared.auth;
             let credentials = auth.credentials();
-            let (ttl, now, audited) = (req.ttl_seconds, auth.now(), Some(self.shared.audited(&ev)));
-            let (record, token) = if data.data {
-                credentials
-                    .request(&req.name, &req.role, ttl, &who.name, now, audited)
-                    .await?
-            } else {
-                credentials
-                    .create(&req.name, &req.role, ttl, &who.name, now, audited)
-                    .await?
+            let issue = Issue {
+                name: &req.name,
+                role: &req.role,
+                ttl_secs: req.ttl_seconds,
+                created_by: &who.name,
+                via: if data.data { VIA_DUAL_CONTROL } else { VIA_SINGLE },
             };
+            let (record, token) = credentials
+                .issue(&issue, auth.now(), Some(self.shared.audited(&ev)))
+                .await?;
             if data.data {
                 tracing::info!(by = %who.name, id = %record.id, name = %record.name, role = %record.role, "grant requested; waits for a second principal");
             } else {
                 tracing::info!(by = %who.name, id = %record.id, name = %record.name, role = %record.role, "bearer token issued");
             }
             Ok(Response::new(CreatePrincipalResponse {
-                principal: Some(info_at(&record, now)),
+                principal: Some(info_at(&record, auth.now())),
                 token: token.expose().to_owned(),
                 pending: data.data,
                 approve_by: record.approve_by,

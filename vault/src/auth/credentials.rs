@@ -345,71 +345,22 @@ impl CredentialStore {
         Ok(principal)
     }
 
-    /// Issues a token for `name` in `role`, valid for `ttl_secs` from `now`,
-    /// by one principal (`created_by`); with `audit`, its event is durable
-    /// before the token is stored. Only for roles that see no personal data:
-    /// the caller has checked that ([`crate::policy::PolicyEngine::data_role`]).
-    pub async fn create(
+    /// Issues a token as `who` says: at once by one principal
+    /// ([`VIA_SINGLE`], only for roles that see no personal data: the caller
+    /// has checked that with [`crate::policy::PolicyEngine::data_role`]), by
+    /// the root key's holder ([`VIA_ROOT_KEY`], `vaultd officer`), or as a
+    /// pending request for a data role ([`VIA_DUAL_CONTROL`]) that another
+    /// principal approves ([`CredentialStore::approve`]) within
+    /// [`GRANT_REQUEST_TTL_SECS`], the token returned then being its first
+    /// part only. With `audit`, its event is durable before the token is
+    /// stored.
+    pub async fn issue(
         &self,
-        name: &str,
-        role: &str,
-        ttl_secs: u64,
-        created_by: &str,
+        who: &Issue<'_>,
         now: i64,
         audit: Option<Audited<'_>>,
     ) -> Result<(Arc<CredentialRecord>, IssuedToken)> {
-        let who = Issue {
-            name,
-            role,
-            ttl_secs,
-            created_by,
-            via: VIA_SINGLE,
-        };
-        self.create_with(&who, now, Batch::new(), audit).await
-    }
-
-    /// Issues a token for `name` in `role` offline, by the holder of the
-    /// root key (`vaultd officer`): the first privacy officer, who approves
-    /// the grants of data roles from then on.
-    pub async fn create_by_root_key(
-        &self,
-        name: &str,
-        role: &str,
-        ttl_secs: u64,
-        now: i64,
-        audit: Option<Audited<'_>>,
-    ) -> Result<(Arc<CredentialRecord>, IssuedToken)> {
-        let who = Issue {
-            name,
-            role,
-            ttl_secs,
-            created_by: "vaultd officer (root key holder)",
-            via: VIA_ROOT_KEY,
-        };
-        self.create_with(&who, now, Batch::new(), audit).await
-    }
-
-    /// Requests a token for `name` in the data role `role`: stored pending
-    /// until another principal approves it ([`CredentialStore::approve`])
-    /// within [`GRANT_REQUEST_TTL_SECS`]. Returns the token's first part,
-    /// for the requester to hand to the grantee.
-    pub async fn request(
-        &self,
-        name: &str,
-        role: &str,
-        ttl_secs: u64,
-        requested_by: &str,
-        now: i64,
-        audit: Option<Audited<'_>>,
-    ) -> Result<(Arc<CredentialRecord>, IssuedToken)> {
-        let who = Issue {
-            name,
-            role,
-            ttl_secs,
-            created_by: requested_by,
-            via: VIA_DUAL_CONTROL,
-        };
-        self.create_with(&who, now, Batch::new(), audit).await
+        self.create_with(who, now, Batch::new(), audit).await
     }
 
     async fn create_with(
@@ -703,15 +654,19 @@ pub fn replay_revocations(store: &dyn crate::store::Store) -> Result<(Batch, u64
     Ok((batch, again))
 }
 
-/// Who a new token is for.
+/// Who a new token is for, and how it is granted.
 #[derive(Debug, Clone, Copy)]
-struct Issue<'a> {
-    name: &'a str,
-    role: &'a str,
-    ttl_secs: u64,
-    created_by: &'a str,
+pub struct Issue<'a> {
+    /// The principal's name.
+    pub name: &'a str,
+    /// Its role.
+    pub role: &'a str,
+    /// Its life in seconds (from the approval, for a dual-control grant).
+    pub ttl_secs: u64,
+    /// Who issues (or requests) it.
+    pub created_by: &'a str,
     /// [`VIA_SINGLE`], [`VIA_DUAL_CONTROL`] or [`VIA_ROOT_KEY`].
-    via: &'static str,
+    pub via: &'static str,
 }
 
 fn rand_error(e: impl std::fmt::Display) -> Error {
