@@ -867,9 +867,14 @@ async fn edited_backup_is_refused() {
     // One byte flipped in the middle; then the same with the last 32 bytes
     // (the tag) replaced by a SHA-256 of the rest, as one would fix up a
     // plain checksum.
+    // The byte flipped is inside the stored subject's id, content rather
+    // than framing, so the refusal is the MAC's, not a cut-short frame's.
     let mut edited = bytes.clone();
-    let mid = edited.len() / 2;
-    edited[mid] ^= 0x01;
+    let at = bytes
+        .windows(6)
+        .position(|w| w == b"edit-1")
+        .expect("the subject's id is in the backup's keys");
+    edited[at + 2] ^= 0x01;
     let mut fixed_up = edited.clone();
     let body = fixed_up.len() - 32;
     let sum = digest(&SHA256, &fixed_up[..body]);

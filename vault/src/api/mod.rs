@@ -484,3 +484,19 @@ impl Violations {
         }
     }
 }
+
+/// A reason or case id: 1 to 200 characters, no control characters. It goes
+/// to the audit trail as it is, so callers are told it must hold no personal
+/// data.
+pub(crate) fn note(v: &mut Violations, at: &str, text: &str) -> Option<String> {
+    let n = text.chars().count();
+    if text.trim().is_empty() || n > 200 {
+        v.add(at, "1 to 200 characters are required");
+        None
+    } else if text.chars().any(char::is_control) {
+        v.add(at, "contains control characters");
+        None
+    } else {
+        Some(text.trim().to_owned())
+    }
+}

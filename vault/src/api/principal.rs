@@ -6,10 +6,10 @@
 //! policy can loosen: see [`PolicyEngine::data_role`](crate::policy::PolicyEngine::data_role).
 
 use super::{Shared, Violations, base_event, principal};
+use crate::auth::Principal;
 use crate::auth::credentials::{
     CredentialRecord, Issue, VIA_DUAL_CONTROL, VIA_SINGLE, check_name, check_role,
 };
-use crate::auth::{AuthMethod, Principal};
 use crate::error::Error;
 use crate::policy::{Action, GrantAsk};
 use std::sync::Arc;
@@ -21,9 +21,6 @@ use vault_proto::v1::{
     RejectGrantResponse, RevokePrincipalRequest, RevokePrincipalResponse, WhoAmIRequest,
     WhoAmIResponse,
 };
-
-/// Longest reason for a rejection, in bytes.
-pub const MAX_REASON: usize = 256;
 
 /// Longest credential or grant id accepted, in bytes (ids are 16).
 pub const MAX_ID: usize = 64;
@@ -61,31 +58,49 @@ impl PrincipalApi {
         }
     }
 
-    /// Whether `who`'s own authority came from more than one principal: a
-    /// client certificate of the deployment's mapping, or a bearer token
-    /// granted under dual control or by the root key's holder.
-    fn independent(&self, who: &Principal) -> bool {
-        match who.method {
-            AuthMethod::Mtls => true,
-            AuthMethod::Bearer => who
-                .credential_id
-                .as_deref()
-                .and_then(|id| self.shared.auth.credentials().get(id))
-                .is_some_and(|r| r.may_approve()),
-        }
+    /// The pending-or-past grant `id`, and whether its role is a data role
+    /// now. An id that names no grant answers NOT_FOUND to a principal the
+    /// policy lets approve grants, and PERMISSION_DENIED to anyone else, so
+    /// grant ids are no oracle.
+    fn find_grant(
+        &self,
+        who: &Principal,
+        id: &str,
+    ) -> Result<(Arc<CredentialRecord>, bool), Error> {
+        let Some(grant) = self.shared.auth.credentials().get(id).filter(|r| r.dual()) else {
+            let any = GrantAsk {
+                role: "",
+                data_role: true,
+                ttl_seconds: 0,
+            };
+            self.require_grant(who, Action::ApproveGrant, any)?;
+            return Err(Error::NotFound("grant"));
+        };
+        let data = self.shared.policy.data_role(&grant.role, &grant.name).data;
+        Ok((grant, data))
     }
 
-    /// The id of a grant, checked.
-    fn grant_id(id: &str) -> Result<(), Error> {
+    /// Whether the policy lets `who` approve (or reject) `grant`.
+    fn require_approver(
+        &self,
+        who: &Principal,
+        grant: &CredentialRecord,
+        data: bool,
+    ) -> Result<(), Error> {
+        let ask = GrantAsk {
+            role: &grant.role,
+            data_role: data,
+            ttl_seconds: grant.ttl_secs,
+        };
+        self.require_grant(who, Action::ApproveGrant, ask)
+    }
+
+    /// The id of a grant or credential, checked.
+    fn check_id(v: &mut Violations, id: &str) {
         if id.is_empty() || id.len() > MAX_ID {
-            return Err(Error::invalid("id", GRANT_ID_REQUIRED));
+            v.add("id", GRANT_ID_REQUIRED);
         }
-        Ok(())
     }
-}
-
-fn info(r: &CredentialRecord) -> PrincipalInfo {
-    info_at(r, 0)
 }
 
 fn info_at(r: &CredentialRecord, now: i64) -> PrincipalInfo {
@@ -180,31 +195,18 @@ impl PrincipalService for PrincipalApi {
         ev.action = Action::ApproveGrant.name().into();
         let r: Result<_, Error> = async {
             let req = request.into_inner();
-            Self::grant_id(&req.id)?;
+            let mut v = Violations::default();
+            Self::check_id(&mut v, &req.id);
+            v.finish()?;
             let auth = &self.shared.auth;
             let now = auth.now();
-            // Unknown, or not pending: the same answer to anyone the policy
-            // would not let approve anything.
-            let pending = auth.credentials().get(&req.id).filter(|r| r.dual());
-            let Some(grant) = pending else {
-                self.require_grant(&who, Action::ApproveGrant, GrantAsk { role: "", data_role: true, ttl_seconds: 0 })?;
-                return Err(Error::NotFound("grant"));
-            };
-            let data = self.shared.policy.data_role(&grant.role, &grant.name);
-            self.require_grant(
-                &who,
-                Action::ApproveGrant,
-                GrantAsk {
-                    role: &grant.role,
-                    data_role: data.data,
-                    ttl_seconds: grant.ttl_secs,
-                },
-            )?;
+            let (grant, data) = self.find_grant(&who, &req.id)?;
+            self.require_approver(&who, &grant, data)?;
             if *who.name == *grant.created_by || *who.name == *grant.name {
                 tracing::info!(principal = %who.name, id = %grant.id, "approval denied: the approver is the requester or the grantee");
                 return Err(Error::PermissionDenied);
             }
-            if !self.independent(&who) {
+            if !who.data_capable {
                 tracing::info!(principal = %who.name, id = %grant.id, "approval denied: the approver's own role was granted by one principal");
                 return Err(Error::PermissionDenied);
             }
@@ -233,51 +235,23 @@ impl PrincipalService for PrincipalApi {
         let r: Result<_, Error> = async {
             let req = request.into_inner();
             let mut v = Violations::default();
-            if req.id.is_empty() || req.id.len() > MAX_ID {
-                v.add("id", GRANT_ID_REQUIRED);
-            }
-            if req.reason.trim().is_empty() || req.reason.len() > MAX_REASON {
-                v.add("reason", format!("1 to {MAX_REASON} bytes are required"));
-            } else if req.reason.chars().any(char::is_control) {
-                v.add("reason", "contains control characters");
-            }
+            Self::check_id(&mut v, &req.id);
+            let reason = super::note(&mut v, "reason", &req.reason);
             v.finish()?;
             let auth = &self.shared.auth;
             let now = auth.now();
-            let grant = auth.credentials().get(&req.id).filter(|r| r.dual());
+            let (grant, data) = self.find_grant(&who, &req.id)?;
             // The requester may withdraw its own request; an approver may
             // reject any it could approve.
-            let allowed = grant.as_ref().is_some_and(|g| {
-                *g.created_by == *who.name
-                    || self
-                        .shared
-                        .policy
-                        .explain_grant(
-                            &who,
-                            Action::ApproveGrant,
-                            GrantAsk {
-                                role: &g.role,
-                                data_role: true,
-                                ttl_seconds: g.ttl_secs,
-                            },
-                        )
-                        .allowed
-            });
-            if !allowed {
-                self.require_grant(
-                    &who,
-                    Action::ApproveGrant,
-                    GrantAsk {
-                        role: "",
-                        data_role: true,
-                        ttl_seconds: 0,
-                    },
-                )?;
-                return Err(Error::NotFound("grant"));
+            if *grant.created_by == *who.name {
+                ev.action = Action::RequestGrant.name().into();
+            } else {
+                self.require_approver(&who, &grant, data)?;
             }
+            let reason = reason.unwrap_or_default();
             let record = auth
                 .credentials()
-                .reject(&req.id, &req.reason, now, Some(self.shared.audited(&ev)))
+                .reject(&req.id, &reason, now, Some(self.shared.audited(&ev)))
                 .await?;
             tracing::info!(by = %who.name, id = %record.id, "grant rejected");
             Ok(Response::new(RejectGrantResponse {
@@ -333,7 +307,7 @@ impl PrincipalService for PrincipalApi {
                 .await?;
             tracing::info!(by = %who.name, id = %record.id, name = %record.name, "bearer token revoked");
             Ok(Response::new(RevokePrincipalResponse {
-                principal: Some(info(&record)),
+                principal: Some(info_at(&record, auth.now())),
             }))
         }
         .await;

@@ -1,7 +1,7 @@
 //! `vault.v1.SubjectService`: consent, erasure with a signed receipt,
 //! restriction and legal holds.
 
-use super::{Shared, Violations, base_event, declared_purpose, principal};
+use super::{Shared, Violations, base_event, declared_purpose, note, principal};
 use crate::engine::types::{PolicyVersion, SubjectId};
 use crate::error::Error;
 use crate::policy::Action;
@@ -15,22 +15,6 @@ use vault_proto::v1::{
     SetConsentResponse, SetLegalHoldRequest, SetLegalHoldResponse, SubjectExportRequest,
     SubjectExportResponse,
 };
-
-/// A reason or case id: 1 to 200 characters, no control characters. It goes
-/// to the audit trail as it is, so callers are told it must hold no personal
-/// data.
-fn note(v: &mut Violations, at: &str, text: &str) -> Option<String> {
-    let n = text.chars().count();
-    if text.trim().is_empty() || n > 200 {
-        v.add(at, "1 to 200 characters are required");
-        None
-    } else if text.chars().any(char::is_control) {
-        v.add(at, "contains control characters");
-        None
-    } else {
-        Some(text.trim().to_owned())
-    }
-}
 
 /// A request's subject id and reason, both checked (every problem named).
 fn subject_and_reason(subject_id: &str, reason: &str) -> Result<(SubjectId, String), Error> {

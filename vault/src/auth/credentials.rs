@@ -133,10 +133,11 @@ impl CredentialRecord {
         }
     }
 
-    /// Whether this credential's own authority came from more than one
-    /// principal (dual control) or from the root key's holder, so that its
-    /// holder may approve grants of data roles.
-    pub fn may_approve(&self) -> bool {
+    /// Whether this credential's authority came from more than one
+    /// principal (dual control) or from the root key's holder: only such a
+    /// credential may act on personal data or approve a grant
+    /// ([`Principal::data_capable`]).
+    pub fn data_capable(&self) -> bool {
         (self.dual() && self.approved_at != 0) || self.granted_via == VIA_ROOT_KEY
     }
 }
@@ -249,7 +250,7 @@ impl Issued {
             role: Arc::from(record.role.as_str()),
             method: AuthMethod::Bearer,
             credential_id: Some(Arc::from(record.id.as_str())),
-            data_capable: record.may_approve(),
+            data_capable: record.data_capable(),
         });
         Self { record, principal }
     }
