@@ -555,8 +555,10 @@ impl Engine {
     }
 
     /// Commits `batch` and then `subject`'s new `record` (the commit point),
-    /// and keeps the cache in step: the new record on success, none on
-    /// failure (the store may then hold either version).
+    /// and keeps the caches in step: the new record on success; on failure
+    /// (the store has undone the batch) no record and no DEK of the
+    /// subject, so that a key made for a record that was never stored
+    /// does not outlive the attempt.
     ///
     /// With an audit event, the event is durable before anything is
     /// written ([`crate::audit::AuditLog::record_then`]), so that a record
@@ -582,9 +584,24 @@ impl Engine {
             }
             Err(e) => {
                 self.cache.forget_subject(subject);
+                self.keyring.forget_subject(subject);
                 Err(e)
             }
         }
+    }
+
+    /// When a new subject `sid` is stored: now, but always after an
+    /// erasure of the same id the journal records (even in the same
+    /// microsecond, or with the clock set back), so that the erasure journal
+    /// never takes the new subject for the erased one.
+    fn creation_micros(&self, sid: &str) -> Result<i64> {
+        let now = self.clock.now_micros().max(1);
+        let Some(journal) = self.store.get(&keys::erased(sid))? else {
+            return Ok(now);
+        };
+        let erased = decode::<vault_proto::v1::ErasureReceiptBody>(&journal, "erasure journal")?
+            .erased_at_unix_micros;
+        Ok(now.max(erased.saturating_add(1)))
     }
 
     /// The loaded schema.
@@ -709,6 +726,7 @@ impl Engine {
                     }],
                     active_dek: 1,
                     created_at: now,
+                    created_at_micros: self.creation_micros(sid)?,
                     ..Default::default()
                 }
             }
@@ -1185,13 +1203,22 @@ impl Engine {
 /// schema and the system clock (unit tests).
 #[cfg(test)]
 pub(crate) async fn test_engine(dir: &std::path::Path) -> Arc<Engine> {
+    test_engine_with_clock(dir, Arc::new(SystemClock)).await
+}
+
+/// [`test_engine`] with `clock`.
+#[cfg(test)]
+pub(crate) async fn test_engine_with_clock(
+    dir: &std::path::Path,
+    clock: Arc<dyn Clock>,
+) -> Arc<Engine> {
     use crate::store::sled::{Durability, SledStore};
     let store: Arc<dyn Store> =
         Arc::new(SledStore::open(&dir.join("data"), 1 << 20, Durability::Flush).unwrap());
     let root = crate::crypto::keyring::Root::Key(Box::new(
         crate::crypto::keys::RootKey::from_bytes(&[7; 32]),
     ));
-    let keyring = Keyring::open(root, store.as_ref(), 16, SystemClock.now())
+    let keyring = Keyring::open(root, store.as_ref(), 16, clock.now())
         .await
         .unwrap();
     let schema = Arc::new(crate::schema::Schema::default_schema(4096).unwrap());
@@ -1199,7 +1226,7 @@ pub(crate) async fn test_engine(dir: &std::path::Path) -> Arc<Engine> {
         store,
         keyring,
         schema,
-        Arc::new(SystemClock),
+        clock,
         16,
         CvvVault::new(900, 16),
     ))
