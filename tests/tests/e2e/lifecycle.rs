@@ -793,3 +793,45 @@ async fn erasure_leaves_no_key_behind() {
     let mut c = vault.client().await;
     check(c.detokenize(&[&old, &new], "booking").await.unwrap());
 }
+
+/// A legal hold keeps the held value: an Update under the hold is refused
+/// FAILED_PRECONDITION and the value stays; once the hold is released the
+/// correction goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_under_a_legal_hold_keeps_the_held_value() {
+    let vault = TestVault::start();
+    let mut c = vault.client().await;
+    let token = c
+        .tokenize("hold-upd-1", &[("email", "held@example.com")], &[], "")
+        .await
+        .unwrap()
+        .remove(0)
+        .token;
+    c.set_legal_hold("hold-upd-1", true, "case-9", "dispute")
+        .await
+        .unwrap();
+    let err = c
+        .update(&token, "changed@example.com", "booking")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::FailedPrecondition, "{err}");
+    assert!(!err.message.contains("example.com"));
+    let shown = c.detokenize(&[&token], "booking").await.unwrap();
+    assert_eq!(shown[0].value, "held@example.com");
+    assert_eq!(
+        record_file(&vault, "hold-upd-1").unwrap().entries[0].value_version,
+        1
+    );
+
+    c.set_legal_hold("hold-upd-1", false, "case-9", "settled")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.update(&token, "changed@example.com", "booking")
+            .await
+            .unwrap(),
+        2
+    );
+    let shown = c.detokenize(&[&token], "booking").await.unwrap();
+    assert_eq!(shown[0].value, "changed@example.com");
+}

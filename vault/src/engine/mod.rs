@@ -1095,7 +1095,8 @@ impl Engine {
 
     /// Replaces the value behind `token` with the canonical value `validate`
     /// makes for the token's field (given the subject's record; it may also
-    /// refuse). Returns the new value version.
+    /// refuse). Refused under a legal hold, which keeps the held value.
+    /// Returns the new value version.
     pub async fn update(
         &self,
         token: &Token,
@@ -1118,6 +1119,14 @@ impl Engine {
             .cloned()
             .ok_or(Error::NotFound("token"))?;
         let value = validate(&field, &record)?;
+        // A legal hold preserves what is held as it is (asked after the
+        // caller's own checks, so that only a caller who may correct the
+        // value learns of the hold).
+        if !record.legal_hold_case.is_empty() {
+            return Err(Error::FailedPrecondition(
+                "the subject is under a legal hold: its values are kept as they are until it is released",
+            ));
+        }
         let now = self.clock.now();
         if record
             .entry(token.as_str())
