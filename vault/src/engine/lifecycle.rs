@@ -557,4 +557,34 @@ mod tests {
         assert!(!legacy.predates(now * 1_000_000 - 1));
         assert!(!record.predates(now * 1_000_000));
     }
+
+    /// Look-up reads every index entry of the value: subjects it may not
+    /// return, however many sort first, do not hide the ones it may.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lookup_cannot_hide_a_subject_behind_256_index_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = crate::engine::test_engine(dir.path()).await;
+        for i in 0..300 {
+            let sid = SubjectId::parse(&format!("s-{i:03}")).unwrap();
+            store_email(&engine, &sid, "same@example.com").await;
+        }
+        let field = engine.schema().field("email").unwrap().clone();
+        // Only the last ten subjects are the caller's to find (a record
+        // does not hold its id: its token's pointer does).
+        let found = engine
+            .lookup(&field, "same@example.com", |r| {
+                engine
+                    .store()
+                    .get(&keys::token(&r.entries[0].token))
+                    .unwrap()
+                    .is_some_and(|sid| sid.as_slice() >= b"s-290".as_slice())
+            })
+            .unwrap();
+        assert_eq!(found.len(), 10);
+        // Every one of 300 is more than a look-up returns: refused whole.
+        assert!(matches!(
+            engine.lookup(&field, "same@example.com", |_| true),
+            Err(Error::ResourceExhausted(_))
+        ));
+    }
 }

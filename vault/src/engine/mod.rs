@@ -49,8 +49,15 @@ pub const DEFAULT_KEK_WARNING_DAYS: u32 = 30;
 /// Values a subject's DEK seals before it is replaced (2^24: far under the
 /// 2^32 random-nonce limit of AES-GCM, NIST SP 800-38D).
 pub const DEFAULT_DEK_MAX_ENCRYPTIONS: u64 = 1 << 24;
-/// Most tokens a look-up returns.
+/// Most tokens a look-up returns; a look-up that would return more fails
+/// `RESOURCE_EXHAUSTED` rather than leave any subject out unsaid.
 pub const MAX_LOOKUP_RESULTS: usize = 256;
+/// Most index entries one look-up reads (each costs a subject record read):
+/// beyond it the look-up fails `RESOURCE_EXHAUSTED`, never answers from a
+/// part of the entries.
+pub const MAX_LOOKUP_SCAN: usize = 4096;
+/// Index entries read per page of a look-up.
+const LOOKUP_PAGE: usize = 256;
 /// Draws of a card token before giving up on finding a free one (each is
 /// taken with a chance of at most the vault's share of the token space).
 const CARD_TOKEN_DRAWS: usize = 32;
@@ -1062,8 +1069,12 @@ impl Engine {
     }
 
     /// The tokens whose value in `field` is exactly `value` (canonical form),
-    /// of the subjects `allow` accepts. Each index entry is checked against
-    /// its subject record.
+    /// of the subjects `allow` accepts, every one of them: each index entry
+    /// of the value is read (and checked against its subject record), page
+    /// by page. More than [`MAX_LOOKUP_RESULTS`] matches, or more than
+    /// [`MAX_LOOKUP_SCAN`] entries to read, fail `RESOURCE_EXHAUSTED`: an
+    /// answer is complete or it is not given (entries that sort first, live
+    /// or stale, cannot hide a subject behind them).
     pub fn lookup(
         &self,
         field: &FieldDef,
@@ -1071,26 +1082,61 @@ impl Engine {
         mut allow: impl FnMut(&SubjectRecord) -> bool,
     ) -> Result<Vec<Token>> {
         let blind = self.blind(field, value);
+        let prefix = keys::index_prefix(&blind);
+        let now = self.clock.now();
         let mut out = Vec::new();
-        for (key, t) in self
-            .store
-            .scan_prefix(&keys::index_prefix(&blind), MAX_LOOKUP_RESULTS)?
-        {
-            let (Some(sid), Some(token)) = (keys::index_subject(&key), String::from_utf8(t).ok())
-            else {
-                continue;
-            };
-            let now = self.clock.now();
-            let live = self.subject_record(sid)?.is_some_and(|r| {
-                r.entry(&token).is_some_and(|e| {
-                    e.field == field.name && ct_eq(&e.blind, &blind) && !self.is_expired(&r, e, now)
-                }) && allow(&r)
-            });
-            if let (true, Some(token)) = (live, Token::parse(&token)) {
-                out.push(token);
+        let mut start = prefix.clone();
+        let mut scanned = 0;
+        loop {
+            let page = self.store.scan_from(&prefix, &start, LOOKUP_PAGE)?;
+            let last_page = page.len() < LOOKUP_PAGE;
+            for (key, t) in page {
+                scanned += 1;
+                if scanned > MAX_LOOKUP_SCAN {
+                    return Err(Error::ResourceExhausted(
+                        "too many index entries hold this value for one look-up",
+                    ));
+                }
+                if let Some(token) =
+                    self.live_index_entry(field, &blind, &key, t, now, &mut allow)?
+                {
+                    if out.len() == MAX_LOOKUP_RESULTS {
+                        return Err(Error::ResourceExhausted(
+                            "more subjects hold this value than one look-up returns",
+                        ));
+                    }
+                    out.push(token);
+                }
+                // The next page starts just after this key.
+                start = key;
+                start.push(0);
+            }
+            if last_page {
+                return Ok(out);
             }
         }
-        Ok(out)
+    }
+
+    /// The token of index entry `key` → `token` of `blind` if its subject
+    /// record holds it, live, for `field`, and `allow` accepts the subject.
+    fn live_index_entry(
+        &self,
+        field: &FieldDef,
+        blind: &[u8; 32],
+        key: &[u8],
+        token: Vec<u8>,
+        now: i64,
+        allow: &mut impl FnMut(&SubjectRecord) -> bool,
+    ) -> Result<Option<Token>> {
+        let (Some(sid), Ok(token)) = (keys::index_subject(key), String::from_utf8(token)) else {
+            return Ok(None);
+        };
+        let live = self.subject_record(sid)?.is_some_and(|r| {
+            r.entry(&token).is_some_and(|e| {
+                e.field == field.name && ct_eq(&e.blind, blind) && !self.is_expired(&r, e, now)
+            }) && allow(&r)
+        });
+        Ok(live.then(|| Token::parse(&token)).flatten())
     }
 
     /// Replaces the value behind `token` with the canonical value `validate`
