@@ -63,7 +63,7 @@ async fn values_come_back_canonical() {
         .await
         .unwrap()
         .into_iter()
-        .map(|d| d.value)
+        .map(|mut d| std::mem::take(&mut d.value))
         .collect();
     assert_eq!(
         shown,
