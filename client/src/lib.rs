@@ -577,7 +577,10 @@ impl VaultClient {
             subject_id: subject_id.to_owned(),
             reason: reason.to_owned(),
         });
-        Ok(self.subjects.export(r).await?.into_inner().json)
+        // The message wipes its copy when dropped; the document is moved out.
+        Ok(std::mem::take(
+            &mut self.subjects.export(r).await?.into_inner().json,
+        ))
     }
 
     /// Links travel companion `companion_id` to account holder `holder_id`

@@ -13,6 +13,36 @@ pub mod v1 {
     tonic::include_proto!("vault.v1");
 }
 
+/// Messages that carry personal or card data in clear wipe it when they are
+/// dropped: a Detokenize answer, a subject export, and the values of the
+/// requests that store, correct or look one up. Whoever owns the message
+/// (the vault until tonic has encoded it, a client once it has decoded it)
+/// leaves no copy of the value behind in freed memory. (The bytes of the
+/// encoded message are the transport's: see docs/security.md.)
+mod wipe {
+    use super::v1;
+    use zeroize::Zeroize;
+
+    macro_rules! wipe_on_drop {
+        ($($ty:ident . $field:ident),* $(,)?) => {$(
+            impl Drop for v1::$ty {
+                fn drop(&mut self) {
+                    self.$field.zeroize();
+                }
+            }
+            impl zeroize::ZeroizeOnDrop for v1::$ty {}
+        )*};
+    }
+
+    wipe_on_drop!(
+        Disclosed.value,
+        SubjectExportResponse.json,
+        FieldValue.value,
+        UpdateRequest.value,
+        LookupRequest.value,
+    );
+}
+
 /// Encoded `FileDescriptorSet` of every `vault.v1` file, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/vault_descriptor.bin"));

@@ -188,6 +188,11 @@ fn reload_on_sighup(
 
 /// Runs `vaultd` with the process's arguments and environment.
 pub fn main() -> ExitCode {
+    // Everything the vault creates (sled's files, audit segments, subject
+    // records, backups it restores) is its owner's only, whatever the
+    // umask it was started with and whoever made the data directory.
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     let overrides = Overrides {
         listen_addr: cli.listen.clone(),

@@ -274,7 +274,7 @@ async fn a_compromised_kek_gives_its_subjects_new_data_keys() {
         .await
         .unwrap()
         .into_iter()
-        .map(|d| d.value)
+        .map(|mut d| std::mem::take(&mut d.value))
         .collect();
     assert_eq!(
         values,

@@ -752,3 +752,86 @@ async fn gdpr_5_1_e_activity_does_not_revive_expired() {
     let mut c = as_token(&vault, &core).await;
     assert!(expired(c.detokenize(&[&old], "booking").await.unwrap()));
 }
+
+/// Erasure leaves no key behind, and a subject id used again after an
+/// erasure (at once: in the same second) is a new subject with a key of its
+/// own: its values read back, before and after a restart (a value sealed
+/// under a stale cached key would fail there, where only the record's own
+/// wrapped key exists), its old tokens answer ERASED, and the erasure
+/// journal does not shred the new subject at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_leaves_no_key_behind() {
+    let mut vault = TestVault::start();
+    let mut c = vault.client().await;
+    let old = c
+        .tokenize("reuse-1", &[("email", "first@example.com")], &[], "")
+        .await
+        .unwrap()
+        .remove(0)
+        .token;
+    let shown = c.detokenize(&[&old], "booking").await.unwrap();
+    assert_eq!(shown[0].value, "first@example.com");
+    let first = record_file(&vault, "reuse-1").unwrap();
+    c.erase("reuse-1", "GDPR 17").await.unwrap();
+    let new = c
+        .tokenize("reuse-1", &[("email", "second@example.com")], &[], "")
+        .await
+        .unwrap()
+        .remove(0)
+        .token;
+    let second = record_file(&vault, "reuse-1").unwrap();
+    assert_ne!(first.deks[0].wrapped, second.deks[0].wrapped);
+    let check = |shown: Vec<vault_client::proto::Disclosed>| {
+        assert_eq!(shown[0].disclosure, Disclosure::Erased as i32);
+        assert!(shown[0].value.is_empty());
+        assert_eq!(shown[1].disclosure, Disclosure::Plain as i32);
+        assert_eq!(shown[1].value, "second@example.com");
+    };
+    check(c.detokenize(&[&old, &new], "booking").await.unwrap());
+    assert!(vault.stop());
+    vault.restart();
+    let mut c = vault.client().await;
+    check(c.detokenize(&[&old, &new], "booking").await.unwrap());
+}
+
+/// A legal hold keeps the held value: an Update under the hold is refused
+/// FAILED_PRECONDITION and the value stays; once the hold is released the
+/// correction goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_under_a_legal_hold_keeps_the_held_value() {
+    let vault = TestVault::start();
+    let mut c = vault.client().await;
+    let token = c
+        .tokenize("hold-upd-1", &[("email", "held@example.com")], &[], "")
+        .await
+        .unwrap()
+        .remove(0)
+        .token;
+    c.set_legal_hold("hold-upd-1", true, "case-9", "dispute")
+        .await
+        .unwrap();
+    let err = c
+        .update(&token, "changed@example.com", "booking")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::FailedPrecondition, "{err}");
+    assert!(!err.message.contains("example.com"));
+    let shown = c.detokenize(&[&token], "booking").await.unwrap();
+    assert_eq!(shown[0].value, "held@example.com");
+    assert_eq!(
+        record_file(&vault, "hold-upd-1").unwrap().entries[0].value_version,
+        1
+    );
+
+    c.set_legal_hold("hold-upd-1", false, "case-9", "settled")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.update(&token, "changed@example.com", "booking")
+            .await
+            .unwrap(),
+        2
+    );
+    let shown = c.detokenize(&[&token], "booking").await.unwrap();
+    assert_eq!(shown[0].value, "changed@example.com");
+}

@@ -326,3 +326,57 @@ async fn nist_gcm_1_a_dek_is_replaced_at_its_limit() {
         prost::Message::decode(receipt.body.as_slice()).unwrap();
     assert_eq!(body.keys, 3, "every DEK version is destroyed");
 }
+
+/// Record files and directories, and every other file the vault makes in
+/// its data directory, are their owner's only (0600 / 0700), whoever made
+/// the directory and whatever umask the vault was started with: here the
+/// data directory and `subjects/` were opened up (0755) between two runs,
+/// as an operator's own `mkdir` would leave them.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_files_and_directories_are_owner_only_whoever_created_the_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut vault = TestVault::start();
+    let mut c = vault.client().await;
+    let t = c
+        .tokenize("perm-1", &[("email", "perm@example.com")], &[], "")
+        .await
+        .unwrap()
+        .remove(0)
+        .token;
+    assert!(vault.stop());
+    let open_up = std::fs::Permissions::from_mode(0o755);
+    std::fs::set_permissions(vault.data_dir(), open_up.clone()).unwrap();
+    std::fs::set_permissions(vault.data_dir().join("subjects"), open_up).unwrap();
+    vault.restart();
+    let mut c = vault.client().await;
+    c.tokenize("perm-2", &[("email", "perm2@example.com")], &[], "")
+        .await
+        .unwrap();
+    c.update(&t, "perm.new@example.com", "booking")
+        .await
+        .unwrap();
+    assert!(vault.stop());
+
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let data = vault.data_dir();
+    assert_eq!(mode(&data), 0o700);
+    let mut dirs = vec![data.clone()];
+    let mut files = 0;
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                assert_eq!(mode(&p), 0o700, "{}", p.display());
+                dirs.push(p);
+            } else {
+                assert_eq!(mode(&p) & 0o077, 0, "{} is {:o}", p.display(), mode(&p));
+                files += 1;
+            }
+        }
+    }
+    assert!(files > 2);
+    for f in files_below(&data.join("subjects")) {
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    }
+}

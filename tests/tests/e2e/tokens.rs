@@ -63,7 +63,7 @@ async fn values_come_back_canonical() {
         .await
         .unwrap()
         .into_iter()
-        .map(|d| d.value)
+        .map(|mut d| std::mem::take(&mut d.value))
         .collect();
     assert_eq!(
         shown,
@@ -319,4 +319,44 @@ async fn a_detokenize_across_subjects_answers_each_token_with_its_own_value() {
     );
     assert_eq!(shown[3].disclosure, Disclosure::Denied as i32);
     assert_eq!(shown[4].disclosure, Disclosure::Erased as i32);
+}
+
+/// Lookup scans every index entry of the value, not only the first 256:
+/// 256 subjects whose ids sort first cannot hide another one behind them.
+/// The answer is complete, or it is RESOURCE_EXHAUSTED, never a part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_cannot_hide_a_subject_behind_256_index_entries() {
+    let vault = TestVault::start();
+    let mut c = vault.client().await;
+    for i in 0..256 {
+        c.tokenize(
+            &format!("a-{i:03}"),
+            &[("email", "shared@example.com")],
+            &[],
+            "",
+        )
+        .await
+        .unwrap();
+    }
+    let victim = c
+        .tokenize("z-victim", &[("email", "shared@example.com")], &[], "")
+        .await
+        .unwrap()
+        .remove(0)
+        .token;
+    match c
+        .lookup("email", "shared@example.com", "customer_support")
+        .await
+    {
+        Ok(found) => assert!(found.contains(&victim), "the subject was left out"),
+        Err(e) => assert_eq!(e.code, tonic::Code::ResourceExhausted, "{e}"),
+    }
+    // One fewer: all of them, the last one included.
+    c.erase("a-000", "GDPR 17").await.unwrap();
+    let found = c
+        .lookup("email", "shared@example.com", "customer_support")
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 256);
+    assert!(found.contains(&victim));
 }

@@ -203,3 +203,85 @@ fn event(e: &AuditEvent, items: &[&crate::audit::AuditItem]) -> Value {
         })).collect::<Vec<_>>(),
     })
 }
+
+/// `doc` as JSON text, in one buffer allocated once at its final size (a
+/// buffer that grows would leave copies of the values behind in the memory
+/// it frees), with every string of `doc` wiped before it is dropped. The
+/// text goes out in a [`vault_proto::v1::SubjectExportResponse`], which
+/// wipes it in turn once it is sent.
+pub(crate) fn into_json(mut doc: Value) -> Result<String, serde_json::Error> {
+    /// Counts the bytes written to it.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut size = Count(0);
+    let written = serde_json::to_writer_pretty(&mut size, &doc).and_then(|()| {
+        let mut buf = Vec::with_capacity(size.0);
+        serde_json::to_writer_pretty(&mut buf, &doc).map(|()| buf)
+    });
+    wipe(&mut doc);
+    let buf = written?;
+    // serde_json writes UTF-8 only; anything else is wiped, not returned.
+    String::from_utf8(buf).map_err(|e| {
+        zeroize::Zeroize::zeroize(&mut e.into_bytes());
+        <serde_json::Error as serde::ser::Error>::custom("export document is not UTF-8")
+    })
+}
+
+/// Wipes every string of `v` (values and metadata alike; object keys are
+/// the document's own names).
+fn wipe(v: &mut Value) {
+    match v {
+        Value::String(s) => zeroize::Zeroize::zeroize(s),
+        Value::Array(a) => a.iter_mut().for_each(wipe),
+        Value::Object(m) => m.values_mut().for_each(wipe),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wipes_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+
+    /// The messages that carry values in clear wipe them when dropped, and
+    /// the export's text is written into a buffer that never grows (no
+    /// freed copy) while the document's own strings are wiped.
+    #[test]
+    fn detokenize_response_strings_and_export_buffers_are_zeroized() {
+        use vault_proto::v1;
+        wipes_on_drop::<v1::Disclosed>();
+        wipes_on_drop::<v1::SubjectExportResponse>();
+        wipes_on_drop::<v1::FieldValue>();
+        wipes_on_drop::<v1::UpdateRequest>();
+        wipes_on_drop::<v1::LookupRequest>();
+
+        let doc = json!({
+            "format": FORMAT,
+            "fields": (0..200).map(|i| json!({
+                "field": "email",
+                "value": format!("person.{i}@example.com"),
+                "corrections": i,
+            })).collect::<Vec<_>>(),
+        });
+        let want = serde_json::to_string_pretty(&doc).unwrap();
+        let text = into_json(doc.clone()).unwrap();
+        assert_eq!(text, want);
+        assert_eq!(text.capacity(), text.len(), "allocated once, at its size");
+
+        let mut doc = doc;
+        wipe(&mut doc);
+        let left = doc.to_string();
+        assert!(!left.contains("example.com"), "{left}");
+        assert!(!left.contains(FORMAT));
+        assert!(left.contains("\"corrections\":199"));
+    }
+}

@@ -256,7 +256,7 @@ impl SubjectService for SubjectApi {
                     subject_id: String::new(),
                 })
                 .collect();
-            let json = serde_json::to_string_pretty(&doc)
+            let json = super::export::into_json(doc)
                 .map_err(|e| Error::Internal(format!("export document: {e}")))?;
             tracing::info!(by = %who.name, subject = subject.as_str(), fields = data.values.len(), "subject exported");
             Ok(Response::new(SubjectExportResponse { json }))

@@ -4,7 +4,11 @@
 //! KEKs and the derivation seed are created on first start, wrapped by the
 //! root key and stored; later starts unwrap them, which is also how a wrong
 //! root key is detected. Subjects' DEKs are unwrapped on first use and kept in
-//! an LRU cache; an evicted DEK is wiped when its last user drops it.
+//! an LRU cache of subjects; an evicted DEK is wiped when its last user drops
+//! it. A cached DEK is found only with the wrapped form it came from, so a
+//! subject id used again after an erasure (a new subject, with new keys) can
+//! never be served a key of the old one, and erasure drops the subject's
+//! entry at once ([`Keyring::forget_subject`]).
 
 use super::keys::{
     AuditKey, BackupKey, CheckpointKey, CredentialKey, DataKey, DerivationSeed, IndexKey, KEY_LEN,
@@ -62,8 +66,13 @@ pub struct Keyring {
     audit: AuditKey,
     checkpoint: CheckpointKey,
     backup: BackupKey,
-    deks: Mutex<LruCache<(String, u32), Arc<DataKey>>>,
+    deks: Mutex<LruCache<String, SubjectDeks>>,
 }
+
+/// The cached DEKs of one subject: version, the wrapped form the key was
+/// unwrapped from (or made as), and the key.
+#[derive(Default)]
+struct SubjectDeks(Vec<(u32, Vec<u8>, Arc<DataKey>)>);
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -387,7 +396,7 @@ impl Keyring {
         let raw = Zeroizing::new(random_array::<KEY_LEN>()?);
         let wrapped = kek.wrap(&dek_context(subject_id, dek_version), raw.as_ref())?;
         let dek = Arc::new(DataKey::from_bytes(dek_version, &raw));
-        self.cache_insert(subject_id, dek_version, dek.clone());
+        self.cache_insert(subject_id, &wrapped, dek.clone());
         Ok((dek, wrapped))
     }
 
@@ -400,7 +409,10 @@ impl Keyring {
         wrapped: &[u8],
     ) -> Result<Arc<DataKey>, CryptoError> {
         if let Ok(mut cache) = self.deks.lock()
-            && let Some(d) = cache.get(&(subject_id.to_owned(), dek_version))
+            && let Some(SubjectDeks(cached)) = cache.get(subject_id)
+            && let Some((_, _, d)) = cached
+                .iter()
+                .find(|(v, w, _)| *v == dek_version && super::ct_eq(w, wrapped))
         {
             return Ok(d.clone());
         }
@@ -412,27 +424,74 @@ impl Keyring {
             .try_into()
             .map_err(|_| CryptoError::DecryptionFailed)?;
         let dek = Arc::new(DataKey::from_bytes(dek_version, bytes));
-        self.cache_insert(subject_id, dek_version, dek.clone());
+        self.cache_insert(subject_id, wrapped, dek.clone());
         Ok(dek)
     }
 
-    /// Drops every cached DEK of `subject_id` (after erasure or re-keying).
+    /// Drops every cached DEK of `subject_id` (after erasure, re-keying or
+    /// a failed write): each is wiped once its last user drops it.
     pub fn forget_subject(&self, subject_id: &str) {
         if let Ok(mut cache) = self.deks.lock() {
-            let stale: Vec<_> = cache
-                .iter()
-                .filter(|((s, _), _)| s == subject_id)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in stale {
-                cache.pop(&k);
-            }
+            cache.pop(subject_id);
         }
     }
 
-    fn cache_insert(&self, subject_id: &str, dek_version: u32, dek: Arc<DataKey>) {
+    /// How many DEKs of `subject_id` the cache holds.
+    pub fn cached_deks(&self, subject_id: &str) -> usize {
+        self.deks
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get(subject_id).map(|SubjectDeks(d)| d.len()))
+            .unwrap_or(0)
+    }
+
+    /// Caches `dek`, unwrapped from (or made as) `wrapped`, replacing any
+    /// key cached for its version.
+    fn cache_insert(&self, subject_id: &str, wrapped: &[u8], dek: Arc<DataKey>) {
         if let Ok(mut cache) = self.deks.lock() {
-            cache.put((subject_id.to_owned(), dek_version), dek);
+            let version = dek.version();
+            let SubjectDeks(cached) =
+                cache.get_or_insert_mut(subject_id.to_owned(), SubjectDeks::default);
+            cached.retain(|(v, _, _)| *v != version);
+            cached.push((version, wrapped.to_vec(), dek));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sled::{Durability, SledStore};
+
+    /// A cached DEK answers only for the wrapped form it came from: a
+    /// subject id used again (new keys, same id and version) never gets the
+    /// old key, and forgetting a subject drops all of its keys at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cached_dek_is_found_only_with_its_wrapped_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, Durability::Flush).unwrap();
+        let root = Root::Key(Box::new(RootKey::from_bytes(&[9; 32])));
+        let ring = Keyring::open(root, &store, 16, 0).await.unwrap();
+        let (old, old_wrapped) = ring.new_dek("s", 1).unwrap();
+        let sealed = old.seal(b"ctx", b"old value").unwrap();
+        assert!(Arc::ptr_eq(&ring.dek("s", 1, &old_wrapped).unwrap(), &old));
+        assert_eq!(ring.cached_deks("s"), 1);
+
+        // The subject is erased and its id used again: a new DEK v1.
+        ring.forget_subject("s");
+        assert_eq!(ring.cached_deks("s"), 0);
+        let (new, new_wrapped) = ring.new_dek("s", 1).unwrap();
+        assert_ne!(old_wrapped, new_wrapped);
+        let got = ring.dek("s", 1, &new_wrapped).unwrap();
+        assert!(Arc::ptr_eq(&got, &new));
+        assert!(got.open(b"ctx", &sealed).is_err(), "not the old key");
+        // The old wrapped form (from an old backup, say) unwraps to the old
+        // key, never to the cached new one, and replaces it.
+        let again = ring.dek("s", 1, &old_wrapped).unwrap();
+        assert!(!Arc::ptr_eq(&again, &new));
+        assert_eq!(&*again.open(b"ctx", &sealed).unwrap(), b"old value");
+        assert_eq!(ring.cached_deks("s"), 1);
+        ring.forget_subject("s");
+        assert_eq!(ring.cached_deks("s"), 0);
     }
 }

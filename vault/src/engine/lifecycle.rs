@@ -122,7 +122,8 @@ impl Engine {
     /// turns each of its token pointers into a tombstone (so that the token
     /// answers `ERASED`), deletes its index entries and, last, its record
     /// (wrapped DEKs and every ciphertext: the crypto-shredding; the record
-    /// file is unlinked once the rest is durable). Pending CVVs are wiped.
+    /// file is unlinked once the rest is durable). Pending CVVs and the
+    /// subject's cached data keys are wiped.
     /// Refused under a legal hold. Returns what was destroyed.
     pub async fn erase(
         &self,
@@ -179,8 +180,10 @@ impl Engine {
                 log.record_then(event, write).await
             }
         };
-        // Whatever the outcome, nothing cached may outlive the attempt.
+        // Whatever the outcome, nothing cached may outlive the attempt: no
+        // record and no data key (a failed erasure unwraps it again).
         self.cache.forget_subject(sid);
+        self.keyring.forget_subject(sid);
         let now = self.clock.now();
         for e in &record.entries {
             self.cache.forget_pointer(&e.token);
@@ -247,6 +250,7 @@ impl Engine {
         let done = replay_erasures(self.store.as_ref()).await?;
         for sid in &done {
             self.cache.forget_subject(sid);
+            self.keyring.forget_subject(sid);
         }
         Ok(done.len())
     }
@@ -265,12 +269,11 @@ pub(crate) async fn replay_erasures(store: &dyn crate::store::Store) -> Result<V
         else {
             continue;
         };
-        let erased_at = super::decode::<ErasureReceiptBody>(&journal, "erasure journal")?
-            .erased_at_unix_micros
-            / 1_000_000;
+        let erased_at =
+            super::decode::<ErasureReceiptBody>(&journal, "erasure journal")?.erased_at_unix_micros;
         if let Some(bytes) = store.get(&keys::subject(sid))? {
             let record = super::decode::<SubjectRecord>(&bytes, "subject")?;
-            if record.created_at > erased_at {
+            if !record.predates(erased_at) {
                 continue;
             }
             let mut batch = unlink_all(store, sid)?;
@@ -437,6 +440,151 @@ mod tests {
         assert!(matches!(
             engine.erase(&sid, "again", None).await,
             Err(Error::NotFound(_))
+        ));
+    }
+
+    /// Erasure leaves no key behind: the subject's cached DEK is dropped
+    /// (wiped once its last user is done), a failed commit drops the keys
+    /// it made, and a subject stored again under the same id gets a key of
+    /// its own, never the erased one's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn erasure_leaves_no_key_behind() {
+        use crate::engine::Found;
+        use crate::policy::Reveal;
+        use crate::tokens::Token;
+        let dir = tempfile::tempdir().unwrap();
+        let engine = crate::engine::test_engine(dir.path()).await;
+        let sid = SubjectId::parse("reused-1").unwrap();
+        store_email(&engine, &sid, "first@example.com").await;
+        let record = |e: &Engine| {
+            SubjectRecord::decode(
+                e.store()
+                    .get(&keys::subject("reused-1"))
+                    .unwrap()
+                    .unwrap()
+                    .as_slice(),
+            )
+            .unwrap()
+        };
+        let first = record(&engine);
+        let old = Token::parse(&first.entries[0].token).unwrap();
+        async fn reveal(e: &Engine, t: &Token) -> Option<String> {
+            match e
+                .detokenize(std::slice::from_ref(t), |_, _| Reveal::Plain)
+                .await
+                .unwrap()
+                .remove(0)
+            {
+                Found::Value { value, .. } => Some(value.to_string()),
+                Found::Erased { .. } => None,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            reveal(&engine, &old).await.as_deref(),
+            Some("first@example.com")
+        );
+        assert_eq!(engine.keyring().cached_deks("reused-1"), 1);
+
+        engine.erase(&sid, "asked", None).await.unwrap();
+        assert_eq!(
+            engine.keyring().cached_deks("reused-1"),
+            0,
+            "no key of an erased subject stays in memory"
+        );
+        assert_eq!(reveal(&engine, &old).await, None);
+
+        // The same id again: a new subject with a key of its own.
+        store_email(&engine, &sid, "second@example.com").await;
+        let second = record(&engine);
+        assert_ne!(first.deks[0].wrapped, second.deks[0].wrapped);
+        let new = Token::parse(&second.entries[0].token).unwrap();
+        assert_eq!(
+            reveal(&engine, &new).await.as_deref(),
+            Some("second@example.com")
+        );
+        assert_eq!(reveal(&engine, &old).await, None);
+        // Its value opens with the key its record holds, not a cached one.
+        engine.keyring().forget_subject("reused-1");
+        assert_eq!(
+            reveal(&engine, &new).await.as_deref(),
+            Some("second@example.com")
+        );
+    }
+
+    /// A clock that stands still.
+    #[derive(Debug)]
+    struct Frozen(i64);
+
+    impl crate::engine::Clock for Frozen {
+        fn now(&self) -> i64 {
+            self.0
+        }
+    }
+
+    /// A subject stored again under an erased id in the same second (here
+    /// even the same microsecond: the clock stands still) is a new subject:
+    /// the erasure journal does not shred it at the next start. A record
+    /// made before records kept microseconds still counts as erased when it
+    /// is of the erasure's second.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_subject_recreated_in_the_same_second_as_its_erasure_is_not_shredded_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_800_000_000;
+        let engine =
+            crate::engine::test_engine_with_clock(dir.path(), std::sync::Arc::new(Frozen(now)))
+                .await;
+        let sid = SubjectId::parse("again-1").unwrap();
+        store_email(&engine, &sid, "first@example.com").await;
+        engine.erase(&sid, "asked", None).await.unwrap();
+        store_email(&engine, &sid, "second@example.com").await;
+        assert_eq!(engine.finish_erasures().await.unwrap(), 0);
+        let bytes = engine
+            .store()
+            .get(&keys::subject("again-1"))
+            .unwrap()
+            .expect("the new subject stays");
+        let record = SubjectRecord::decode(bytes.as_slice()).unwrap();
+        assert_eq!(record.created_at, now);
+        assert!(record.created_at_micros > now * 1_000_000);
+
+        // A record without microseconds, of the erasure's second: erased.
+        let legacy = SubjectRecord {
+            created_at: now,
+            ..Default::default()
+        };
+        assert!(legacy.predates(now * 1_000_000 + 5));
+        assert!(!legacy.predates(now * 1_000_000 - 1));
+        assert!(!record.predates(now * 1_000_000));
+    }
+
+    /// Look-up reads every index entry of the value: subjects it may not
+    /// return, however many sort first, do not hide the ones it may.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lookup_cannot_hide_a_subject_behind_256_index_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = crate::engine::test_engine(dir.path()).await;
+        for i in 0..300 {
+            let sid = SubjectId::parse(&format!("s-{i:03}")).unwrap();
+            store_email(&engine, &sid, "same@example.com").await;
+        }
+        let field = engine.schema().field("email").unwrap().clone();
+        // Only the last ten subjects are the caller's to find (a record
+        // does not hold its id: its token's pointer does).
+        let found = engine
+            .lookup(&field, "same@example.com", |r| {
+                engine
+                    .store()
+                    .get(&keys::token(&r.entries[0].token))
+                    .unwrap()
+                    .is_some_and(|sid| sid.as_slice() >= b"s-290".as_slice())
+            })
+            .unwrap();
+        assert_eq!(found.len(), 10);
+        // Every one of 300 is more than a look-up returns: refused whole.
+        assert!(matches!(
+            engine.lookup(&field, "same@example.com", |_| true),
+            Err(Error::ResourceExhausted(_))
         ));
     }
 }

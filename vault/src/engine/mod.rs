@@ -49,8 +49,15 @@ pub const DEFAULT_KEK_WARNING_DAYS: u32 = 30;
 /// Values a subject's DEK seals before it is replaced (2^24: far under the
 /// 2^32 random-nonce limit of AES-GCM, NIST SP 800-38D).
 pub const DEFAULT_DEK_MAX_ENCRYPTIONS: u64 = 1 << 24;
-/// Most tokens a look-up returns.
+/// Most tokens a look-up returns; a look-up that would return more fails
+/// `RESOURCE_EXHAUSTED` rather than leave any subject out unsaid.
 pub const MAX_LOOKUP_RESULTS: usize = 256;
+/// Most index entries one look-up reads (each costs a subject record read):
+/// beyond it the look-up fails `RESOURCE_EXHAUSTED`, never answers from a
+/// part of the entries.
+pub const MAX_LOOKUP_SCAN: usize = 4096;
+/// Index entries read per page of a look-up.
+const LOOKUP_PAGE: usize = 256;
 /// Draws of a card token before giving up on finding a free one (each is
 /// taken with a chance of at most the vault's share of the token space).
 const CARD_TOKEN_DRAWS: usize = 32;
@@ -555,8 +562,10 @@ impl Engine {
     }
 
     /// Commits `batch` and then `subject`'s new `record` (the commit point),
-    /// and keeps the cache in step: the new record on success, none on
-    /// failure (the store may then hold either version).
+    /// and keeps the caches in step: the new record on success; on failure
+    /// (the store has undone the batch) no record and no DEK of the
+    /// subject, so that a key made for a record that was never stored
+    /// does not outlive the attempt.
     ///
     /// With an audit event, the event is durable before anything is
     /// written ([`crate::audit::AuditLog::record_then`]), so that a record
@@ -582,9 +591,24 @@ impl Engine {
             }
             Err(e) => {
                 self.cache.forget_subject(subject);
+                self.keyring.forget_subject(subject);
                 Err(e)
             }
         }
+    }
+
+    /// When a new subject `sid` is stored: now, but always after an
+    /// erasure of the same id the journal records (even in the same
+    /// microsecond, or with the clock set back), so that the erasure journal
+    /// never takes the new subject for the erased one.
+    fn creation_micros(&self, sid: &str) -> Result<i64> {
+        let now = self.clock.now_micros().max(1);
+        let Some(journal) = self.store.get(&keys::erased(sid))? else {
+            return Ok(now);
+        };
+        let erased = decode::<vault_proto::v1::ErasureReceiptBody>(&journal, "erasure journal")?
+            .erased_at_unix_micros;
+        Ok(now.max(erased.saturating_add(1)))
     }
 
     /// The loaded schema.
@@ -709,6 +733,7 @@ impl Engine {
                     }],
                     active_dek: 1,
                     created_at: now,
+                    created_at_micros: self.creation_micros(sid)?,
                     ..Default::default()
                 }
             }
@@ -1044,8 +1069,12 @@ impl Engine {
     }
 
     /// The tokens whose value in `field` is exactly `value` (canonical form),
-    /// of the subjects `allow` accepts. Each index entry is checked against
-    /// its subject record.
+    /// of the subjects `allow` accepts, every one of them: each index entry
+    /// of the value is read (and checked against its subject record), page
+    /// by page. More than [`MAX_LOOKUP_RESULTS`] matches, or more than
+    /// [`MAX_LOOKUP_SCAN`] entries to read, fail `RESOURCE_EXHAUSTED`: an
+    /// answer is complete or it is not given (entries that sort first, live
+    /// or stale, cannot hide a subject behind them).
     pub fn lookup(
         &self,
         field: &FieldDef,
@@ -1053,31 +1082,67 @@ impl Engine {
         mut allow: impl FnMut(&SubjectRecord) -> bool,
     ) -> Result<Vec<Token>> {
         let blind = self.blind(field, value);
+        let prefix = keys::index_prefix(&blind);
+        let now = self.clock.now();
         let mut out = Vec::new();
-        for (key, t) in self
-            .store
-            .scan_prefix(&keys::index_prefix(&blind), MAX_LOOKUP_RESULTS)?
-        {
-            let (Some(sid), Some(token)) = (keys::index_subject(&key), String::from_utf8(t).ok())
-            else {
-                continue;
-            };
-            let now = self.clock.now();
-            let live = self.subject_record(sid)?.is_some_and(|r| {
-                r.entry(&token).is_some_and(|e| {
-                    e.field == field.name && ct_eq(&e.blind, &blind) && !self.is_expired(&r, e, now)
-                }) && allow(&r)
-            });
-            if let (true, Some(token)) = (live, Token::parse(&token)) {
-                out.push(token);
+        let mut start = prefix.clone();
+        let mut scanned = 0;
+        loop {
+            let page = self.store.scan_from(&prefix, &start, LOOKUP_PAGE)?;
+            let last_page = page.len() < LOOKUP_PAGE;
+            for (key, t) in page {
+                scanned += 1;
+                if scanned > MAX_LOOKUP_SCAN {
+                    return Err(Error::ResourceExhausted(
+                        "too many index entries hold this value for one look-up",
+                    ));
+                }
+                if let Some(token) =
+                    self.live_index_entry(field, &blind, &key, t, now, &mut allow)?
+                {
+                    if out.len() == MAX_LOOKUP_RESULTS {
+                        return Err(Error::ResourceExhausted(
+                            "more subjects hold this value than one look-up returns",
+                        ));
+                    }
+                    out.push(token);
+                }
+                // The next page starts just after this key.
+                start = key;
+                start.push(0);
+            }
+            if last_page {
+                return Ok(out);
             }
         }
-        Ok(out)
+    }
+
+    /// The token of index entry `key` → `token` of `blind` if its subject
+    /// record holds it, live, for `field`, and `allow` accepts the subject.
+    fn live_index_entry(
+        &self,
+        field: &FieldDef,
+        blind: &[u8; 32],
+        key: &[u8],
+        token: Vec<u8>,
+        now: i64,
+        allow: &mut impl FnMut(&SubjectRecord) -> bool,
+    ) -> Result<Option<Token>> {
+        let (Some(sid), Ok(token)) = (keys::index_subject(key), String::from_utf8(token)) else {
+            return Ok(None);
+        };
+        let live = self.subject_record(sid)?.is_some_and(|r| {
+            r.entry(&token).is_some_and(|e| {
+                e.field == field.name && ct_eq(&e.blind, blind) && !self.is_expired(&r, e, now)
+            }) && allow(&r)
+        });
+        Ok(live.then(|| Token::parse(&token)).flatten())
     }
 
     /// Replaces the value behind `token` with the canonical value `validate`
     /// makes for the token's field (given the subject's record; it may also
-    /// refuse). Returns the new value version.
+    /// refuse). Refused under a legal hold, which keeps the held value.
+    /// Returns the new value version.
     pub async fn update(
         &self,
         token: &Token,
@@ -1100,6 +1165,14 @@ impl Engine {
             .cloned()
             .ok_or(Error::NotFound("token"))?;
         let value = validate(&field, &record)?;
+        // A legal hold preserves what is held as it is (asked after the
+        // caller's own checks, so that only a caller who may correct the
+        // value learns of the hold).
+        if !record.legal_hold_case.is_empty() {
+            return Err(Error::FailedPrecondition(
+                "the subject is under a legal hold: its values are kept as they are until it is released",
+            ));
+        }
         let now = self.clock.now();
         if record
             .entry(token.as_str())
@@ -1185,13 +1258,22 @@ impl Engine {
 /// schema and the system clock (unit tests).
 #[cfg(test)]
 pub(crate) async fn test_engine(dir: &std::path::Path) -> Arc<Engine> {
+    test_engine_with_clock(dir, Arc::new(SystemClock)).await
+}
+
+/// [`test_engine`] with `clock`.
+#[cfg(test)]
+pub(crate) async fn test_engine_with_clock(
+    dir: &std::path::Path,
+    clock: Arc<dyn Clock>,
+) -> Arc<Engine> {
     use crate::store::sled::{Durability, SledStore};
     let store: Arc<dyn Store> =
         Arc::new(SledStore::open(&dir.join("data"), 1 << 20, Durability::Flush).unwrap());
     let root = crate::crypto::keyring::Root::Key(Box::new(
         crate::crypto::keys::RootKey::from_bytes(&[7; 32]),
     ));
-    let keyring = Keyring::open(root, store.as_ref(), 16, SystemClock.now())
+    let keyring = Keyring::open(root, store.as_ref(), 16, clock.now())
         .await
         .unwrap();
     let schema = Arc::new(crate::schema::Schema::default_schema(4096).unwrap());
@@ -1199,7 +1281,7 @@ pub(crate) async fn test_engine(dir: &std::path::Path) -> Arc<Engine> {
         store,
         keyring,
         schema,
-        Arc::new(SystemClock),
+        clock,
         16,
         CvvVault::new(900, 16),
     ))

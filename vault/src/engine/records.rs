@@ -75,6 +75,26 @@ pub struct SubjectRecord {
     /// Who linked it (principal name).
     #[prost(string, tag = "16")]
     pub linked_by: String,
+    /// When the subject was first stored (Unix microseconds; 0 in records
+    /// made before it was kept), always after any erasure the journal
+    /// records for the same id: what tells a subject stored again after an
+    /// erasure from the erased one ([`super::replay_erasures`]).
+    #[prost(int64, tag = "17")]
+    pub created_at_micros: i64,
+}
+
+impl SubjectRecord {
+    /// Whether this record was stored before an erasure of its id at
+    /// `erased_at_micros` (so that the erasure must shred it). A record
+    /// without `created_at_micros` only has seconds: one made in the same
+    /// second as the erasure counts as erased.
+    pub fn predates(&self, erased_at_micros: i64) -> bool {
+        if self.created_at_micros > 0 {
+            self.created_at_micros <= erased_at_micros
+        } else {
+            self.created_at <= erased_at_micros.div_euclid(1_000_000)
+        }
+    }
 }
 
 impl SubjectRecord {

@@ -5,10 +5,12 @@
 //! are on disk; concurrent commits share one flush (group commit), so durable
 //! writes cost a fraction of an fsync each.
 //!
-//! A batch as a whole is not promised to be atomic (sled's atomic batches
-//! serialise the whole process). The engine does not need it: its layout (see
-//! [`keys`]) makes the *last* operation of every batch the one write that
-//! commits the request, and every read checks the other entries against it.
+//! A batch as a whole is not promised to be atomic against a crash (sled's
+//! atomic batches serialise the whole process). The engine does not need
+//! it: its layout (see [`keys`]) makes the *last* operation of every batch
+//! the one write that commits the request, and every read checks the other
+//! entries against it. A commit that *fails* is undone whole, though
+//! ([`Store::commit`]): a write reported as failed did not happen.
 //! A backend with real transactions (PostgreSQL) may apply a batch atomically.
 
 pub mod keys;
@@ -75,6 +77,10 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("store closed")]
     Closed,
+    /// A failed write could not be undone durably: the store takes no more
+    /// writes until the vault is restarted.
+    #[error("storage failed and a failed write could not be undone: restart the vault")]
+    Failed,
 }
 
 impl From<StoreError> for crate::error::Error {
@@ -100,18 +106,22 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Entries, StoreError>;
 
     /// Applies `batch`'s operations in order, each atomically, and resolves
-    /// once all are durable. On error a prefix of the batch may have been
-    /// applied; the engine's layout makes such a prefix invisible.
-    fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            self.apply(batch)?;
-            self.durable().await
-        })
-    }
+    /// once all are durable.
+    ///
+    /// On error the batch did not happen: what it had applied is put back
+    /// and the undo made durable before the error is returned, so that no
+    /// read and no later commit (nor a crash after the error) finds any of
+    /// it. A backend that cannot make the undo durable stops taking writes
+    /// ([`StoreError::Failed`]). (A crash *before* the answer may leave a
+    /// prefix of the batch; the engine's layout makes such a prefix
+    /// invisible, and a prefix of an erasure is finished at the next start.)
+    fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Applies `batch`'s operations now, in order, each atomically, without
-    /// waiting for the disk. Operations applied before others are never lost
-    /// while later ones survive a crash (the store's log is ordered).
+    /// waiting for the disk and with no undo (bulk loads into a store that
+    /// serves nobody yet, such as a restore). Operations applied before
+    /// others are never lost while later ones survive a crash (the store's
+    /// log is ordered).
     fn apply(&self, batch: Batch) -> Result<(), StoreError>;
 
     /// Resolves once everything applied before the call is durable (group
