@@ -601,11 +601,10 @@ impl CredentialStore {
         now: i64,
         audit: Option<Audited<'_>>,
     ) -> Result<Arc<CredentialRecord>> {
-        let current = self
-            .read()
-            .get(id)
-            .map(|i| i.record.clone())
-            .ok_or(Error::NotFound("credential"))?;
+        // Under the same lock as approvals: an approval that read the record
+        // before this revocation cannot write it back unrevoked after it.
+        let _one = self.change.lock().await;
+        let current = self.get(id).ok_or(Error::NotFound("credential"))?;
         if current.revoked_at != 0 {
             if let Some(Audited { log, mut event }) = audit {
                 event.detail = format!("id {} name {} (already revoked)", current.id, current.name);

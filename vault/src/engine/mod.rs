@@ -136,6 +136,11 @@ pub struct NewValue {
     pub value: Zeroizing<String>,
 }
 
+/// Most values (entries, each with its token) one subject may hold: its
+/// record is rewritten whole by every write, so a caller that stores the
+/// same card again and again must not make it grow without end.
+pub const MAX_SUBJECT_ENTRIES: usize = 4096;
+
 /// What a Tokenize collects with its values, and what its caller may do.
 pub struct Collect<'a> {
     /// The purposes the subject consents to with this collection (none:
@@ -147,8 +152,8 @@ pub struct Collect<'a> {
     /// The end of travel, the retention anchor of travel data.
     pub travel_end: Option<types::TravelEnd>,
     /// Whether the caller may change the consent of a subject already
-    /// stored (`set_consent`): without it, a Tokenize that would change an
-    /// existing subject's purposes or policy version is refused.
+    /// stored (`set_consent`): without it, the consent a Tokenize gives for
+    /// an existing subject is left as held (and the event says so).
     pub may_set_consent: bool,
     /// Whether the caller may be handed back the existing token of a value
     /// it stores again: only a caller that could see or look the value up
@@ -742,6 +747,34 @@ impl Engine {
         // activity is recorded (it must not revive them), and the dedupe
         // below then finds none of them.
         self.settle_expired(sid, &mut record, &mut batch, now);
+        // Consent given with the values: a new subject's is collected with
+        // them; an existing subject's changes only for a caller that may set
+        // consent. For any other caller it is left as held (not refused, so
+        // that the answer does not tell whether the guess matched), and the
+        // event says so.
+        let mut given: Vec<String> = purposes.iter().map(|p| p.as_str().to_owned()).collect();
+        given.sort();
+        given.dedup();
+        let mut held = record.purposes.clone();
+        held.sort();
+        let purposes_differ = !purposes.is_empty() && given != held;
+        let version_differs =
+            !policy_version.as_str().is_empty() && record.policy_version != policy_version.as_str();
+        let consent_asked = !is_new && (purposes_differ || version_differs);
+        let consent_changed = consent_asked && may_set_consent;
+        if is_new || consent_changed {
+            if !purposes.is_empty() {
+                record.purposes = given;
+            }
+            if !policy_version.as_str().is_empty() {
+                record.policy_version = policy_version.as_str().to_owned();
+            }
+        }
+        if record.entries.len().saturating_add(values.len()) > MAX_SUBJECT_ENTRIES {
+            return Err(Error::ResourceExhausted(
+                "the subject holds the most values a subject may hold",
+            ));
+        }
         let mut dek = self.dek_of(sid, &record, record.active_dek)?;
         let cvvs = values.iter().filter(|nv| nv.field.memory_only()).count();
         if cvvs > 0 && !self.cvv.has_room(cvvs) {
@@ -791,7 +824,11 @@ impl Engine {
                 let live = existing.filter(|t| {
                     record
                         .entry(t.as_str())
-                        .is_some_and(|e| e.field == field.name && ct_eq(&e.blind, blind))
+                        // Not one found expired under a legal hold: it
+                        // would answer EXPIRED once the hold is lifted.
+                        .is_some_and(|e| {
+                            e.field == field.name && e.expired_at == 0 && ct_eq(&e.blind, blind)
+                        })
                 });
                 if let Some(token) = live {
                     out.push(token);
@@ -829,27 +866,6 @@ impl Engine {
             });
             out.push(token);
         }
-        let mut consent_changed = false;
-        if !purposes.is_empty() {
-            let mut given: Vec<String> = purposes.iter().map(|p| p.as_str().to_owned()).collect();
-            given.sort();
-            given.dedup();
-            let mut held = record.purposes.clone();
-            held.sort();
-            consent_changed |= !is_new && given != held;
-            record.purposes = given;
-        }
-        if !policy_version.as_str().is_empty() {
-            consent_changed |= !is_new && record.policy_version != policy_version.as_str();
-            record.policy_version = policy_version.as_str().to_owned();
-        }
-        if consent_changed && !may_set_consent {
-            tracing::info!(
-                subject = sid,
-                "tokenize refused: it would change consent without set_consent"
-            );
-            return Err(Error::PermissionDenied);
-        }
         record.last_activity = now;
         if let Some(t) = travel_end {
             record.travel_end = t.0;
@@ -860,8 +876,11 @@ impl Engine {
                 .zip(&out)
                 .map(|(nv, t)| item(&nv.field.name, t.as_str(), "STORED", sid))
                 .collect();
+            if consent_asked && !consent_changed {
+                a.event.detail =
+                    "consent given with the values not applied: changing a stored subject's consent needs set_consent".into();
+            }
             if consent_changed {
-                // The same words as a SetConsent's event.
                 a.event.detail = format!(
                     "consent changed by tokenize: purposes [{}] policy_version {}",
                     record.purposes.join(","),
