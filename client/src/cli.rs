@@ -67,6 +67,13 @@ pub enum PrincipalCommand {
     Approve {
         /// The grant's id (`principal create` printed it).
         id: String,
+        /// The name the grant is for, as the requester said it: a grant for
+        /// another name is refused.
+        #[arg(long)]
+        name: String,
+        /// The role the grant is for: a grant of another role is refused.
+        #[arg(long)]
+        role: String,
     },
     /// Reject a pending grant (an approver), or withdraw it (its requester).
     Reject {
@@ -1792,8 +1799,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 writeln!(out, "approve_by:   {}", r.approve_by)?;
                 writeln!(out, "token part 1: {}", token.as_str())?;
                 eprintln!(
-                    "vaultctl: {} may see personal data, so a second principal must approve: vaultctl principal approve {}",
-                    p.role, p.id
+                    "vaultctl: {} may see personal data, so a second principal must approve: vaultctl principal approve {} --name {} --role {}",
+                    p.role, p.id, p.name, p.role
                 );
                 eprintln!(
                     "vaultctl: hand part 1 to {} yourself; the approver hands over part 2; the token is part 1 followed by part 2",
@@ -1810,8 +1817,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 );
             }
         }
-        Command::Principal(PrincipalCommand::Approve { id }) => {
-            let r = vault.approve_grant(&id).await?;
+        Command::Principal(PrincipalCommand::Approve { id, name, role }) => {
+            let r = vault.approve_grant(&id, &name, &role).await?;
             let part = Zeroizing::new(r.token_part);
             let p = r.principal.unwrap_or_default();
             if json {

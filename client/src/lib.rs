@@ -477,8 +477,19 @@ impl VaultClient {
 
     /// Approves the pending grant `id` (a second principal): the token's
     /// second part is in the response, once.
-    pub async fn approve_grant(&mut self, id: &str) -> Result<ApproveGrantResponse, ClientError> {
-        let r = self.req(ApproveGrantRequest { id: id.to_owned() });
+    /// `name` and `role` are what the approver means to approve: the vault
+    /// refuses a grant for anything else.
+    pub async fn approve_grant(
+        &mut self,
+        id: &str,
+        name: &str,
+        role: &str,
+    ) -> Result<ApproveGrantResponse, ClientError> {
+        let r = self.req(ApproveGrantRequest {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            role: role.to_owned(),
+        });
         Ok(self.principals.approve(r).await?.into_inner())
     }
 

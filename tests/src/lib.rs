@@ -361,7 +361,7 @@ impl TestVault {
         let approved = self
             .officer()
             .await
-            .approve_grant(&id)
+            .approve_grant(&id, name, role)
             .await
             .unwrap_or_else(|e| panic!("approving the grant of {role}: {e}"));
         format!("{}{}", created.token, approved.token_part)

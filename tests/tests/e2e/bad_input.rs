@@ -456,7 +456,12 @@ async fn reject_reasons_and_ids_are_bounded() {
         &op.reject_grant(&"i".repeat(65), "no").await.unwrap_err(),
         "id",
     );
-    assert_invalid(&op.approve_grant(&"i".repeat(65)).await.unwrap_err(), "id");
+    assert_invalid(
+        &op.approve_grant(&"i".repeat(65), "x", "y")
+            .await
+            .unwrap_err(),
+        "id",
+    );
     assert_invalid(
         &op.revoke_principal(&"i".repeat(65)).await.unwrap_err(),
         "id",

@@ -52,7 +52,10 @@ async fn sod_operator_cannot_mint_data_roles() {
             "{role}"
         );
         // Nor can the requester approve it.
-        let err = op.approve_grant(&id).await.unwrap_err();
+        let err = op
+            .approve_grant(&id, &format!("{role}-by-op"), role)
+            .await
+            .unwrap_err();
         assert_eq!(err.code, Code::PermissionDenied, "{role}");
     }
     // A data role for the requester's own name is refused outright.
@@ -85,7 +88,10 @@ async fn sod_operator_cannot_mint_data_roles() {
     for token in [&op2.token, &aud.token] {
         let mut c = vault.anonymous().await.with_token(token).unwrap();
         assert_eq!(
-            c.approve_grant(&id).await.unwrap_err().code,
+            c.approve_grant(&id, "card-reader", "payment_processor")
+                .await
+                .unwrap_err()
+                .code,
             Code::PermissionDenied
         );
     }
@@ -112,11 +118,17 @@ async fn sod_operator_cannot_mint_data_roles() {
     let id = asked.principal.unwrap().id;
     let mut c = vault.anonymous().await.with_token(&op2.token).unwrap();
     assert_eq!(
-        c.approve_grant(&id).await.unwrap_err().code,
+        c.approve_grant(&id, "card-reader", "payment_processor")
+            .await
+            .unwrap_err()
+            .code,
         Code::PermissionDenied
     );
     assert_eq!(
-        op.approve_grant(&id).await.unwrap_err().code,
+        op.approve_grant(&id, "card-reader", "payment_processor")
+            .await
+            .unwrap_err()
+            .code,
         Code::PermissionDenied
     );
 }
@@ -136,7 +148,21 @@ async fn sod_grant_needs_two_principals() {
         .await
         .unwrap();
     let id = asked.principal.unwrap().id;
-    let approved = po.approve_grant(&id).await.unwrap();
+    // The approver says what it approves: an id passed on for another
+    // grant (another name, or another role) approves nothing.
+    for (name, role) in [
+        ("clerk-1", "payment_processor"),
+        ("clerk-9", "billing_clerk"),
+    ] {
+        assert_eq!(
+            po.approve_grant(&id, name, role).await.unwrap_err().code,
+            Code::FailedPrecondition
+        );
+    }
+    let approved = po
+        .approve_grant(&id, "clerk-1", "billing_clerk")
+        .await
+        .unwrap();
     let info = approved.principal.unwrap();
     assert_eq!(info.state, "active");
     assert_eq!(info.granted_via, "dual_control");
@@ -152,7 +178,10 @@ async fn sod_grant_needs_two_principals() {
     );
     // Approved once only.
     assert_eq!(
-        po.approve_grant(&id).await.unwrap_err().code,
+        po.approve_grant(&id, "clerk-1", "billing_clerk")
+            .await
+            .unwrap_err()
+            .code,
         Code::FailedPrecondition
     );
 
@@ -163,10 +192,14 @@ async fn sod_grant_needs_two_principals() {
         .await
         .unwrap();
     assert_eq!(
-        po.approve_grant(&asked.principal.unwrap().id)
-            .await
-            .unwrap_err()
-            .code,
+        po.approve_grant(
+            &asked.principal.unwrap().id,
+            OFFICER_NAME,
+            "payment_processor"
+        )
+        .await
+        .unwrap_err()
+        .code,
         Code::PermissionDenied
     );
     assert_eq!(
@@ -185,7 +218,7 @@ async fn sod_grant_needs_two_principals() {
         .await
         .unwrap();
     let part2 = po
-        .approve_grant(&asked.principal.unwrap().id)
+        .approve_grant(&asked.principal.unwrap().id, "po-2", "privacy_officer")
         .await
         .unwrap()
         .token_part;
@@ -196,7 +229,7 @@ async fn sod_grant_needs_two_principals() {
         .await
         .unwrap();
     let part2 = po2
-        .approve_grant(&asked.principal.unwrap().id)
+        .approve_grant(&asked.principal.unwrap().id, "agent-1", "customer_service")
         .await
         .unwrap()
         .token_part;
@@ -219,7 +252,10 @@ async fn sod_grant_needs_two_principals() {
         .unwrap();
     assert_eq!(r.state, "rejected");
     assert_eq!(
-        po.approve_grant(&rejected_id).await.unwrap_err().code,
+        po.approve_grant(&rejected_id, "clerk-2", "billing_clerk")
+            .await
+            .unwrap_err()
+            .code,
         Code::FailedPrecondition
     );
 
@@ -262,7 +298,10 @@ async fn sod_grant_needs_two_principals() {
     vault.restart();
     let mut po = vault.officer().await;
     assert_eq!(
-        po.approve_grant(&late_id).await.unwrap_err().code,
+        po.approve_grant(&late_id, "clerk-3", "billing_clerk")
+            .await
+            .unwrap_err()
+            .code,
         Code::FailedPrecondition
     );
 }

@@ -27,6 +27,9 @@ pub const MAX_ID: usize = 64;
 
 const GRANT_ID_REQUIRED: &str = "a grant id (1 to 64 characters) is required";
 
+/// Most grants one requester may have waiting for approval at once.
+pub const MAX_PENDING_PER_REQUESTER: usize = 64;
+
 /// Shortest bearer-token life, in seconds.
 const MIN_TTL_SECS: u64 = 60;
 
@@ -145,6 +148,11 @@ impl PrincipalService for PrincipalApi {
                     format!("must be {MIN_TTL_SECS} to {max} seconds"),
                 );
             }
+            if self.shared.mtls_principals.contains_key(&req.name) {
+                // One name, one principal: a token must not pass for (or
+                // stand in the way of) a client certificate's principal.
+                v.add("name", "is a client certificate's principal (mtls_principals)");
+            }
             v.finish()?;
             let data = self.shared.policy.data_role(&req.role, &req.name);
             let grant = GrantAsk {
@@ -159,6 +167,11 @@ impl PrincipalService for PrincipalApi {
             }
             let auth = &self.shared.auth;
             let credentials = auth.credentials();
+            if data.data && credentials.pending_by(&who.name, auth.now()) >= MAX_PENDING_PER_REQUESTER {
+                return Err(Error::ResourceExhausted(
+                    "too many grants of this requester wait for approval",
+                ));
+            }
             let issue = Issue {
                 name: &req.name,
                 role: &req.role,
@@ -197,11 +210,19 @@ impl PrincipalService for PrincipalApi {
             let req = request.into_inner();
             let mut v = Violations::default();
             Self::check_id(&mut v, &req.id);
+            v.check("name", check_name(&req.name));
+            v.check("role", check_role(&req.role));
             v.finish()?;
             let auth = &self.shared.auth;
             let now = auth.now();
             let (grant, data) = self.find_grant(&who, &req.id)?;
             self.require_approver(&who, &grant, data)?;
+            if grant.name != req.name || grant.role != req.role {
+                tracing::info!(principal = %who.name, id = %grant.id, "approval refused: the grant is for another name or role than the approver said");
+                return Err(Error::FailedPrecondition(
+                    "the grant is not for this name and role: ask the requester which grant it is",
+                ));
+            }
             if *who.name == *grant.created_by || *who.name == *grant.name {
                 tracing::info!(principal = %who.name, id = %grant.id, "approval denied: the approver is the requester or the grantee");
                 return Err(Error::PermissionDenied);

@@ -586,6 +586,14 @@ impl CredentialStore {
             .map(|i| i.principal.clone())
     }
 
+    /// How many grants `requester` has waiting for approval at `now`.
+    pub fn pending_by(&self, requester: &str, now: i64) -> usize {
+        self.read()
+            .values()
+            .filter(|i| i.record.created_by == requester && i.record.pending(now))
+            .count()
+    }
+
     /// Every credential, oldest first.
     pub fn list(&self) -> Vec<Arc<CredentialRecord>> {
         let mut all: Vec<_> = self.read().values().map(|i| i.record.clone()).collect();
