@@ -451,6 +451,36 @@ impl TestVault {
         self.env.push((key.to_owned(), value.to_owned()));
     }
 
+    /// Runs `vaultd serve` on the (stopped) vault's directory and waits for
+    /// it to exit, for a start that should be refused: whether it exited
+    /// successfully and its standard error; `None` if it was still running
+    /// after 30 s (then killed).
+    pub fn serve_until_exit(&self) -> Option<(bool, String)> {
+        let mut child = self
+            .command()
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn vaultd");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for vaultd") {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                return Some((status.success(), err));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Starts vaultd again on the same directory (after stop or kill).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill first");

@@ -5,8 +5,6 @@
 //! does not verify offline.
 
 use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 use tonic::Code;
 use vault_client::audit::{ExportVerdict, checkpoint_line, event_line, header_line, verify_export};
 use vault_client::proto::{AuditEvent, QueryRequest};
@@ -46,32 +44,6 @@ fn frames(path: &Path) -> Vec<(usize, usize)> {
         at += 4 + n;
     }
     out
-}
-
-/// Runs `vaultd serve` on the vault's directory (stopped) and waits for
-/// it to exit; `None` if it was still running after 30 s (then killed).
-fn start_and_wait_for_exit(vault: &TestVault) -> Option<(bool, String)> {
-    let mut child = vault
-        .command()
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-            return Some((status.success(), err));
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A multi-megabyte query filter gets a clear INVALID_ARGUMENT naming the
@@ -361,7 +333,7 @@ async fn pci_10_3_damage_in_the_trail_stops_the_start_and_is_named() {
     bytes[offset + 4 + len / 2] ^= 0x40;
     std::fs::write(&seg, &bytes).unwrap();
 
-    let (ok, stderr) = start_and_wait_for_exit(&vault).expect("vaultd refuses to start");
+    let (ok, stderr) = vault.serve_until_exit().expect("vaultd refuses to start");
     assert!(!ok, "{stderr}");
     assert!(
         stderr.contains(&format!(

@@ -492,3 +492,71 @@ async fn a_role_issued_alone_cannot_become_a_data_role_by_reload() {
     let shown = helper2.detokenize(&[&token], "booking").await.unwrap();
     assert_eq!(shown[0].value, "rel@example.com");
 }
+
+/// A credential record edited in the data directory (by someone with the
+/// files but not the keys) cannot turn a token into one that reads cards:
+/// the record's grant is MACed under the credential key, and an edited one
+/// stops the start, named. Deleting the bootstrap marker does not mint a new
+/// operator token either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_credential_record_stops_the_start() {
+    use prost::Message;
+    use vault::auth::credentials::CredentialRecord;
+    use vault::store::Store;
+    let mut vault = TestVault::start_default_policy();
+    let token = vault.issue("aud-edit", "auditor", 3600).await;
+    let id = token.split('.').nth(1).unwrap().to_owned();
+    assert!(vault.stop());
+    let open = || {
+        vault::store::sled::SledStore::open(
+            &vault.data_dir(),
+            1 << 20,
+            vault::store::sled::Durability::Fsync,
+        )
+        .unwrap()
+    };
+    // The bootstrap marker deleted: still no new operator token.
+    {
+        let store = open();
+        let mut b = vault::store::Batch::new();
+        b.delete(vault::store::keys::BOOTSTRAPPED.to_vec());
+        store.apply(b).unwrap();
+        store.close().unwrap();
+    }
+    let key = vault::store::keys::credential(&id);
+    let original = {
+        let store = open();
+        let bytes = store.get(&key).unwrap().unwrap();
+        store.close().unwrap();
+        bytes
+    };
+    let mut record = CredentialRecord::decode(original.as_slice()).unwrap();
+    record.role = "payment_processor".into();
+    record.granted_via = "root_key".into();
+    {
+        let store = open();
+        let mut b = vault::store::Batch::new();
+        b.put(key.clone(), record.encode_to_vec());
+        store.apply(b).unwrap();
+        store.close().unwrap();
+    }
+    let (ok, stderr) = vault.serve_until_exit().expect("vaultd refuses to start");
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("credential record {id} fails its MAC")),
+        "{stderr}"
+    );
+    // Put back as it was: the vault starts, and prints no bootstrap token.
+    {
+        let store = open();
+        let mut b = vault::store::Batch::new();
+        b.put(key, original);
+        store.apply(b).unwrap();
+        store.close().unwrap();
+    }
+    let out = vault.log().len();
+    vault.restart();
+    assert!(!vault.log()[out..].contains("issued the bootstrap operator token"));
+    let mut c = vault.anonymous().await.with_token(&token).unwrap();
+    assert_eq!(c.who_am_i().await.unwrap().role, "auditor");
+}

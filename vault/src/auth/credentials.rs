@@ -104,6 +104,28 @@ pub struct CredentialRecord {
     /// Whether the request was rejected or withdrawn (with `revoked_at`).
     #[prost(bool, tag = "15")]
     pub rejected: bool,
+    /// HMAC under the credential key of the record's grant ([`record_mac`]):
+    /// who, which role, how granted, until when. A record edited outside
+    /// the vault (a role changed, an expiry moved, a single grant passed off
+    /// as dual control) stops the start. Empty only in records older than
+    /// the MAC, which act as single grants (never on personal data).
+    #[prost(bytes = "vec", tag = "16")]
+    pub mac: Vec<u8>,
+}
+
+/// The MAC of a credential record: HMAC(credential key, 0x01 "record" ‖ 0 ‖
+/// the record encoded without its MAC, revocation and rejection). Those are
+/// left out because they only take access away and the revocation journal
+/// restores them at every start (a restored older backup, a crash).
+pub fn record_mac(key: &crate::crypto::keys::CredentialKey, r: &CredentialRecord) -> [u8; 32] {
+    let grant = CredentialRecord {
+        mac: Vec::new(),
+        revoked_at: 0,
+        rejected: false,
+        ..r.clone()
+    };
+    // Ids are base64url: "\u{1}record" is no id and no part id.
+    key.hash("\u{1}record", &grant.encode_to_vec())
 }
 
 impl CredentialRecord {
@@ -290,8 +312,18 @@ impl CredentialStore {
             .store()
             .scan_prefix(keys::CREDENTIAL_PREFIX, usize::MAX)?
         {
-            let r = CredentialRecord::decode(bytes.as_slice())
+            let mut r = CredentialRecord::decode(bytes.as_slice())
                 .map_err(|e| Error::Internal(format!("undecodable credential record: {e}")))?;
+            let key = engine.keyring().credential();
+            if r.mac.is_empty() {
+                // From before record MACs: a single grant, whatever it says.
+                r.granted_via = VIA_SINGLE.to_owned();
+            } else if !ct_eq(&r.mac, &record_mac(key, &r)) {
+                return Err(Error::Internal(format!(
+                    "credential record {} fails its MAC: it was edited outside the vault; restore the data directory from a backup, or and find out who edited it",
+                    r.id
+                )));
+            }
             records.insert(r.id.clone(), Issued::new(Arc::new(r)));
         }
         Ok(Self {
@@ -425,6 +457,8 @@ impl CredentialStore {
             ttl_secs,
             ..Default::default()
         };
+        let mut record = record;
+        record.mac = record_mac(self.engine.keyring().credential(), &record).to_vec();
         batch.put(keys::credential(&id), record.encode_to_vec());
         let write = async { self.engine.store().commit(batch).await.map_err(Error::from) };
         match audit {
@@ -524,10 +558,11 @@ impl CredentialStore {
     /// restored older backup cannot bring the credential back.
     async fn put(
         &self,
-        record: CredentialRecord,
+        mut record: CredentialRecord,
         detail: String,
         audit: Option<Audited<'_>>,
     ) -> Result<Arc<CredentialRecord>> {
+        record.mac = record_mac(self.engine.keyring().credential(), &record).to_vec();
         let mut batch = Batch::new();
         if record.revoked_at != 0 {
             batch.put(
@@ -552,7 +587,9 @@ impl CredentialStore {
 
     /// Issues the bootstrap operator token if none was ever issued.
     pub async fn bootstrap(&self, now: i64) -> Result<Option<IssuedToken>> {
-        if self.engine.store().get(keys::BOOTSTRAPPED)?.is_some() {
+        // Only on a store that never held a credential: deleting the marker
+        // outside the vault does not mint a new operator token.
+        if self.engine.store().get(keys::BOOTSTRAPPED)?.is_some() || !self.read().is_empty() {
             return Ok(None);
         }
         let mut batch = Batch::new();
