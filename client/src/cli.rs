@@ -185,6 +185,10 @@ pub enum PolicyCommand {
         /// whether the principal or role may request and approve it.
         #[arg(long, conflicts_with_all = ["field", "purpose"])]
         grant: Option<String>,
+        /// With --grant: the token life to explain it for (seconds, or a
+        /// number with s, m, h or d); default one hour.
+        #[arg(long, requires = "grant")]
+        ttl: Option<String>,
         /// A purpose the subject consented to (repeatable).
         #[arg(long = "consented")]
         consented: Vec<String>,
@@ -893,7 +897,7 @@ fn print_principals(
                     "revoked_at": p.revoked_at, "created_by": p.created_by,
                     "state": p.state, "granted_via": p.granted_via,
                     "approved_by": p.approved_by, "approved_at": p.approved_at,
-                    "approve_by": p.approve_by})
+                    "approval_deadline": p.approval_deadline})
             })
             .collect();
         writeln!(out, "{}", serde_json::Value::Array(v))
@@ -969,6 +973,19 @@ pub fn event_json(e: &crate::proto::AuditEvent) -> serde_json::Value {
 fn decision_json(d: &crate::proto::ExplainedDecision) -> serde_json::Value {
     serde_json::json!({"action": d.action, "allowed": d.allowed,
         "policies": d.policies, "errors": d.errors})
+}
+
+/// The token life `--ttl` asks a grant to be explained for (one hour if
+/// not given).
+fn explain_ttl(ttl: Option<&str>) -> Result<u64, Failure> {
+    match ttl {
+        None => Ok(vault::api::DEFAULT_EXPLAINED_TTL_SECS),
+        Some(t) => parse_ttl(t).ok_or_else(|| {
+            Failure::Usage(format!(
+                "--ttl {t:?}: give seconds or a number with s, m, h or d"
+            ))
+        }),
+    }
 }
 
 /// Why a decision is what it is, in words.
@@ -1078,11 +1095,13 @@ mod offline {
             .map_err(|e| Failure::Usage(e.to_string()))
     }
 
-    /// The explanation of the grant of `granted` for any principal in `role`.
+    /// The explanation of the grant of `granted`, for a token living `ttl`
+    /// seconds, for any principal in `role`.
     pub(super) fn explain_grant(
         policy: &vault::policy::PolicyEngine,
         role: &str,
         granted: &str,
+        ttl: u64,
     ) -> Result<crate::proto::ExplainResponse, Failure> {
         let check =
             |r| vault::auth::credentials::check_role(r).map_err(|e| Failure::Usage(e.into()));
@@ -1092,6 +1111,7 @@ mod offline {
             policy,
             &any_in(role),
             granted,
+            ttl,
         ))
     }
 
@@ -1245,6 +1265,7 @@ fn run_offline(command: &Command, json: bool, out: &mut impl Write) -> Option<Re
             field,
             purpose,
             grant,
+            ttl,
             consented,
             restricted,
             dir: Some(dir),
@@ -1256,7 +1277,9 @@ fn run_offline(command: &Command, json: bool, out: &mut impl Write) -> Option<Re
                 .ok_or_else(|| Failure::Usage("offline explain (--dir) needs --role".into()))?;
             let policy = offline::load(dir, schema.as_deref())?;
             let e = match (grant, field, purpose) {
-                (Some(g), _, _) => offline::explain_grant(&policy, role, g)?,
+                (Some(g), _, _) => {
+                    offline::explain_grant(&policy, role, g, explain_ttl(ttl.as_deref())?)?
+                }
                 (None, Some(f), Some(p)) => {
                     offline::explain(&policy, role, f, p, consented, *restricted)?
                 }
@@ -1781,7 +1804,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                     out,
                     "{}",
                     serde_json::json!({"id": p.id, "name": p.name, "role": p.role,
-                        "pending": true, "approve_by": r.approve_by,
+                        "pending": true, "approval_deadline": r.approval_deadline,
                         "token_part": token.as_str()})
                 )?;
             } else if json {
@@ -1796,7 +1819,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 writeln!(out, "name:         {}", p.name)?;
                 writeln!(out, "role:         {}", p.role)?;
                 writeln!(out, "state:        pending approval")?;
-                writeln!(out, "approve_by:   {}", r.approve_by)?;
+                writeln!(out, "approval_deadline:   {}", r.approval_deadline)?;
                 writeln!(out, "token part 1: {}", token.as_str())?;
                 eprintln!(
                     "vaultctl: {} may see personal data, so a second principal must approve: vaultctl principal approve {} --name {} --role {}",
@@ -1877,10 +1900,12 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             field,
             purpose,
             grant,
+            ttl,
             consented,
             restricted,
             ..
         }) => {
+            let grant_ttl_seconds = explain_ttl(ttl.as_deref())?;
             let e = vault
                 .explain(crate::proto::ExplainRequest {
                     principal: principal.unwrap_or_default(),
@@ -1891,6 +1916,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                     restricted,
                     actions: Vec::new(),
                     grant_role: grant.unwrap_or_default(),
+                    grant_ttl_seconds,
                 })
                 .await?;
             print_explained(&mut out, json, &e)?;

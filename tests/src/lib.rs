@@ -397,7 +397,11 @@ impl TestVault {
                 Ok(c) => return c,
                 Err(e) if Instant::now() > deadline => {
                     let log = self.log();
-                    let tail = &log[log.len().saturating_sub(3000)..];
+                    let mut from = log.len().saturating_sub(3000);
+                    while !log.is_char_boundary(from) {
+                        from += 1;
+                    }
+                    let tail = &log[from..];
                     panic!(
                         "cannot connect to {}: {e}; vaultd's log ends:\n{tail}",
                         self.addr

@@ -560,3 +560,41 @@ async fn an_edited_credential_record_stops_the_start() {
     let mut c = vault.anonymous().await.with_token(&token).unwrap();
     assert_eq!(c.who_am_i().await.unwrap().role, "auditor");
 }
+
+/// Even where a company's policy lets privacy officers request grants too,
+/// nobody approves its own request: a second officer must.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_requester_never_approves_its_own_grant() {
+    let vault = TestVault::start_with_extra_policy(
+        "@id(\"officers_request\")\n\
+         permit (principal in Vault::Role::\"privacy_officer\", action == Vault::Action::\"request_grant\", resource);\n",
+    );
+    let mut po = vault.officer().await;
+    let asked = po
+        .create_principal("clerk-po", "billing_clerk", 3600)
+        .await
+        .unwrap();
+    assert!(asked.pending);
+    let id = asked.principal.unwrap().id;
+    assert_eq!(
+        po.approve_grant(&id, "clerk-po", "billing_clerk")
+            .await
+            .unwrap_err()
+            .code,
+        Code::PermissionDenied,
+        "its own request"
+    );
+    let second = vault.issue("po-second", "privacy_officer", 3600).await;
+    let mut po2 = vault.anonymous().await.with_token(&second).unwrap();
+    let part = po2
+        .approve_grant(&id, "clerk-po", "billing_clerk")
+        .await
+        .unwrap()
+        .token_part;
+    assert_eq!(
+        who(&vault, &format!("{}{part}", asked.token))
+            .await
+            .as_deref(),
+        Ok("billing_clerk")
+    );
+}

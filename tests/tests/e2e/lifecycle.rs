@@ -674,14 +674,10 @@ async fn gdpr_17_a_restored_backup_keeps_erased_subjects_erased() {
     }
 }
 
-/// GDPR 5(1)(e): a value whose retention runs from the subject's last
-/// activity, once expired, stays expired: a later Tokenize, consent change
-/// or correction for the same subject does not revive it, and storing the
-/// same value anew gets a new token, never the expired one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gdpr_5_1_e_activity_does_not_revive_expired() {
-    // The shipped schema with contact data kept 10 days after the last
-    // activity (3 years as shipped), so that one clock jump passes it.
+/// A vault on the shipped schema with contact data kept 10 days after the
+/// last activity (3 years as shipped), so that one clock jump passes it, and
+/// no background sweep; and the directory holding that schema.
+fn short_contact_retention() -> (TestVault, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let shipped = include_str!("../../../policies/fields.toml");
     let short = shipped.replacen(
@@ -692,10 +688,20 @@ async fn gdpr_5_1_e_activity_does_not_revive_expired() {
     assert_ne!(short, shipped);
     let schema = dir.path().join("fields.toml");
     std::fs::write(&schema, short).unwrap();
-    let mut vault = TestVault::start_with(&[
+    let vault = TestVault::start_with(&[
         ("VAULT_SCHEMA_FILE", schema.to_str().unwrap()),
         ("VAULT_RETENTION_SWEEP_SECS", "0"),
     ]);
+    (vault, dir)
+}
+
+/// GDPR 5(1)(e): a value whose retention runs from the subject's last
+/// activity, once expired, stays expired: a later Tokenize, consent change
+/// or correction for the same subject does not revive it, and storing the
+/// same value anew gets a new token, never the expired one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gdpr_5_1_e_activity_does_not_revive_expired() {
+    let (mut vault, _schema) = short_contact_retention();
     let core = vault
         .issue("core-long", vault_tests::CORE_ROLE, 20 * DAY as u64)
         .await;
@@ -834,4 +840,39 @@ async fn update_under_a_legal_hold_keeps_the_held_value() {
     );
     let shown = c.detokenize(&[&token], "booking").await.unwrap();
     assert_eq!(shown[0].value, "changed@example.com");
+}
+
+/// A legal hold keeps a value past its retention readable, and activity
+/// during the hold does not extend the retention: once the hold is lifted,
+/// the value is expired at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gdpr_5_1_e_activity_under_a_legal_hold_does_not_extend_retention() {
+    let (mut vault, _schema) = short_contact_retention();
+    let core = vault
+        .issue("core-long", vault_tests::CORE_ROLE, 20 * DAY as u64)
+        .await;
+    let mut c = as_token(&vault, &core).await;
+    let held = c
+        .tokenize("hold-rev", &[("email", "hold@example.com")], &[], "")
+        .await
+        .unwrap()
+        .remove(0)
+        .token;
+    c.set_legal_hold("hold-rev", true, "CASE-9", "litigation")
+        .await
+        .unwrap();
+    jump(&mut vault, 11);
+    let mut c = as_token(&vault, &core).await;
+    let shown = c.detokenize(&[&held], "booking").await.unwrap();
+    assert_eq!(shown[0].value, "hold@example.com", "the hold keeps it");
+    // Activity under the hold: a new value for the subject.
+    c.tokenize("hold-rev", &[("phone", "+14155550177")], &[], "")
+        .await
+        .unwrap();
+    c.set_legal_hold("hold-rev", false, "CASE-9", "settled")
+        .await
+        .unwrap();
+    let shown = c.detokenize(&[&held], "booking").await.unwrap();
+    assert_eq!(shown[0].disclosure, Disclosure::Expired as i32);
+    assert!(shown[0].value.is_empty());
 }

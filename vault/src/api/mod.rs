@@ -13,7 +13,10 @@ mod system;
 mod token;
 
 pub use audit::AuditApi;
-pub use policy::{PolicyApi, explain_grant_response, explain_response, reload as reload_policy};
+pub use policy::{
+    DEFAULT_EXPLAINED_TTL_SECS, PolicyApi, explain_grant_response, explain_response,
+    reload as reload_policy,
+};
 pub use principal::PrincipalApi;
 pub use subject::SubjectApi;
 pub use system::SystemApi;

@@ -81,6 +81,9 @@ pub fn explain_response(
     }
 }
 
+/// The token life a grant is explained for when none is given: an hour.
+pub const DEFAULT_EXPLAINED_TTL_SECS: u64 = 3600;
+
 /// How the grant of `role` is decided for `principal`: whether it is a
 /// data role (and why), and the request_grant and approve_grant decisions
 /// (shared by the Explain RPC and `vaultctl policy explain --dir --grant`).
@@ -88,6 +91,7 @@ pub fn explain_grant_response(
     policy: &crate::policy::PolicyEngine,
     principal: &Principal,
     role: &str,
+    ttl_seconds: u64,
 ) -> ExplainResponse {
     // The grantee's name is unknown here: a permit for one named principal
     // is not counted (it makes that name's grants data grants).
@@ -95,7 +99,7 @@ pub fn explain_grant_response(
     let ask = crate::policy::GrantAsk {
         role,
         data_role: data.data,
-        ttl_seconds: 3600,
+        ttl_seconds,
     };
     let decision = |action| {
         let e = policy.explain_grant(principal, action, ask);
@@ -223,10 +227,15 @@ impl PolicyService for PolicyApi {
                         "a principal or a role is required",
                     ));
                 };
+                let ttl = match req.grant_ttl_seconds {
+                    0 => DEFAULT_EXPLAINED_TTL_SECS,
+                    t => t,
+                };
                 return Ok(Response::new(explain_grant_response(
                     &self.shared.policy,
                     &subject,
                     &req.grant_role,
+                    ttl,
                 )));
             }
             let field = schema.field(&req.field).cloned();

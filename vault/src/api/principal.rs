@@ -123,7 +123,7 @@ fn info_at(r: &CredentialRecord, now: i64) -> PrincipalInfo {
         },
         approved_by: r.approved_by.clone(),
         approved_at: r.approved_at,
-        approve_by: r.approve_by,
+        approval_deadline: r.approval_deadline,
     }
 }
 
@@ -191,7 +191,7 @@ impl PrincipalService for PrincipalApi {
                 principal: Some(info_at(&record, auth.now())),
                 token: token.expose().to_owned(),
                 pending: data.data,
-                approve_by: record.approve_by,
+                approval_deadline: record.approval_deadline,
             }))
         }
         .await;

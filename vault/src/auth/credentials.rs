@@ -94,7 +94,7 @@ pub struct CredentialRecord {
     pub approved_at: i64,
     /// Unix seconds: a request not approved by then is void.
     #[prost(int64, tag = "12")]
-    pub approve_by: i64,
+    pub approval_deadline: i64,
     /// The life asked for, counted from the approval.
     #[prost(uint64, tag = "13")]
     pub ttl_secs: u64,
@@ -137,7 +137,7 @@ impl CredentialRecord {
 
     /// Whether the grant waits for its approval at `now`.
     pub fn pending(&self, now: i64) -> bool {
-        self.dual() && self.approved_at == 0 && self.revoked_at == 0 && now < self.approve_by
+        self.dual() && self.approved_at == 0 && self.revoked_at == 0 && now < self.approval_deadline
     }
 
     /// "active", "pending", "revoked", "rejected" or "expired" at `now`.
@@ -400,7 +400,7 @@ impl CredentialStore {
         &self,
         who: &Issue<'_>,
         now: i64,
-        mut batch: Batch,
+        batch: Batch,
         audit: Option<Audited<'_>>,
     ) -> Result<(Arc<CredentialRecord>, IssuedToken)> {
         let Issue {
@@ -449,7 +449,7 @@ impl CredentialStore {
             created_by: created_by.to_owned(),
             hash: hash.to_vec(),
             granted_via: via.to_owned(),
-            approve_by: if dual {
+            approval_deadline: if dual {
                 now.saturating_add(GRANT_REQUEST_TTL_SECS)
             } else {
                 0
@@ -457,29 +457,18 @@ impl CredentialStore {
             ttl_secs,
             ..Default::default()
         };
-        let mut record = record;
-        record.mac = record_mac(self.engine.keyring().credential(), &record).to_vec();
-        batch.put(keys::credential(&id), record.encode_to_vec());
-        let write = async { self.engine.store().commit(batch).await.map_err(Error::from) };
-        match audit {
-            None => write.await?,
-            Some(Audited { log, mut event }) => {
-                event.detail = if dual {
-                    format!(
-                        "id {} name {} role {} requested; approve by {}",
-                        record.id, record.name, record.role, record.approve_by
-                    )
-                } else {
-                    format!(
-                        "id {} name {} role {} expires_at {} granted_via {}",
-                        record.id, record.name, record.role, record.expires_at, via
-                    )
-                };
-                log.record_then(event, write).await?;
-            }
-        }
-        let record = Arc::new(record);
-        self.write().insert(id, Issued::new(record.clone()));
+        let detail = if dual {
+            format!(
+                "id {} name {} role {} requested; approve by {}",
+                record.id, record.name, record.role, record.approval_deadline
+            )
+        } else {
+            format!(
+                "id {} name {} role {} expires_at {} granted_via {}",
+                record.id, record.name, record.role, record.expires_at, via
+            )
+        };
+        let record = self.put_in(batch, record, detail, audit).await?;
         Ok((record, IssuedToken(SecretString::from(text.as_str()))))
     }
 
@@ -558,12 +547,22 @@ impl CredentialStore {
     /// restored older backup cannot bring the credential back.
     async fn put(
         &self,
+        record: CredentialRecord,
+        detail: String,
+        audit: Option<Audited<'_>>,
+    ) -> Result<Arc<CredentialRecord>> {
+        self.put_in(Batch::new(), record, detail, audit).await
+    }
+
+    /// [`CredentialStore::put`] with `batch` written in the same commit.
+    async fn put_in(
+        &self,
+        mut batch: Batch,
         mut record: CredentialRecord,
         detail: String,
         audit: Option<Audited<'_>>,
     ) -> Result<Arc<CredentialRecord>> {
         record.mac = record_mac(self.engine.keyring().credential(), &record).to_vec();
-        let mut batch = Batch::new();
         if record.revoked_at != 0 {
             batch.put(
                 keys::revoked(&record.id),
