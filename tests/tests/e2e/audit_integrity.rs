@@ -364,3 +364,51 @@ async fn pci_10_3_damage_in_the_trail_stops_the_start_and_is_named() {
     let v = auditor.audit_verify().await.unwrap();
     assert!(v.ok, "{v:?}");
 }
+
+/// An auditor who opens audit exports and never reads them ties up at most
+/// a few of the vault's threads: beyond `MAX_CONCURRENT_EXPORTS` streaming
+/// at once, an export answers RESOURCE_EXHAUSTED, while everything else is
+/// served; once the streams are dropped, exports work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_audit_exports_cannot_starve_the_vault() {
+    let vault = TestVault::start_with(&[("VAULT_MAX_BATCH_ITEMS", "10000")]);
+    let mut c = vault.client().await;
+    let token = c
+        .tokenize("slow-1", &[("email", "slow@example.com")], &[], "")
+        .await
+        .unwrap()[0]
+        .token
+        .clone();
+    // A trail of several megabytes: more than an export holds ahead of a
+    // client that does not read.
+    let tokens = vec![token.as_str(); 10_000];
+    for _ in 0..6 {
+        c.detokenize(&tokens, "booking").await.unwrap();
+    }
+    // Each unread export on its own connection (streams that share one
+    // would also share, and fill, its flow-control window).
+    let mut held = Vec::new();
+    for _ in 0..vault::api::MAX_CONCURRENT_EXPORTS {
+        let mut a = vault.client_as("auditor").await;
+        held.push((a.audit_export_stream(0).await.unwrap(), a));
+    }
+    let mut auditor = vault.client_as("auditor").await;
+    let err = auditor.audit_export_stream(0).await.unwrap_err();
+    assert_eq!(err.code, Code::ResourceExhausted, "{err}");
+    // Everything else is served meanwhile.
+    c.detokenize(&[&token], "booking").await.unwrap();
+    assert!(auditor.audit_verify().await.unwrap().ok);
+    drop(held);
+    let mut served = false;
+    for _ in 0..100 {
+        if auditor.audit_export(0).await.is_ok() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        served,
+        "exports work again once the unread ones are dropped"
+    );
+}

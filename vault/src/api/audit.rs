@@ -17,14 +17,44 @@ use vault_proto::v1::{
 #[derive(Debug, Clone)]
 pub struct AuditApi {
     shared: Arc<Shared>,
+    /// Exports streaming at once: each holds a blocking thread while its
+    /// client reads, so an auditor who opens many and reads none cannot tie
+    /// up the threads the rest of the vault needs.
+    exports: Arc<tokio::sync::Semaphore>,
+    /// Queries and verifications running at once (each reads the trail on
+    /// a blocking thread; a query holds up to its page in memory).
+    reads: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most audit exports streaming at once; more answer RESOURCE_EXHAUSTED.
+pub const MAX_CONCURRENT_EXPORTS: usize = 4;
+/// Most audit queries and verifications running at once; more answer
+/// RESOURCE_EXHAUSTED.
+pub const MAX_CONCURRENT_READS: usize = 8;
 
 impl AuditApi {
     /// The service over `shared`.
     pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+        Self {
+            shared,
+            exports: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_EXPORTS)),
+            reads: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_READS)),
+        }
     }
 }
+
+/// A permit of `pool`, or RESOURCE_EXHAUSTED saying what is busy.
+fn permit(
+    pool: &Arc<tokio::sync::Semaphore>,
+    busy: &'static str,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
+    pool.clone()
+        .try_acquire_owned()
+        .map_err(|_| Error::ResourceExhausted(busy))
+}
+
+const EXPORTS_BUSY: &str = "too many audit exports are streaming; try again when one ends";
+const READS_BUSY: &str = "too many audit queries are running; try again shortly";
 
 type EventStream = tokio_stream::Iter<std::vec::IntoIter<Result<AuditEvent, Status>>>;
 type ChunkStream = tokio_stream::wrappers::ReceiverStream<Result<ExportChunk, Status>>;
@@ -112,13 +142,15 @@ impl AuditService for AuditApi {
         let after = request.get_ref().after_seq;
         let r: Result<_, Error> = async {
             self.shared.require(&who, Action::ExportAudit)?;
+            let streaming = permit(&self.exports, EXPORTS_BUSY)?;
             let shared = self.shared.clone();
-            tokio::task::spawn_blocking(move || shared.audit.export_range(after))
+            let range = tokio::task::spawn_blocking(move || shared.audit.export_range(after))
                 .await
-                .map_err(|e| Error::Internal(format!("audit export task: {e}")))?
+                .map_err(|e| Error::Internal(format!("audit export task: {e}")))??;
+            Ok((range, streaming))
         }
         .await;
-        if let Ok(range) = &r {
+        if let Ok((range, _)) = &r {
             ev.detail = format!(
                 "after_seq {} through {} events {}",
                 range.after,
@@ -127,10 +159,13 @@ impl AuditService for AuditApi {
             );
         }
         // The export is itself an event, durable before the export leaves.
-        let range = self.shared.conclude(ev, r, true).await?;
+        let (range, streaming) = self.shared.conclude(ev, r, true).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(EXPORT_AHEAD);
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || stream_export(&shared, &range, &tx));
+        tokio::task::spawn_blocking(move || {
+            stream_export(&shared, &range, &tx);
+            drop(streaming);
+        });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
             rx,
         )))
@@ -190,6 +225,7 @@ impl AuditService for AuditApi {
         let r: Result<_, Error> = async {
             self.shared.require(&who, Action::ReadAudit)?;
             v.finish()?;
+            let _reading = permit(&self.reads, READS_BUSY)?;
             let shared = self.shared.clone();
             tokio::task::spawn_blocking(move || shared.audit.query(&q))
                 .await
@@ -212,6 +248,7 @@ impl AuditService for AuditApi {
         ev.action = "verify_audit".into();
         let r: Result<_, Error> = async {
             self.shared.require(&who, Action::VerifyAudit)?;
+            let _reading = permit(&self.reads, READS_BUSY)?;
             let shared = self.shared.clone();
             let v = tokio::task::spawn_blocking(move || shared.audit.verify())
                 .await

@@ -12,7 +12,7 @@ mod subject;
 mod system;
 mod token;
 
-pub use audit::AuditApi;
+pub use audit::{AuditApi, MAX_CONCURRENT_EXPORTS, MAX_CONCURRENT_READS};
 pub use policy::{
     DEFAULT_EXPLAINED_TTL_SECS, PolicyApi, explain_grant_response, explain_response,
     reload as reload_policy,
