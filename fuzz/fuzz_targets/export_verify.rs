@@ -2,11 +2,13 @@
 //! audit verify` on an export file, offline, with the vault's public key.
 //!
 //! Two kinds of input. Raw text: verification never panics and never says
-//! valid (the checkpoint signature cannot be forged). An export built here
+//! valid (the checkpoint signatures cannot be forged). An export built here
 //! from fuzzed events (any sequence start, any field text), signed with a
-//! fixed key: it verifies, with the right count; without one of its lines
-//! before the checkpoint, with one of them twice or two of them swapped, or
-//! under another key, it does not.
+//! fixed key as the vault signs it: it verifies, with the right count,
+//! unless its sequence numbers reach u64::MAX (no checkpoint can follow
+//! that event); without one of its lines, with one of them twice, two of
+//! them swapped, a line after the checkpoint, its first events cut and the
+//! header rewritten to match, or under another key, it does not.
 #![no_main]
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
@@ -15,7 +17,7 @@ use prost::Message;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use std::sync::OnceLock;
 use vault_client::audit::{ExportVerdict, checkpoint_line, event_line, header_line, verify_export};
-use vault_proto::audit::{chain_hash, checkpoint_message};
+use vault_proto::audit::{chain_hash, checkpoint_message, export_message};
 use vault_proto::v1::{AuditEvent, AuditItem, Checkpoint, ExportedEvent};
 
 #[derive(Debug, Arbitrary)]
@@ -35,6 +37,8 @@ enum Edit {
     Drop(u8),
     Duplicate(u8),
     Swap(u8, u8),
+    Append(String),
+    CutStart(u8),
     OtherKey,
 }
 
@@ -76,9 +80,12 @@ fuzz_target!(|input: Input| {
             edit,
         } => (after_seq, start, events, edit),
     };
+    // The chain's first event follows 32 zero bytes.
+    let start = if after_seq == 0 { [0; 32] } else { start };
     let mut lines = vec![header_line(after_seq, &start)];
-    let mut prev = start;
-    let mut seq = after_seq;
+    // The sequence number and chain hash after each line so far.
+    let mut marks = vec![(after_seq, start)];
+    let (mut seq, mut prev) = (after_seq, start);
     for e in events {
         // Sequence numbers end at u64::MAX: no event can follow that one.
         let Some(next) = seq.checked_add(1) else {
@@ -105,13 +112,13 @@ fuzz_target!(|input: Input| {
             ..Default::default()
         };
         let encoded = event.encode_to_vec();
-        let hash = chain_hash(&prev, &encoded);
+        prev = chain_hash(&prev, &encoded);
         lines.push(event_line(&ExportedEvent {
             event: Some(event),
-            hash: hash.to_vec(),
+            hash: prev.to_vec(),
             encoded,
         }));
-        prev = hash;
+        marks.push((seq, prev));
     }
     let n = seq - after_seq;
     let signer = if matches!(edit, Edit::OtherKey) {
@@ -119,44 +126,70 @@ fuzz_target!(|input: Input| {
     } else {
         key
     };
-    let signature = signer
-        .sign(&checkpoint_message(seq, &prev))
-        .as_ref()
-        .to_vec();
+    let time_unix_micros = 1_800_000_000_000_000;
     let checkpoint = Checkpoint {
         seq,
         hash: prev.to_vec(),
-        signature,
-        time_unix_micros: 0,
+        signature: signer
+            .sign(&checkpoint_message(seq, &prev))
+            .as_ref()
+            .to_vec(),
+        time_unix_micros,
+        start_after_seq: after_seq,
+        start_prev_hash: start.to_vec(),
+        export_signature: signer
+            .sign(&export_message(
+                after_seq,
+                &start,
+                seq,
+                &prev,
+                time_unix_micros,
+            ))
+            .as_ref()
+            .to_vec(),
     };
     lines.push(checkpoint_line(&checkpoint));
 
-    // Edits touch the lines before the checkpoint only (lines after it are
-    // the subject of issue 17's audit item, not of this target).
     let before = lines.len() - 1;
     let changed = match edit {
         Edit::None => false,
         Edit::OtherKey => true,
         Edit::Drop(i) => {
-            lines.remove(usize::from(i) % before);
+            lines.remove(usize::from(i) % lines.len());
             true
         }
         Edit::Duplicate(i) => {
-            let i = usize::from(i) % before;
+            let i = usize::from(i) % lines.len();
             lines.insert(i, lines[i].clone());
             true
         }
         Edit::Swap(i, j) => {
-            let (i, j) = (usize::from(i) % before, usize::from(j) % before);
+            let (i, j) = (usize::from(i) % lines.len(), usize::from(j) % lines.len());
             lines.swap(i, j);
             lines[i] != lines[j]
         }
+        Edit::Append(text) => {
+            lines.push(text);
+            // Blank lines are skipped wherever they are.
+            !lines[lines.len() - 1].trim().is_empty()
+        }
+        Edit::CutStart(k) => {
+            // Cut the first k events and rewrite the header to match: only
+            // the start signed in the checkpoint tells.
+            let k = usize::from(k) % before;
+            if k > 0 {
+                let (seq, hash) = marks[k];
+                lines.drain(..=k);
+                lines.insert(0, header_line(seq, &hash));
+            }
+            k > 0
+        }
     };
     let verdict = verify_export(lines.iter().map(String::as_str), public);
-    if changed {
+    if changed || seq == u64::MAX {
         assert!(
             !matches!(verdict, ExportVerdict::Valid { .. }),
-            "an edited export verified"
+            "an edited export verified: {verdict:?}"
         );
     } else {
         assert_eq!(
