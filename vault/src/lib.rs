@@ -17,6 +17,7 @@
 //! - [`audit`]: the hash-chained, MACed audit trail.
 //! - [`api`]: the tonic services.
 //! - [`cli`]: the `vaultd` command line.
+//! - `fuzzing` (hidden): entry points for the fuzz targets in `fuzz/`.
 //!
 //! [`run`] starts a vault on a listener until a shutdown signal. `vaultd`
 //! does the same in two steps, [`Vault::open`] then [`Vault::serve`], to print
@@ -34,6 +35,8 @@ pub mod config;
 pub mod crypto;
 pub mod engine;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod policy;
 pub mod schema;
 pub mod seal;

@@ -102,6 +102,8 @@ pub struct ChainChecker<'a> {
     expected: u64,
     prev: [u8; 32],
     good: u64,
+    /// The last record checked was event u64::MAX: none may follow.
+    ended: bool,
     key: Option<&'a AuditKey>,
     public_key: Option<&'a [u8]>,
 }
@@ -119,6 +121,7 @@ impl<'a> ChainChecker<'a> {
             expected: first,
             prev: prev_hash,
             good: 0,
+            ended: false,
             key,
             public_key,
         }
@@ -134,6 +137,9 @@ impl<'a> ChainChecker<'a> {
         let Some((record, event)) = item else {
             return Err((at, "undecodable event"));
         };
+        if self.ended {
+            return Err((at, "an event after the last sequence number there can be"));
+        }
         if event.seq > at {
             return Err((at, "missing (deleted)"));
         }
@@ -168,7 +174,10 @@ impl<'a> ChainChecker<'a> {
         }
         self.prev = hash;
         self.good += 1;
-        self.expected += 1;
+        match self.expected.checked_add(1) {
+            Some(next) => self.expected = next,
+            None => self.ended = true,
+        }
         Ok(())
     }
 

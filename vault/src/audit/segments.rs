@@ -39,7 +39,7 @@ pub(super) fn io(what: &str, e: std::io::Error) -> Error {
 }
 
 /// The path of segment `number`.
-pub(super) fn segment_path(dir: &Path, number: u64) -> PathBuf {
+pub(crate) fn segment_path(dir: &Path, number: u64) -> PathBuf {
     dir.join(format!("seg-{number:012}.log"))
 }
 
@@ -77,7 +77,7 @@ pub(super) struct Segment {
 
 /// How reading a segment ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum End {
+pub(crate) enum End {
     /// At the end of the file, after a whole frame.
     Clean,
     /// At a zero length from `offset` on, followed by zeros only: space
@@ -89,7 +89,7 @@ pub(super) enum End {
 
 /// Calls `f(offset, record bytes)` for each frame of the segment at `path`
 /// until `f` answers `false` or the frames end.
-pub(super) fn read_frames(
+pub(crate) fn read_frames(
     path: &Path,
     mut f: impl FnMut(u64, &[u8]) -> Result<bool>,
 ) -> Result<End> {
@@ -164,7 +164,7 @@ pub(super) fn frame(record: &AuditRecord, out: &mut Vec<u8>) {
 }
 
 /// A record and its event, decoded.
-pub(super) fn decode(bytes: &[u8]) -> Option<(AuditRecord, AuditEvent)> {
+pub(crate) fn decode(bytes: &[u8]) -> Option<(AuditRecord, AuditEvent)> {
     let record = AuditRecord::decode(bytes).ok()?;
     let event = AuditEvent::decode(record.event.as_slice()).ok()?;
     Some((record, event))
@@ -193,7 +193,7 @@ const MAX_TORN: u64 = 80 << 20;
 ///
 /// Anything else (an impossible length, a changed byte, a whole record
 /// that fails its checks, a good record after a bad one) is damage.
-pub(super) fn is_torn_tail(path: &Path, offset: u64, key: &AuditKey) -> Result<bool> {
+pub(crate) fn is_torn_tail(path: &Path, offset: u64, key: &AuditKey) -> Result<bool> {
     let len = std::fs::metadata(path)
         .map_err(|e| io("reading a segment", e))?
         .len();

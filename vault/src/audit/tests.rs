@@ -679,3 +679,41 @@ fn any_segment_bytes_open_verified_or_are_refused() {
         }
     });
 }
+
+/// Caught by the `audit_segment` fuzz target
+/// (`fuzz/regressions/audit_segment/chain-at-u64-max-overflow.bin`): a
+/// chain that reaches event u64::MAX overflowed the checker's next
+/// sequence number (a panic in debug builds; in release builds the next
+/// record would have been expected as event 0). Now the last event there
+/// can be checks out and anything after it is refused.
+#[test]
+fn fuzz_audit_segment_chain_at_u64_max_overflow() {
+    let chain = |first: u64, n: u64| {
+        let mut prev = [7u8; 32];
+        let mut out = Vec::new();
+        for seq in (0..n).map(|i| first.saturating_add(i)) {
+            let e = AuditEvent { seq, ..event(seq) };
+            let encoded = e.encode_to_vec();
+            prev = chain_hash(&prev, &encoded);
+            let r = AuditRecord {
+                event: encoded,
+                hash: prev.to_vec(),
+                mac: Vec::new(),
+            };
+            out.push(Some((r, e)));
+        }
+        out
+    };
+    let v = verify_chain(chain(u64::MAX - 1, 2), u64::MAX - 1, [7; 32], None, None);
+    assert_eq!((v.good, v.first_bad), (2, None));
+    // A third record, numbered u64::MAX again and chained on: refused.
+    let v = verify_chain(chain(u64::MAX - 1, 3), u64::MAX - 1, [7; 32], None, None);
+    assert_eq!(v.good, 2);
+    assert_eq!(
+        v.first_bad,
+        Some((
+            u64::MAX,
+            "an event after the last sequence number there can be"
+        ))
+    );
+}

@@ -208,7 +208,7 @@ pub fn check_role(role: &str) -> Result<(), &'static str> {
 }
 
 /// The secret of a token: whole, or the two parts of a dual-control grant.
-enum Secret {
+pub(crate) enum Secret {
     Whole(Zeroizing<Vec<u8>>),
     Parts(Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>),
 }
@@ -219,7 +219,7 @@ fn decode_exact(text: &str, len: usize) -> Option<Zeroizing<Vec<u8>>> {
 }
 
 /// The id and secret of a well-formed token.
-fn parse(token: &str) -> Option<(&str, Secret)> {
+pub(crate) fn parse(token: &str) -> Option<(&str, Secret)> {
     let rest = token.strip_prefix(TOKEN_PREFIX)?;
     let (id, secret) = rest.split_once('.')?;
     if id.len() != ID_LEN {

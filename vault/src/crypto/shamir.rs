@@ -150,7 +150,18 @@ pub enum ShareError {
     Checksum,
 }
 
-/// Parses a custodian's share text (surrounding whitespace ignored).
+/// A number as [`encode`] writes it: decimal digits, no sign, no leading
+/// zero (`str::parse` and `from_str_radix` also take a `+`, so that one
+/// share would have many texts).
+fn decimal(text: &str) -> Option<u8> {
+    let canonical =
+        text.bytes().all(|b| b.is_ascii_digit()) && !(text.len() > 1 && text.starts_with('0'));
+    canonical.then(|| text.parse().ok()).flatten()
+}
+
+/// Parses a custodian's share text (surrounding whitespace ignored). Hex
+/// digits may be in either case; everything else has the one spelling
+/// that [`encode`] writes.
 pub fn decode(text: &str) -> Result<EncodedShare, ShareError> {
     let text = text.trim();
     let (body, sum) = text.rsplit_once(':').ok_or(ShareError::Format)?;
@@ -162,14 +173,15 @@ pub fn decode(text: &str) -> Result<EncodedShare, ShareError> {
         || vault_id.len() != 8
         || !vault_id.bytes().all(|b| b.is_ascii_hexdigit())
         || value.len() != 2 * SECRET_LEN
+        || !value.bytes().all(|b| b.is_ascii_hexdigit())
     {
         return Err(ShareError::Format);
     }
     if !super::ct_eq(check(body).as_bytes(), sum.as_bytes()) {
         return Err(ShareError::Checksum);
     }
-    let threshold: u8 = threshold.parse().map_err(|_| ShareError::Format)?;
-    let index: u8 = index.parse().map_err(|_| ShareError::Format)?;
+    let threshold = decimal(threshold).ok_or(ShareError::Format)?;
+    let index = decimal(index).ok_or(ShareError::Format)?;
     if index == 0 || threshold < 2 {
         return Err(ShareError::Format);
     }
@@ -290,6 +302,49 @@ mod tests {
         assert_ne!(
             fingerprint("0a1b2c3d", &shares[0]),
             fingerprint("0a1b2c3d", &shares[1])
+        );
+    }
+
+    /// `body` with its right checksum.
+    fn with_check(body: &str) -> String {
+        format!("{body}:{}", check(body))
+    }
+
+    /// Caught by the `shamir_share` fuzz target
+    /// (`fuzz/regressions/shamir_share/plus-sign-in-hex.bin`): a `+` in
+    /// place of a hex digit (`from_str_radix("+4", 16)` is 4), and signs or
+    /// leading zeros in the threshold and index, were taken, so one share
+    /// had many texts. Upper-case hex stays accepted
+    /// (`uppercase-hex.bin`): custodians may type it.
+    #[test]
+    fn fuzz_share_parse_plus_sign_accepted() {
+        let hex = "00112233045566778899aabbccddeeff00112233445588966779aabbccddeeff";
+        let good = with_check(&format!("{PREFIX}:0123abcd:2:1:{hex}"));
+        let share = decode(&good).unwrap();
+        assert_eq!(encode("0123abcd", 2, &share.share).as_str(), good);
+        for bad in [
+            format!("{PREFIX}:0123abcd:2:1:{}", hex.replacen("04", "+4", 1)),
+            format!("{PREFIX}:0123abcd:+2:1:{hex}"),
+            format!("{PREFIX}:0123abcd:2:+1:{hex}"),
+            format!("{PREFIX}:0123abcd:02:1:{hex}"),
+            format!("{PREFIX}:0123abcd:2:001:{hex}"),
+            format!("{PREFIX}:0123abcd:2::{hex}"),
+        ] {
+            assert_eq!(
+                decode(&with_check(&bad)).unwrap_err(),
+                ShareError::Format,
+                "{bad}"
+            );
+        }
+        let upper = with_check(&format!("{PREFIX}:0123ABCD:2:1:{}", hex.to_uppercase()));
+        let share = decode(&upper).unwrap();
+        assert_eq!(
+            (share.vault_id.as_str(), share.share.index),
+            ("0123ABCD", 1)
+        );
+        assert_eq!(
+            share.share.value.as_ref(),
+            decode(&good).unwrap().share.value.as_ref()
         );
     }
 }
