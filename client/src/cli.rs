@@ -975,11 +975,12 @@ fn decision_json(d: &crate::proto::ExplainedDecision) -> serde_json::Value {
         "policies": d.policies, "errors": d.errors})
 }
 
-/// The token life `--ttl` asks a grant to be explained for (one hour if
-/// not given).
+/// The token life `--ttl` asks a grant to be explained for (0 if not
+/// given: the vault then explains it for an hour).
 fn explain_ttl(ttl: Option<&str>) -> Result<u64, Failure> {
     match ttl {
-        None => Ok(vault::api::DEFAULT_EXPLAINED_TTL_SECS),
+        // The vault explains for an hour when given 0 (policy.proto).
+        None => Ok(0),
         Some(t) => parse_ttl(t).ok_or_else(|| {
             Failure::Usage(format!(
                 "--ttl {t:?}: give seconds or a number with s, m, h or d"
@@ -1278,7 +1279,11 @@ fn run_offline(command: &Command, json: bool, out: &mut impl Write) -> Option<Re
             let policy = offline::load(dir, schema.as_deref())?;
             let e = match (grant, field, purpose) {
                 (Some(g), _, _) => {
-                    offline::explain_grant(&policy, role, g, explain_ttl(ttl.as_deref())?)?
+                    let ttl = match explain_ttl(ttl.as_deref())? {
+                        0 => vault::api::DEFAULT_EXPLAINED_TTL_SECS,
+                        t => t,
+                    };
+                    offline::explain_grant(&policy, role, g, ttl)?
                 }
                 (None, Some(f), Some(p)) => {
                     offline::explain(&policy, role, f, p, consented, *restricted)?
