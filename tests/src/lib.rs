@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
@@ -128,7 +128,6 @@ impl TestVault {
     /// vault serves; on a new directory this is also its first start, which
     /// prints the bootstrap operator token.
     fn issue_officer(&mut self, shares: &[String]) {
-        use std::io::Write;
         let mut child = self
             .command()
             .args(["officer", "--name", OFFICER_NAME, "--ttl", "604800"])
@@ -496,6 +495,32 @@ impl Drop for TestVault {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Runs `vaultctl` against `vault` as the bearer of `token`, with `args`
+/// and, if given, `stdin` on its standard input; waits for it.
+pub fn vaultctl(vault: &TestVault, token: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(bin("vaultctl-under-test"));
+    cmd.env("VAULT_ADDR", &vault.addr)
+        .env("VAULT_TOKEN", token)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
 }
 
 /// Every purpose the shipped `policies/fields.toml` declares, for tests

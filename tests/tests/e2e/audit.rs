@@ -192,14 +192,7 @@ async fn pci_10_3_an_export_verifies_offline_and_tampering_is_named() {
             .unwrap();
     }
     let auditor_token = vault.token_for("auditor").await;
-    let run = |args: &[&str]| {
-        std::process::Command::new(vault_tests::bin("vaultctl-under-test"))
-            .env("VAULT_ADDR", &vault.addr)
-            .env("VAULT_TOKEN", &auditor_token)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| vault_tests::vaultctl(&vault, &auditor_token, args, None);
     let export = run(&["audit", "export"]);
     assert_success(&export);
     let text = String::from_utf8(export.stdout).unwrap();

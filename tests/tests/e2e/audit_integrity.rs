@@ -191,14 +191,7 @@ async fn pci_10_3_offline_verify_refuses_a_cut_start() {
             .unwrap();
     }
     let auditor_token = vault.token_for("auditor").await;
-    let run = |args: &[&str]| {
-        std::process::Command::new(vault_tests::bin("vaultctl-under-test"))
-            .env("VAULT_ADDR", &vault.addr)
-            .env("VAULT_TOKEN", &auditor_token)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| vault_tests::vaultctl(&vault, &auditor_token, args, None);
     let text = assert_success(&run(&["audit", "export"]));
     let pubkey = assert_success(&run(&["audit", "pubkey"]));
     let key = vault_client::audit::unhex(pubkey.trim()).unwrap();

@@ -1,32 +1,7 @@
 //! vaultctl against a live vaultd.
 
-use std::io::Write;
 use std::process::{Command, Output, Stdio};
-use vault_tests::{CORE_ROLE, TestVault, assert_success, bin, outcome};
-
-fn vaultctl(vault: &TestVault, token: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(bin("vaultctl-under-test"));
-    cmd.env("VAULT_ADDR", &vault.addr)
-        .env("VAULT_TOKEN", token)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
-    let mut child = cmd.spawn().unwrap();
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
+use vault_tests::{CORE_ROLE, TestVault, assert_success, bin, outcome, vaultctl};
 
 #[track_caller]
 fn json(out: &Output) -> serde_json::Value {
