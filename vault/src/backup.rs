@@ -527,7 +527,7 @@ pub fn check(root: &Root, from: &Path, journals: &[PathBuf]) -> Result<Checked, 
 /// revocation journal names, so that what was erased or revoked after the
 /// backup stays so.
 pub async fn restore(store: &dyn Store, checked: Checked) -> Result<Restored, BackupError> {
-    if keyring::is_initialised(store)? || !store.scan_prefix(b"", 1)?.is_empty() {
+    if crate::keystore::is_initialised(store)? || !store.scan_prefix(b"", 1)?.is_empty() {
         return Err(BackupError::Refused(
             "the data directory is not empty: restore only into an empty one",
         ));

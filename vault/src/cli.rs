@@ -1,6 +1,7 @@
 //! The `vaultd` command line: `serve` (the default) and `init`.
 
 use crate::config::{Config, LogFormat, Overrides};
+use crate::server::{self, StartError};
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
@@ -134,58 +135,6 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + 
     }
 }
 
-/// Reloads the access policy on every SIGHUP (a bad policy is logged and the
-/// running one stays).
-fn reload_on_sighup(
-    policy: std::sync::Arc<crate::policy::PolicyEngine>,
-    audit: std::sync::Arc<crate::audit::AuditLog>,
-) -> std::io::Result<Option<tokio::task::JoinHandle<()>>> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hup = signal(SignalKind::hangup())?;
-        // Weak: a sealed vault's keys must not stay alive for this task.
-        let (policy, audit) = (
-            std::sync::Arc::downgrade(&policy),
-            std::sync::Arc::downgrade(&audit),
-        );
-        Ok(Some(tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                let (Some(policy), Some(audit)) = (policy.upgrade(), audit.upgrade()) else {
-                    break;
-                };
-                let outcome = tokio::task::spawn_blocking(move || {
-                    crate::api::reload_policy(&policy, "SIGHUP")
-                })
-                .await;
-                let (ok, detail) = match outcome {
-                    Ok(Ok(s)) => (true, format!("{} policies", s.policies)),
-                    Ok(Err(e)) => (
-                        false,
-                        format!("{} problem(s); the running policy stays", e.problems.len()),
-                    ),
-                    Err(_) => (false, "reload task failed".to_owned()),
-                };
-                let ev = crate::audit::AuditEvent {
-                    event_type: "policy_reload".into(),
-                    principal: "SIGHUP".into(),
-                    outcome: if ok { "ok" } else { "invalid" }.into(),
-                    detail,
-                    ..Default::default()
-                };
-                if let Err(e) = audit.append(vec![ev]) {
-                    tracing::error!(error = %e, "could not write the policy_reload audit event");
-                }
-            }
-        })))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (policy, audit);
-        Ok(None)
-    }
-}
-
 /// Runs `vaultd` with the process's arguments and environment.
 pub fn main() -> ExitCode {
     // Everything the vault creates (sled's files, audit segments, subject
@@ -219,10 +168,10 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result: Result<(), crate::StartError> = runtime.block_on(async move {
+    let result: Result<(), StartError> = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Check => {
-                let schema = std::sync::Arc::new(crate::load_schema(&config)?);
+                let schema = std::sync::Arc::new(server::load_schema(&config)?);
                 let policy = crate::policy::PolicyEngine::load(config.policy_dir.clone(), schema)?;
                 eprintln!(
                     "vaultd: configuration, schema and access policy ({} policies) are valid",
@@ -235,9 +184,9 @@ pub fn main() -> ExitCode {
                 threshold: Some(k),
                 shares_dir,
             } => {
-                let done = crate::seal::init(&config, n, k, &shares_dir).await?;
+                let done = server::seal::init(&config, n, k, &shares_dir).await?;
                 if let Some(token) = &done.bootstrap {
-                    crate::print_bootstrap(token);
+                    server::print_bootstrap(token);
                 }
                 eprintln!(
                     "vaultd: initialised {} under a root key split into {n} shares, {k} needed to unseal:",
@@ -252,7 +201,7 @@ pub fn main() -> ExitCode {
             Command::Init { .. } => {
                 let mut c = config;
                 c.init_if_missing = true;
-                let engine = crate::open_engine(&c, None).await?;
+                let engine = server::open_engine(&c, None).await?;
                 engine.store().flush()?;
                 eprintln!(
                     "vaultd: initialised {} (root key file {})",
@@ -262,17 +211,17 @@ pub fn main() -> ExitCode {
                 Ok(())
             }
             Command::Officer { name, ttl } => {
-                let unsealed = match crate::seal::read_config(&config)? {
-                    Some(sc) => Some(crate::seal::unseal_from_lines(&config, &sc, std::io::stdin().lock())?),
+                let unsealed = match server::seal::read_config(&config)? {
+                    Some(sc) => Some(server::seal::unseal_from_lines(&config, &sc, std::io::stdin().lock())?),
                     None => None,
                 };
-                let mut vault = crate::Vault::open_with(config, unsealed).await?;
+                let mut vault = server::Vault::open_with(config, unsealed).await?;
                 if let Some(token) = vault.take_bootstrap_token() {
-                    crate::print_bootstrap(&token);
+                    server::print_bootstrap(&token);
                 }
                 let token = vault.issue_officer(&name, ttl).await?;
                 let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{}{}", crate::OFFICER_LINE_PREFIX, token.expose());
+                let _ = writeln!(out, "{}{}", server::OFFICER_LINE_PREFIX, token.expose());
                 let _ = out.flush();
                 eprintln!("vaultd: issued a privacy officer token to {name} (audited); it approves grants of data roles");
                 Ok(())
@@ -282,13 +231,10 @@ pub fn main() -> ExitCode {
                 journal,
                 share,
             } => {
-                let failed = |e: crate::backup::BackupError| {
-                    crate::StartError::Serve(format!("restore: {e}"))
-                };
                 // Everything is checked before the data directory is opened
                 // (or made): a refused backup leaves it as it was.
-                let root = crate::backup::restore_root(&config, &share).map_err(failed)?;
-                let checked = crate::backup::check(&root, &from, &journal).map_err(failed)?;
+                let root = crate::backup::restore_root(&config, &share)?;
+                let checked = crate::backup::check(&root, &from, &journal)?;
                 drop(root);
                 let store = crate::store::sled::SledStore::open(
                     &config.data_dir,
@@ -297,7 +243,7 @@ pub fn main() -> ExitCode {
                 )?;
                 let result = crate::backup::restore(&store, checked).await;
                 store.close()?;
-                let r = result.map_err(failed)?;
+                let r = result?;
                 eprintln!(
                     "vaultd: restored {} subjects and {} entries from {} into {}; journals: {} entries added, {} subjects erased again, {} credentials revoked again",
                     r.backup.records,
@@ -313,67 +259,10 @@ pub fn main() -> ExitCode {
             Command::Serve => {
                 let listener = tokio::net::TcpListener::bind(config.listen_addr)
                     .await
-                    .map_err(|e| {
-                        crate::StartError::Serve(format!(
-                            "cannot listen on {}: {e}",
-                            config.listen_addr
-                        ))
-                    })?;
-                let shutdown = shutdown_signal()
-                    .map_err(|e| crate::StartError::Serve(format!("cannot handle signals: {e}")))?;
-                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-                tokio::spawn(async move {
-                    shutdown.await;
-                    let _ = stop_tx.send(true);
-                });
-                let listener = std::sync::Arc::new(listener);
-                // One line on stdout that scripts and tests wait for, once.
-                let mut announced = false;
-                let mut announce = || {
-                    if !announced && let Ok(addr) = listener.local_addr() {
-                        let mut out = std::io::stdout().lock();
-                        let _ = writeln!(out, "vaultd listening on {addr}");
-                        let _ = out.flush();
-                        announced = true;
-                    }
-                };
-                let shares = crate::seal::read_config(&config)?;
-                loop {
-                    // A vault initialised with shares starts sealed, and
-                    // returns to it when an operator seals it.
-                    let unsealed = match &shares {
-                        Some(sc) => {
-                            announce();
-                            match crate::seal::serve_sealed(
-                                &config,
-                                sc.clone(),
-                                listener.clone(),
-                                stop_rx.clone(),
-                            )
-                            .await?
-                            {
-                                Some(u) => Some(u),
-                                None => return Ok(()),
-                            }
-                        }
-                        None => None,
-                    };
-                    let mut vault = crate::Vault::open_with(config.clone(), unsealed).await?;
-                    let sighup = reload_on_sighup(vault.policy(), vault.audit())
-                        .map_err(|e| crate::StartError::Serve(format!("cannot handle signals: {e}")))?;
-                    if let Some(token) = vault.take_bootstrap_token() {
-                        crate::print_bootstrap(&token);
-                    }
-                    announce();
-                    let served = vault.serve_shared(listener.clone(), stop_rx.clone()).await;
-                    if let Some(h) = sighup {
-                        h.abort();
-                    }
-                    match served? {
-                        crate::Served::Sealed if shares.is_some() => continue,
-                        _ => return Ok(()),
-                    }
-                }
+                    .map_err(|e| StartError::io(format!("cannot listen on {}", config.listen_addr), e))?;
+                let shutdown =
+                    shutdown_signal().map_err(|e| StartError::io("cannot handle signals", e))?;
+                server::run(config, listener, shutdown).await
             }
         }
     });

@@ -241,11 +241,11 @@ impl Shared {
     }
 
     /// `ev` as the engine should write it with a write's data.
-    pub(crate) fn audited<'a>(&'a self, ev: &AuditEvent) -> crate::engine::Audited<'a> {
+    pub(crate) fn audited<'a>(&'a self, ev: &AuditEvent) -> crate::model::Audited<'a> {
         let mut event = ev.clone();
         event.outcome = "ok".into();
-        crate::engine::Audited {
-            log: &self.audit,
+        crate::model::Audited {
+            journal: self.audit.as_ref(),
             event,
         }
     }
@@ -377,21 +377,6 @@ impl tonic::service::Interceptor for AuthInterceptor {
             }
         }
     }
-}
-
-/// Writes the summary events of failed authentications whose window has
-/// ended, checking every second until `stop`.
-pub fn spawn_throttle_summaries(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => write_throttle_summaries(&shared, false),
-                _ = stop.wait_for(|s| *s) => break,
-            }
-        }
-    });
 }
 
 /// Writes the summary events of failed authentications of the windows that

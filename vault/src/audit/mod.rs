@@ -12,16 +12,17 @@
 //! writer thread writes the buffer to the current segment and syncs it
 //! (group commit: every request waiting shares one `fdatasync`). A read
 //! waits for its event before answering; a write waits for its event
-//! before it changes any data ([`AuditLog::record_then`]), so a change that
+//! before it changes any data (the [`Journal`] it implements), so a change that
 //! survives a crash never lacks its event.
 
 pub mod bound;
 pub mod recovery;
 pub mod segments;
 
-use crate::crypto::keys::AuditKey;
-use crate::engine::Engine;
+use crate::crypto::keys::{AuditKey, CheckpointKey};
 use crate::error::{Error, Result};
+use crate::model::Clock;
+use crate::model::journal::{BoxFuture, Journal};
 use segments::{End, Segment};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -311,9 +312,20 @@ impl State {
     }
 }
 
+/// The two keys of the trail: the MAC key of every record and the
+/// signing key of checkpoints (both derived from the root key's seed).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    /// Authenticates each record's chain hash.
+    pub mac: Arc<AuditKey>,
+    /// Signs checkpoints (Ed25519); its public half verifies exports.
+    pub checkpoint: Arc<CheckpointKey>,
+}
+
 struct Inner {
     dir: PathBuf,
-    engine: Arc<Engine>,
+    keys: Keys,
+    clock: Arc<dyn Clock>,
     settings: Settings,
     state: Mutex<State>,
     wake: Condvar,
@@ -340,26 +352,23 @@ fn poisoned<T>(_: T) -> Error {
 }
 
 /// A signed checkpoint of event `seq` with chain hash `hash`, made at `now`.
-fn signed(engine: &Engine, seq: u64, hash: &[u8], now: i64) -> Checkpoint {
+fn signed(key: &CheckpointKey, seq: u64, hash: &[u8], now: i64) -> Checkpoint {
     Checkpoint {
         seq,
         hash: hash.to_vec(),
-        signature: engine
-            .keyring()
-            .checkpoint()
-            .sign(&checkpoint_message(seq, hash)),
+        signature: key.sign(&checkpoint_message(seq, hash)),
         time_unix_micros: now,
         ..Default::default()
     }
 }
 
 /// A checkpoint event signing the event before it.
-fn checkpoint_event(engine: &Engine, seq: u64, hash: &[u8; 32], now: i64) -> AuditEvent {
+fn checkpoint_event(key: &CheckpointKey, seq: u64, hash: &[u8; 32], now: i64) -> AuditEvent {
     AuditEvent {
         event_type: "checkpoint".into(),
         principal: "vaultd".into(),
         outcome: "ok".into(),
-        checkpoint: Some(signed(engine, seq, hash, now)),
+        checkpoint: Some(signed(key, seq, hash, now)),
         ..Default::default()
     }
 }
@@ -402,7 +411,7 @@ impl Inner {
     /// first brought within the trail's limits ([`bound::bound`]: an event
     /// with more items than fit goes on in further events, numbered too).
     fn push(&self, st: &mut State, events: Vec<AuditEvent>, now: i64) -> Vec<u64> {
-        let key = self.engine.keyring().audit();
+        let key = &self.keys.mac;
         let mut seqs = Vec::with_capacity(events.len());
         for mut e in events {
             hoist_subject(&mut e);
@@ -451,7 +460,7 @@ impl Inner {
                         .unwrap_or(i64::MAX)
                         .saturating_mul(1_000_000));
         if due && st.head.seq > 0 {
-            let e = checkpoint_event(&self.engine, st.head.seq, &st.head.hash, now);
+            let e = checkpoint_event(&self.keys.checkpoint, st.head.seq, &st.head.hash, now);
             let seqs = self.push(st, vec![e], now);
             st.last_checkpoint = (seqs.last().copied().unwrap_or(0), now);
         }
@@ -474,7 +483,7 @@ impl Inner {
                 "audit trail: too many events waiting for the disk".into(),
             ));
         }
-        let now = self.engine.clock().now_micros();
+        let now = self.clock.now_micros();
         let seqs = self.push(&mut st, events, now);
         if let (Some(tx), Some(&seq)) = (waiter, seqs.last()) {
             // Sequence numbers and deadlines only grow under this lock: the
@@ -497,7 +506,7 @@ impl Inner {
     /// Removes the segments wholly older than the retention, leaving a
     /// signed anchor, and writes an `audit_prune` event.
     fn prune(&self) -> Result<u64> {
-        let now = self.engine.clock().now_micros();
+        let now = self.clock.now_micros();
         let cutoff =
             now.saturating_sub(i64::from(self.settings.retention_days).saturating_mul(DAY_MICROS));
         let victims: Vec<Segment> = {
@@ -513,7 +522,7 @@ impl Inner {
         let (Some(first), Some(last)) = (victims.first(), victims.last()) else {
             return Ok(0);
         };
-        let anchor = signed(&self.engine, last.last_seq, &last.last_hash, now);
+        let anchor = signed(&self.keys.checkpoint, last.last_seq, &last.last_hash, now);
         // The anchor first: a crash before the files are gone leaves
         // segments the next start removes (they end at or before it).
         segments::write_synced(
@@ -619,7 +628,7 @@ fn writer(inner: Arc<Inner>, mut next_number: u64) {
             return;
         };
         // A timed checkpoint whether the trail is busy or idle.
-        let now = inner.engine.clock().now_micros();
+        let now = inner.clock.now_micros();
         inner.checkpoint_if_due(&mut st, now, false);
         while st.pending.is_empty() && !st.closing {
             st.writer_idle = true;
@@ -629,7 +638,7 @@ fn writer(inner: Arc<Inner>, mut next_number: u64) {
             st = g;
             st.writer_idle = false;
             if timeout.timed_out() {
-                let now = inner.engine.clock().now_micros();
+                let now = inner.clock.now_micros();
                 inner.checkpoint_if_due(&mut st, now, false);
                 if last_prune.elapsed() >= PRUNE_EVERY {
                     break;
@@ -734,7 +743,7 @@ fn writer(inner: Arc<Inner>, mut next_number: u64) {
                     st.refused.clear();
                     st.refused_total = 0;
                     st.refused_unnumbered = 0;
-                    let now = inner.engine.clock().now_micros();
+                    let now = inner.clock.now_micros();
                     inner.push(
                         &mut st,
                         vec![system_event("audit_refused", "ok", detail)],
@@ -810,7 +819,7 @@ impl AuditLog {
     /// cuts a torn end, finishes an interrupted pruning, prunes, and starts
     /// the writer. A trail damaged anywhere else is refused
     /// ([`Error::AuditDamaged`], naming where; see [`recovery`]).
-    pub fn open(engine: Arc<Engine>, dir: &Path, settings: Settings) -> Result<Self> {
+    pub fn open(dir: &Path, settings: Settings, keys: Keys, clock: Arc<dyn Clock>) -> Result<Self> {
         let io = segments::io;
         if !dir.exists() {
             std::fs::create_dir_all(dir).map_err(|e| io("creating its directory", e))?;
@@ -827,11 +836,12 @@ impl AuditLog {
             head,
             next_number,
             notes,
-        } = recovery::recover(&engine, dir, anchor.as_ref())?;
-        let now = engine.clock().now_micros();
+        } = recovery::recover(&keys, dir, anchor.as_ref())?;
+        let now = clock.now_micros();
         let inner = Arc::new(Inner {
             dir: dir.to_owned(),
-            engine,
+            keys,
+            clock,
             settings,
             state: Mutex::new(State {
                 head,
@@ -894,40 +904,11 @@ impl AuditLog {
         )))
     }
 
-    /// Makes `event` durable, then runs `write`: a change is never made
-    /// without its event. If `write` fails, a `write_failed` event follows,
-    /// naming the first.
-    pub async fn record_then<T>(
-        &self,
-        event: AuditEvent,
-        write: impl std::future::Future<Output = Result<T>>,
-    ) -> Result<T> {
-        let seqs = self.record(vec![event]).await?;
-        match write.await {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                let ev = system_event(
-                    "write_failed",
-                    "error",
-                    format!(
-                        "the change of event {} was not made: {:?}",
-                        seqs.first().copied().unwrap_or(0),
-                        e.code()
-                    ),
-                );
-                if let Err(a) = self.append(vec![ev]) {
-                    tracing::error!(error = %a, "could not write a write_failed audit event");
-                }
-                Err(e)
-            }
-        }
-    }
-
     /// Writes a checkpoint (if anything happened since the last), waits
     /// for everything to be written, and stops the writer.
     pub fn close(&self) {
         if let Ok(mut st) = self.inner.state.lock() {
-            let now = self.inner.engine.clock().now_micros();
+            let now = self.inner.clock.now_micros();
             self.inner.checkpoint_if_due(&mut st, now, true);
             st.closing = true;
         }
@@ -1017,7 +998,7 @@ impl AuditLog {
                 head: prev,
             });
         }
-        let key = self.inner.engine.keyring().audit();
+        let key = &self.inner.keys.mac;
         let mut c = ChainChecker::new(after + 1, prev, Some(key), Some(&public));
         let mut bad = None;
         self.scan_after(after, 0, |item| {
@@ -1046,7 +1027,7 @@ impl AuditLog {
         };
         let mut q = q.clone();
         if q.since_unix_micros == 0 && q.until_unix_micros == 0 {
-            q.since_unix_micros = self.inner.engine.clock().now_micros().saturating_sub(
+            q.since_unix_micros = self.inner.clock.now_micros().saturating_sub(
                 i64::from(self.inner.settings.query_days).saturating_mul(DAY_MICROS),
             );
         }
@@ -1132,7 +1113,7 @@ impl AuditLog {
         mut f: impl FnMut(AuditRecord, AuditEvent) -> Result<bool>,
     ) -> Result<(u64, [u8; 32])> {
         let public = self.public_key();
-        let key = self.inner.engine.keyring().audit();
+        let key = &self.inner.keys.mac;
         let mut c = ChainChecker::new(range.after + 1, range.prev, Some(key), Some(&public));
         let mut stopped = false;
         if range.through > range.after {
@@ -1171,20 +1152,16 @@ impl AuditLog {
     /// `(seq, hash)` and an export signature binding the export's start to
     /// it ([`vault_proto::audit::export_message`]).
     pub fn export_checkpoint(&self, range: &ExportRange, seq: u64, hash: &[u8]) -> Checkpoint {
-        let engine = &self.inner.engine;
-        let now = engine.clock().now_micros();
-        let mut c = signed(engine, seq, hash, now);
-        c.export_signature =
-            engine
-                .keyring()
-                .checkpoint()
-                .sign(&vault_proto::audit::export_message(
-                    range.after,
-                    &range.prev,
-                    seq,
-                    hash,
-                    now,
-                ));
+        let key = &self.inner.keys.checkpoint;
+        let now = self.inner.clock.now_micros();
+        let mut c = signed(key, seq, hash, now);
+        c.export_signature = key.sign(&vault_proto::audit::export_message(
+            range.after,
+            &range.prev,
+            seq,
+            hash,
+            now,
+        ));
         c.start_after_seq = range.after;
         c.start_prev_hash = range.prev.to_vec();
         c
@@ -1192,7 +1169,7 @@ impl AuditLog {
 
     /// The checkpoint public key.
     pub fn public_key(&self) -> Vec<u8> {
-        self.inner.engine.keyring().checkpoint().public()
+        self.inner.keys.checkpoint.public()
     }
 
     /// The sequence number of the last appended event.
@@ -1214,3 +1191,26 @@ impl AuditLog {
 
 #[cfg(test)]
 mod tests;
+
+/// The trail is where the vault's changes are journaled: an event durable
+/// before its change, and a `write_failed` event after a change that was
+/// not made.
+impl Journal for AuditLog {
+    fn durable(&self, event: AuditEvent) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move {
+            let seqs = self.record(vec![event]).await?;
+            Ok(seqs.first().copied().unwrap_or(0))
+        })
+    }
+
+    fn write_failed(&self, seq: u64, error: &Error) {
+        let ev = system_event(
+            "write_failed",
+            "error",
+            format!("the change of event {seq} was not made: {:?}", error.code()),
+        );
+        if let Err(a) = self.append(vec![ev]) {
+            tracing::error!(error = %a, "could not write a write_failed audit event");
+        }
+    }
+}

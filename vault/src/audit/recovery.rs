@@ -18,7 +18,6 @@
 
 use super::segments::{self, End, Segment};
 use super::{ChainChecker, Checkpoint, Mark, verify_checkpoint};
-use crate::engine::Engine;
 use crate::error::{Error, Result};
 use std::path::Path;
 
@@ -65,12 +64,12 @@ fn ends_cleanly(last: &str, before_last: &str) -> bool {
 
 /// Reads and checks every segment in `dir` (see the module documentation).
 pub(super) fn recover(
-    engine: &Engine,
+    keys: &super::Keys,
     dir: &Path,
     anchor: Option<&Checkpoint>,
 ) -> Result<Recovered> {
-    let key = engine.keyring().audit();
-    let public = engine.keyring().checkpoint().public();
+    let key = &*keys.mac;
+    let public = keys.checkpoint.public();
     let (start_seq, start_hash) = match anchor {
         Some(a) => {
             let hash: [u8; 32] = a.hash.as_slice().try_into().map_err(|_| {

@@ -1,8 +1,45 @@
 use super::*;
 use prost::Message;
 
-async fn engine(dir: &Path) -> Arc<Engine> {
-    crate::engine::test_engine(dir).await
+/// What a trail opens with: its two keys and a clock (no engine, no store).
+#[derive(Debug, Clone)]
+struct Env {
+    keys: Keys,
+    clock: Arc<dyn Clock>,
+}
+
+impl Env {
+    fn keyring(&self) -> &Keys {
+        &self.keys
+    }
+
+    fn open(&self, dir: &Path, settings: Settings) -> Result<AuditLog> {
+        AuditLog::open(dir, settings, self.keys.clone(), self.clock.clone())
+    }
+}
+
+impl Keys {
+    fn audit(&self) -> &AuditKey {
+        &self.mac
+    }
+
+    fn checkpoint(&self) -> &CheckpointKey {
+        &self.checkpoint
+    }
+}
+
+/// Keys from a fresh random seed, and the system clock.
+async fn engine(_dir: &Path) -> Env {
+    let seed = crate::crypto::keys::DerivationSeed::from_bytes(
+        &crate::crypto::random_array::<32>().unwrap(),
+    );
+    Env {
+        keys: Keys {
+            mac: Arc::new(AuditKey::derive(&seed)),
+            checkpoint: Arc::new(CheckpointKey::derive(&seed).unwrap()),
+        },
+        clock: Arc::new(crate::model::SystemClock),
+    }
 }
 
 fn event(i: u64) -> AuditEvent {
@@ -24,11 +61,11 @@ fn settings() -> Settings {
 
 /// A new trail holding events 1 to `n`: its directory (kept alive), its
 /// path, its engine and the open log.
-async fn trail_of(n: u64) -> (tempfile::TempDir, PathBuf, Arc<Engine>, AuditLog) {
+async fn trail_of(n: u64) -> (tempfile::TempDir, PathBuf, Env, AuditLog) {
     let dir = tempfile::tempdir().unwrap();
     let trail = dir.path().join("audit");
     let e = engine(dir.path()).await;
-    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    let log = e.open(&trail, settings()).unwrap();
     log.record((1..=n).map(event).collect()).await.unwrap();
     (dir, trail, e, log)
 }
@@ -79,11 +116,11 @@ async fn the_chain_continues_across_reopen_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let trail = dir.path().join("audit");
     let e = engine(dir.path()).await;
-    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    let log = e.open(&trail, settings()).unwrap();
     let seqs = log.record((1..=5).map(event).collect()).await.unwrap();
     assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
     log.close();
-    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    let log = e.open(&trail, settings()).unwrap();
     // close() wrote a checkpoint as event 6.
     assert_eq!(log.head_seq(), 6);
     assert!(!log.startup_notes().is_empty(), "no vault_stop: noted");
@@ -115,7 +152,7 @@ async fn a_torn_end_is_set_aside_and_the_chain_goes_on() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3]);
     std::fs::write(&path, bytes).unwrap();
-    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    let log = e.open(&trail, settings()).unwrap();
     assert!(
         log.startup_notes().iter().any(|n| n.contains("set aside")),
         "{:?}",
@@ -163,7 +200,7 @@ async fn a_zero_tail_left_by_a_crash_is_cut_and_a_write_torn_inside_it_set_aside
     let mut bytes = good.clone();
     bytes.resize(good.len() + 100_000, 0);
     std::fs::write(&path, &bytes).unwrap();
-    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    let log = e.open(&trail, settings()).unwrap();
     assert!(
         !log.startup_notes().iter().any(|n| n.contains("set aside")),
         "{:?}",
@@ -188,7 +225,7 @@ async fn a_zero_tail_left_by_a_crash_is_cut_and_a_write_torn_inside_it_set_aside
     bytes.resize(boundary, 0xAB);
     bytes.resize(good.len() + 100_000, 0);
     std::fs::write(&path, &bytes).unwrap();
-    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    let log = e.open(&trail, settings()).unwrap();
     assert!(
         log.startup_notes().iter().any(|n| n.contains("set aside")),
         "{:?}",
@@ -209,15 +246,15 @@ async fn a_request_is_refused_in_time_while_the_writer_is_stuck() {
     let trail = dir.path().join("audit");
     let e = engine(dir.path()).await;
     let timeout = Duration::from_millis(300);
-    let log = AuditLog::open(
-        e.clone(),
-        &trail,
-        Settings {
-            timeout,
-            ..settings()
-        },
-    )
-    .unwrap();
+    let log = e
+        .open(
+            &trail,
+            Settings {
+                timeout,
+                ..settings()
+            },
+        )
+        .unwrap();
     let fifo = segments::segment_path(&trail, 1);
     let made = std::process::Command::new("mkfifo")
         .arg(&fifo)
@@ -260,7 +297,7 @@ async fn pci_10_3_any_change_is_found_at_the_first_bad_event() {
     // it for verify to name: issue 17 forbids starting on damage).
     let online = |rs: &[AuditRecord]| {
         rewrite(&trail, rs);
-        match AuditLog::open(e.clone(), &trail, settings()) {
+        match e.open(&trail, settings()) {
             Ok(log) => {
                 let bad = log.verify().unwrap().first_bad.map(|b| b.0);
                 drop(log);
@@ -351,15 +388,15 @@ async fn a_checkpoint_follows_within_its_interval_even_when_busy() {
     let dir = tempfile::tempdir().unwrap();
     let trail = dir.path().join("audit");
     let e = engine(dir.path()).await;
-    let log = AuditLog::open(
-        e.clone(),
-        &trail,
-        Settings {
-            checkpoint_secs: 1,
-            ..settings()
-        },
-    )
-    .unwrap();
+    let log = e
+        .open(
+            &trail,
+            Settings {
+                checkpoint_secs: 1,
+                ..settings()
+            },
+        )
+        .unwrap();
     // An event every 100 ms: the writer never sits idle for a second.
     for i in 0..25 {
         log.record(vec![event(i)]).await.unwrap();
@@ -415,7 +452,7 @@ async fn an_oversized_frame_in_the_middle_is_damage_not_a_torn_end() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[offset as usize..offset as usize + 4].copy_from_slice(&(3u32 << 20).to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
-    let msg = damaged(AuditLog::open(e.clone(), &trail, settings()));
+    let msg = damaged(e.open(&trail, settings()));
     assert!(
         msg.contains(&format!(
             "seg-000000000001.log at byte offset {offset}, where event 4 should be"
@@ -442,7 +479,7 @@ async fn a_changed_last_event_is_damage() {
     bytes[at] ^= 0x01;
     bytes.resize(bytes.len() + 10_000, 0);
     std::fs::write(&path, &bytes).unwrap();
-    let msg = damaged(AuditLog::open(e.clone(), &trail, settings()));
+    let msg = damaged(e.open(&trail, settings()));
     assert!(
         msg.contains(&format!("at byte offset {offset}, where event 4 should be")),
         "{msg}"
@@ -467,7 +504,7 @@ async fn a_gap_before_a_good_event_is_damage() {
         *b = 0;
     }
     std::fs::write(&path, &bytes).unwrap();
-    let msg = damaged(AuditLog::open(e.clone(), &trail, settings()));
+    let msg = damaged(e.open(&trail, settings()));
     assert!(
         msg.contains(&format!("at byte offset {offset}, where event 2 should be")),
         "{msg}"
@@ -485,7 +522,7 @@ async fn damage_is_set_aside_only_where_the_operator_names_it() {
     log.close();
     drop(log);
     // A second segment after the damaged one.
-    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    let log = e.open(&trail, settings()).unwrap();
     log.record(vec![event(50), event(51)]).await.unwrap();
     log.close();
     drop(log);
@@ -502,7 +539,7 @@ async fn damage_is_set_aside_only_where_the_operator_names_it() {
         "seg-000000000001.log:1\n",
     )
     .unwrap();
-    let msg = damaged(AuditLog::open(e.clone(), &trail, settings()));
+    let msg = damaged(e.open(&trail, settings()));
     assert!(
         msg.contains("names \"seg-000000000001.log:1\", not this place"),
         "{msg}"
@@ -518,7 +555,7 @@ async fn damage_is_set_aside_only_where_the_operator_names_it() {
         format!("seg-000000000001.log:{offset}\n"),
     )
     .unwrap();
-    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    let log = e.open(&trail, settings()).unwrap();
     let notes = log.startup_notes().join("; ");
     assert!(notes.contains("by the operator's decision"), "{notes}");
     assert!(notes.contains("where event 3 should be"), "{notes}");
@@ -540,7 +577,7 @@ async fn damage_is_set_aside_only_where_the_operator_names_it() {
     log.close();
     drop(log);
     // And it opens again, without any decision.
-    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    let log = e.open(&trail, settings()).unwrap();
     assert_eq!(log.verify().unwrap().first_bad, None);
 }
 
@@ -552,7 +589,7 @@ async fn pci_10_3_no_event_exceeds_the_frame_limit() {
     let dir = tempfile::tempdir().unwrap();
     let trail = dir.path().join("audit");
     let e = engine(dir.path()).await;
-    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    let log = e.open(&trail, settings()).unwrap();
     let huge = "p".repeat(3 << 20);
     let mut big = event(1);
     big.principal = huge.clone();
@@ -573,7 +610,7 @@ async fn pci_10_3_no_event_exceeds_the_frame_limit() {
     for (_, r) in frames(&path) {
         assert!(r.len() <= bound::MAX_EVENT_BYTES + 128, "{}", r.len());
     }
-    let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+    let log = e.open(&trail, settings()).unwrap();
     assert!(
         !log.startup_notes().iter().any(|n| n.contains("set aside")),
         "{:?}",
@@ -648,7 +685,7 @@ fn any_segment_bytes_open_verified_or_are_refused() {
     let e = rt.block_on(engine(dir.path()));
     let good = {
         let trail = dir.path().join("good");
-        let log = AuditLog::open(e.clone(), &trail, settings()).unwrap();
+        let log = e.open(&trail, settings()).unwrap();
         rt.block_on(log.record((1..=3).map(event).collect()))
             .unwrap();
         log.close();
@@ -669,7 +706,7 @@ fn any_segment_bytes_open_verified_or_are_refused() {
         bytes.truncate(bytes.len().saturating_sub(cut));
         bytes.extend_from_slice(&junk);
         std::fs::write(segments::segment_path(&trail, 1), &bytes).unwrap();
-        match AuditLog::open(e.clone(), &trail, settings()) {
+        match e.open(&trail, settings()) {
             Ok(log) => {
                 prop_assert_eq!(log.verify().unwrap().first_bad, None);
                 drop(log);

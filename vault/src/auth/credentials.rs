@@ -19,9 +19,11 @@
 //! revocation does not bring the token back.
 
 use super::{AuthMethod, Principal};
+use crate::crypto::keys::CredentialKey;
 use crate::crypto::{ct_eq, random_array};
-use crate::engine::{Audited, Engine};
 use crate::error::{Error, Result};
+use crate::model::journal::{self, Audited};
+use crate::store::Store;
 use crate::store::{Batch, keys};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -280,7 +282,8 @@ impl Issued {
 
 /// The issued credentials.
 pub struct CredentialStore {
-    engine: Arc<Engine>,
+    store: Arc<dyn Store>,
+    key: Arc<CredentialKey>,
     records: RwLock<HashMap<String, Issued>>,
     /// Held while a grant is approved or rejected, so one decision counts.
     change: tokio::sync::Mutex<()>,
@@ -293,13 +296,14 @@ impl std::fmt::Debug for CredentialStore {
 }
 
 impl CredentialStore {
-    /// Loads every credential from the engine's store, after replaying the
-    /// revocation journal ([`replay_revocations`]).
-    pub fn open(engine: Arc<Engine>) -> Result<Self> {
-        let (batch, revoked_again) = replay_revocations(engine.store().as_ref())?;
+    /// Loads every credential from `store`, checking each record's MAC
+    /// under `key`, after replaying the revocation journal
+    /// ([`replay_revocations`]).
+    pub fn open(store: Arc<dyn Store>, key: Arc<CredentialKey>) -> Result<Self> {
+        let (batch, revoked_again) = replay_revocations(store.as_ref())?;
         if !batch.is_empty() {
             // Replaying is idempotent: a start that loses this write redoes it.
-            engine.store().apply(batch)?;
+            store.apply(batch)?;
         }
         if revoked_again > 0 {
             tracing::warn!(
@@ -308,17 +312,13 @@ impl CredentialStore {
             );
         }
         let mut records = HashMap::new();
-        for (_, bytes) in engine
-            .store()
-            .scan_prefix(keys::CREDENTIAL_PREFIX, usize::MAX)?
-        {
+        for (_, bytes) in store.scan_prefix(keys::CREDENTIAL_PREFIX, usize::MAX)? {
             let mut r = CredentialRecord::decode(bytes.as_slice())
                 .map_err(|e| Error::Internal(format!("undecodable credential record: {e}")))?;
-            let key = engine.keyring().credential();
             if r.mac.is_empty() {
                 // From before record MACs: a single grant, whatever it says.
                 r.granted_via = VIA_SINGLE.to_owned();
-            } else if !ct_eq(&r.mac, &record_mac(key, &r)) {
+            } else if !ct_eq(&r.mac, &record_mac(&key, &r)) {
                 return Err(Error::Internal(format!(
                     "credential record {} fails its MAC: it was edited outside the vault; restore the data directory from a backup, or and find out who edited it",
                     r.id
@@ -327,7 +327,8 @@ impl CredentialStore {
             records.insert(r.id.clone(), Issued::new(Arc::new(r)));
         }
         Ok(Self {
-            engine,
+            store,
+            key,
             records: RwLock::new(records),
             change: tokio::sync::Mutex::new(()),
         })
@@ -349,7 +350,7 @@ impl CredentialStore {
         let Some((id, secret)) = parse(token) else {
             return Err("malformed");
         };
-        let key = self.engine.keyring().credential();
+        let key = &self.key;
         let Some(Issued { record, principal }) = self.read().get(id).cloned() else {
             return Err("unknown id");
         };
@@ -410,11 +411,7 @@ impl CredentialStore {
         let id = URL_SAFE_NO_PAD.encode(random_array::<12>().map_err(rand_error)?);
         let (hash, text) = if dual {
             let part = Zeroizing::new(random_array::<16>().map_err(rand_error)?);
-            let hash = self
-                .engine
-                .keyring()
-                .credential()
-                .hash(&part_id(&id, 1), part.as_ref());
+            let hash = self.key.hash(&part_id(&id, 1), part.as_ref());
             let text = format!(
                 "{TOKEN_PREFIX}{id}.{}",
                 URL_SAFE_NO_PAD.encode(part.as_ref())
@@ -422,11 +419,7 @@ impl CredentialStore {
             (hash, Zeroizing::new(text))
         } else {
             let secret = Zeroizing::new(random_array::<32>().map_err(rand_error)?);
-            let hash = self
-                .engine
-                .keyring()
-                .credential()
-                .hash(&id, secret.as_ref());
+            let hash = self.key.hash(&id, secret.as_ref());
             let text = format!(
                 "{TOKEN_PREFIX}{id}.{}",
                 URL_SAFE_NO_PAD.encode(secret.as_ref())
@@ -493,12 +486,7 @@ impl CredentialStore {
         }
         let part = Zeroizing::new(random_array::<16>().map_err(rand_error)?);
         let mut record = CredentialRecord::clone(&current);
-        record.approval_hash = self
-            .engine
-            .keyring()
-            .credential()
-            .hash(&part_id(id, 2), part.as_ref())
-            .to_vec();
+        record.approval_hash = self.key.hash(&part_id(id, 2), part.as_ref()).to_vec();
         record.approved_by = approver.to_owned();
         record.approved_at = now;
         record.expires_at = now.saturating_add(i64::try_from(record.ttl_secs).unwrap_or(i64::MAX));
@@ -558,7 +546,7 @@ impl CredentialStore {
         detail: String,
         audit: Option<Audited<'_>>,
     ) -> Result<Arc<CredentialRecord>> {
-        record.mac = record_mac(self.engine.keyring().credential(), &record).to_vec();
+        record.mac = record_mac(&self.key, &record).to_vec();
         if record.revoked_at != 0 {
             batch.put(
                 keys::revoked(&record.id),
@@ -566,14 +554,12 @@ impl CredentialStore {
             );
         }
         batch.put(keys::credential(&record.id), record.encode_to_vec());
-        let write = async { self.engine.store().commit(batch).await.map_err(Error::from) };
-        match audit {
-            None => write.await?,
-            Some(Audited { log, mut event }) => {
-                event.detail = detail;
-                log.record_then(event, write).await?;
-            }
-        }
+        let write = async { self.store.commit(batch).await.map_err(Error::from) };
+        let audit = audit.map(|mut a| {
+            a.event.detail = detail;
+            a
+        });
+        journal::commit(audit, write).await?;
         let record = Arc::new(record);
         self.write()
             .insert(record.id.clone(), Issued::new(record.clone()));
@@ -584,7 +570,7 @@ impl CredentialStore {
     pub async fn bootstrap(&self, now: i64) -> Result<Option<IssuedToken>> {
         // Only on a store that never held a credential: deleting the marker
         // outside the vault does not mint a new operator token.
-        if self.engine.store().get(keys::BOOTSTRAPPED)?.is_some() || !self.read().is_empty() {
+        if self.store.get(keys::BOOTSTRAPPED)?.is_some() || !self.read().is_empty() {
             return Ok(None);
         }
         let mut batch = Batch::new();
@@ -646,9 +632,10 @@ impl CredentialStore {
         let _one = self.change.lock().await;
         let current = self.get(id).ok_or(Error::NotFound("credential"))?;
         if current.revoked_at != 0 {
-            if let Some(Audited { log, mut event }) = audit {
-                event.detail = format!("id {} name {} (already revoked)", current.id, current.name);
-                log.record(vec![event]).await?;
+            if let Some(mut a) = audit {
+                a.event.detail =
+                    format!("id {} name {} (already revoked)", current.id, current.name);
+                journal::commit(Some(a), async { Ok(()) }).await?;
             }
             return Ok(current);
         }

@@ -153,7 +153,7 @@ pub fn expired(mm_yy: &str, now: i64) -> bool {
 
 /// The UTC year and month (1–12) of a Unix time in seconds.
 pub fn year_month(unix_secs: i64) -> (i64, i64) {
-    let (year, month, _) = crate::engine::types::civil_date(unix_secs);
+    let (year, month, _) = crate::model::calendar::civil_date(unix_secs);
     (year, month)
 }
 

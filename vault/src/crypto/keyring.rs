@@ -3,7 +3,9 @@
 //!
 //! KEKs and the derivation seed are created on first start, wrapped by the
 //! root key and stored; later starts unwrap them, which is also how a wrong
-//! root key is detected. Subjects' DEKs are unwrapped on first use and kept in
+//! root key is detected. The keyring does no I/O: it takes the wrapped
+//! material ([`Material`]) and hands back what is to be stored; reading and
+//! writing it is `crate::keystore`'s job. Subjects' DEKs are unwrapped on first use and kept in
 //! an LRU cache of subjects; an evicted DEK is wiped when its last user drops
 //! it. A cached DEK is found only with the wrapped form it came from, so a
 //! subject id used again after an erasure (a new subject, with new keys) can
@@ -15,7 +17,6 @@ use super::keys::{
     KeyEncryptionKey, RootKey,
 };
 use super::{CryptoError, envelope, random_array};
-use crate::store::{Batch, Store, keys};
 use lru::LruCache;
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
@@ -48,9 +49,9 @@ pub enum KeyringError {
     /// The store holds keys in an unexpected shape.
     #[error("the data directory's key records are damaged: {0}")]
     Damaged(&'static str),
-    /// Storage failed.
+    /// Storage failed (the store's own error).
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(Box<dyn std::error::Error + Send + Sync>),
     /// Randomness failed.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
@@ -62,9 +63,9 @@ pub struct Keyring {
     keks: RwLock<BTreeMap<u32, Kek>>,
     active_kek: AtomicU32,
     index: IndexKey,
-    credential: CredentialKey,
-    audit: AuditKey,
-    checkpoint: CheckpointKey,
+    credential: Arc<CredentialKey>,
+    audit: Arc<AuditKey>,
+    checkpoint: Arc<CheckpointKey>,
     backup: BackupKey,
     deks: Mutex<LruCache<String, SubjectDeks>>,
 }
@@ -141,93 +142,106 @@ pub fn backup_key(root: &Root, wrapped_seed: &[u8]) -> Result<BackupKey, Keyring
     Ok(BackupKey::derive(&unwrap_seed(root, wrapped_seed)?))
 }
 
-/// Whether the store already holds vault keys (the data directory is initialised).
-pub fn is_initialised(store: &dyn Store) -> Result<bool, crate::store::StoreError> {
-    Ok(store.get(keys::ACTIVE_KEK)?.is_some())
+/// A KEK as stored: its version, its form wrapped by the root key, and
+/// when it was made (`None`: before creation times were recorded).
+#[derive(Debug, Clone)]
+pub struct WrappedKek {
+    /// The KEK's version.
+    pub version: u32,
+    /// The KEK wrapped by the root key.
+    pub wrapped: Vec<u8>,
+    /// When it was made (Unix seconds).
+    pub created_at: Option<i64>,
+}
+
+/// The wrapped key material a keyring opens from.
+#[derive(Debug, Clone)]
+pub struct Material {
+    /// The version of the KEK that wraps new DEKs.
+    pub active: u32,
+    /// Every KEK not retired.
+    pub keks: Vec<WrappedKek>,
+    /// The derivation seed wrapped by the root key.
+    pub seed: Vec<u8>,
+}
+
+/// A new KEK, wrapped by the root key, to be stored before
+/// [`Keyring::activate`] makes it the active one.
+pub struct NewKek {
+    /// Its version.
+    pub version: u32,
+    /// Its form wrapped by the root key (what is stored).
+    pub wrapped: Vec<u8>,
+    key: Arc<KeyEncryptionKey>,
+}
+
+impl std::fmt::Debug for NewKek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewKek")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Material {
+    /// The material of a new vault under `root`: KEK v1 made `now` and a
+    /// fresh derivation seed.
+    pub fn fresh(root: &Root, now: i64) -> Result<Self, KeyringError> {
+        let kek = Zeroizing::new(random_array::<KEY_LEN>()?);
+        let seed = Zeroizing::new(random_array::<KEY_LEN>()?);
+        Ok(Self {
+            active: 1,
+            keks: vec![WrappedKek {
+                version: 1,
+                wrapped: root.wrap(&kek_context(1), kek.as_ref())?,
+                created_at: Some(now),
+            }],
+            seed: root.wrap(SEED_CONTEXT, seed.as_ref())?,
+        })
+    }
 }
 
 impl Keyring {
-    /// Opens the keyring from `store` under `root`, creating KEK v1 and the
-    /// seed if the store has none yet. A KEK without a recorded creation
-    /// time (made before they were recorded) is taken as created `now`.
-    pub async fn open(
+    /// Opens the keyring from `material` under `root`. A KEK without a
+    /// recorded creation time is taken as created `now`.
+    pub fn open(
         root: Root,
-        store: &dyn Store,
+        material: &Material,
         dek_cache: usize,
         now: i64,
     ) -> Result<Self, KeyringError> {
-        if !is_initialised(store)? {
-            let kek = Zeroizing::new(random_array::<KEY_LEN>()?);
-            let seed = Zeroizing::new(random_array::<KEY_LEN>()?);
-            let mut b = Batch::new();
-            b.put(keys::META_FORMAT, vec![keys::LAYOUT_VERSION]);
-            b.put(keys::kek(1), root.wrap(&kek_context(1), kek.as_ref())?);
-            b.put(keys::SEED, root.wrap(SEED_CONTEXT, seed.as_ref())?);
-            b.put(keys::ACTIVE_KEK, 1u32.to_be_bytes().to_vec());
-            b.put(keys::kek_meta(1), now.to_be_bytes().to_vec());
-            store.commit(b).await?;
-        }
-        let active = store
-            .get(keys::ACTIVE_KEK)?
-            .ok_or(KeyringError::Damaged("no active KEK"))?;
-        let active_kek = u32::from_be_bytes(
-            active
-                .as_slice()
-                .try_into()
-                .map_err(|_| KeyringError::Damaged("active KEK version"))?,
-        );
         let mut keks = BTreeMap::new();
-        for (k, wrapped) in store.scan_prefix(keys::KEK_PREFIX, 100_000)? {
-            let v = k[keys::KEK_PREFIX.len()..]
-                .try_into()
-                .map_err(|_| KeyringError::Damaged("KEK key"))?;
-            let version = u32::from_be_bytes(v);
+        for k in &material.keks {
             let raw = root
-                .unwrap(&kek_context(version), &wrapped)
+                .unwrap(&kek_context(k.version), &k.wrapped)
                 .map_err(|_| KeyringError::WrongRootKey)?;
             let bytes: &[u8; KEY_LEN] = raw
                 .as_slice()
                 .try_into()
                 .map_err(|_| KeyringError::Damaged("KEK length"))?;
-            let created_at = match store.get(&keys::kek_meta(version))? {
-                Some(t) => i64::from_be_bytes(
-                    t.as_slice()
-                        .try_into()
-                        .map_err(|_| KeyringError::Damaged("KEK creation time"))?,
-                ),
-                None => {
-                    let mut b = Batch::new();
-                    b.put(keys::kek_meta(version), now.to_be_bytes().to_vec());
-                    store.commit(b).await?;
-                    now
-                }
-            };
             keks.insert(
-                version,
+                k.version,
                 Kek {
-                    key: Arc::new(KeyEncryptionKey::from_bytes(version, bytes)),
-                    created_at,
+                    key: Arc::new(KeyEncryptionKey::from_bytes(k.version, bytes)),
+                    created_at: k.created_at.unwrap_or(now),
                 },
             );
         }
-        if !keks.contains_key(&active_kek) {
+        if !keks.contains_key(&material.active) {
             return Err(KeyringError::Damaged("active KEK missing"));
         }
-        let wrapped_seed = store
-            .get(keys::SEED)?
-            .ok_or(KeyringError::Damaged("no derivation seed"))?;
-        let seed = unwrap_seed(&root, &wrapped_seed)?;
+        let seed = unwrap_seed(&root, &material.seed)?;
         let index = IndexKey::derive(&seed);
-        let credential = CredentialKey::derive(&seed);
-        let audit = AuditKey::derive(&seed);
-        let checkpoint = CheckpointKey::derive(&seed)?;
+        let credential = Arc::new(CredentialKey::derive(&seed));
+        let audit = Arc::new(AuditKey::derive(&seed));
+        let checkpoint = Arc::new(CheckpointKey::derive(&seed)?);
         let backup = BackupKey::derive(&seed);
         drop(seed);
         let cap = NonZeroUsize::new(dek_cache.max(1)).unwrap_or(NonZeroUsize::MIN);
         Ok(Self {
             root,
             keks: RwLock::new(keks),
-            active_kek: AtomicU32::new(active_kek),
+            active_kek: AtomicU32::new(material.active),
             index,
             credential,
             audit,
@@ -269,24 +283,13 @@ impl Keyring {
         self.keks.read().ok()?.get(&version).map(|k| k.created_at)
     }
 
-    /// Destroys KEK `version` (never the active one): its wrapped form is
-    /// deleted from the store and its key dropped from memory; the store
-    /// records that it was retired. Callers check that nothing is wrapped
-    /// under it any more.
-    pub async fn retire(
-        &self,
-        store: &dyn Store,
-        version: u32,
-        now: i64,
-    ) -> Result<(), KeyringError> {
+    /// Drops KEK `version` (never the active one) from memory, once the
+    /// caller has deleted its wrapped form from the store and checked that
+    /// nothing is wrapped under it any more.
+    pub fn retire(&self, version: u32) -> Result<(), KeyringError> {
         if version == self.active_kek_version() {
             return Err(KeyringError::Damaged("the active KEK cannot be retired"));
         }
-        let mut b = Batch::new();
-        b.delete(keys::kek(version));
-        b.delete(keys::kek_meta(version));
-        b.put(keys::kek_retired(version), now.to_be_bytes().to_vec());
-        store.commit(b).await?;
         self.keks
             .write()
             .map_err(|_| KeyringError::Damaged("keyring lock"))?
@@ -294,47 +297,37 @@ impl Keyring {
         Ok(())
     }
 
-    /// Makes KEK version (highest + 1), wrapped by the root key, the one
-    /// that wraps new DEKs, and records in the store that DEKs wrapped by
-    /// older versions are to be rewrapped ([`keys::REWRAP`]). Callers
-    /// serialise rotations. Returns the new version.
-    pub async fn rotate(&self, store: &dyn Store, now: i64) -> Result<u32, KeyringError> {
-        // Above every version ever made, retired ones included.
-        let retired = store
-            .scan_prefix(keys::KEK_RETIRED_PREFIX, 100_000)?
-            .iter()
-            .filter_map(|(k, _)| {
-                k.get(keys::KEK_RETIRED_PREFIX.len()..)
-                    .and_then(|v| <[u8; 4]>::try_from(v).ok())
-                    .map(u32::from_be_bytes)
-            })
-            .max()
-            .unwrap_or(0);
+    /// Makes a KEK for the next rotation, wrapped by the root key: version
+    /// highest + 1, above every version held and `retired_max`, the highest
+    /// version ever retired. Nothing changes until [`Keyring::activate`].
+    pub fn new_kek(&self, retired_max: u32) -> Result<NewKek, KeyringError> {
         let version = self
             .kek_versions()
             .last()
             .copied()
             .unwrap_or(0)
-            .max(retired)
+            .max(retired_max)
             .checked_add(1)
             .ok_or(KeyringError::Damaged("KEK versions exhausted"))?;
         let raw = Zeroizing::new(random_array::<KEY_LEN>()?);
-        let mut b = Batch::new();
-        b.put(
-            keys::kek(version),
-            self.root.wrap(&kek_context(version), raw.as_ref())?,
-        );
-        b.put(keys::ACTIVE_KEK, version.to_be_bytes().to_vec());
-        b.put(keys::REWRAP, version.to_be_bytes().to_vec());
-        b.put(keys::kek_meta(version), now.to_be_bytes().to_vec());
-        store.commit(b).await?;
+        Ok(NewKek {
+            version,
+            wrapped: self.root.wrap(&kek_context(version), raw.as_ref())?,
+            key: Arc::new(KeyEncryptionKey::from_bytes(version, &raw)),
+        })
+    }
+
+    /// Makes `kek` (stored by the caller) the KEK that wraps new DEKs, as
+    /// made `now`. Returns its version.
+    pub fn activate(&self, kek: NewKek, now: i64) -> Result<u32, KeyringError> {
+        let version = kek.version;
         self.keks
             .write()
             .map_err(|_| KeyringError::Damaged("keyring lock"))?
             .insert(
                 version,
                 Kek {
-                    key: Arc::new(KeyEncryptionKey::from_bytes(version, &raw)),
+                    key: kek.key,
                     created_at: now,
                 },
             );
@@ -366,17 +359,17 @@ impl Keyring {
     }
 
     /// The key that hashes bearer-token secrets.
-    pub fn credential(&self) -> &CredentialKey {
+    pub fn credential(&self) -> &Arc<CredentialKey> {
         &self.credential
     }
 
     /// The key that MACs the audit chain.
-    pub fn audit(&self) -> &AuditKey {
+    pub fn audit(&self) -> &Arc<AuditKey> {
         &self.audit
     }
 
     /// The key that signs audit checkpoints.
-    pub fn checkpoint(&self) -> &CheckpointKey {
+    pub fn checkpoint(&self) -> &Arc<CheckpointKey> {
         &self.checkpoint
     }
 
@@ -461,17 +454,15 @@ impl Keyring {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::sled::{Durability, SledStore};
 
     /// A cached DEK answers only for the wrapped form it came from: a
     /// subject id used again (new keys, same id and version) never gets the
     /// old key, and forgetting a subject drops all of its keys at once.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_cached_dek_is_found_only_with_its_wrapped_form() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), 1 << 20, Durability::Flush).unwrap();
+    #[test]
+    fn a_cached_dek_is_found_only_with_its_wrapped_form() {
         let root = Root::Key(Box::new(RootKey::from_bytes(&[9; 32])));
-        let ring = Keyring::open(root, &store, 16, 0).await.unwrap();
+        let material = Material::fresh(&root, 0).unwrap();
+        let ring = Keyring::open(root, &material, 16, 0).unwrap();
         let (old, old_wrapped) = ring.new_dek("s", 1).unwrap();
         let sealed = old.seal(b"ctx", b"old value").unwrap();
         assert!(Arc::ptr_eq(&ring.dek("s", 1, &old_wrapped).unwrap(), &old));

@@ -72,10 +72,7 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     bool::from(diff.ct_eq(&0))
 }
 
-/// Lower-case hex of `bytes` (file names, share text, fingerprints).
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::model::hex;
 
 /// Fills `N` bytes from the operating system's generator.
 pub fn random_array<const N: usize>() -> Result<[u8; N], CryptoError> {

@@ -3,9 +3,9 @@
 //! the subject supplied data for.
 
 use super::records::{FieldEntry, SubjectRecord};
-use super::types::SubjectId;
 use super::{Engine, open_value};
 use crate::error::{Error, Result};
+use crate::model::SubjectId;
 use crate::store::keys;
 use std::sync::Arc;
 use zeroize::Zeroizing;

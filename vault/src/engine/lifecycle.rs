@@ -2,9 +2,9 @@
 //! erasure by crypto-shredding (GDPR 17).
 
 use super::records::SubjectRecord;
-use super::types::{PolicyVersion, Purpose, SubjectId};
 use super::{Audited, Engine};
 use crate::error::{Error, Result};
+use crate::model::{PolicyVersion, Purpose, SubjectId};
 use crate::store::{Batch, keys};
 use prost::Message;
 use vault_proto::v1::ErasureReceiptBody;
@@ -168,18 +168,16 @@ impl Engine {
         batch.extend(unlink_all(self.store.as_ref(), sid)?);
         batch.extend(shred(sid, &record));
         let write = async { self.store.commit(batch).await.map_err(Error::from) };
-        let result = match audit {
-            None => write.await,
-            Some(Audited { log, mut event }) => {
-                let counts = erasure_detail(&body);
-                event.detail = if event.detail.is_empty() {
-                    counts
-                } else {
-                    format!("{} ({counts})", event.detail)
-                };
-                log.record_then(event, write).await
-            }
-        };
+        let audit = audit.map(|mut a| {
+            let counts = erasure_detail(&body);
+            a.event.detail = if a.event.detail.is_empty() {
+                counts
+            } else {
+                format!("{} ({counts})", a.event.detail)
+            };
+            a
+        });
+        let result = crate::model::journal::commit(audit, write).await;
         // Whatever the outcome, nothing cached may outlive the attempt: no
         // record and no data key (a failed erasure unwraps it again).
         self.cache.forget_subject(sid);

@@ -14,13 +14,18 @@ pub use export::{Companion, ExportedValue, SubjectData, ValueState};
 pub(crate) use lifecycle::replay_erasures;
 pub use rekey::{CompromiseStats, RewrapState, RewrapStats};
 pub use retention::SweepStats;
-pub mod types;
+/// The validated identifiers, by their old path (see [`crate::model`]).
+pub mod types {
+    pub use crate::model::calendar::{civil_date, utc_time};
+    pub use crate::model::ids::*;
+}
 
 use crate::cards::cvv::{CvvVault, Held};
 use crate::crypto::ct_eq;
 use crate::crypto::keyring::Keyring;
 use crate::crypto::keys::DataKey;
 use crate::error::{Error, Result};
+use crate::model::{PolicyVersion, Purpose, SubjectId};
 use crate::policy::Reveal;
 use crate::schema::{FieldDef, Validator};
 use crate::store::{Batch, Store, keys};
@@ -30,8 +35,6 @@ use records::{FieldEntry, SubjectRecord, WrappedDek};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
-use types::{PolicyVersion, Purpose, SubjectId};
 use zeroize::Zeroizing;
 
 /// Number of record cache shards (each behind its own mutex).
@@ -62,65 +65,14 @@ const LOOKUP_PAGE: usize = 256;
 /// taken with a chance of at most the vault's share of the token space).
 const CARD_TOKEN_DRAWS: usize = 32;
 
-/// Where the engine gets the time; tests move it.
-pub trait Clock: Send + Sync + std::fmt::Debug {
-    /// Seconds since the Unix epoch.
-    fn now(&self) -> i64;
+pub use crate::model::{Clock, OffsetClock, SystemClock};
 
-    /// Microseconds since the Unix epoch.
-    fn now_micros(&self) -> i64 {
-        self.now().saturating_mul(1_000_000)
-    }
-}
+pub use crate::model::Audited;
+use crate::model::journal;
+use vault_proto::v1::AuditItem;
 
-/// The operating system's clock.
-#[derive(Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-    }
-
-    fn now_micros(&self) -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-    }
-}
-
-/// The operating system's clock shifted by a fixed number of seconds
-/// (`VAULT_TEST_CLOCK_OFFSET_SECS`: tests and drills only).
-#[derive(Debug)]
-pub struct OffsetClock(pub i64);
-
-impl Clock for OffsetClock {
-    fn now(&self) -> i64 {
-        SystemClock.now().saturating_add(self.0)
-    }
-
-    fn now_micros(&self) -> i64 {
-        SystemClock
-            .now_micros()
-            .saturating_add(self.0.saturating_mul(1_000_000))
-    }
-}
-
-/// A write's audit event and the log to write it to, durable before the
-/// data (see [`crate::audit::AuditLog::record_then`]). The engine fills in
-/// the items it touched.
-#[derive(Debug)]
-pub struct Audited<'a> {
-    /// The audit log.
-    pub log: &'a crate::audit::AuditLog,
-    /// The event so far (who, what, why).
-    pub event: crate::audit::AuditEvent,
-}
-
-fn item(field: &str, token: &str, disclosure: &str, subject: &str) -> crate::audit::AuditItem {
-    crate::audit::AuditItem {
+fn item(field: &str, token: &str, disclosure: &str, subject: &str) -> AuditItem {
+    AuditItem {
         field: field.to_owned(),
         token: token.to_owned(),
         disclosure: disclosure.to_owned(),
@@ -150,7 +102,7 @@ pub struct Collect<'a> {
     /// unchanged).
     pub policy_version: &'a PolicyVersion,
     /// The end of travel, the retention anchor of travel data.
-    pub travel_end: Option<types::TravelEnd>,
+    pub travel_end: Option<crate::model::TravelEnd>,
     /// Whether the caller may change the consent of a subject already
     /// stored (`set_consent`): without it, the consent a Tokenize gives for
     /// an existing subject is left as held (and the event says so).
@@ -573,7 +525,7 @@ impl Engine {
     /// does not outlive the attempt.
     ///
     /// With an audit event, the event is durable before anything is
-    /// written ([`crate::audit::AuditLog::record_then`]), so that a record
+    /// written ([`journal::commit`]), so that a record
     /// that survives a crash never lacks its event.
     async fn commit_subject(
         &self,
@@ -584,10 +536,7 @@ impl Engine {
     ) -> Result<Arc<SubjectRecord>> {
         batch.put(keys::subject(subject), record.encode_to_vec());
         let write = async { self.store.commit(batch).await.map_err(Error::from) };
-        let result = match audit {
-            None => write.await,
-            Some(Audited { log, event }) => log.record_then(event, write).await,
-        };
+        let result = journal::commit(audit, write).await;
         match result {
             Ok(()) => {
                 let record = Arc::new(record);
@@ -1292,7 +1241,7 @@ pub(crate) async fn test_engine_with_clock(
     let root = crate::crypto::keyring::Root::Key(Box::new(
         crate::crypto::keys::RootKey::from_bytes(&[7; 32]),
     ));
-    let keyring = Keyring::open(root, store.as_ref(), 16, clock.now())
+    let keyring = crate::keystore::open(root, store.as_ref(), 16, clock.now())
         .await
         .unwrap();
     let schema = Arc::new(crate::schema::Schema::default_schema(4096).unwrap());

@@ -54,8 +54,7 @@ impl Engine {
     /// Returns the new version.
     pub async fn rotate_kek(&self) -> Result<u32> {
         let _one = self.rotation.lock().await;
-        self.keyring
-            .rotate(self.store.as_ref(), self.clock.now())
+        crate::keystore::rotate(&self.keyring, self.store.as_ref(), self.clock.now())
             .await
             .map_err(|e| Error::Internal(format!("KEK rotation: {e}")))
     }
@@ -236,10 +235,14 @@ impl Engine {
                 "data keys are still wrapped under this version: wait for the rewrap to finish (vaultctl status)",
             ));
         }
-        self.keyring
-            .retire(self.store.as_ref(), version, self.clock.now())
-            .await
-            .map_err(|e| Error::Internal(format!("retiring a KEK: {e}")))
+        crate::keystore::retire(
+            &self.keyring,
+            self.store.as_ref(),
+            version,
+            self.clock.now(),
+        )
+        .await
+        .map_err(|e| Error::Internal(format!("retiring a KEK: {e}")))
     }
 
     /// Handles a compromised KEK `version` (operators): rotates first if it

@@ -8,7 +8,7 @@
 //! (decisions are cheap to redo).
 
 use super::{Action, Reveal, SubjectContext};
-use crate::auth::{AuthMethod, Principal};
+use crate::model::{AuthMethod, Principal};
 use crate::schema::FieldDef;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};

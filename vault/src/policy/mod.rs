@@ -15,7 +15,7 @@ mod load;
 use load::Types;
 pub use load::{PolicyError, PolicySource};
 
-use crate::auth::Principal;
+use crate::model::Principal;
 use crate::schema::{FieldDef, Schema};
 use cache::{DecisionCache, Key};
 use cedar_policy::{
@@ -215,30 +215,7 @@ impl Action {
     }
 }
 
-/// What a caller gets of one field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reveal {
-    /// The value in clear.
-    Plain,
-    /// The field's partial mask of the value (e.g. BIN and last four).
-    Partial,
-    /// The field's mask of the value.
-    Masked,
-    /// Nothing.
-    Denied,
-}
-
-impl Reveal {
-    /// The disclosure a Detokenize answers for this decision.
-    pub fn disclosure(self) -> vault_proto::v1::Disclosure {
-        match self {
-            Reveal::Plain => vault_proto::v1::Disclosure::Plain,
-            Reveal::Partial => vault_proto::v1::Disclosure::Partial,
-            Reveal::Masked => vault_proto::v1::Disclosure::Masked,
-            Reveal::Denied => vault_proto::v1::Disclosure::Denied,
-        }
-    }
-}
+pub use crate::model::Reveal;
 
 /// What the vault knows of one subject when it decides about its fields.
 #[derive(Debug, Clone, Default)]

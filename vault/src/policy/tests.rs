@@ -1,5 +1,5 @@
 use super::*;
-use crate::auth::AuthMethod;
+use crate::model::AuthMethod;
 
 fn fields() -> Arc<Schema> {
     Arc::new(Schema::default_schema(4096).unwrap())

@@ -156,7 +156,7 @@ impl Validator {
                 }
             }
             Self::Date => {
-                if valid_date(v) {
+                if crate::model::calendar::valid_date(v) {
                     ok(v)
                 } else {
                     Err("not a valid date (YYYY-MM-DD, years 1900 to 2199)")
@@ -265,37 +265,6 @@ fn valid_email(v: &str) -> bool {
             .last()
             .is_some_and(|tld| tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic()));
     local_ok && domain_ok
-}
-
-fn valid_date(v: &str) -> bool {
-    let b = v.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return false;
-    }
-    let (Ok(y), Ok(m), Ok(d)) = (
-        v[0..4].parse::<u32>(),
-        v[5..7].parse::<u32>(),
-        v[8..10].parse::<u32>(),
-    ) else {
-        return false;
-    };
-    if !b
-        .iter()
-        .enumerate()
-        .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
-        || !(1900..=2199).contains(&y)
-    {
-        return false;
-    }
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let days = match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return false,
-    };
-    (1..=days).contains(&d)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 //! A backend with real transactions (PostgreSQL) may apply a batch atomically.
 
 pub mod keys;
-pub mod records;
+pub mod record_files;
 pub mod sled;
 
 use std::future::Future;

@@ -23,7 +23,7 @@
 //! until it is restarted: which version of the failed request's keys the
 //! disk then holds is not known, and nothing more is built on top of it.
 
-use super::records::{RecordFiles, create_private_dir, make_private};
+use super::record_files::{RecordFiles, create_private_dir, make_private};
 use super::{Batch, BoxFuture, Op, Store, StoreError, keys};
 use std::fs::File;
 use std::path::{Path, PathBuf};

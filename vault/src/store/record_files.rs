@@ -40,7 +40,7 @@
 //! start). While a write is under way, a reader that misses the engine's
 //! cache may see its staged record before it is durable.
 
-use crate::crypto::hex;
+use crate::model::hex;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -543,7 +543,7 @@ mod tests {
         assert_eq!(r.get(b"sub/a").unwrap(), None);
         r.write(r.snapshot(), true).unwrap();
         assert_eq!(r.get(b"sub/a").unwrap(), None);
-        let files = crate::store::records::tests::count_files(dir.path());
+        let files = crate::store::record_files::tests::count_files(dir.path());
         assert_eq!(files, 1, "one record file left");
     }
 

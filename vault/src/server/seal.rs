@@ -10,7 +10,7 @@
 //! unseal attempts are audited once the audit key is available (it derives
 //! from the root key), after the `vault_start` event.
 
-use crate::StartError;
+use super::StartError;
 use crate::audit::AuditEvent;
 use crate::config::Config;
 use crate::crypto::hex;
@@ -61,7 +61,7 @@ pub fn read_config(config: &Config) -> Result<Option<ShamirConfig>, StartError> 
     match got {
         None => Ok(None),
         Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|_| {
-            StartError::Serve("the share configuration in the store is damaged".into())
+            StartError::Shares("the share configuration in the store is damaged".into())
         }),
     }
 }
@@ -86,21 +86,21 @@ pub async fn init(
     shares_dir: &std::path::Path,
 ) -> Result<Initialised, StartError> {
     if k < 2 || n < k {
-        return Err(StartError::Serve(
+        return Err(StartError::Invalid(
             "--threshold must be at least 2 and at most --shares".into(),
         ));
     }
     if shares_dir.starts_with(&config.data_dir) {
-        return Err(StartError::Serve(
+        return Err(StartError::Invalid(
             "the shares must not be written inside the data directory".into(),
         ));
     }
     {
         let store = SledStore::open(&config.data_dir, 1 << 20, config.durability)?;
-        let initialised = crate::crypto::keyring::is_initialised(&store)?;
+        let initialised = crate::keystore::is_initialised(&store)?;
         store.close()?;
         if initialised {
-            return Err(StartError::Serve(format!(
+            return Err(StartError::Invalid(format!(
                 "{} is already initialised",
                 config.data_dir.display()
             )));
@@ -108,16 +108,16 @@ pub async fn init(
     }
     let root = Zeroizing::new(
         crate::crypto::random_array::<KEY_LEN>()
-            .map_err(|_| StartError::Serve("random generator unavailable".into()))?,
+            .map_err(|_| StartError::Shares("random generator unavailable".into()))?,
     );
     let id: [u8; 4] = crate::crypto::random_array()
-        .map_err(|_| StartError::Serve("random generator unavailable".into()))?;
+        .map_err(|_| StartError::Shares("random generator unavailable".into()))?;
     let vault_id = hex(&id);
     let shares = shamir::split(&root, n, k)
-        .map_err(|_| StartError::Serve("could not split the root key".into()))?;
+        .map_err(|_| StartError::Shares("could not split the root key".into()))?;
     // The files first: a failure leaves the data directory uninitialised.
     std::fs::create_dir_all(shares_dir)
-        .map_err(|e| StartError::Serve(format!("{}: {e}", shares_dir.display())))?;
+        .map_err(|e| StartError::io(shares_dir.display().to_string(), e))?;
     let mut share_files = Vec::with_capacity(shares.len());
     for share in &shares {
         let path = shares_dir.join(format!("share-{}.txt", share.index));
@@ -136,7 +136,7 @@ pub async fn init(
             f.write_all(b"\n")?;
             f.sync_all()
         };
-        write().map_err(|e| StartError::Serve(format!("{}: {e}", path.display())))?;
+        write().map_err(|e| StartError::io(path.display().to_string(), e))?;
         share_files.push(path);
     }
     let shamir_config = ShamirConfig {
@@ -148,20 +148,24 @@ pub async fn init(
             .map(|s| hex(&shamir::fingerprint(&vault_id, s)))
             .collect(),
     };
-    let engine = Arc::new(crate::open_engine(config, Some(RootKey::from_bytes(&root))).await?);
+    let engine = super::open::open_engine(config, Some(RootKey::from_bytes(&root))).await?;
     drop(shares);
     let mut b = Batch::new();
     b.put(
         SHAMIR_KEY.to_vec(),
-        serde_json::to_vec(&shamir_config).map_err(|e| StartError::Serve(e.to_string()))?,
+        serde_json::to_vec(&shamir_config)
+            .map_err(|e| StartError::Shares(format!("encoding the share configuration: {e}")))?,
     );
     engine.store().commit(b).await?;
-    let credentials = crate::auth::credentials::CredentialStore::open(engine.clone())
-        .map_err(|e| StartError::Credentials(e.to_string()))?;
+    let credentials = crate::auth::credentials::CredentialStore::open(
+        engine.store().clone(),
+        engine.keyring().credential().clone(),
+    )
+    .map_err(StartError::Credentials)?;
     let bootstrap = credentials
         .bootstrap(engine.clock().now())
         .await
-        .map_err(|e| StartError::Credentials(e.to_string()))?;
+        .map_err(StartError::Credentials)?;
     engine.store().flush()?;
     Ok(Initialised {
         share_files,
@@ -171,7 +175,7 @@ pub async fn init(
 
 /// Accepted connections of a listener shared by the sealed and the
 /// unsealed phases.
-pub(crate) fn incoming(
+pub(super) fn incoming(
     listener: Arc<TcpListener>,
 ) -> impl futures::Stream<Item = std::io::Result<TcpStream>> {
     futures::stream::poll_fn(move |cx| {
@@ -507,10 +511,8 @@ pub async fn serve_sealed(
     let mut builder = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .layer(SealedGate);
-    if let Some(tls) = crate::tls_config(config)? {
-        builder = builder
-            .tls_config(tls)
-            .map_err(|e| StartError::Tls(e.to_string()))?;
+    if let Some(tls) = super::open::tls_config(config)? {
+        builder = builder.tls_config(tls).map_err(StartError::Tls)?;
     }
     tracing::warn!(
         threshold,
@@ -538,7 +540,7 @@ pub async fn serve_sealed(
     tokio::pin!(server);
     let mut grace = done_rx;
     tokio::select! {
-        r = &mut server => r.map_err(|e| StartError::Serve(e.to_string()))?,
+        r = &mut server => r.map_err(StartError::Serve)?,
         () = async {
             let _ = grace.wait_for(|d| *d).await;
             tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -546,7 +548,7 @@ pub async fn serve_sealed(
     }
     let mut st = state
         .lock()
-        .map_err(|_| StartError::Serve("unseal state".into()))?;
+        .map_err(|_| StartError::Shares("the unseal state lock is poisoned".into()))?;
     let events = st.take_events();
     Ok(st.root.take().map(|root| Unsealed {
         root: RootKey::from_bytes(&root),
@@ -565,8 +567,7 @@ pub fn unseal_from_lines(
 ) -> Result<Unsealed, StartError> {
     let mut st = Unsealer::new(shamir_config.clone(), UnsealSettings::default());
     for line in input.lines() {
-        let line =
-            Zeroizing::new(line.map_err(|e| StartError::Serve(format!("reading shares: {e}")))?);
+        let line = Zeroizing::new(line.map_err(|e| StartError::io("reading shares", e))?);
         let text = line.trim();
         if text.is_empty() {
             continue;
@@ -584,11 +585,14 @@ pub fn unseal_from_lines(
         st.events
             .push(crate::audit::system_event("offline_unseal", name, detail));
         if let Err(s) = outcome {
-            return Err(StartError::Serve(format!("share refused: {}", s.message())));
+            return Err(StartError::Shares(format!(
+                "share refused: {}",
+                s.message()
+            )));
         }
         if st.shares.len() >= usize::from(st.config.threshold) {
             let root = shamir::combine(&st.shares)
-                .ok_or_else(|| StartError::Serve("the shares do not combine".into()))?;
+                .ok_or_else(|| StartError::Shares("the shares do not combine".into()))?;
             st.shares.clear();
             return Ok(Unsealed {
                 root: RootKey::from_bytes(&root),
@@ -596,7 +600,7 @@ pub fn unseal_from_lines(
             });
         }
     }
-    Err(StartError::Serve(format!(
+    Err(StartError::Shares(format!(
         "{} of the {} shares needed were given on standard input",
         st.shares.len(),
         st.config.threshold

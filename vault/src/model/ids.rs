@@ -1,5 +1,7 @@
 //! Validated identifiers made at the edge: the core never sees raw strings.
 
+use super::calendar::{days_from_civil, valid_date};
+
 /// Longest subject id, in bytes.
 pub const MAX_SUBJECT_ID: usize = 128;
 
@@ -69,64 +71,13 @@ impl TravelEnd {
         if text.is_empty() {
             return Ok(None);
         }
-        if !crate::schema::Validator::Date
-            .normalize(text, 10)
-            .is_ok_and(|d| *d == text)
-        {
+        if !valid_date(text) {
             return Err("not a date (YYYY-MM-DD)");
         }
         let num = |r: std::ops::Range<usize>| text[r].parse::<i64>().unwrap_or(0);
         let days = days_from_civil(num(0..4), num(5..7), num(8..10));
         Ok(Some(Self((days + 1) * 86_400)))
     }
-}
-
-/// Days from 1970-01-01 to the proleptic Gregorian date `y-m-d`.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    // Years counted from March, in 400-year eras (the inverse of
-    // `cards::year_month`).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let year_of_era = y.rem_euclid(400);
-    let shifted_month = (m + 9) % 12; // March = 0
-    let day_of_year = (153 * shifted_month + 2) / 5 + d - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// The UTC calendar date `(year, month, day)` of a Unix time (the inverse
-/// of the civil-to-days count above).
-pub fn civil_date(unix_secs: i64) -> (i64, i64, i64) {
-    // Days since 1970-01-01, then the proleptic Gregorian calendar counted
-    // in 400-year eras from 0000-03-01 (so that February is the last month
-    // of a year and leap days need no special case).
-    let days = unix_secs.div_euclid(86_400) + 719_468;
-    let era = days.div_euclid(146_097);
-    let day_of_era = days.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153; // 0 = March
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// A Unix time as RFC 3339 UTC, to the second: `2026-11-30T08:35:26Z`.
-pub fn utc_time(unix_secs: i64) -> String {
-    let (y, m, d) = civil_date(unix_secs);
-    let s = unix_secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s % 3600 / 60,
-        s % 60
-    )
 }
 
 /// A privacy-policy version: up to 64 printable ASCII characters, or empty.
@@ -179,17 +130,6 @@ mod tests {
         );
         for bad in ["2026-02-30", "26-11-22", "2026-11-22T00:00", "tomorrow"] {
             assert!(TravelEnd::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn utc_times() {
-        assert_eq!(utc_time(0), "1970-01-01T00:00:00Z");
-        assert_eq!(utc_time(1_795_305_600 + 3_723), "2026-11-22T01:02:03Z");
-        assert_eq!(utc_time(951_868_800 - 1), "2000-02-29T23:59:59Z");
-        for day in [0, 59, 60, 365, 10_957, 11_016, 20_000, 47_482] {
-            let (y, m, d) = civil_date(day * 86_400);
-            assert_eq!(days_from_civil(y, m, d), day);
         }
     }
 

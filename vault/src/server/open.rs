@@ -1,0 +1,317 @@
+//! Opening a vault: the store, the keys under the root key, the engine,
+//! the access policy, the credentials and the audit trail, in that order,
+//! and the first events of a run.
+
+use super::{OFFICER_ROLE, StartError};
+use crate::audit::{self, AuditLog};
+use crate::auth::{self, credentials::CredentialStore};
+use crate::config::Config;
+use crate::crypto::keyring;
+use crate::crypto::keys::RootKey;
+use crate::crypto::{self, rootkey};
+use crate::engine::Engine;
+use crate::keystore;
+use crate::model::{Audited, Clock, OffsetClock, SystemClock};
+use crate::schema::Schema;
+use crate::store::sled::SledStore;
+use crate::{api, policy, schema};
+use std::sync::Arc;
+use std::time::Instant;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
+/// Loads the schema the configuration names (or the built-in one).
+pub fn load_schema(config: &Config) -> Result<Schema, schema::SchemaError> {
+    match &config.schema_file {
+        Some(path) => Schema::load(path, config.limits.max_value_bytes),
+        None => Schema::default_schema(config.limits.max_value_bytes),
+    }
+}
+
+/// The development root key from its file, made first on an empty data
+/// directory if the configuration allows it.
+fn dev_root_key(config: &Config, initialised: bool) -> Result<RootKey, StartError> {
+    if !config.root_key_file.exists() {
+        if initialised {
+            return Err(StartError::RootKeyMissing {
+                data_dir: config.data_dir.clone(),
+                key_file: config.root_key_file.clone(),
+            });
+        }
+        if config.init_if_missing {
+            rootkey::create_dev_key_file(&config.root_key_file)?;
+            tracing::warn!(
+                path = %config.root_key_file.display(),
+                "created a DEVELOPMENT root key file: anyone who can read it can read the vault; do not use it for real data"
+            );
+        }
+    }
+    let root = rootkey::load_dev_key_file(&config.root_key_file)?;
+    tracing::warn!(
+        "the root key comes from a development key file: for development only (vaultd init --shares for Shamir unsealing)"
+    );
+    Ok(root)
+}
+
+/// Opens the store and the keys under `root` (unsealed from shares) or, if
+/// `None`, the development root key file, creating one on an empty data
+/// directory if the configuration allows it.
+pub async fn open_engine(config: &Config, root: Option<RootKey>) -> Result<Engine, StartError> {
+    let schema = Arc::new(load_schema(config)?);
+    let store = Arc::new(SledStore::open(
+        &config.data_dir,
+        config.store_cache_bytes,
+        config.durability,
+    )?);
+    let initialised = keystore::is_initialised(store.as_ref())?;
+    let root = match (root, &config.hsm) {
+        (Some(root), _) => keyring::Root::Key(Box::new(root)),
+        (None, Some(hsm)) => {
+            let pin = zeroize::Zeroizing::new(
+                std::env::var("VAULT_HSM_PIN").map_err(|_| StartError::HsmPin)?,
+            );
+            let create = !initialised && config.init_if_missing;
+            let root = crypto::hsm::HsmRoot::open(hsm, &pin, create)?;
+            tracing::info!(token = %hsm.token_label, key = %hsm.key_label, "the root key is in the HSM");
+            keyring::Root::Hsm(root)
+        }
+        (None, None) => keyring::Root::Key(Box::new(dev_root_key(config, initialised)?)),
+    };
+    let clock: Arc<dyn Clock> = if config.clock_offset_secs == 0 {
+        Arc::new(SystemClock)
+    } else {
+        tracing::warn!(
+            offset_secs = config.clock_offset_secs,
+            "the vault's clock is SHIFTED (VAULT_TEST_CLOCK_OFFSET_SECS): for tests and drills only"
+        );
+        Arc::new(OffsetClock(config.clock_offset_secs))
+    };
+    // The keyring keeps the root key: it wraps the KEKs that rotation makes.
+    let keyring =
+        keystore::open(root, store.as_ref(), config.dek_cache_entries, clock.now()).await?;
+    let engine = Engine::new(
+        store,
+        keyring,
+        schema,
+        clock,
+        config.record_cache_entries,
+        crate::cards::cvv::CvvVault::new(config.cvv_ttl_secs, config.cvv_max_pending),
+    )
+    .with_dek_max_encryptions(config.dek_max_encryptions)
+    .with_kek_cryptoperiod(config.kek_cryptoperiod_days, config.kek_warning_days);
+    if let Some(w) = engine.kek_warning() {
+        tracing::warn!("{w}");
+    }
+    // An erasure the journal records is finished before anything is served.
+    let finished = engine.finish_erasures().await.map_err(StartError::Vault)?;
+    if finished > 0 {
+        tracing::warn!(
+            subjects = finished,
+            "finished erasures the erasure journal records"
+        );
+    }
+    Ok(engine)
+}
+
+/// A vault opened and ready to serve.
+pub struct Vault {
+    pub(super) config: Config,
+    pub(super) shared: Arc<api::Shared>,
+    pub(super) tls: Option<ServerTlsConfig>,
+    bootstrap: Option<auth::credentials::IssuedToken>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The TLS settings of `config`, or `None` without TLS.
+pub(super) fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> {
+    let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) else {
+        return Ok(None);
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|source| StartError::TlsFile {
+            path: p.to_owned(),
+            source,
+        })
+    };
+    let key_pem = zeroize::Zeroizing::new(read(key)?);
+    let mut tls =
+        ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, key_pem.as_slice()));
+    if let Some(ca) = &config.tls.client_ca_file {
+        // Optional, so that bearer-token callers can use TLS without a
+        // certificate; a request with neither is refused UNAUTHENTICATED.
+        tls = tls
+            .client_ca_root(Certificate::from_pem(read(ca)?))
+            .client_auth_optional(true);
+    }
+    Ok(Some(tls.timeout(std::time::Duration::from_secs(10))))
+}
+
+impl Vault {
+    /// Opens the store, keys, policies and credentials; issues the bootstrap
+    /// operator token on the first start. The root key comes from the
+    /// development key file.
+    pub async fn open(config: Config) -> Result<Self, StartError> {
+        Self::open_with(config, None).await
+    }
+
+    /// Like [`Vault::open`], under the root key `unsealed` rebuilt from
+    /// shares (whose unseal attempts are then audited), or the development
+    /// key file if `None`.
+    pub async fn open_with(
+        config: Config,
+        unsealed: Option<super::seal::Unsealed>,
+    ) -> Result<Self, StartError> {
+        let tls = tls_config(&config)?;
+        let sealable = unsealed.is_some();
+        let (root, unseal_events) = match unsealed {
+            Some(u) => (Some(u.root), u.events),
+            None => (None, Vec::new()),
+        };
+        let engine = Arc::new(open_engine(&config, root).await?);
+        let policy = Arc::new(policy::PolicyEngine::load(
+            config.policy_dir.clone(),
+            engine.schema().clone(),
+        )?);
+        let credentials = CredentialStore::open(
+            engine.store().clone(),
+            engine.keyring().credential().clone(),
+        )
+        .map_err(StartError::Credentials)?;
+        let bootstrap = credentials
+            .bootstrap(engine.clock().now())
+            .await
+            .map_err(StartError::Credentials)?;
+        let audit = Arc::new(
+            AuditLog::open(
+                &config.data_dir.join("audit"),
+                config.audit_settings(),
+                audit::Keys {
+                    mac: engine.keyring().audit().clone(),
+                    checkpoint: engine.keyring().checkpoint().clone(),
+                },
+                engine.clock().clone(),
+            )
+            .map_err(StartError::Audit)?,
+        );
+        // The start is the first event of every run; a vault that cannot
+        // write its audit trail does not serve.
+        let mut detail = format!(
+            "version {}; bootstrap token issued: {}",
+            env!("CARGO_PKG_VERSION"),
+            bootstrap.is_some()
+        );
+        for note in audit.startup_notes() {
+            detail.push_str("; ");
+            detail.push_str(note);
+        }
+        let mut start = vec![audit::system_event("vault_start", "ok", detail)];
+        // What happened while sealed, now that the trail can be written.
+        start.extend(unseal_events);
+        audit.record(start).await.map_err(StartError::Audit)?;
+        let auth = Arc::new(auth::Authenticator::new(
+            credentials,
+            &config.mtls_principals,
+            engine.clock().clone(),
+            config.auth_throttle,
+        ));
+        let shared = Arc::new(api::Shared {
+            engine,
+            auth,
+            audit,
+            policy,
+            limits: config.limits,
+            max_token_ttl_secs: config.max_token_ttl_secs,
+            mtls_principals: config.mtls_principals.clone(),
+            started: Instant::now(),
+            seal: Arc::new(tokio::sync::Notify::new()),
+            sealable,
+        });
+        Ok(Self {
+            config,
+            shared,
+            tls,
+            bootstrap,
+        })
+    }
+
+    /// Issues a privacy officer's token for `name`, valid `ttl_secs`, as
+    /// the holder of the root key (`vaultd officer`, offline): how the first
+    /// approver of data-role grants comes to exist where no client
+    /// certificate is mapped to the role. Audited (`principal_create`, by
+    /// "vaultd officer"); the trail and the store are closed afterwards.
+    pub async fn issue_officer(
+        self,
+        name: &str,
+        ttl_secs: u64,
+    ) -> Result<auth::credentials::IssuedToken, StartError> {
+        let invalid = |e: &str| StartError::Invalid(format!("officer: {e}"));
+        auth::credentials::check_name(name).map_err(invalid)?;
+        if !(60..=self.config.max_token_ttl_secs).contains(&ttl_secs) {
+            return Err(invalid(&format!(
+                "--ttl must be 60 to {} seconds (max_token_ttl_secs)",
+                self.config.max_token_ttl_secs
+            )));
+        }
+        let shared = &self.shared;
+        let ev = audit::AuditEvent {
+            event_type: "principal_create".into(),
+            principal: "vaultd officer".into(),
+            role: "root_key_holder".into(),
+            auth: "root_key".into(),
+            outcome: "ok".into(),
+            ..Default::default()
+        };
+        let issued = shared
+            .auth
+            .credentials()
+            .issue(
+                &auth::credentials::Issue {
+                    name,
+                    role: OFFICER_ROLE,
+                    ttl_secs,
+                    created_by: "vaultd officer (root key holder)",
+                    via: auth::credentials::VIA_ROOT_KEY,
+                },
+                shared.auth.now(),
+                Some(Audited {
+                    journal: shared.audit.as_ref(),
+                    event: ev,
+                }),
+            )
+            .await
+            .map_err(StartError::Credentials);
+        // A clean stop, as a serving vault's: the next start reads it so.
+        if let Err(e) = shared.audit.append(vec![audit::system_event(
+            "vault_stop",
+            "ok",
+            "vaultd officer done".into(),
+        )]) {
+            tracing::error!(error = %e, "could not write the vault_stop audit event");
+        }
+        shared.audit.close();
+        shared.engine.store().flush()?;
+        let (_, token) = issued?;
+        Ok(token)
+    }
+
+    /// The bootstrap operator token, if this start issued one (once).
+    pub fn take_bootstrap_token(&mut self) -> Option<auth::credentials::IssuedToken> {
+        self.bootstrap.take()
+    }
+
+    /// The running access policy (to reload it).
+    pub fn policy(&self) -> Arc<policy::PolicyEngine> {
+        self.shared.policy.clone()
+    }
+
+    /// The audit trail.
+    pub fn audit(&self) -> Arc<audit::AuditLog> {
+        self.shared.audit.clone()
+    }
+}
