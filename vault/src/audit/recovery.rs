@@ -121,7 +121,7 @@ pub(super) fn recover(
             match checker.check(item.as_ref().map(|(r, e)| (r, e))) {
                 Ok(()) => {
                     if let Some((_, e)) = item {
-                        note_event(&mut seg, n, &e, checker.prev);
+                        note_event(&mut seg, n, &e, checker.head());
                         types = (e.event_type, std::mem::take(&mut types.0));
                     }
                     Ok(true)
@@ -149,7 +149,7 @@ pub(super) fn recover(
             (None, End::Torn { offset }) => Some(Damage {
                 number: n,
                 offset,
-                seq: checker.expected,
+                seq: checker.next_seq(),
                 problem: "a frame cut short or with an impossible length".into(),
             }),
         };
