@@ -61,7 +61,7 @@ pub struct BenchArgs {
     pub erase_subjects: u64,
     /// Bearer token of a principal that may erase (a privacy officer), for
     /// the `erase` workload (the main token stores the subjects).
-    #[arg(long, env = "VAULT_ERASE_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "VAULTCTL_ERASE_TOKEN", hide_env_values = true)]
     pub erase_token: Option<String>,
 }
 

@@ -18,24 +18,24 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
-        env = "VAULT_ADDR",
+        env = "VAULTCTL_ADDR",
         default_value = "127.0.0.1:50051"
     )]
     pub addr: String,
     /// Bearer token issued by the vault (`vaultctl principal create`).
-    #[arg(long, global = true, env = "VAULT_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "VAULTCTL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// CA certificate (PEM) of the vault's TLS certificate: turns TLS on.
-    #[arg(long, global = true, env = "VAULT_CACERT")]
+    #[arg(long, global = true, env = "VAULTCTL_CACERT")]
     pub ca_cert: Option<std::path::PathBuf>,
     /// Client certificate (PEM), for mTLS.
-    #[arg(long, global = true, env = "VAULT_CLIENT_CERT")]
+    #[arg(long, global = true, env = "VAULTCTL_CLIENT_CERT")]
     pub client_cert: Option<std::path::PathBuf>,
     /// Client certificate key (PEM), for mTLS.
-    #[arg(long, global = true, env = "VAULT_CLIENT_KEY")]
+    #[arg(long, global = true, env = "VAULTCTL_CLIENT_KEY")]
     pub client_key: Option<std::path::PathBuf>,
     /// Name to check the vault's certificate against (default: the address's host).
-    #[arg(long, global = true, env = "VAULT_TLS_DOMAIN")]
+    #[arg(long, global = true, env = "VAULTCTL_TLS_DOMAIN")]
     pub tls_domain: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]

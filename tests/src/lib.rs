@@ -501,8 +501,8 @@ impl Drop for TestVault {
 /// and, if given, `stdin` on its standard input; waits for it.
 pub fn vaultctl(vault: &TestVault, token: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(bin("vaultctl-under-test"));
-    cmd.env("VAULT_ADDR", &vault.addr)
-        .env("VAULT_TOKEN", token)
+    cmd.env("VAULTCTL_ADDR", &vault.addr)
+        .env("VAULTCTL_TOKEN", token)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

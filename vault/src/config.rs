@@ -2,63 +2,28 @@
 //! environment variables, then command-line flags (later wins). Every
 //! problem is reported at once.
 //!
-//! | key | env | default |
-//! |---|---|---|
-//! | `listen_addr` | `VAULT_LISTEN_ADDR` | `127.0.0.1:50051` |
-//! | `data_dir` | `VAULT_DATA_DIR` | `./vault-data` |
-//! | `root_key_file` | `VAULT_ROOT_KEY_FILE` | `./vault-root.key` (beside, not inside, the data) |
-//! | `schema_file` | `VAULT_SCHEMA_FILE` | built-in `policies/fields.toml` |
-//! | `max_batch_items` | `VAULT_MAX_BATCH_ITEMS` | 256 |
-//! | `max_value_bytes` | `VAULT_MAX_VALUE_BYTES` | 4096 |
-//! | `max_request_bytes` | `VAULT_MAX_REQUEST_BYTES` | 1048576 |
-//! | `dek_cache_entries` | `VAULT_DEK_CACHE_ENTRIES` | 100000 |
-//! | `kek_cryptoperiod_days` | `VAULT_KEK_CRYPTOPERIOD_DAYS` | 365: days a KEK wraps new data keys; then they are refused until keys are rotated (1 to 3650) |
-//! | `kek_warning_days` | `VAULT_KEK_WARNING_DAYS` | 30: days before that to warn (log at start, `Status`) |
-//! | `dek_max_encryptions` | `VAULT_DEK_MAX_ENCRYPTIONS` | 16777216 (2^24): values a subject's DEK seals before a new one replaces it (1 to 2^31) |
-//! | `record_cache_entries` | `VAULT_RECORD_CACHE_ENTRIES` | 100000 (subject records, and as many token pointers) |
-//! | `store_cache_bytes` | `VAULT_STORE_CACHE_BYTES` | 268435456 (256 MiB) |
-//! | `shutdown_grace_secs` | `VAULT_SHUTDOWN_GRACE_SECS` | 10: longest wait for open requests and connections on SIGTERM |
-//! | `durability` | `VAULT_DURABILITY` | `fsync` (or `flush`) |
-//! | `log_format` | `VAULT_LOG_FORMAT` | `text` (or `json`) |
-//! | `init_if_missing` | `VAULT_INIT_IF_MISSING` | `true`: first start makes a dev key file |
-//! | `policy_dir` | `VAULT_POLICY_DIR` | built-in `policies/*.cedar` + `vault.cedarschema` |
-//! | `hsm_module` | `VAULT_HSM_MODULE` | none: the root key comes from a key file or shares. A PKCS#11 module: the root key lives in that token |
-//! | `hsm_token_label` | `VAULT_HSM_TOKEN_LABEL` | `vault`: the token that holds the root key |
-//! | `hsm_key_label` | `VAULT_HSM_KEY_LABEL` | `vault-root-key`: the root key object's label |
-//! | (environment only) | `VAULT_HSM_PIN` | the token's user PIN (never in a file) |
-//! | `tls_cert_file` | `VAULT_TLS_CERT_FILE` | none: plaintext, loopback only |
-//! | `tls_key_file` | `VAULT_TLS_KEY_FILE` | none |
-//! | `tls_client_ca_file` | `VAULT_TLS_CLIENT_CA_FILE` | none: no client certificates (bearer tokens only) |
-//! | `[mtls_principals]` | (file only) | empty: certificate principal (URI SAN or CN) = role |
-//! | `max_token_ttl_secs` | `VAULT_MAX_TOKEN_TTL_SECS` | 2592000 (30 days): longest bearer-token life |
-//! | `audit_timeout_ms` | `VAULT_AUDIT_TIMEOUT_MS` | 2000: longest wait for a request's audit event to be durable; then `UNAVAILABLE` (at most a tenth later) |
-//! | `audit_retention_days` | `VAULT_AUDIT_RETENTION_DAYS` | 365: audit events are kept this long, then pruned (1 to 3650) |
-//! | `audit_query_days` | `VAULT_AUDIT_QUERY_DAYS` | 90: a query without a time range covers this many days (1 to retention) |
-//! | `audit_checkpoint_events` | `VAULT_AUDIT_CHECKPOINT_EVENTS` | 10000: a signed checkpoint at least every this many events |
-//! | `audit_checkpoint_secs` | `VAULT_AUDIT_CHECKPOINT_SECS` | 60: … or this many seconds |
-//! | `audit_sync_gather_us` | `VAULT_AUDIT_SYNC_GATHER_US` | 1000: under load, at most one audit sync per this many µs (more events per sync); 0 to 100000 |
-//! | `audit_segment_bytes` | `VAULT_AUDIT_SEGMENT_BYTES` | 67108864 (64 MiB): size of an audit segment file (4096 or more) |
-//! | `cvv_ttl_secs` | `VAULT_CVV_TTL_SECS` | 900 (15 minutes): how long a CVV waits in memory for its one reveal (1 to 86400) |
-//! | `cvv_max_pending` | `VAULT_CVV_MAX_PENDING` | 100000: most CVVs waiting at once; beyond, Tokenize with a CVV is `RESOURCE_EXHAUSTED` |
-//! | `retention_sweep_secs` | `VAULT_RETENTION_SWEEP_SECS` | 3600: how often the retention sweeper runs (60 to 86400; 0: only when asked) |
-//! | `auth_failure_window_secs` | `VAULT_AUTH_FAILURE_WINDOW_SECS` | 60: the window failed authentications are counted in (1 to 3600) |
-//! | `auth_failures_per_peer` | `VAULT_AUTH_FAILURES_PER_PEER` | 20: failures per peer address (IPv6: /64) per window; beyond, its failures are `RESOURCE_EXHAUSTED` |
-//! | `auth_failures_per_credential` | `VAULT_AUTH_FAILURES_PER_CREDENTIAL` | 10: failures per credential id per window; beyond, that id from a failing peer is refused unchecked |
-//! | `auth_failures_audited_per_peer` | `VAULT_AUTH_FAILURES_AUDITED_PER_PEER` | 10: failures per peer per window with their own `auth_failure` event; the rest in one summary |
-//! | `auth_failures_audited_total` | `VAULT_AUTH_FAILURES_AUDITED_TOTAL` | 1000: … and over all peers |
-//! | `auth_throttle_entries` | `VAULT_AUTH_THROTTLE_ENTRIES` | 10000: peers, and credential ids, counted at once (LRU; 16 to 1000000) |
-//! | `unseal_window_secs` | `VAULT_UNSEAL_WINDOW_SECS` | 60: the window failed unseal attempts are counted in (1 to 3600) |
-//! | `unseal_failures_per_peer` | `VAULT_UNSEAL_FAILURES_PER_PEER` | 10: failed unseal attempts per peer per window; beyond, `RESOURCE_EXHAUSTED` |
-//! | `unseal_failures_total` | `VAULT_UNSEAL_FAILURES_TOTAL` | 100: … from all peers; beyond, failing peers get `RESOURCE_EXHAUSTED` |
-//! | (environment only) | `VAULT_TEST_CLOCK_OFFSET_SECS` | 0: shifts the vault's clock, for tests and drills only (logged loudly) |
+//! Each setting is one row of the list at the `settings!` call below: its key
+//! in the file, its environment variable, its parser, its default and its
+//! doc line. The fields of [`Config`], its defaults, the keys the file may
+//! hold, the variables the environment may set and the settings table in
+//! `docs/operations.md` ([`settings_table`]; a test fails when the two
+//! differ) all come from that list. Ranges are checked, with the rest of
+//! each setting's meaning, in `Config::check`.
 //!
-//! Log verbosity is `VAULT_LOG` (a `tracing` filter, default `info`).
+//! Only the vault's own variables start with `VAULT_`: those of the list,
+//! and the few it reads elsewhere (listed there too, as environment only);
+//! any other `VAULT_*` variable is an error. `vaultctl`'s start with
+//! `VAULTCTL_`.
 
 use crate::store::sled::Durability;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+mod parse;
+use parse::Parser;
 
 /// Output format of the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -81,88 +46,6 @@ pub struct Limits {
     pub max_request_bytes: usize,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_batch_items: 256,
-            max_value_bytes: 4096,
-            max_request_bytes: 1 << 20,
-        }
-    }
-}
-
-/// The vault's configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Address to listen on.
-    pub listen_addr: SocketAddr,
-    /// Directory of the embedded store.
-    pub data_dir: PathBuf,
-    /// The development root key file.
-    pub root_key_file: PathBuf,
-    /// The field schema; `None` uses the built-in default.
-    pub schema_file: Option<PathBuf>,
-    /// Request size limits.
-    pub limits: Limits,
-    /// Most unwrapped DEKs kept in memory.
-    pub dek_cache_entries: usize,
-    /// Values a subject's DEK seals before it is replaced (GCM limit).
-    pub dek_max_encryptions: u64,
-    /// Days a KEK wraps new data keys.
-    pub kek_cryptoperiod_days: u32,
-    /// Days before the end of a KEK's cryptoperiod to warn.
-    pub kek_warning_days: u32,
-    /// Most decoded subject records (and token pointers) kept in memory.
-    pub record_cache_entries: usize,
-    /// sled's page cache, in bytes.
-    pub store_cache_bytes: u64,
-    /// What an acknowledged write survives.
-    pub durability: Durability,
-    /// Longest wait for in-flight requests and open connections at shutdown.
-    pub shutdown_grace: std::time::Duration,
-    /// Log output format.
-    pub log_format: LogFormat,
-    /// Whether a first start on an empty data directory creates a dev key file.
-    pub init_if_missing: bool,
-    /// Directory of `vault.cedarschema` and `*.cedar`; `None` uses the built-in ones.
-    pub policy_dir: Option<PathBuf>,
-    /// TLS: the server's certificate chain and key (PEM), and the CA that
-    /// client certificates must chain to.
-    pub tls: TlsFiles,
-    /// The HSM that holds the root key (`None`: key file or shares).
-    pub hsm: Option<crate::crypto::hsm::HsmSettings>,
-    /// Certificate principal (URI SAN or CN) → role.
-    pub mtls_principals: HashMap<String, String>,
-    /// Longest life of a bearer token, in seconds.
-    pub max_token_ttl_secs: u64,
-    /// Seconds added to the system clock (tests and drills only).
-    pub clock_offset_secs: i64,
-    /// Longest wait for a request's audit event to be durable.
-    pub audit_timeout: std::time::Duration,
-    /// Days audit events are kept.
-    pub audit_retention_days: u32,
-    /// Days a query without a time range covers.
-    pub audit_query_days: u32,
-    /// Most events between two signed checkpoints.
-    pub audit_checkpoint_events: u64,
-    /// Most seconds between two signed checkpoints.
-    pub audit_checkpoint_secs: u64,
-    /// Size of an audit segment file.
-    pub audit_segment_bytes: u64,
-    /// Shortest time between two audit syncs, in microseconds.
-    pub audit_sync_gather_us: u64,
-    /// How long a CVV waits in memory for its one reveal, in seconds.
-    pub cvv_ttl_secs: u64,
-    /// Most CVVs waiting at once.
-    pub cvv_max_pending: usize,
-    /// Seconds between two runs of the retention sweeper (0: only on request).
-    pub retention_sweep_secs: u64,
-    /// Limits on failed authentications (see [`crate::throttle`]).
-    pub auth_throttle: crate::throttle::AuthSettings,
-    /// Limits on failed unseal attempts.
-    pub unseal_throttle: crate::throttle::UnsealSettings,
-}
-
 /// TLS files (PEM). With none, the vault serves plaintext on loopback only.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -181,44 +64,369 @@ impl TlsFiles {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            listen_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
-            data_dir: PathBuf::from("./vault-data"),
-            root_key_file: PathBuf::from("./vault-root.key"),
-            schema_file: None,
-            limits: Limits::default(),
-            dek_cache_entries: 100_000,
-            dek_max_encryptions: crate::engine::DEFAULT_DEK_MAX_ENCRYPTIONS,
-            kek_cryptoperiod_days: crate::engine::DEFAULT_KEK_CRYPTOPERIOD_DAYS,
-            kek_warning_days: crate::engine::DEFAULT_KEK_WARNING_DAYS,
-            record_cache_entries: 100_000,
-            store_cache_bytes: 256 << 20,
-            durability: Durability::Fsync,
-            shutdown_grace: std::time::Duration::from_secs(10),
-            log_format: LogFormat::Text,
-            init_if_missing: true,
-            policy_dir: None,
-            tls: TlsFiles::default(),
-            hsm: None,
-            mtls_principals: HashMap::new(),
-            max_token_ttl_secs: 30 * 24 * 3600,
-            clock_offset_secs: 0,
-            audit_timeout: std::time::Duration::from_millis(2000),
-            audit_retention_days: 365,
-            audit_query_days: 90,
-            audit_checkpoint_events: 10_000,
-            audit_checkpoint_secs: 60,
-            audit_segment_bytes: 64 << 20,
-            audit_sync_gather_us: 1000,
-            cvv_ttl_secs: 900,
-            cvv_max_pending: 100_000,
-            retention_sweep_secs: 3600,
-            auth_throttle: crate::throttle::AuthSettings::default(),
-            unseal_throttle: crate::throttle::UnsealSettings::default(),
+/// A group of settings (a struct inside [`Config`]) with its defaults.
+trait Group {
+    /// Every setting of the group at its default.
+    fn defaults() -> Self;
+}
+
+/// Sets a setting from an environment variable's value.
+type FromEnv = fn(&mut Config, &str) -> Result<(), String>;
+/// Takes a setting out of the file, if it is there, and sets it.
+type FromFile = fn(&mut Config, &mut RawConfig) -> Option<Result<(), String>>;
+
+/// One row of the settings list.
+struct Row {
+    /// Its key in the file (for an environment-only setting, its name in
+    /// messages; for a variable read elsewhere, the variable).
+    name: &'static str,
+    /// Its environment variable, if it has one.
+    env: Option<&'static str>,
+    /// Its default, as the docs table shows it.
+    default: fn() -> String,
+    /// What it means, its range and unit.
+    doc: &'static str,
+    /// `None`: not a setting of the [`Config`] (read elsewhere), or file only.
+    from_env: Option<FromEnv>,
+    /// `None`: not in the file.
+    from_file: Option<FromFile>,
+}
+
+/// The settings list: makes [`Config`], its `Default`, `RawConfig` (the
+/// file) and `SETTINGS` (the environment and the docs) from entries of the
+/// forms
+///
+/// - `key: Type [Parser] = default, env VAR, "doc";` (a field named `key`),
+/// - `key => field: Type [Parser] = default, env VAR, "doc";`,
+/// - `key: Type [Parser] = default, file, "doc";` (no variable),
+/// - `key: Type [Parser] = default, env_only VAR, "doc";` (not in the file),
+/// - `read_elsewhere VAR = "default", "doc";` (a variable that is no field),
+/// - `/// doc` `field: Struct { key => sub: Type [Parser] = default, env VAR, "doc"; … }`
+///   (a struct of settings), or `field: Option<Struct> { … }` (made with
+///   the defaults when the first of them is set).
+macro_rules! settings {
+    // One row of `SETTINGS`: its name, its variable and file key (if any),
+    // the place in a `Config` `c` it sets, its type, parser, default and doc.
+    (@row $name:ident, [$($env:ident)?], [$($key:ident)?], ($($place:tt)*),
+        $ty:ty, $p:ident, $def:expr, $doc:literal) => {
+        Row {
+            name: stringify!($name),
+            env: settings!(@some $($env)?),
+            default: || <parse::$p as Parser<$ty>>::show(&$def),
+            doc: $doc,
+            from_env: settings!(@from_env [$($env)?] ($($place)*) $ty, $p),
+            from_file: settings!(@from_file [$($key)?] ($($place)*) $ty, $p),
         }
+    };
+    (@some) => { None };
+    (@some $env:ident) => { Some(stringify!($env)) };
+    (@from_env [] $($_:tt)*) => { None };
+    (@from_env [$env:ident] ($($place:tt)*) $ty:ty, $p:ident) => {
+        Some(|c, text| {
+            c.$($place)* = <parse::$p as Parser<$ty>>::env(text)?;
+            Ok(())
+        })
+    };
+    (@from_file [] $($_:tt)*) => { None };
+    (@from_file [$key:ident] ($($place:tt)*) $ty:ty, $p:ident) => {
+        Some(|c, raw| {
+            raw.$key.take().map(|v| {
+                c.$($place)* = <parse::$p as Parser<$ty>>::file(v)?;
+                Ok(())
+            })
+        })
+    };
+
+    // The entries, read one by one into the fields of `Config`, their
+    // defaults, the keys of `RawConfig`, the rows and the `Group` impls.
+    (@acc [$($f:tt)*] [$($d:tt)*] [$($r:tt)*] [$($s:tt)*] [$($i:tt)*]) => {
+        /// The vault's configuration (see the module's documentation).
+        #[derive(Debug, Clone)]
+        pub struct Config { $($f)* }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Self { $($d)* }
+            }
+        }
+
+        /// What the file may hold: every key is optional, any other is an error.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct RawConfig { $($r)* }
+
+        /// Every setting, in the order of the docs table.
+        const SETTINGS: &[Row] = &[$($s)*];
+
+        $($i)*
+    };
+    (@acc $f:tt $d:tt $r:tt [$($s:tt)*] $i:tt
+        read_elsewhere $env:ident = $shown:literal, $doc:literal; $($rest:tt)*) => {
+        settings!(@acc $f $d $r [$($s)*
+            Row {
+                name: stringify!($env),
+                env: Some(stringify!($env)),
+                default: || String::from($shown),
+                doc: $doc,
+                from_env: None,
+                from_file: None,
+            },
+        ] $i $($rest)*);
+    };
+    // A struct made with its defaults when the first of its settings is set.
+    (@acc [$($f:tt)*] [$($d:tt)*] [$($r:tt)*] [$($s:tt)*] [$($i:tt)*]
+        $(#[doc = $gdoc:literal])* $field:ident : Option<$group:path> {
+            $($key:ident => $sub:ident : $ty:ty [$p:ident] = $def:expr, env $env:ident,
+                $doc:literal;)*
+        }
+        $($rest:tt)*) => {
+        settings!(@acc
+            [$($f)* $(#[doc = $gdoc])* pub $field: Option<$group>,]
+            [$($d)* $field: None,]
+            [$($r)* $($key: Option<<parse::$p as Parser<$ty>>::Raw>,)*]
+            [$($s)* $(settings!(@row $key, [$env], [$key],
+                ($field.get_or_insert_with(<$group as Group>::defaults).$sub),
+                $ty, $p, $def, $doc),)*]
+            [$($i)* impl Group for $group { fn defaults() -> Self { Self { $($sub: $def,)* } } }]
+            $($rest)*);
+    };
+    // A struct of settings.
+    (@acc [$($f:tt)*] [$($d:tt)*] [$($r:tt)*] [$($s:tt)*] [$($i:tt)*]
+        $(#[doc = $gdoc:literal])* $field:ident : $group:path {
+            $($key:ident => $sub:ident : $ty:ty [$p:ident] = $def:expr, env $env:ident,
+                $doc:literal;)*
+        }
+        $($rest:tt)*) => {
+        settings!(@acc
+            [$($f)* $(#[doc = $gdoc])* pub $field: $group,]
+            [$($d)* $field: <$group as Group>::defaults(),]
+            [$($r)* $($key: Option<<parse::$p as Parser<$ty>>::Raw>,)*]
+            [$($s)* $(settings!(@row $key, [$env], [$key], ($field.$sub), $ty, $p, $def, $doc),)*]
+            [$($i)* impl Group for $group { fn defaults() -> Self { Self { $($sub: $def,)* } } }]
+            $($rest)*);
+    };
+    // A field named after its key.
+    (@acc $f:tt $d:tt $r:tt $s:tt $i:tt
+        $key:ident : $ty:ty [$p:ident] = $def:expr, $($src:ident)+, $doc:literal;
+        $($rest:tt)*) => {
+        settings!(@acc $f $d $r $s $i $key => $key: $ty [$p] = $def, $($src)+, $doc; $($rest)*);
+    };
+    // In the file and the environment.
+    (@acc [$($f:tt)*] [$($d:tt)*] [$($r:tt)*] [$($s:tt)*] $i:tt
+        $key:ident => $field:ident : $ty:ty [$p:ident] = $def:expr, env $env:ident, $doc:literal;
+        $($rest:tt)*) => {
+        settings!(@acc
+            [$($f)* #[doc = $doc] pub $field: $ty,]
+            [$($d)* $field: $def,]
+            [$($r)* $key: Option<<parse::$p as Parser<$ty>>::Raw>,]
+            [$($s)* settings!(@row $key, [$env], [$key], ($field), $ty, $p, $def, $doc),]
+            $i $($rest)*);
+    };
+    // In the file only.
+    (@acc [$($f:tt)*] [$($d:tt)*] [$($r:tt)*] [$($s:tt)*] $i:tt
+        $key:ident => $field:ident : $ty:ty [$p:ident] = $def:expr, file, $doc:literal;
+        $($rest:tt)*) => {
+        settings!(@acc
+            [$($f)* #[doc = $doc] pub $field: $ty,]
+            [$($d)* $field: $def,]
+            [$($r)* $key: Option<<parse::$p as Parser<$ty>>::Raw>,]
+            [$($s)* settings!(@row $key, [], [$key], ($field), $ty, $p, $def, $doc),]
+            $i $($rest)*);
+    };
+    // In the environment only.
+    (@acc [$($f:tt)*] [$($d:tt)*] $r:tt [$($s:tt)*] $i:tt
+        $key:ident => $field:ident : $ty:ty [$p:ident] = $def:expr, env_only $env:ident,
+        $doc:literal; $($rest:tt)*) => {
+        settings!(@acc
+            [$($f)* #[doc = $doc] pub $field: $ty,]
+            [$($d)* $field: $def,]
+            $r
+            [$($s)* settings!(@row $key, [$env], [], ($field), $ty, $p, $def, $doc),]
+            $i $($rest)*);
+    };
+    (@acc $f:tt $d:tt $r:tt $s:tt $i:tt $($rest:tt)+) => {
+        compile_error!(concat!("settings!: cannot read the entry at ", stringify!($($rest)+)));
+    };
+
+    ($($entries:tt)*) => {
+        settings!(@acc [] [] [] [] [] $($entries)*);
+    };
+}
+
+settings! {
+    listen_addr: SocketAddr [Text] = SocketAddr::from(([127, 0, 0, 1], 50051)),
+        env VAULT_LISTEN_ADDR,
+        "The address to listen on: a loopback address unless TLS is configured.";
+    data_dir: PathBuf [Path] = PathBuf::from("./vault-data"), env VAULT_DATA_DIR,
+        "The directory of the embedded store (sled); made mode 0700 at every start, whoever \
+         created it (logged when it had to be tightened), and `vaultd` runs with umask 077, so \
+         every file in it is 0600.";
+    root_key_file: PathBuf [Path] = PathBuf::from("./vault-root.key"), env VAULT_ROOT_KEY_FILE,
+        "The development root key file: beside, never inside, `data_dir`.";
+    schema_file: Option<PathBuf> [Path] = None, env VAULT_SCHEMA_FILE,
+        "The field schema; none: the built-in `policies/fields.toml`.";
+    /// Request size limits.
+    limits: Limits {
+        max_batch_items => max_batch_items: usize [Typed] = 256, env VAULT_MAX_BATCH_ITEMS,
+            "Most fields per Tokenize, tokens per Detokenize (1 to 10000).";
+        max_value_bytes => max_value_bytes: usize [Typed] = 4096, env VAULT_MAX_VALUE_BYTES,
+            "Longest value, in bytes (16 to 1048576).";
+        max_request_bytes => max_request_bytes: usize [Typed] = 1 << 20,
+            env VAULT_MAX_REQUEST_BYTES,
+            "Largest request, in bytes of encoded protobuf (1024 to 67108864).";
     }
+    dek_cache_entries: usize [Typed] = 100_000, env VAULT_DEK_CACHE_ENTRIES,
+        "Most unwrapped subject keys (DEKs) kept in memory (LRU; wiped on eviction; at least 1).";
+    dek_max_encryptions: u64 [Typed] = crate::engine::DEFAULT_DEK_MAX_ENCRYPTIONS,
+        env VAULT_DEK_MAX_ENCRYPTIONS,
+        "Values a subject's DEK seals before a new key version replaces it (2^24, far under \
+         AES-GCM's 2^32 random-nonce limit; 1 to 2^31); old values keep their key.";
+    kek_cryptoperiod_days: u32 [Typed] = crate::engine::DEFAULT_KEK_CRYPTOPERIOD_DAYS,
+        env VAULT_KEK_CRYPTOPERIOD_DAYS,
+        "Days a KEK wraps new data keys after it is made; then new data keys are refused \
+         (`FAILED_PRECONDITION`) until keys are rotated (1 to 3650).";
+    kek_warning_days: u32 [Typed] = crate::engine::DEFAULT_KEK_WARNING_DAYS,
+        env VAULT_KEK_WARNING_DAYS,
+        "Days before the end of a KEK's cryptoperiod to warn: at start in the log and in \
+         `vaultctl status` (0 to 365).";
+    record_cache_entries: usize [Typed] = 100_000, env VAULT_RECORD_CACHE_ENTRIES,
+        "Most subject records, and as many token pointers, kept in memory (ciphertexts only; \
+         at least 1).";
+    store_cache_bytes: u64 [Typed] = 256 << 20, env VAULT_STORE_CACHE_BYTES,
+        "sled's page cache, in bytes (256 MiB; at least 1048576).";
+    durability: Durability [Choice] = Durability::Fsync, env VAULT_DURABILITY,
+        "What an acknowledged write survives: `fsync` or `flush`, see \
+         [Durability](#durability).";
+    shutdown_grace_secs => shutdown_grace: Duration [Secs] = Duration::from_secs(10),
+        env VAULT_SHUTDOWN_GRACE_SECS,
+        "Longest wait for open requests and connections on shutdown, in seconds (at most 3600).";
+    log_format: LogFormat [Choice] = LogFormat::Text, env VAULT_LOG_FORMAT,
+        "Log output: `text` or `json`.";
+    init_if_missing: bool [Typed] = true, env VAULT_INIT_IF_MISSING,
+        "Whether a first start on an empty data directory creates a dev root key file.";
+    policy_dir: Option<PathBuf> [Path] = None, env VAULT_POLICY_DIR,
+        "The directory of `vault.cedarschema` and `*.cedar`, reloaded on SIGHUP; none: the \
+         built-in `policies/`.";
+    /// The HSM that holds the root key (`None`: key file or shares).
+    hsm: Option<crate::crypto::hsm::HsmSettings> {
+        hsm_module => module: PathBuf [Path] = PathBuf::new(), env VAULT_HSM_MODULE,
+            "A PKCS#11 module (e.g. `/usr/lib/softhsm/libsofthsm2.so`): the root key lives in \
+             that HSM token (see [Keys](#keys)); none: in a key file or shares.";
+        hsm_token_label => token_label: String [Label] = "vault".into(),
+            env VAULT_HSM_TOKEN_LABEL,
+            "The label of the token that holds the root key.";
+        hsm_key_label => key_label: String [Label] = "vault-root-key".into(),
+            env VAULT_HSM_KEY_LABEL,
+            "The root key object's label in the token.";
+    }
+    read_elsewhere VAULT_HSM_PIN = "none",
+        "The token's user PIN: read where the token is opened, never from a file, never logged.";
+    /// TLS: the server's certificate chain and key (PEM), and the CA that
+    /// client certificates must chain to.
+    tls: TlsFiles {
+        tls_cert_file => cert_file: Option<PathBuf> [Path] = None, env VAULT_TLS_CERT_FILE,
+            "The server's certificate chain (PEM), with `tls_key_file`; none: plaintext, \
+             loopback only.";
+        tls_key_file => key_file: Option<PathBuf> [Path] = None, env VAULT_TLS_KEY_FILE,
+            "The server's private key (PEM).";
+        tls_client_ca_file => client_ca_file: Option<PathBuf> [Path] = None,
+            env VAULT_TLS_CLIENT_CA_FILE,
+            "The CA that client certificates must chain to (mTLS); none: no client \
+             certificates (bearer tokens only).";
+    }
+    mtls_principals: HashMap<String, String> [Table] = HashMap::new(), file,
+        "A table `[mtls_principals]`: certificate principal (URI SAN or CN) = role.";
+    max_token_ttl_secs: u64 [Typed] = 30 * 24 * 3600, env VAULT_MAX_TOKEN_TTL_SECS,
+        "Longest bearer-token life, in seconds (30 days; 60 to 31622400).";
+    audit_timeout_ms => audit_timeout: Duration [Millis] = Duration::from_millis(2000),
+        env VAULT_AUDIT_TIMEOUT_MS,
+        "Longest wait for a request's audit event to be durable, in milliseconds; then \
+         `UNAVAILABLE` (at most a tenth later; 10 to 60000).";
+    audit_retention_days: u32 [Typed] = 365, env VAULT_AUDIT_RETENTION_DAYS,
+        "Days audit events are kept, then pruned (1 to 3650).";
+    audit_query_days: u32 [Typed] = 90, env VAULT_AUDIT_QUERY_DAYS,
+        "Days a query without a time range covers (1 to `audit_retention_days`).";
+    audit_checkpoint_events: u64 [Typed] = 10_000, env VAULT_AUDIT_CHECKPOINT_EVENTS,
+        "A signed checkpoint in the trail at least every this many events (1 to 10000000)…";
+    audit_checkpoint_secs: u64 [Typed] = 60, env VAULT_AUDIT_CHECKPOINT_SECS,
+        "… or this many seconds (1 to 86400).";
+    audit_segment_bytes: u64 [Typed] = 64 << 20, env VAULT_AUDIT_SEGMENT_BYTES,
+        "Size of an audit segment file, in bytes (64 MiB; 4096 or more); see \
+         [audit](audit.md).";
+    audit_sync_gather_us: u64 [Typed] = 1000, env VAULT_AUDIT_SYNC_GATHER_US,
+        "Under load, at most one audit sync started per this many µs (more events per sync, \
+         fewer wake-ups); an idle trail syncs at once (0 to 100000).";
+    cvv_ttl_secs: u64 [Typed] = 900, env VAULT_CVV_TTL_SECS,
+        "How long a CVV waits in memory for its one reveal, in seconds (15 minutes; 1 to \
+         86400); see [cards](cards.md).";
+    cvv_max_pending: usize [Typed] = 100_000, env VAULT_CVV_MAX_PENDING,
+        "Most CVVs waiting at once; beyond, a Tokenize with a CVV is `RESOURCE_EXHAUSTED` (at \
+         least 1).";
+    retention_sweep_secs: u64 [Typed] = 3600, env VAULT_RETENTION_SWEEP_SECS,
+        "How often the retention sweeper shreds values past their retention, in seconds (60 \
+         to 86400; 0: only when asked with `vaultctl lifecycle sweep`); see \
+         [lifecycle](lifecycle.md).";
+    /// Limits on failed authentications (see [`crate::throttle`]).
+    auth_throttle: crate::throttle::AuthSettings {
+        auth_failure_window_secs => window_secs: u64 [Typed] = 60,
+            env VAULT_AUTH_FAILURE_WINDOW_SECS,
+            "The window failed authentications are counted in, in seconds (1 to 3600); see \
+             [limits](limits.md#under-hostile-load).";
+        auth_failures_per_peer => per_peer: u32 [Typed] = 20, env VAULT_AUTH_FAILURES_PER_PEER,
+            "Failures per peer address (IPv6: /64) per window; beyond, its failures are \
+             `RESOURCE_EXHAUSTED` (1 to 1000000).";
+        auth_failures_per_credential => per_credential: u32 [Typed] = 10,
+            env VAULT_AUTH_FAILURES_PER_CREDENTIAL,
+            "Failures per credential id per window; beyond, that id is refused unchecked from \
+             addresses that have failed (1 to 1000000).";
+        auth_failures_audited_per_peer => audited_per_peer: u32 [Typed] = 10,
+            env VAULT_AUTH_FAILURES_AUDITED_PER_PEER,
+            "Failures per peer per window with their own `auth_failure` event and log line; \
+             the rest in one summary event (0 to 1000000).";
+        auth_failures_audited_total => audited_total: u32 [Typed] = 1000,
+            env VAULT_AUTH_FAILURES_AUDITED_TOTAL,
+            "… over all peers per window (0 to 10000000).";
+        auth_throttle_entries => entries: usize [Typed] = 10_000, env VAULT_AUTH_THROTTLE_ENTRIES,
+            "Peers, and credential ids, counted at once (LRU, about 4 MB; 16 to 1000000).";
+    }
+    /// Limits on failed unseal attempts.
+    unseal_throttle: crate::throttle::UnsealSettings {
+        unseal_window_secs => window_secs: u64 [Typed] = 60, env VAULT_UNSEAL_WINDOW_SECS,
+            "The window failed `Unseal` attempts are counted in, in seconds (1 to 3600).";
+        unseal_failures_per_peer => per_peer: u32 [Typed] = 10,
+            env VAULT_UNSEAL_FAILURES_PER_PEER,
+            "Failed unseal attempts per peer per window; beyond, `RESOURCE_EXHAUSTED` without \
+             looking at the share (1 to 10000).";
+        unseal_failures_total => total: u32 [Typed] = 100, env VAULT_UNSEAL_FAILURES_TOTAL,
+            "… from all peers; beyond, every peer that has failed is refused (1 to 100000).";
+    }
+    clock_offset_secs: i64 [Typed] = 0, env_only VAULT_TEST_CLOCK_OFFSET_SECS,
+        "Seconds added to the system clock, for tests and drills only (logged as a warning).";
+    read_elsewhere VAULT_LOG = "`info`",
+        "Log verbosity: a `tracing` filter such as `info` or `vault=debug`.";
+    read_elsewhere VAULT_CONFIG = "none",
+        "The configuration file (as `--config FILE`).";
+}
+
+/// The settings as the table in `docs/operations.md` shows them: key,
+/// environment variable, default and meaning (a test keeps the two equal).
+pub fn settings_table() -> String {
+    let mut table = String::from("| key | environment | default | meaning |\n|---|---|---|---|\n");
+    for row in SETTINGS {
+        let key = match row.from_file {
+            Some(_) => format!("`{}`", row.name),
+            None => "(environment only)".into(),
+        };
+        let env = row
+            .env
+            .map_or_else(|| "(file only)".into(), |e| format!("`{e}`"));
+        table.push_str(&format!(
+            "| {key} | {env} | {} | {} |\n",
+            (row.default)(),
+            row.doc
+        ));
+    }
+    table
 }
 
 /// Every problem found in the configuration.
@@ -227,56 +435,6 @@ impl Default for Config {
 pub struct ConfigError {
     /// One line per problem, naming its source and key.
     pub problems: Vec<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    listen_addr: Option<String>,
-    data_dir: Option<PathBuf>,
-    root_key_file: Option<PathBuf>,
-    schema_file: Option<PathBuf>,
-    max_batch_items: Option<usize>,
-    max_value_bytes: Option<usize>,
-    max_request_bytes: Option<usize>,
-    dek_cache_entries: Option<usize>,
-    dek_max_encryptions: Option<u64>,
-    kek_cryptoperiod_days: Option<u32>,
-    kek_warning_days: Option<u32>,
-    record_cache_entries: Option<usize>,
-    store_cache_bytes: Option<u64>,
-    durability: Option<String>,
-    shutdown_grace_secs: Option<u64>,
-    log_format: Option<String>,
-    init_if_missing: Option<bool>,
-    policy_dir: Option<PathBuf>,
-    hsm_module: Option<PathBuf>,
-    hsm_token_label: Option<String>,
-    hsm_key_label: Option<String>,
-    tls_cert_file: Option<PathBuf>,
-    tls_key_file: Option<PathBuf>,
-    tls_client_ca_file: Option<PathBuf>,
-    mtls_principals: Option<HashMap<String, String>>,
-    max_token_ttl_secs: Option<u64>,
-    audit_timeout_ms: Option<u64>,
-    audit_retention_days: Option<u32>,
-    audit_query_days: Option<u32>,
-    audit_checkpoint_events: Option<u64>,
-    audit_checkpoint_secs: Option<u64>,
-    audit_segment_bytes: Option<u64>,
-    audit_sync_gather_us: Option<u64>,
-    cvv_ttl_secs: Option<u64>,
-    cvv_max_pending: Option<usize>,
-    retention_sweep_secs: Option<u64>,
-    auth_failure_window_secs: Option<u64>,
-    auth_failures_per_peer: Option<u32>,
-    auth_failures_per_credential: Option<u32>,
-    auth_failures_audited_per_peer: Option<u32>,
-    auth_failures_audited_total: Option<u32>,
-    auth_throttle_entries: Option<usize>,
-    unseal_window_secs: Option<u64>,
-    unseal_failures_per_peer: Option<u32>,
-    unseal_failures_total: Option<u32>,
 }
 
 /// Overrides from the command line.
@@ -294,30 +452,7 @@ pub struct Overrides {
     pub policy_dir: Option<PathBuf>,
 }
 
-fn parse_into<T: std::str::FromStr>(
-    problems: &mut Vec<String>,
-    source: &str,
-    key: &str,
-    text: &str,
-    slot: &mut T,
-) {
-    match text.trim().parse() {
-        Ok(v) => *slot = v,
-        Err(_) => problems.push(format!("{source}: {key}: cannot parse {text:?}")),
-    }
-}
-
 impl Config {
-    /// The HSM settings, made with their defaults on first use.
-    fn hsm_settings(&mut self) -> &mut crate::crypto::hsm::HsmSettings {
-        self.hsm
-            .get_or_insert_with(|| crate::crypto::hsm::HsmSettings {
-                module: PathBuf::new(),
-                token_label: "vault".into(),
-                key_label: "vault-root-key".into(),
-            })
-    }
-
     /// Loads the configuration: `file` (if any), then the environment as
     /// given by `env` (pairs of name and value), then `overrides`.
     pub fn load(
@@ -336,245 +471,39 @@ impl Config {
                         "{src}: {}",
                         e.to_string().trim_end().replace('\n', "\n    ")
                     )),
-                    Ok(raw) => c.apply_raw(raw, &src, &mut problems),
+                    Ok(mut raw) => {
+                        for row in SETTINGS {
+                            let Some(from_file) = row.from_file else {
+                                continue;
+                            };
+                            if let Some(Err(e)) = from_file(&mut c, &mut raw) {
+                                problems.push(format!("{src}: {}: {e}", row.name));
+                            }
+                        }
+                    }
                 },
             }
         }
         for (name, value) in env {
-            let Some(key) = name.strip_prefix("VAULT_") else {
+            if !name.starts_with("VAULT_") {
                 continue;
-            };
+            }
             let src = format!("environment {name}");
-            let s = &mut problems;
-            match key {
-                "LISTEN_ADDR" => parse_into(s, &src, "listen_addr", &value, &mut c.listen_addr),
-                "DATA_DIR" => c.data_dir = PathBuf::from(value),
-                "ROOT_KEY_FILE" => c.root_key_file = PathBuf::from(value),
-                "SCHEMA_FILE" => c.schema_file = Some(PathBuf::from(value)),
-                "MAX_BATCH_ITEMS" => parse_into(
-                    s,
-                    &src,
-                    "max_batch_items",
-                    &value,
-                    &mut c.limits.max_batch_items,
-                ),
-                "MAX_VALUE_BYTES" => parse_into(
-                    s,
-                    &src,
-                    "max_value_bytes",
-                    &value,
-                    &mut c.limits.max_value_bytes,
-                ),
-                "MAX_REQUEST_BYTES" => parse_into(
-                    s,
-                    &src,
-                    "max_request_bytes",
-                    &value,
-                    &mut c.limits.max_request_bytes,
-                ),
-                "DEK_CACHE_ENTRIES" => parse_into(
-                    s,
-                    &src,
-                    "dek_cache_entries",
-                    &value,
-                    &mut c.dek_cache_entries,
-                ),
-                "KEK_CRYPTOPERIOD_DAYS" => parse_into(
-                    s,
-                    &src,
-                    "kek_cryptoperiod_days",
-                    &value,
-                    &mut c.kek_cryptoperiod_days,
-                ),
-                "KEK_WARNING_DAYS" => {
-                    parse_into(s, &src, "kek_warning_days", &value, &mut c.kek_warning_days)
+            match SETTINGS.iter().find(|row| row.env == Some(name.as_str())) {
+                None => problems.push(format!("{src}: unknown setting")),
+                Some(row) => {
+                    // A variable read elsewhere sets nothing here.
+                    if let Some(Err(e)) = row.from_env.map(|from_env| from_env(&mut c, &value)) {
+                        problems.push(format!("{src}: {}: {e}", row.name));
+                    }
                 }
-                "DEK_MAX_ENCRYPTIONS" => parse_into(
-                    s,
-                    &src,
-                    "dek_max_encryptions",
-                    &value,
-                    &mut c.dek_max_encryptions,
-                ),
-                "RECORD_CACHE_ENTRIES" => parse_into(
-                    s,
-                    &src,
-                    "record_cache_entries",
-                    &value,
-                    &mut c.record_cache_entries,
-                ),
-                "STORE_CACHE_BYTES" => parse_into(
-                    s,
-                    &src,
-                    "store_cache_bytes",
-                    &value,
-                    &mut c.store_cache_bytes,
-                ),
-                "DURABILITY" => c.set_durability(&value, &src, s),
-                "SHUTDOWN_GRACE_SECS" => {
-                    let mut secs = c.shutdown_grace.as_secs();
-                    parse_into(s, &src, "shutdown_grace_secs", &value, &mut secs);
-                    c.shutdown_grace = std::time::Duration::from_secs(secs);
-                }
-                "LOG_FORMAT" => c.set_log_format(&value, &src, s),
-                "INIT_IF_MISSING" => {
-                    parse_into(s, &src, "init_if_missing", &value, &mut c.init_if_missing)
-                }
-                "POLICY_DIR" => c.policy_dir = Some(PathBuf::from(value)),
-                "HSM_MODULE" => c.hsm_settings().module = PathBuf::from(value),
-                "HSM_TOKEN_LABEL" => c.hsm_settings().token_label = value,
-                "HSM_KEY_LABEL" => c.hsm_settings().key_label = value,
-                // Read where the token is opened, never kept in the configuration.
-                "HSM_PIN" => {}
-                "TLS_CERT_FILE" => c.tls.cert_file = Some(PathBuf::from(value)),
-                "TLS_KEY_FILE" => c.tls.key_file = Some(PathBuf::from(value)),
-                "TLS_CLIENT_CA_FILE" => c.tls.client_ca_file = Some(PathBuf::from(value)),
-                "TEST_CLOCK_OFFSET_SECS" => parse_into(
-                    s,
-                    &src,
-                    "clock_offset_secs",
-                    &value,
-                    &mut c.clock_offset_secs,
-                ),
-                "AUDIT_TIMEOUT_MS" => {
-                    let mut ms = u64::try_from(c.audit_timeout.as_millis()).unwrap_or(u64::MAX);
-                    parse_into(s, &src, "audit_timeout_ms", &value, &mut ms);
-                    c.audit_timeout = std::time::Duration::from_millis(ms);
-                }
-                "AUDIT_RETENTION_DAYS" => parse_into(
-                    s,
-                    &src,
-                    "audit_retention_days",
-                    &value,
-                    &mut c.audit_retention_days,
-                ),
-                "AUDIT_QUERY_DAYS" => {
-                    parse_into(s, &src, "audit_query_days", &value, &mut c.audit_query_days)
-                }
-                "AUDIT_CHECKPOINT_EVENTS" => parse_into(
-                    s,
-                    &src,
-                    "audit_checkpoint_events",
-                    &value,
-                    &mut c.audit_checkpoint_events,
-                ),
-                "AUDIT_CHECKPOINT_SECS" => parse_into(
-                    s,
-                    &src,
-                    "audit_checkpoint_secs",
-                    &value,
-                    &mut c.audit_checkpoint_secs,
-                ),
-                "RETENTION_SWEEP_SECS" => parse_into(
-                    s,
-                    &src,
-                    "retention_sweep_secs",
-                    &value,
-                    &mut c.retention_sweep_secs,
-                ),
-                "CVV_TTL_SECS" => parse_into(s, &src, "cvv_ttl_secs", &value, &mut c.cvv_ttl_secs),
-                "CVV_MAX_PENDING" => {
-                    parse_into(s, &src, "cvv_max_pending", &value, &mut c.cvv_max_pending)
-                }
-                "AUDIT_SYNC_GATHER_US" => parse_into(
-                    s,
-                    &src,
-                    "audit_sync_gather_us",
-                    &value,
-                    &mut c.audit_sync_gather_us,
-                ),
-                "AUDIT_SEGMENT_BYTES" => parse_into(
-                    s,
-                    &src,
-                    "audit_segment_bytes",
-                    &value,
-                    &mut c.audit_segment_bytes,
-                ),
-                "MAX_TOKEN_TTL_SECS" => parse_into(
-                    s,
-                    &src,
-                    "max_token_ttl_secs",
-                    &value,
-                    &mut c.max_token_ttl_secs,
-                ),
-                "AUTH_FAILURE_WINDOW_SECS" => parse_into(
-                    s,
-                    &src,
-                    "auth_failure_window_secs",
-                    &value,
-                    &mut c.auth_throttle.window_secs,
-                ),
-                "AUTH_FAILURES_PER_PEER" => parse_into(
-                    s,
-                    &src,
-                    "auth_failures_per_peer",
-                    &value,
-                    &mut c.auth_throttle.per_peer,
-                ),
-                "AUTH_FAILURES_PER_CREDENTIAL" => parse_into(
-                    s,
-                    &src,
-                    "auth_failures_per_credential",
-                    &value,
-                    &mut c.auth_throttle.per_credential,
-                ),
-                "AUTH_FAILURES_AUDITED_PER_PEER" => parse_into(
-                    s,
-                    &src,
-                    "auth_failures_audited_per_peer",
-                    &value,
-                    &mut c.auth_throttle.audited_per_peer,
-                ),
-                "AUTH_FAILURES_AUDITED_TOTAL" => parse_into(
-                    s,
-                    &src,
-                    "auth_failures_audited_total",
-                    &value,
-                    &mut c.auth_throttle.audited_total,
-                ),
-                "AUTH_THROTTLE_ENTRIES" => parse_into(
-                    s,
-                    &src,
-                    "auth_throttle_entries",
-                    &value,
-                    &mut c.auth_throttle.entries,
-                ),
-                "UNSEAL_WINDOW_SECS" => parse_into(
-                    s,
-                    &src,
-                    "unseal_window_secs",
-                    &value,
-                    &mut c.unseal_throttle.window_secs,
-                ),
-                "UNSEAL_FAILURES_PER_PEER" => parse_into(
-                    s,
-                    &src,
-                    "unseal_failures_per_peer",
-                    &value,
-                    &mut c.unseal_throttle.per_peer,
-                ),
-                "UNSEAL_FAILURES_TOTAL" => parse_into(
-                    s,
-                    &src,
-                    "unseal_failures_total",
-                    &value,
-                    &mut c.unseal_throttle.total,
-                ),
-                // VAULT_LOG is read by the log set-up, VAULT_CONFIG names the file,
-                // the rest are vaultctl's.
-                "LOG" | "CONFIG" | "ADDR" | "TOKEN" | "CACERT" | "CLIENT_CERT" | "CLIENT_KEY"
-                | "TLS_DOMAIN" | "ERASE_TOKEN" => {}
-                _ => problems.push(format!("{src}: unknown setting")),
             }
         }
         if let Some(a) = &overrides.listen_addr {
-            parse_into(
-                &mut problems,
-                "--listen",
-                "listen_addr",
-                a,
-                &mut c.listen_addr,
-            );
+            match parse::from_text(a) {
+                Ok(addr) => c.listen_addr = addr,
+                Err(e) => problems.push(format!("--listen: listen_addr: {e}")),
+            }
         }
         if let Some(d) = &overrides.data_dir {
             c.data_dir = d.clone();
@@ -596,146 +525,6 @@ impl Config {
         }
     }
 
-    fn apply_raw(&mut self, raw: RawConfig, src: &str, problems: &mut Vec<String>) {
-        if let Some(a) = raw.listen_addr {
-            parse_into(problems, src, "listen_addr", &a, &mut self.listen_addr);
-        }
-        if let Some(v) = raw.data_dir {
-            self.data_dir = v;
-        }
-        if let Some(v) = raw.root_key_file {
-            self.root_key_file = v;
-        }
-        if raw.schema_file.is_some() {
-            self.schema_file = raw.schema_file;
-        }
-        if let Some(v) = raw.max_batch_items {
-            self.limits.max_batch_items = v;
-        }
-        if let Some(v) = raw.max_value_bytes {
-            self.limits.max_value_bytes = v;
-        }
-        if let Some(v) = raw.max_request_bytes {
-            self.limits.max_request_bytes = v;
-        }
-        if let Some(v) = raw.dek_cache_entries {
-            self.dek_cache_entries = v;
-        }
-        if let Some(v) = raw.dek_max_encryptions {
-            self.dek_max_encryptions = v;
-        }
-        if let Some(v) = raw.kek_cryptoperiod_days {
-            self.kek_cryptoperiod_days = v;
-        }
-        if let Some(v) = raw.kek_warning_days {
-            self.kek_warning_days = v;
-        }
-        if let Some(v) = raw.record_cache_entries {
-            self.record_cache_entries = v;
-        }
-        if let Some(v) = raw.store_cache_bytes {
-            self.store_cache_bytes = v;
-        }
-        if let Some(v) = raw.shutdown_grace_secs {
-            self.shutdown_grace = std::time::Duration::from_secs(v);
-        }
-        if let Some(v) = raw.durability {
-            self.set_durability(&v, src, problems);
-        }
-        if let Some(v) = raw.log_format {
-            self.set_log_format(&v, src, problems);
-        }
-        if let Some(v) = raw.init_if_missing {
-            self.init_if_missing = v;
-        }
-        if raw.policy_dir.is_some() {
-            self.policy_dir = raw.policy_dir;
-        }
-        if let Some(m) = raw.hsm_module {
-            self.hsm_settings().module = m;
-        }
-        if let Some(t) = raw.hsm_token_label {
-            self.hsm_settings().token_label = t;
-        }
-        if let Some(k) = raw.hsm_key_label {
-            self.hsm_settings().key_label = k;
-        }
-        if raw.tls_cert_file.is_some() {
-            self.tls.cert_file = raw.tls_cert_file;
-        }
-        if raw.tls_key_file.is_some() {
-            self.tls.key_file = raw.tls_key_file;
-        }
-        if raw.tls_client_ca_file.is_some() {
-            self.tls.client_ca_file = raw.tls_client_ca_file;
-        }
-        if let Some(m) = raw.mtls_principals {
-            self.mtls_principals = m;
-        }
-        if let Some(v) = raw.max_token_ttl_secs {
-            self.max_token_ttl_secs = v;
-        }
-        if let Some(v) = raw.audit_timeout_ms {
-            self.audit_timeout = std::time::Duration::from_millis(v);
-        }
-        if let Some(v) = raw.audit_retention_days {
-            self.audit_retention_days = v;
-        }
-        if let Some(v) = raw.audit_query_days {
-            self.audit_query_days = v;
-        }
-        if let Some(v) = raw.audit_checkpoint_events {
-            self.audit_checkpoint_events = v;
-        }
-        if let Some(v) = raw.audit_checkpoint_secs {
-            self.audit_checkpoint_secs = v;
-        }
-        if let Some(v) = raw.audit_segment_bytes {
-            self.audit_segment_bytes = v;
-        }
-        if let Some(v) = raw.audit_sync_gather_us {
-            self.audit_sync_gather_us = v;
-        }
-        if let Some(v) = raw.cvv_ttl_secs {
-            self.cvv_ttl_secs = v;
-        }
-        if let Some(v) = raw.cvv_max_pending {
-            self.cvv_max_pending = v;
-        }
-        if let Some(v) = raw.retention_sweep_secs {
-            self.retention_sweep_secs = v;
-        }
-        let a = &mut self.auth_throttle;
-        if let Some(v) = raw.auth_failure_window_secs {
-            a.window_secs = v;
-        }
-        if let Some(v) = raw.auth_failures_per_peer {
-            a.per_peer = v;
-        }
-        if let Some(v) = raw.auth_failures_per_credential {
-            a.per_credential = v;
-        }
-        if let Some(v) = raw.auth_failures_audited_per_peer {
-            a.audited_per_peer = v;
-        }
-        if let Some(v) = raw.auth_failures_audited_total {
-            a.audited_total = v;
-        }
-        if let Some(v) = raw.auth_throttle_entries {
-            a.entries = v;
-        }
-        let u = &mut self.unseal_throttle;
-        if let Some(v) = raw.unseal_window_secs {
-            u.window_secs = v;
-        }
-        if let Some(v) = raw.unseal_failures_per_peer {
-            u.per_peer = v;
-        }
-        if let Some(v) = raw.unseal_failures_total {
-            u.total = v;
-        }
-    }
-
     /// The audit trail's settings.
     pub fn audit_settings(&self) -> crate::audit::Settings {
         crate::audit::Settings {
@@ -747,24 +536,6 @@ impl Config {
             segment_bytes: self.audit_segment_bytes,
             sync: self.durability == Durability::Fsync,
             gather: std::time::Duration::from_micros(self.audit_sync_gather_us),
-        }
-    }
-
-    fn set_durability(&mut self, v: &str, src: &str, problems: &mut Vec<String>) {
-        match v.trim() {
-            "fsync" => self.durability = Durability::Fsync,
-            "flush" => self.durability = Durability::Flush,
-            other => problems.push(format!(
-                "{src}: durability: {other:?} is not fsync or flush"
-            )),
-        }
-    }
-
-    fn set_log_format(&mut self, v: &str, src: &str, problems: &mut Vec<String>) {
-        match v.trim() {
-            "text" => self.log_format = LogFormat::Text,
-            "json" => self.log_format = LogFormat::Json,
-            other => problems.push(format!("{src}: log_format: {other:?} is not text or json")),
         }
     }
 
@@ -966,6 +737,18 @@ mod tests {
         assert_eq!(c.shutdown_grace, d.shutdown_grace);
         assert_eq!(c.auth_throttle, d.auth_throttle);
         assert_eq!(c.unseal_throttle, d.unseal_throttle);
+        // Every setting, not only those above.
+        assert_eq!(format!("{c:?}"), format!("{d:?}"));
+        // And it names every key of the file, if only in a comment.
+        let text = std::fs::read_to_string(&path).unwrap();
+        for row in SETTINGS.iter().filter(|row| row.from_file.is_some()) {
+            let named = text.lines().any(|line| {
+                line.trim_start_matches(['#', ' ', '['])
+                    .strip_prefix(row.name)
+                    .is_some_and(|rest| rest.starts_with([' ', '=', ']']))
+            });
+            assert!(named, "docs/vault.example.toml does not show {}", row.name);
+        }
     }
 
     #[test]
@@ -975,5 +758,124 @@ mod tests {
         std::fs::write(&f, "listen = \"x\"\n").unwrap();
         let err = Config::load(Some(&f), env(&[]), &Overrides::default()).unwrap_err();
         assert!(err.problems[0].contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn the_docs_table_is_made_from_the_settings_list() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md");
+        let doc = std::fs::read_to_string(&path).unwrap();
+        let begin = "<!-- The settings table, made by vault::config::settings_table(): edit the list in vault/src/config.rs, not this table. -->\n";
+        let end = "<!-- End of the settings table. -->";
+        let start = doc.find(begin).expect("the table's first marker") + begin.len();
+        let stop = start + doc[start..].find(end).expect("the table's last marker");
+        let table = settings_table();
+        assert!(
+            doc[start..stop] == table,
+            "docs/operations.md's settings table is not the settings list in \
+             vault/src/config.rs; between the markers it should read:\n\n{table}"
+        );
+    }
+
+    #[test]
+    fn each_row_has_its_own_name_and_variable_and_fits_the_table() {
+        let mut names = std::collections::HashSet::new();
+        let mut vars = std::collections::HashSet::new();
+        for row in SETTINGS {
+            assert!(names.insert(row.name), "{} twice", row.name);
+            if let Some(var) = row.env {
+                assert!(var.starts_with("VAULT_"), "{var}");
+                assert!(vars.insert(var), "{var} twice");
+            }
+            assert!(row.from_env.is_some() || row.from_file.is_some() || row.env.is_some());
+            assert!(!row.doc.contains(['|', '\n']), "{}", row.doc);
+            assert!(!(row.default)().is_empty(), "{}", row.name);
+        }
+    }
+
+    #[test]
+    fn the_throttles_own_defaults_are_the_listed_ones() {
+        // `vaultd officer` unseals offline with `UnsealSettings::default()`.
+        let d = Config::default();
+        assert_eq!(d.auth_throttle, crate::throttle::AuthSettings::default());
+        assert_eq!(
+            d.unseal_throttle,
+            crate::throttle::UnsealSettings::default()
+        );
+    }
+
+    #[test]
+    fn variables_read_elsewhere_pass_and_other_vault_variables_are_errors() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("VAULT_LOG", "debug"),
+                ("VAULT_CONFIG", "/nowhere.toml"),
+                ("VAULT_HSM_PIN", "1234"),
+                ("VAULTCTL_TOKEN", "vt1.x"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(c.hsm.is_none());
+        let err = Config::load(
+            None,
+            env(&[("VAULT_TOKEN", "vt1.x")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.problems, ["environment VAULT_TOKEN: unknown setting"]);
+    }
+
+    #[test]
+    fn messages_name_the_source_and_the_key() {
+        let err = Config::load(
+            None,
+            env(&[
+                ("VAULT_DURABILITY", " fast "),
+                ("VAULT_MAX_BATCH_ITEMS", " lots"),
+                ("VAULT_TEST_CLOCK_OFFSET_SECS", "soon"),
+                ("VAULT_SHUTDOWN_GRACE_SECS", "4000"),
+            ]),
+            &Overrides {
+                listen_addr: Some("here".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.problems,
+            [
+                "environment VAULT_DURABILITY: durability: \"fast\" is not fsync or flush",
+                "environment VAULT_MAX_BATCH_ITEMS: max_batch_items: cannot parse \" lots\"",
+                "environment VAULT_TEST_CLOCK_OFFSET_SECS: clock_offset_secs: cannot parse \"soon\"",
+                "--listen: listen_addr: cannot parse \"here\"",
+                "shutdown_grace_secs: must be at most 3600",
+            ]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("v.toml");
+        std::fs::write(&f, "log_format = \"xml\"\nlisten_addr = \"there\"\n").unwrap();
+        let err = Config::load(Some(&f), env(&[]), &Overrides::default()).unwrap_err();
+        let src = f.display();
+        assert_eq!(
+            err.problems,
+            [
+                format!("{src}: listen_addr: cannot parse \"there\""),
+                format!("{src}: log_format: \"xml\" is not text or json"),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_hsm_setting_makes_the_hsm_settings_with_their_defaults() {
+        let c = Config::load(
+            None,
+            env(&[("VAULT_HSM_MODULE", "/usr/lib/softhsm/libsofthsm2.so")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        let hsm = c.hsm.unwrap();
+        assert_eq!(hsm.token_label, "vault");
+        assert_eq!(hsm.key_label, "vault-root-key");
     }
 }

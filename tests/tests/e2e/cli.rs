@@ -185,8 +185,8 @@ async fn audit_query_follow_prints_new_events_as_they_come() {
     let vault = TestVault::start();
     let auditor = vault.token_for("auditor").await;
     let mut child = Command::new(bin("vaultctl-under-test"))
-        .env("VAULT_ADDR", &vault.addr)
-        .env("VAULT_TOKEN", &auditor)
+        .env("VAULTCTL_ADDR", &vault.addr)
+        .env("VAULTCTL_TOKEN", &auditor)
         .args([
             "--json",
             "audit",
@@ -772,12 +772,12 @@ fn vaultctl_refuses_tls_options_with_http() {
     let token = "vt1.AAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     let run = |args: &[&str], env: &[(&str, &str)]| {
         let mut cmd = Command::new(bin("vaultctl-under-test"));
-        cmd.env("VAULT_ADDR", &addr)
-            .env("VAULT_TOKEN", token)
-            .env_remove("VAULT_CACERT")
-            .env_remove("VAULT_CLIENT_CERT")
-            .env_remove("VAULT_CLIENT_KEY")
-            .env_remove("VAULT_TLS_DOMAIN")
+        cmd.env("VAULTCTL_ADDR", &addr)
+            .env("VAULTCTL_TOKEN", token)
+            .env_remove("VAULTCTL_CACERT")
+            .env_remove("VAULTCTL_CLIENT_CERT")
+            .env_remove("VAULTCTL_CLIENT_KEY")
+            .env_remove("VAULTCTL_TLS_DOMAIN")
             .args(args)
             .arg("status")
             .stdin(Stdio::null());
@@ -795,7 +795,7 @@ fn vaultctl_refuses_tls_options_with_http() {
             &["--ca-cert", pem, "--client-cert", pem, "--client-key", pem],
             &[],
         ),
-        (&[], &[("VAULT_CACERT", pem)]),
+        (&[], &[("VAULTCTL_CACERT", pem)]),
     ];
     for (args, env) in cases {
         let out = run(args, env);
@@ -813,9 +813,9 @@ fn vaultctl_refuses_tls_options_with_http() {
     // The control: without TLS options the same address is dialled in
     // plaintext (HTTP/2's preface arrives), so the checks above would see it.
     let mut child = Command::new(bin("vaultctl-under-test"))
-        .env("VAULT_ADDR", &addr)
-        .env_remove("VAULT_TOKEN")
-        .env_remove("VAULT_CACERT")
+        .env("VAULTCTL_ADDR", &addr)
+        .env_remove("VAULTCTL_TOKEN")
+        .env_remove("VAULTCTL_CACERT")
         .arg("status")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
