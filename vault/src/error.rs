@@ -1,4 +1,6 @@
-//! The vault's one error type and its only conversion to `tonic::Status`.
+//! The vault's one error type and the one place that says how an error
+//! answers a client (the gRPC code and the `Status`) and how it is written
+//! in the audit trail ([`Error::audit_outcome`]).
 //!
 //! Every variant carries a message that is safe to show a client: never a
 //! value, a key or a ciphertext. Detail meant for operators goes to the log at
@@ -7,7 +9,8 @@
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-/// Most field violations returned for one request.
+/// Most field violations returned for one request (and named in the audit
+/// event of a refused request).
 pub const MAX_REPORTED_VIOLATIONS: usize = 20;
 
 /// One invalid item of a request: where it is and what is wrong with it.
@@ -72,21 +75,62 @@ pub enum Error {
     AuditDamaged(String),
 }
 
+/// How a refused or failed request is written in the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The event's outcome: `invalid`, `unauthenticated`, `denied`,
+    /// `not_found`, `failed_precondition`, `resource_exhausted` or `error`.
+    pub name: &'static str,
+    /// The gRPC code the client was answered with.
+    pub code: Code,
+    /// What the trail may say of it: the fields of a bad request, the
+    /// client's short message, or the kind of failure (never a value).
+    pub detail: String,
+}
+
 impl Error {
-    /// The gRPC code the error answers with (the one mapping, shared by the
-    /// conversion to `Status` and by the audit trail).
-    pub fn code(&self) -> Code {
+    /// The gRPC code and the audit outcome of the error: the one
+    /// classification, shared by the `Status` and the audit trail.
+    fn class(&self) -> (Code, &'static str) {
         match self {
-            Error::InvalidArgument(_) => Code::InvalidArgument,
-            Error::Unauthenticated(_) => Code::Unauthenticated,
-            Error::PermissionDenied => Code::PermissionDenied,
-            Error::NotFound(_) => Code::NotFound,
-            Error::Integrity | Error::AuditDamaged(_) => Code::DataLoss,
-            Error::Unavailable(_) => Code::Unavailable,
-            Error::FailedPrecondition(_) => Code::FailedPrecondition,
-            Error::ResourceExhausted(_) => Code::ResourceExhausted,
-            Error::Internal(_) => Code::Internal,
+            Error::InvalidArgument(_) => (Code::InvalidArgument, "invalid"),
+            Error::Unauthenticated(_) => (Code::Unauthenticated, "unauthenticated"),
+            Error::PermissionDenied => (Code::PermissionDenied, "denied"),
+            Error::NotFound(_) => (Code::NotFound, "not_found"),
+            Error::Integrity | Error::AuditDamaged(_) => (Code::DataLoss, "error"),
+            Error::Unavailable(_) => (Code::Unavailable, "error"),
+            Error::FailedPrecondition(_) => (Code::FailedPrecondition, "failed_precondition"),
+            Error::ResourceExhausted(_) => (Code::ResourceExhausted, "resource_exhausted"),
+            Error::Internal(_) => (Code::Internal, "error"),
         }
+    }
+
+    /// The gRPC code the error answers with.
+    pub fn code(&self) -> Code {
+        self.class().0
+    }
+
+    /// How the request that failed with this error is written in the audit
+    /// trail.
+    pub fn audit_outcome(&self) -> Outcome {
+        let (code, name) = self.class();
+        let detail = match self {
+            Error::InvalidArgument(v) => v
+                .iter()
+                .take(MAX_REPORTED_VIOLATIONS)
+                .map(|v| v.field.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            Error::Unauthenticated(what)
+            | Error::NotFound(what)
+            | Error::FailedPrecondition(what)
+            | Error::ResourceExhausted(what) => (*what).to_owned(),
+            Error::PermissionDenied => String::new(),
+            Error::Integrity => "integrity".into(),
+            Error::Unavailable(_) => "unavailable".into(),
+            Error::Internal(_) | Error::AuditDamaged(_) => "internal".into(),
+        };
+        Outcome { name, code, detail }
     }
 
     /// An `InvalidArgument` with a single violation.
@@ -156,3 +200,78 @@ impl From<Error> for Status {
 
 /// Shorthand for results of the vault's core.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The audit trail's outcome of each kind of error, as the trail has
+    /// always written it (queries and reports filter on these names).
+    #[test]
+    fn each_error_has_one_code_and_audit_outcome() {
+        let cases = [
+            (
+                Error::InvalidArgument(vec![Violation::new("a", "x"), Violation::new("b[1]", "y")]),
+                "invalid",
+                Code::InvalidArgument,
+                "a,b[1]",
+            ),
+            (
+                Error::Unauthenticated("no credentials"),
+                "unauthenticated",
+                Code::Unauthenticated,
+                "no credentials",
+            ),
+            (
+                Error::PermissionDenied,
+                "denied",
+                Code::PermissionDenied,
+                "",
+            ),
+            (
+                Error::NotFound("grant"),
+                "not_found",
+                Code::NotFound,
+                "grant",
+            ),
+            (Error::Integrity, "error", Code::DataLoss, "integrity"),
+            (
+                Error::FailedPrecondition("sealed"),
+                "failed_precondition",
+                Code::FailedPrecondition,
+                "sealed",
+            ),
+            (
+                Error::ResourceExhausted("busy"),
+                "resource_exhausted",
+                Code::ResourceExhausted,
+                "busy",
+            ),
+            (
+                Error::AuditDamaged("seg".into()),
+                "error",
+                Code::DataLoss,
+                "internal",
+            ),
+        ];
+        for (e, name, code, detail) in cases {
+            let o = e.audit_outcome();
+            assert_eq!(
+                (o.name, o.code, o.detail.as_str()),
+                (name, code, detail),
+                "{e}"
+            );
+            assert_eq!(e.code(), code);
+            assert_eq!(Status::from(e).code(), code);
+        }
+        let many = Error::InvalidArgument(
+            (0..30)
+                .map(|i| Violation::new(format!("f{i}"), "x"))
+                .collect(),
+        );
+        assert_eq!(
+            many.audit_outcome().detail.split(',').count(),
+            MAX_REPORTED_VIOLATIONS
+        );
+    }
+}

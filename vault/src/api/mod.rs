@@ -166,29 +166,6 @@ pub(crate) fn base_event<T>(request: &Request<T>, principal: Option<&Principal>)
     }
 }
 
-/// The outcome name and gRPC code of an error, and a safe detail.
-fn outcome(e: &Error) -> (&'static str, i32, String) {
-    let (name, detail) = match e {
-        Error::InvalidArgument(v) => (
-            "invalid",
-            v.iter()
-                .take(20)
-                .map(|v| v.field.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
-        Error::Unauthenticated(m) => ("unauthenticated", (*m).to_owned()),
-        Error::PermissionDenied => ("denied", String::new()),
-        Error::NotFound(w) => ("not_found", (*w).to_owned()),
-        Error::FailedPrecondition(w) => ("failed_precondition", (*w).to_owned()),
-        Error::ResourceExhausted(w) => ("resource_exhausted", (*w).to_owned()),
-        Error::Integrity => ("error", "integrity".into()),
-        Error::Unavailable(_) => ("error", "unavailable".into()),
-        _ => ("error", "internal".into()),
-    };
-    (name, e.code() as i32, detail)
-}
-
 impl Shared {
     /// Writes the event of a finished request. A success is recorded and,
     /// for reads, made durable before the reply leaves (`durable`): if that
@@ -212,10 +189,10 @@ impl Shared {
                 Ok(v)
             }
             Err(e) => {
-                let (name, code, detail) = outcome(&e);
-                ev.outcome = name.into();
-                ev.status_code = code;
-                ev.detail = detail;
+                let outcome = e.audit_outcome();
+                ev.outcome = outcome.name.into();
+                ev.status_code = outcome.code as i32;
+                ev.detail = outcome.detail;
                 if let Err(a) = self.audit.append(vec![ev]) {
                     tracing::error!(error = %a, "could not write the audit event of a failed request");
                 }
@@ -363,12 +340,12 @@ impl tonic::service::Interceptor for AuthInterceptor {
                     "request refused"
                 );
                 ev.event_type = "auth_failure".into();
-                let (name, code, detail) = outcome(&failure.error);
-                ev.outcome = name.into();
-                ev.status_code = code;
+                let outcome = failure.error.audit_outcome();
+                ev.outcome = outcome.name.into();
+                ev.status_code = outcome.code as i32;
                 ev.detail = match &failure.credential_id {
-                    Some(id) => format!("{detail}; credential id {id}"),
-                    None => detail,
+                    Some(id) => format!("{}; credential id {id}", outcome.detail),
+                    None => outcome.detail,
                 };
                 if let Err(a) = self.audit.append(vec![ev]) {
                     tracing::error!(error = %a, "could not write the audit event of a refused request");
