@@ -146,7 +146,7 @@ impl AuditService for AuditApi {
             let shared = self.shared.clone();
             let range = tokio::task::spawn_blocking(move || shared.audit.export_range(after))
                 .await
-                .map_err(|e| Error::Internal(format!("audit export task: {e}")))??;
+                .map_err(|e| Error::task("audit export task", e))??;
             Ok((range, streaming))
         }
         .await;
@@ -229,7 +229,7 @@ impl AuditService for AuditApi {
             let shared = self.shared.clone();
             tokio::task::spawn_blocking(move || shared.audit.query(&q))
                 .await
-                .map_err(|e| Error::Internal(format!("audit query task: {e}")))?
+                .map_err(|e| Error::task("audit query task", e))?
         }
         .await;
         // The read is durable in the trail before any event leaves.
@@ -252,7 +252,7 @@ impl AuditService for AuditApi {
             let shared = self.shared.clone();
             let v = tokio::task::spawn_blocking(move || shared.audit.verify())
                 .await
-                .map_err(|e| Error::Internal(format!("audit verify task: {e}")))??;
+                .map_err(|e| Error::task("audit verify task", e))??;
             Ok(VerifyResponse {
                 good: v.good,
                 ok: v.first_bad.is_none(),

@@ -157,7 +157,7 @@ impl PolicyService for PolicyApi {
             let name = who.name.to_string();
             let result = tokio::task::spawn_blocking(move || reload(&policy, &name))
                 .await
-                .map_err(|e| Error::Internal(format!("reload task: {e}")))?;
+                .map_err(|e| Error::task("reload task", e))?;
             match result {
                 Ok(summary) => Ok(Response::new(ReloadPolicyResponse {
                     policies: u32::try_from(summary.policies).unwrap_or(u32::MAX),
@@ -265,7 +265,7 @@ impl PolicyService for PolicyApi {
             }
             v.finish()?;
             let (Some(subject), Some(field)) = (subject, field) else {
-                return Err(Error::Internal("validated input missing".into()));
+                return Err(Error::state("validated input missing"));
             };
             let ctx = SubjectContext::new(
                 &schema,

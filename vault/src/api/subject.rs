@@ -24,7 +24,7 @@ fn subject_and_reason(subject_id: &str, reason: &str) -> Result<(SubjectId, Stri
     v.finish()?;
     match (subject, reason) {
         (Some(s), Some(r)) => Ok((s, r)),
-        _ => Err(Error::Internal("validated input missing".into())),
+        _ => Err(Error::state("validated input missing")),
     }
 }
 
@@ -81,7 +81,7 @@ impl SubjectService for SubjectApi {
             let policy_version = v.check("policy_version", PolicyVersion::parse(&req.policy_version));
             v.finish()?;
             let (Some(subject), Some(policy_version)) = (subject, policy_version) else {
-                return Err(Error::Internal("validated input missing".into()));
+                return Err(Error::state("validated input missing"));
             };
             ev.action = "set_consent".into();
             ev.subject_id = subject.as_str().to_owned();
@@ -189,7 +189,7 @@ impl SubjectService for SubjectApi {
             };
             v.finish()?;
             let (Some(subject), Some(reason), Some(case_id)) = (subject, reason, case_id) else {
-                return Err(Error::Internal("validated input missing".into()));
+                return Err(Error::state("validated input missing"));
             };
             ev.action = if req.hold { "legal_hold" } else { "release_legal_hold" }.into();
             ev.subject_id = subject.as_str().to_owned();
@@ -235,7 +235,7 @@ impl SubjectService for SubjectApi {
                 audit.subject_history(&sid, super::export::MAX_HISTORY)
             })
             .await
-            .map_err(|e| Error::Internal(format!("export task: {e}")))??;
+            .map_err(|e| Error::task("export task", e))??;
             let now = self.shared.engine.clock().now();
             let doc = super::export::document(
                 self.shared.engine.schema(),
@@ -257,7 +257,7 @@ impl SubjectService for SubjectApi {
                 })
                 .collect();
             let json = super::export::into_json(doc)
-                .map_err(|e| Error::Internal(format!("export document: {e}")))?;
+                .map_err(|e| Error::json("export document", e))?;
             tracing::info!(by = %who.name, subject = subject.as_str(), fields = data.values.len(), "subject exported");
             Ok(Response::new(SubjectExportResponse { json }))
         }
@@ -295,11 +295,11 @@ impl SubjectService for SubjectApi {
             };
             v.finish()?;
             let (Some(companion), Some(attestation)) = (companion, attestation) else {
-                return Err(Error::Internal("validated input missing".into()));
+                return Err(Error::state("validated input missing"));
             };
             let holder = match holder {
                 Some(Some(h)) => Some(h),
-                Some(None) => return Err(Error::Internal("validated input missing".into())),
+                Some(None) => return Err(Error::state("validated input missing")),
                 None => None,
             };
             ev.action = if holder.is_some() { "link_companion" } else { "unlink_companion" }.into();

@@ -226,7 +226,7 @@ impl TokenService for TokenApi {
                 .flatten();
             v.finish()?;
             let (Some(subject), Some(policy_version)) = (subject, policy_version) else {
-                return Err(Error::Internal("validated input missing".into()));
+                return Err(Error::state("validated input missing"));
             };
             // The context of what is being collected: the consent given with it.
             let ctx = SubjectContext::new(
@@ -323,7 +323,7 @@ impl TokenService for TokenApi {
             }
             v.finish()?;
             let Some(purpose) = purpose else {
-                return Err(Error::Internal("validated input missing".into()));
+                return Err(Error::state("validated input missing"));
             };
             ev.action = "reveal".into();
             ev.purpose = purpose.as_str().to_owned();
@@ -463,7 +463,7 @@ impl TokenService for TokenApi {
                 .and_then(|f| self.value(&mut v, "value".into(), f, &req.value, None));
             v.finish()?;
             let (Some(field), Some(value), Some(purpose)) = (field, value, purpose) else {
-                return Err(Error::Internal("validated input missing".into()));
+                return Err(Error::state("validated input missing"));
             };
             // Refuse at once a caller the policy never lets look this field up
             // for this purpose (decided on the request alone, so the answer
@@ -524,7 +524,7 @@ impl TokenService for TokenApi {
             self.check_value(&mut v, "value".into(), &req.value);
             v.finish()?;
             let (Some(token), Some(purpose)) = (token, purpose) else {
-                return Err(Error::Internal("validated input missing".into()));
+                return Err(Error::state("validated input missing"));
             };
             ev.action = "update".into();
             ev.purpose = purpose.as_str().to_owned();

@@ -21,7 +21,7 @@ pub mod segments;
 
 use crate::crypto::keys::AuditKey;
 use crate::engine::Engine;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Unavailable};
 use segments::{End, Segment};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -336,7 +336,7 @@ impl std::fmt::Debug for AuditLog {
 }
 
 fn poisoned<T>(_: T) -> Error {
-    Error::Internal("audit state lock poisoned".into())
+    Error::state("audit state lock poisoned")
 }
 
 /// A signed checkpoint of event `seq` with chain hash `hash`, made at `now`.
@@ -466,13 +466,11 @@ impl Inner {
     ) -> Result<Vec<u64>> {
         let mut st = self.lock()?;
         if st.closing {
-            return Err(Error::Unavailable("audit trail closed".into()));
+            return Err(Unavailable::AuditClosed.into());
         }
         if st.pending.len() > MAX_PENDING {
             st.refused_unnumbered += 1;
-            return Err(Error::Unavailable(
-                "audit trail: too many events waiting for the disk".into(),
-            ));
+            return Err(Unavailable::AuditBacklog.into());
         }
         let now = self.engine.clock().now_micros();
         let seqs = self.push(&mut st, events, now);
@@ -888,10 +886,10 @@ impl AuditLog {
         if seqs.is_empty() || rx.await == Ok(true) {
             return Ok(seqs);
         }
-        Err(Error::Unavailable(format!(
-            "audit event not durable within {} ms",
-            self.inner.settings.timeout.as_millis()
-        )))
+        Err(Unavailable::NotDurable {
+            millis: self.inner.settings.timeout.as_millis(),
+        }
+        .into())
     }
 
     /// Makes `event` durable, then runs `write`: a change is never made

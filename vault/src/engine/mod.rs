@@ -412,8 +412,8 @@ fn field_context(subject_id: &str, field: &str, token: &str, value_version: u32)
     c
 }
 
-fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M> {
-    M::decode(bytes).map_err(|e| Error::Internal(format!("undecodable {what} record: {e}")))
+fn decode<M: Message + Default>(bytes: &[u8], what: &'static str) -> Result<M> {
+    M::decode(bytes).map_err(|e| Error::decode(what, e))
 }
 
 /// The value of `entry` of subject `sid`, opened with `dek` (the DEK of the
@@ -440,11 +440,9 @@ fn open_value(sid: &str, entry: &FieldEntry, dek: &DataKey) -> Result<Zeroizing<
     }
 }
 
+/// A failed decryption is [`Error::Integrity`], anything else internal.
 fn crypto(e: crate::crypto::CryptoError) -> Error {
-    match e {
-        crate::crypto::CryptoError::DecryptionFailed => Error::Integrity,
-        other => Error::Internal(other.to_string()),
-    }
+    Error::from(e)
 }
 
 impl Engine {
