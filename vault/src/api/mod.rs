@@ -1,6 +1,7 @@
 //! The gRPC services: authenticate (an interceptor, before the message is
-//! even decoded into a handler) → validate → decide (the Cedar policy) →
-//! engine → encode. Also `grpc.health.v1` and gRPC reflection (`v1` and
+//! even decoded into a handler) → validate (`requests`: each request parsed
+//! into a validated struct, every violation reported at once) → decide (the
+//! Cedar policy) → engine → encode. Also `grpc.health.v1` and gRPC reflection (`v1` and
 //! `v1alpha`), which need no credentials.
 
 mod audit;
@@ -8,6 +9,7 @@ mod export;
 pub mod frames;
 mod policy;
 mod principal;
+mod requests;
 mod subject;
 mod system;
 mod token;
@@ -25,10 +27,8 @@ pub use token::TokenApi;
 use crate::audit::{AuditEvent, AuditLog};
 use crate::auth::{Authenticator, Principal};
 use crate::engine::Engine;
-use crate::engine::types::Purpose;
-use crate::error::{Error, Violation};
+use crate::error::Error;
 use crate::policy::{Action, PolicyEngine};
-use crate::schema::Schema;
 use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Status};
@@ -389,94 +389,5 @@ pub fn write_throttle_summaries(shared: &Shared, all: bool) {
     );
     if let Err(e) = shared.audit.append(events) {
         tracing::error!(error = %e, "could not write the summary of failed authentications");
-    }
-}
-
-/// A declared purpose: required, well-formed, and declared in the schema.
-pub(crate) fn declared_purpose(
-    v: &mut Violations,
-    at: &str,
-    schema: &Schema,
-    text: &str,
-) -> Option<Purpose> {
-    if text.is_empty() {
-        v.add(at, "a purpose is required");
-        return None;
-    }
-    let p = v.check(at, Purpose::parse(text))?;
-    if schema.purpose(p.as_str()).is_none() {
-        v.add(at, "unknown purpose (not declared in the schema)");
-        return None;
-    }
-    Some(p)
-}
-
-/// Checks that the free text `text` at `at` is at most `max` bytes
-/// (a filter, a name to look up): longer ones could match nothing.
-pub(crate) fn at_most(v: &mut Violations, at: &str, text: &str, max: usize) -> bool {
-    if text.len() > max {
-        v.add(at, format!("longer than the limit of {max} bytes"));
-        false
-    } else {
-        true
-    }
-}
-
-/// Checks that the list at `at` has at most `max` items.
-pub(crate) fn at_most_items<T>(v: &mut Violations, at: &str, items: &[T], max: usize) -> bool {
-    if items.len() > max {
-        v.add(at, format!("more than the limit of {max} items"));
-        false
-    } else {
-        true
-    }
-}
-
-/// Collects the violations of one request, then fails with all of them.
-#[derive(Debug, Default)]
-pub(crate) struct Violations(Vec<Violation>);
-
-impl Violations {
-    pub(crate) fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(Violation::new(field, description));
-    }
-
-    /// Records the error of `r` at `field`, returning its value if any.
-    pub(crate) fn check<T>(
-        &mut self,
-        field: impl Into<String>,
-        r: Result<T, &'static str>,
-    ) -> Option<T> {
-        match r {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.add(field, e);
-                None
-            }
-        }
-    }
-
-    pub(crate) fn finish(self) -> Result<(), Error> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::InvalidArgument(self.0))
-        }
-    }
-}
-
-/// A reason or case id: 1 to 200 characters, no control characters. It goes
-/// to the audit trail as it is, so callers are told it must hold no personal
-/// data.
-pub(crate) fn note(v: &mut Violations, at: &str, text: &str) -> Option<String> {
-    let n = text.chars().count();
-    if text.trim().is_empty() || n > 200 {
-        v.add(at, "1 to 200 characters are required");
-        None
-    } else if text.chars().any(char::is_control) {
-        v.add(at, "contains control characters");
-        None
-    } else {
-        Some(text.trim().to_owned())
     }
 }
