@@ -1,7 +1,8 @@
 //! `vault.v1.AuditService`: query and verify the audit trail (auditors).
 //! Every call is itself audited.
 
-use super::{Shared, Violations, at_most, base_event, principal};
+use super::requests::ValidQuery;
+use super::{Shared, base_event, principal};
 use crate::audit::bound;
 use crate::error::Error;
 use crate::policy::Action;
@@ -58,14 +59,6 @@ const READS_BUSY: &str = "too many audit queries are running; try again shortly"
 
 type EventStream = tokio_stream::Iter<std::vec::IntoIter<Result<AuditEvent, Status>>>;
 type ChunkStream = tokio_stream::wrappers::ReceiverStream<Result<ExportChunk, Status>>;
-
-/// Longest principal or subject filter of a query, in bytes (names and
-/// subject ids are at most 128).
-pub const MAX_NAME_FILTER: usize = 128;
-
-/// Longest role, field, action, outcome or event type filter, in bytes
-/// (all at most 64).
-pub const MAX_WORD_FILTER: usize = 64;
 
 /// Events per export chunk, at most…
 const EXPORT_CHUNK: usize = 1000;
@@ -146,7 +139,7 @@ impl AuditService for AuditApi {
             let shared = self.shared.clone();
             let range = tokio::task::spawn_blocking(move || shared.audit.export_range(after))
                 .await
-                .map_err(|e| Error::Internal(format!("audit export task: {e}")))??;
+                .map_err(|e| Error::task("audit export task", e))??;
             Ok((range, streaming))
         }
         .await;
@@ -197,39 +190,25 @@ impl AuditService for AuditApi {
         ev.event_type = "audit_query".into();
         ev.action = "read_audit".into();
         let q = request.into_inner();
-        let filters = [
-            ("principal", &q.principal, MAX_NAME_FILTER),
-            ("role", &q.role, MAX_WORD_FILTER),
-            ("subject_id", &q.subject_id, MAX_NAME_FILTER),
-            ("field", &q.field, MAX_WORD_FILTER),
-            ("action", &q.action, MAX_WORD_FILTER),
-            ("outcome", &q.outcome, MAX_WORD_FILTER),
-            ("event_type", &q.event_type, MAX_WORD_FILTER),
-        ];
         // What the caller asked for, never more than a short filter as it
         // is: a long one is its length and a keyed digest.
         let key = self.shared.engine.keyring().audit();
         ev.detail = format!("after_seq {} limit {}", q.after_seq, q.limit);
-        for (name, value, _) in filters {
+        for (name, value, _) in ValidQuery::filters(&q) {
             ev.detail.push_str(&format!(
                 " {name} {}",
                 bound::quote(key, value, VERBATIM_FILTER_BYTES)
             ));
         }
-        // Every filter is bounded before it is used: one longer than
-        // anything the trail holds could match nothing.
-        let mut v = Violations::default();
-        for (at, text, max) in filters {
-            at_most(&mut v, at, text, max);
-        }
+        let q = ValidQuery::parse(q);
         let r: Result<_, Error> = async {
             self.shared.require(&who, Action::ReadAudit)?;
-            v.finish()?;
+            let ValidQuery(q) = q?;
             let _reading = permit(&self.reads, READS_BUSY)?;
             let shared = self.shared.clone();
             tokio::task::spawn_blocking(move || shared.audit.query(&q))
                 .await
-                .map_err(|e| Error::Internal(format!("audit query task: {e}")))?
+                .map_err(|e| Error::task("audit query task", e))?
         }
         .await;
         // The read is durable in the trail before any event leaves.
@@ -252,7 +231,7 @@ impl AuditService for AuditApi {
             let shared = self.shared.clone();
             let v = tokio::task::spawn_blocking(move || shared.audit.verify())
                 .await
-                .map_err(|e| Error::Internal(format!("audit verify task: {e}")))??;
+                .map_err(|e| Error::task("audit verify task", e))??;
             Ok(VerifyResponse {
                 good: v.good,
                 ok: v.first_bad.is_none(),

@@ -1,6 +1,7 @@
 //! The gRPC services: authenticate (an interceptor, before the message is
-//! even decoded into a handler) → validate → decide (the Cedar policy) →
-//! engine → encode. Also `grpc.health.v1` and gRPC reflection (`v1` and
+//! even decoded into a handler) → validate (`requests`: each request parsed
+//! into a validated struct, every violation reported at once) → decide (the
+//! Cedar policy) → engine → encode. Also `grpc.health.v1` and gRPC reflection (`v1` and
 //! `v1alpha`), which need no credentials.
 
 mod audit;
@@ -8,6 +9,7 @@ mod export;
 pub mod frames;
 mod policy;
 mod principal;
+mod requests;
 mod subject;
 mod system;
 mod token;
@@ -25,10 +27,8 @@ pub use token::TokenApi;
 use crate::audit::{AuditEvent, AuditLog};
 use crate::auth::{Authenticator, Principal};
 use crate::engine::Engine;
-use crate::engine::types::Purpose;
-use crate::error::{Error, Violation};
+use crate::error::Error;
 use crate::policy::{Action, PolicyEngine};
-use crate::schema::Schema;
 use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Status};
@@ -166,29 +166,6 @@ pub(crate) fn base_event<T>(request: &Request<T>, principal: Option<&Principal>)
     }
 }
 
-/// The outcome name and gRPC code of an error, and a safe detail.
-fn outcome(e: &Error) -> (&'static str, i32, String) {
-    let (name, detail) = match e {
-        Error::InvalidArgument(v) => (
-            "invalid",
-            v.iter()
-                .take(20)
-                .map(|v| v.field.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
-        Error::Unauthenticated(m) => ("unauthenticated", (*m).to_owned()),
-        Error::PermissionDenied => ("denied", String::new()),
-        Error::NotFound(w) => ("not_found", (*w).to_owned()),
-        Error::FailedPrecondition(w) => ("failed_precondition", (*w).to_owned()),
-        Error::ResourceExhausted(w) => ("resource_exhausted", (*w).to_owned()),
-        Error::Integrity => ("error", "integrity".into()),
-        Error::Unavailable(_) => ("error", "unavailable".into()),
-        _ => ("error", "internal".into()),
-    };
-    (name, e.code() as i32, detail)
-}
-
 impl Shared {
     /// Writes the event of a finished request. A success is recorded and,
     /// for reads, made durable before the reply leaves (`durable`): if that
@@ -212,10 +189,10 @@ impl Shared {
                 Ok(v)
             }
             Err(e) => {
-                let (name, code, detail) = outcome(&e);
-                ev.outcome = name.into();
-                ev.status_code = code;
-                ev.detail = detail;
+                let outcome = e.audit_outcome();
+                ev.outcome = outcome.name.into();
+                ev.status_code = outcome.code as i32;
+                ev.detail = outcome.detail;
                 if let Err(a) = self.audit.append(vec![ev]) {
                     tracing::error!(error = %a, "could not write the audit event of a failed request");
                 }
@@ -241,10 +218,10 @@ impl Shared {
     }
 
     /// `ev` as the engine should write it with a write's data.
-    pub(crate) fn audited<'a>(&'a self, ev: &AuditEvent) -> crate::model::Audited<'a> {
+    pub(crate) fn audited<'a>(&'a self, ev: &AuditEvent) -> crate::error::Audited<'a> {
         let mut event = ev.clone();
         event.outcome = "ok".into();
-        crate::model::Audited {
+        crate::error::Audited {
             journal: self.audit.as_ref(),
             event,
         }
@@ -363,12 +340,12 @@ impl tonic::service::Interceptor for AuthInterceptor {
                     "request refused"
                 );
                 ev.event_type = "auth_failure".into();
-                let (name, code, detail) = outcome(&failure.error);
-                ev.outcome = name.into();
-                ev.status_code = code;
+                let outcome = failure.error.audit_outcome();
+                ev.outcome = outcome.name.into();
+                ev.status_code = outcome.code as i32;
                 ev.detail = match &failure.credential_id {
-                    Some(id) => format!("{detail}; credential id {id}"),
-                    None => detail,
+                    Some(id) => format!("{}; credential id {id}", outcome.detail),
+                    None => outcome.detail,
                 };
                 if let Err(a) = self.audit.append(vec![ev]) {
                     tracing::error!(error = %a, "could not write the audit event of a refused request");
@@ -397,94 +374,5 @@ pub fn write_throttle_summaries(shared: &Shared, all: bool) {
     );
     if let Err(e) = shared.audit.append(events) {
         tracing::error!(error = %e, "could not write the summary of failed authentications");
-    }
-}
-
-/// A declared purpose: required, well-formed, and declared in the schema.
-pub(crate) fn declared_purpose(
-    v: &mut Violations,
-    at: &str,
-    schema: &Schema,
-    text: &str,
-) -> Option<Purpose> {
-    if text.is_empty() {
-        v.add(at, "a purpose is required");
-        return None;
-    }
-    let p = v.check(at, Purpose::parse(text))?;
-    if schema.purpose(p.as_str()).is_none() {
-        v.add(at, "unknown purpose (not declared in the schema)");
-        return None;
-    }
-    Some(p)
-}
-
-/// Checks that the free text `text` at `at` is at most `max` bytes
-/// (a filter, a name to look up): longer ones could match nothing.
-pub(crate) fn at_most(v: &mut Violations, at: &str, text: &str, max: usize) -> bool {
-    if text.len() > max {
-        v.add(at, format!("longer than the limit of {max} bytes"));
-        false
-    } else {
-        true
-    }
-}
-
-/// Checks that the list at `at` has at most `max` items.
-pub(crate) fn at_most_items<T>(v: &mut Violations, at: &str, items: &[T], max: usize) -> bool {
-    if items.len() > max {
-        v.add(at, format!("more than the limit of {max} items"));
-        false
-    } else {
-        true
-    }
-}
-
-/// Collects the violations of one request, then fails with all of them.
-#[derive(Debug, Default)]
-pub(crate) struct Violations(Vec<Violation>);
-
-impl Violations {
-    pub(crate) fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(Violation::new(field, description));
-    }
-
-    /// Records the error of `r` at `field`, returning its value if any.
-    pub(crate) fn check<T>(
-        &mut self,
-        field: impl Into<String>,
-        r: Result<T, &'static str>,
-    ) -> Option<T> {
-        match r {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.add(field, e);
-                None
-            }
-        }
-    }
-
-    pub(crate) fn finish(self) -> Result<(), Error> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::InvalidArgument(self.0))
-        }
-    }
-}
-
-/// A reason or case id: 1 to 200 characters, no control characters. It goes
-/// to the audit trail as it is, so callers are told it must hold no personal
-/// data.
-pub(crate) fn note(v: &mut Violations, at: &str, text: &str) -> Option<String> {
-    let n = text.chars().count();
-    if text.trim().is_empty() || n > 200 {
-        v.add(at, "1 to 200 characters are required");
-        None
-    } else if text.chars().any(char::is_control) {
-        v.add(at, "contains control characters");
-        None
-    } else {
-        Some(text.trim().to_owned())
     }
 }

@@ -1,8 +1,8 @@
 //! `vault.v1.PolicyService`: reload (operators) and explain (operators,
 //! auditors).
 
-use super::{Shared, Violations, at_most, at_most_items, base_event, principal};
-use crate::auth::credentials::check_role;
+use super::requests::{ExplainAsk, ValidExplain};
+use super::{Shared, base_event, principal};
 use crate::auth::{AuthMethod, Principal};
 use crate::error::Error;
 use crate::policy::{Action, SubjectContext};
@@ -12,15 +12,6 @@ use vault_proto::v1::policy_service_server::PolicyService;
 use vault_proto::v1::{
     ExplainRequest, ExplainResponse, ExplainedDecision, ReloadPolicyRequest, ReloadPolicyResponse,
 };
-
-/// Longest principal name an explain asks about, in bytes.
-pub const MAX_PRINCIPAL: usize = 128;
-/// Longest field or purpose name an explain asks about, in bytes.
-pub const MAX_WORD: usize = 64;
-/// Most consented purposes an explain assumes.
-pub const MAX_CONSENTED: usize = 64;
-/// Most actions one explain asks about.
-pub const MAX_ACTIONS: usize = 32;
 
 /// The policy service.
 #[derive(Debug, Clone)]
@@ -157,7 +148,7 @@ impl PolicyService for PolicyApi {
             let name = who.name.to_string();
             let result = tokio::task::spawn_blocking(move || reload(&policy, &name))
                 .await
-                .map_err(|e| Error::Internal(format!("reload task: {e}")))?;
+                .map_err(|e| Error::task("reload task", e))?;
             match result {
                 Ok(summary) => Ok(Response::new(ReloadPolicyResponse {
                     policies: u32::try_from(summary.policies).unwrap_or(u32::MAX),
@@ -184,103 +175,38 @@ impl PolicyService for PolicyApi {
         ev.event_type = "policy_explain".into();
         let r: Result<_, Error> = async {
             self.shared.require(&who, Action::ExplainPolicy)?;
-            let req = request.into_inner();
             let schema = self.shared.engine.schema().clone();
-            let mut v = Violations::default();
-            // Bounded before anything is looked up: names are at most 128
-            // bytes, fields and purposes 64; the lists as long as any real one.
-            let bounded = at_most(&mut v, "principal", &req.principal, MAX_PRINCIPAL)
-                & at_most(&mut v, "field", &req.field, MAX_WORD)
-                & at_most(&mut v, "purpose", &req.purpose, MAX_WORD)
-                & at_most_items(&mut v, "consented", &req.consented, MAX_CONSENTED)
-                & at_most_items(&mut v, "actions", &req.actions, MAX_ACTIONS);
-            if !bounded {
-                return Err(Error::InvalidArgument(v.0));
-            }
-            let subject = if !req.principal.is_empty() {
-                let p = self.known_principal(&req.principal);
-                if p.is_none() {
-                    v.add(
-                        "principal",
-                        "no configured certificate principal or valid bearer token has this name",
+            let ValidExplain { principal, ask } =
+                ValidExplain::parse(request.into_inner(), &schema, |name| {
+                    self.known_principal(name)
+                })?;
+            Ok(Response::new(match ask {
+                ExplainAsk::Grant { role, ttl_seconds } => {
+                    explain_grant_response(&self.shared.policy, &principal, &role, ttl_seconds)
+                }
+                ExplainAsk::Field {
+                    field,
+                    purpose,
+                    consented,
+                    restricted,
+                    actions,
+                } => {
+                    let ctx = SubjectContext::new(
+                        &schema,
+                        consented.iter().map(String::as_str),
+                        restricted,
+                        "",
                     );
+                    explain_response(
+                        &self.shared.policy,
+                        &principal,
+                        &field,
+                        &purpose,
+                        &ctx,
+                        &actions,
+                    )
                 }
-                p
-            } else if !req.role.is_empty() {
-                v.check("role", check_role(&req.role)).map(|()| Principal {
-                    name: Arc::from("(any principal)"),
-                    role: Arc::from(req.role.as_str()),
-                    method: AuthMethod::Bearer,
-                    credential_id: None,
-                    data_capable: true,
-                })
-            } else {
-                v.add("principal", "a principal or a role is required");
-                None
-            };
-            if !req.grant_role.is_empty() {
-                v.check("grant_role", check_role(&req.grant_role));
-                v.finish()?;
-                let Some(subject) = subject else {
-                    return Err(Error::invalid(
-                        "principal",
-                        "a principal or a role is required",
-                    ));
-                };
-                let ttl = match req.grant_ttl_seconds {
-                    0 => DEFAULT_EXPLAINED_TTL_SECS,
-                    t => t,
-                };
-                return Ok(Response::new(explain_grant_response(
-                    &self.shared.policy,
-                    &subject,
-                    &req.grant_role,
-                    ttl,
-                )));
-            }
-            let field = schema.field(&req.field).cloned();
-            if field.is_none() {
-                v.add("field", "unknown field (not declared in the schema)");
-            }
-            if !req.purpose.is_empty() && schema.purpose(&req.purpose).is_none() {
-                v.add("purpose", "unknown purpose (not declared in the schema)");
-            }
-            for (i, p) in req.consented.iter().enumerate() {
-                if schema.purpose(p).is_none() {
-                    v.add(
-                        format!("consented[{i}]"),
-                        "unknown purpose (not declared in the schema)",
-                    );
-                }
-            }
-            let mut actions = Vec::new();
-            for (i, a) in req.actions.iter().enumerate() {
-                match Action::parse(a).filter(|a| a.on_field()) {
-                    Some(a) => actions.push(a),
-                    None => v.add(format!("actions[{i}]"), "not a field action"),
-                }
-            }
-            if actions.is_empty() {
-                actions = Action::ON_FIELD.to_vec();
-            }
-            v.finish()?;
-            let (Some(subject), Some(field)) = (subject, field) else {
-                return Err(Error::Internal("validated input missing".into()));
-            };
-            let ctx = SubjectContext::new(
-                &schema,
-                req.consented.iter().map(String::as_str),
-                req.restricted,
-                "",
-            );
-            Ok(Response::new(explain_response(
-                &self.shared.policy,
-                &subject,
-                &field,
-                &req.purpose,
-                &ctx,
-                &actions,
-            )))
+            }))
         }
         .await;
         Ok(self.shared.conclude(ev, r, true).await?)

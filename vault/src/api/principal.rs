@@ -5,11 +5,10 @@
 //! that a data role needs two principals is the vault's own rule, which no
 //! policy can loosen: see [`PolicyEngine::data_role`](crate::policy::PolicyEngine::data_role).
 
-use super::{Shared, Violations, base_event, principal};
+use super::requests::{ValidApprove, ValidCreate, ValidReject, ValidRevoke};
+use super::{Shared, base_event, principal};
 use crate::auth::Principal;
-use crate::auth::credentials::{
-    CredentialRecord, Issue, VIA_DUAL_CONTROL, VIA_SINGLE, check_name, check_role,
-};
+use crate::auth::credentials::{CredentialRecord, Issue, VIA_DUAL_CONTROL, VIA_SINGLE};
 use crate::error::Error;
 use crate::policy::{Action, GrantAsk};
 use std::sync::Arc;
@@ -22,16 +21,8 @@ use vault_proto::v1::{
     WhoAmIResponse,
 };
 
-/// Longest credential or grant id accepted, in bytes (ids are 16).
-pub const MAX_ID: usize = 64;
-
-const GRANT_ID_REQUIRED: &str = "a grant id (1 to 64 characters) is required";
-
 /// Most grants one requester may have waiting for approval at once.
 pub const MAX_PENDING_PER_REQUESTER: usize = 64;
-
-/// Shortest bearer-token life, in seconds.
-const MIN_TTL_SECS: u64 = 60;
 
 /// The principal service.
 #[derive(Debug, Clone)]
@@ -97,13 +88,6 @@ impl PrincipalApi {
         };
         self.require_grant(who, Action::ApproveGrant, ask)
     }
-
-    /// The id of a grant or credential, checked.
-    fn check_id(v: &mut Violations, id: &str) {
-        if id.is_empty() || id.len() > MAX_ID {
-            v.add("id", GRANT_ID_REQUIRED);
-        }
-    }
 }
 
 fn info_at(r: &CredentialRecord, now: i64) -> PrincipalInfo {
@@ -137,23 +121,11 @@ impl PrincipalService for PrincipalApi {
         let mut ev = base_event(&request, Some(&who));
         ev.event_type = "principal_create".into();
         let r: Result<_, Error> = async {
-            let req = request.into_inner();
-            let mut v = Violations::default();
-            v.check("name", check_name(&req.name));
-            v.check("role", check_role(&req.role));
-            let max = self.shared.max_token_ttl_secs;
-            if !(MIN_TTL_SECS..=max).contains(&req.ttl_seconds) {
-                v.add(
-                    "ttl_seconds",
-                    format!("must be {MIN_TTL_SECS} to {max} seconds"),
-                );
-            }
-            if self.shared.mtls_principals.contains_key(&req.name) {
-                // One name, one principal: a token must not pass for (or
-                // stand in the way of) a client certificate's principal.
-                v.add("name", "is a client certificate's principal (mtls_principals)");
-            }
-            v.finish()?;
+            let req = ValidCreate::parse(
+                request.into_inner(),
+                self.shared.max_token_ttl_secs,
+                &self.shared.mtls_principals,
+            )?;
             let data = self.shared.policy.data_role(&req.role, &req.name);
             let grant = GrantAsk {
                 role: &req.role,
@@ -207,12 +179,7 @@ impl PrincipalService for PrincipalApi {
         ev.event_type = "principal_approve".into();
         ev.action = Action::ApproveGrant.name().into();
         let r: Result<_, Error> = async {
-            let req = request.into_inner();
-            let mut v = Violations::default();
-            Self::check_id(&mut v, &req.id);
-            v.check("name", check_name(&req.name));
-            v.check("role", check_role(&req.role));
-            v.finish()?;
+            let req = ValidApprove::parse(request.into_inner())?;
             let auth = &self.shared.auth;
             let now = auth.now();
             let (grant, data) = self.find_grant(&who, &req.id)?;
@@ -254,11 +221,7 @@ impl PrincipalService for PrincipalApi {
         ev.event_type = "principal_reject".into();
         ev.action = Action::ApproveGrant.name().into();
         let r: Result<_, Error> = async {
-            let req = request.into_inner();
-            let mut v = Violations::default();
-            Self::check_id(&mut v, &req.id);
-            let reason = super::note(&mut v, "reason", &req.reason);
-            v.finish()?;
+            let req = ValidReject::parse(request.into_inner())?;
             let auth = &self.shared.auth;
             let now = auth.now();
             let (grant, data) = self.find_grant(&who, &req.id)?;
@@ -269,10 +232,9 @@ impl PrincipalService for PrincipalApi {
             } else {
                 self.require_approver(&who, &grant, data)?;
             }
-            let reason = reason.unwrap_or_default();
             let record = auth
                 .credentials()
-                .reject(&req.id, &reason, now, Some(self.shared.audited(&ev)))
+                .reject(&req.id, &req.reason, now, Some(self.shared.audited(&ev)))
                 .await?;
             tracing::info!(by = %who.name, id = %record.id, "grant rejected");
             Ok(Response::new(RejectGrantResponse {
@@ -317,10 +279,7 @@ impl PrincipalService for PrincipalApi {
         ev.event_type = "principal_revoke".into();
         let r: Result<_, Error> = async {
             self.shared.require(&who, Action::ManagePrincipals)?;
-            let req = request.into_inner();
-            if req.id.is_empty() || req.id.len() > MAX_ID {
-                return Err(Error::invalid("id", "a credential id (1 to 64 characters) is required"));
-            }
+            let req = ValidRevoke::parse(request.into_inner())?;
             let auth = &self.shared.auth;
             let record = auth
                 .credentials()

@@ -1,8 +1,8 @@
 //! `vault.v1.SubjectService`: consent, erasure with a signed receipt,
 //! restriction and legal holds.
 
-use super::{Shared, Violations, base_event, declared_purpose, note, principal};
-use crate::engine::types::{PolicyVersion, SubjectId};
+use super::requests::{SubjectReason, ValidLegalHold, ValidLink, ValidSetConsent};
+use super::{Shared, base_event, principal};
 use crate::error::Error;
 use crate::policy::Action;
 use prost::Message;
@@ -15,18 +15,6 @@ use vault_proto::v1::{
     SetConsentResponse, SetLegalHoldRequest, SetLegalHoldResponse, SubjectExportRequest,
     SubjectExportResponse,
 };
-
-/// A request's subject id and reason, both checked (every problem named).
-fn subject_and_reason(subject_id: &str, reason: &str) -> Result<(SubjectId, String), Error> {
-    let mut v = Violations::default();
-    let subject = v.check("subject_id", SubjectId::parse(subject_id));
-    let reason = note(&mut v, "reason", reason);
-    v.finish()?;
-    match (subject, reason) {
-        (Some(s), Some(r)) => Ok((s, r)),
-        _ => Err(Error::Internal("validated input missing".into())),
-    }
-}
 
 /// The subject service.
 #[derive(Debug, Clone)]
@@ -53,36 +41,12 @@ impl SubjectService for SubjectApi {
         let r: Result<_, Error> = async {
             self.shared.require(&who, Action::SetConsent)?;
             let req = request.into_inner();
-            let schema = self.shared.engine.schema().clone();
-            let mut v = Violations::default();
-            let subject = v.check("subject_id", SubjectId::parse(&req.subject_id));
-            if req.grant.is_empty() && req.withdraw.is_empty() {
-                v.add("grant", "grant or withdraw at least one purpose");
-            }
-            let mut list = |name: &str, items: &[String]| {
-                if items.len() > 128 {
-                    v.add(name, "more than 128 purposes");
-                    return Vec::new();
-                }
-                items
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, p)| declared_purpose(&mut v, &format!("{name}[{i}]"), &schema, p))
-                    .collect::<Vec<_>>()
-            };
-            let grant = list("grant", &req.grant);
-            let withdraw = list("withdraw", &req.withdraw);
-            if let Some(p) = grant.iter().find(|p| withdraw.contains(p)) {
-                v.add(
-                    "withdraw",
-                    format!("purpose {} is both granted and withdrawn", p.as_str()),
-                );
-            }
-            let policy_version = v.check("policy_version", PolicyVersion::parse(&req.policy_version));
-            v.finish()?;
-            let (Some(subject), Some(policy_version)) = (subject, policy_version) else {
-                return Err(Error::Internal("validated input missing".into()));
-            };
+            let ValidSetConsent {
+                subject,
+                grant,
+                withdraw,
+                policy_version,
+            } = ValidSetConsent::parse(&req, self.shared.engine.schema())?;
             ev.action = "set_consent".into();
             ev.subject_id = subject.as_str().to_owned();
             let names = |l: &[crate::engine::types::Purpose]| {
@@ -119,7 +83,7 @@ impl SubjectService for SubjectApi {
         let r: Result<_, Error> = async {
             self.shared.require(&who, Action::Erase)?;
             let req = request.into_inner();
-            let (subject, reason) = subject_and_reason(&req.subject_id, &req.reason)?;
+            let SubjectReason { subject, reason } = SubjectReason::parse(&req.subject_id, &req.reason)?;
             ev.action = "erase".into();
             ev.subject_id = subject.as_str().to_owned();
             ev.detail = format!("reason: {reason}");
@@ -153,7 +117,7 @@ impl SubjectService for SubjectApi {
         let r: Result<_, Error> = async {
             self.shared.require(&who, Action::Restrict)?;
             let req = request.into_inner();
-            let (subject, reason) = subject_and_reason(&req.subject_id, &req.reason)?;
+            let SubjectReason { subject, reason } = SubjectReason::parse(&req.subject_id, &req.reason)?;
             ev.action = if req.restrict { "restrict" } else { "lift_restriction" }.into();
             ev.subject_id = subject.as_str().to_owned();
             ev.detail = format!("reason: {reason}");
@@ -178,20 +142,13 @@ impl SubjectService for SubjectApi {
         let r: Result<_, Error> = async {
             self.shared.require(&who, Action::LegalHold)?;
             let req = request.into_inner();
-            let mut v = Violations::default();
-            let subject = v.check("subject_id", SubjectId::parse(&req.subject_id));
-            let reason = note(&mut v, "reason", &req.reason);
-            // A hold names its case; a release may (it is recorded) or not.
-            let case_id = if req.hold || !req.case_id.is_empty() {
-                note(&mut v, "case_id", &req.case_id)
-            } else {
-                Some(String::new())
-            };
-            v.finish()?;
-            let (Some(subject), Some(reason), Some(case_id)) = (subject, reason, case_id) else {
-                return Err(Error::Internal("validated input missing".into()));
-            };
-            ev.action = if req.hold { "legal_hold" } else { "release_legal_hold" }.into();
+            let ValidLegalHold {
+                subject,
+                hold,
+                case_id,
+                reason,
+            } = ValidLegalHold::parse(&req)?;
+            ev.action = if hold { "legal_hold" } else { "release_legal_hold" }.into();
             ev.subject_id = subject.as_str().to_owned();
             ev.detail = format!("case: {case_id}; reason: {reason}");
             let case_id = self
@@ -199,15 +156,15 @@ impl SubjectService for SubjectApi {
                 .engine
                 .set_legal_hold(
                     &subject,
-                    req.hold,
+                    hold,
                     &case_id,
                     &reason,
                     Some(self.shared.audited(&ev)),
                 )
                 .await?;
-            tracing::info!(by = %who.name, subject = subject.as_str(), held = req.hold, "legal hold changed");
+            tracing::info!(by = %who.name, subject = subject.as_str(), held = hold, "legal hold changed");
             Ok(Response::new(SetLegalHoldResponse {
-                held: req.hold,
+                held: hold,
                 case_id,
             }))
         }
@@ -224,7 +181,7 @@ impl SubjectService for SubjectApi {
         let r: Result<_, Error> = async {
             self.shared.require(&who, Action::Export)?;
             let req = request.into_inner();
-            let (subject, reason) = subject_and_reason(&req.subject_id, &req.reason)?;
+            let SubjectReason { subject, reason } = SubjectReason::parse(&req.subject_id, &req.reason)?;
             ev.action = "export".into();
             ev.subject_id = subject.as_str().to_owned();
             ev.detail = format!("reason: {reason}");
@@ -235,7 +192,7 @@ impl SubjectService for SubjectApi {
                 audit.subject_history(&sid, super::export::MAX_HISTORY)
             })
             .await
-            .map_err(|e| Error::Internal(format!("export task: {e}")))??;
+            .map_err(|e| Error::task("export task", e))??;
             let now = self.shared.engine.clock().now();
             let doc = super::export::document(
                 self.shared.engine.schema(),
@@ -257,7 +214,7 @@ impl SubjectService for SubjectApi {
                 })
                 .collect();
             let json = super::export::into_json(doc)
-                .map_err(|e| Error::Internal(format!("export document: {e}")))?;
+                .map_err(|e| Error::json("export document", e))?;
             tracing::info!(by = %who.name, subject = subject.as_str(), fields = data.values.len(), "subject exported");
             Ok(Response::new(SubjectExportResponse { json }))
         }
@@ -275,33 +232,11 @@ impl SubjectService for SubjectApi {
         let r: Result<_, Error> = async {
             self.shared.require(&who, Action::LinkCompanion)?;
             let req = request.into_inner();
-            let mut v = Violations::default();
-            let companion = v.check("companion_id", SubjectId::parse(&req.companion_id));
-            let holder = if req.holder_id.is_empty() {
-                if !req.attestation.is_empty() {
-                    v.add("attestation", "an attestation needs a holder_id");
-                }
-                None
-            } else {
-                let h = v.check("holder_id", SubjectId::parse(&req.holder_id));
-                if h.is_some() && req.holder_id == req.companion_id {
-                    v.add("holder_id", "a subject cannot be its own account holder");
-                }
-                Some(h)
-            };
-            let attestation = match holder {
-                Some(_) => note(&mut v, "attestation", &req.attestation),
-                None => Some(String::new()),
-            };
-            v.finish()?;
-            let (Some(companion), Some(attestation)) = (companion, attestation) else {
-                return Err(Error::Internal("validated input missing".into()));
-            };
-            let holder = match holder {
-                Some(Some(h)) => Some(h),
-                Some(None) => return Err(Error::Internal("validated input missing".into())),
-                None => None,
-            };
+            let ValidLink {
+                companion,
+                holder,
+                attestation,
+            } = ValidLink::parse(&req)?;
             ev.action = if holder.is_some() { "link_companion" } else { "unlink_companion" }.into();
             ev.subject_id = companion.as_str().to_owned();
             ev.detail = match &holder {

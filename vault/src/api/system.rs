@@ -194,7 +194,7 @@ impl SystemService for SystemApi {
             let classes =
                 tokio::task::spawn_blocking(move || engine.lifecycle_report(days, now / 1_000_000))
                     .await
-                    .map_err(|e| Error::Internal(format!("report: {e}")))??;
+                    .map_err(|e| Error::task("report", e))??;
             Ok(Response::new(LifecycleReportResponse {
                 classes,
                 as_of_unix_micros: now,

@@ -1,18 +1,16 @@
 //! `vault.v1.TokenService`.
 
-use super::{Shared, Violations, base_event, declared_purpose, principal};
+use super::requests::{ValidDetokenize, ValidLookup, ValidTokenize, ValidUpdate};
+use super::{Shared, base_event, principal};
 use crate::audit::AuditItem;
 use crate::cards::Brand;
+use crate::engine::Collect;
 use crate::engine::records::SubjectRecord;
-use crate::engine::types::{PolicyVersion, Purpose, SubjectId, TravelEnd};
-use crate::engine::{Collect, NewValue};
+use crate::engine::types::Purpose;
 use crate::engine::{Found, MAX_LOOKUP_RESULTS};
 use crate::error::Error;
 use crate::policy::{Action, SubjectContext};
 use crate::schema::{FieldDef, Schema, Validator};
-use crate::tokens::Token;
-use prost::Message;
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status};
@@ -21,7 +19,7 @@ use vault_proto::v1::{
     DetokenizeRequest, DetokenizeResponse, Disclosed, Disclosure, FieldToken, LookupRequest,
     LookupResponse, TokenizeRequest, TokenizeResponse, UpdateRequest, UpdateResponse,
 };
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroize;
 
 /// The token service.
 #[derive(Debug, Clone)]
@@ -33,71 +31,6 @@ impl TokenApi {
     /// The service over `shared`.
     pub fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
-    }
-
-    fn check_size(&self, v: &mut Violations, len: usize) {
-        let max = self.shared.limits.max_request_bytes;
-        if len > max {
-            v.add("request", format!("larger than the limit of {max} bytes"));
-        }
-    }
-
-    fn check_count(&self, v: &mut Violations, what: &str, n: usize) {
-        let max = self.shared.limits.max_batch_items;
-        if n == 0 {
-            v.add(what, "at least one item is required");
-        } else if n > max {
-            v.add(what, format!("more than the limit of {max} items"));
-        }
-    }
-
-    fn check_value(&self, v: &mut Violations, at: String, value: &str) -> bool {
-        let max = self.shared.limits.max_value_bytes;
-        if value.len() > max {
-            v.add(at, format!("longer than the limit of {max} bytes"));
-            false
-        } else {
-            true
-        }
-    }
-
-    /// The declared field called `name`, or a violation at `at`.
-    fn field<'s>(
-        v: &mut Violations,
-        at: String,
-        schema: &'s Schema,
-        name: &str,
-    ) -> Option<&'s Arc<FieldDef>> {
-        if name.is_empty() {
-            v.add(at, "a field name is required");
-            return None;
-        }
-        let def = schema.field(name);
-        if def.is_none() {
-            v.add(at, "unknown field (not declared in the schema)");
-        }
-        def
-    }
-
-    /// `value` within the byte limit and valid for `field`, canonical; or a
-    /// violation at `at`. With `store_at` (Unix seconds), the value is about
-    /// to be stored then: a card expiry must not be in the past.
-    fn value(
-        &self,
-        v: &mut Violations,
-        at: String,
-        field: &FieldDef,
-        value: &str,
-        store_at: Option<i64>,
-    ) -> Option<Zeroizing<String>> {
-        if self.check_value(v, at.clone(), value) {
-            match store_at {
-                Some(now) => v.check(at, field.normalize_to_store(value, now)),
-                None => v.check(at, field.normalize(value)),
-            }
-        } else {
-            None
-        }
     }
 }
 
@@ -114,35 +47,6 @@ fn subject_context(schema: &Schema, record: &SubjectRecord) -> SubjectContext {
 /// A card number's brand, for the response.
 fn card_brand(field: &FieldDef, canonical: &str) -> Option<&'static str> {
     (field.validator == Validator::CardNumber).then(|| Brand::of(canonical).name())
-}
-
-/// A CVV is accepted only with a valid card number in the same request, and
-/// must have that card's length. `cvvs`: each CVV's position in the request
-/// and, if it was valid on its own, in `values`.
-fn check_cvvs(
-    v: &mut Violations,
-    values: &[NewValue],
-    cvvs: &[(usize, Option<usize>)],
-    card_given: bool,
-) {
-    let card = values
-        .iter()
-        .find(|nv| nv.field.validator == Validator::CardNumber);
-    for &(at, valid) in cvvs {
-        match (card, valid.and_then(|j| values.get(j))) {
-            (Some(card), Some(cvv)) => {
-                if let Err(e) = crate::cards::check_cvv(&cvv.value, &card.value) {
-                    v.add(format!("fields[{at}].value"), e);
-                }
-            }
-            (None, _) if !card_given => v.add(
-                format!("fields[{at}].field"),
-                "a CVV is accepted only together with a card number in the same request",
-            ),
-            // An invalid card number or CVV is reported already.
-            _ => {}
-        }
-    }
 }
 
 fn log_done(rpc: &'static str, items: usize, started: Instant, r: &Result<impl Sized, Error>) {
@@ -166,68 +70,15 @@ impl TokenService for TokenApi {
         let n = req.fields.len();
         let r = async {
             let who = who?;
-            let mut v = Violations::default();
-            self.check_size(&mut v, req.encoded_len());
-            let subject = v.check("subject_id", SubjectId::parse(&req.subject_id));
-            self.check_count(&mut v, "fields", n);
             let schema = self.shared.engine.schema().clone();
             let now = self.shared.engine.clock().now();
-            let mut seen = HashSet::new();
-            // Each CVV's place in the request and in `values`, to check it
-            // against its card below.
-            let mut cvvs = Vec::new();
-            let mut card_given = false;
-            let mut values = Vec::with_capacity(n.min(self.shared.limits.max_batch_items));
-            for (i, fv) in req
-                .fields
-                .iter()
-                .enumerate()
-                .take(self.shared.limits.max_batch_items)
-            {
-                let Some(def) =
-                    Self::field(&mut v, format!("fields[{i}].field"), &schema, &fv.field)
-                else {
-                    continue;
-                };
-                if !seen.insert(def.name.as_str()) {
-                    v.add(format!("fields[{i}].field"), "field given more than once");
-                    continue;
-                }
-                card_given |= def.validator == Validator::CardNumber;
-                let value =
-                    self.value(&mut v, format!("fields[{i}].value"), def, &fv.value, Some(now));
-                if def.memory_only() {
-                    cvvs.push((i, value.as_ref().map(|_| values.len())));
-                }
-                if let Some(value) = value {
-                    values.push(NewValue {
-                        field: def.clone(),
-                        value,
-                    });
-                }
-            }
-            check_cvvs(&mut v, &values, &cvvs, card_given);
-            let mut purposes = Vec::with_capacity(req.purposes.len());
-            for (i, p) in req.purposes.iter().enumerate().take(64) {
-                purposes.extend(declared_purpose(
-                    &mut v,
-                    &format!("purposes[{i}]"),
-                    &schema,
-                    p,
-                ));
-            }
-            if req.purposes.len() > 64 {
-                v.add("purposes", "more than 64 purposes");
-            }
-            let policy_version =
-                v.check("policy_version", PolicyVersion::parse(&req.policy_version));
-            let travel_end = v
-                .check("travel_end_date", TravelEnd::parse(&req.travel_end_date))
-                .flatten();
-            v.finish()?;
-            let (Some(subject), Some(policy_version)) = (subject, policy_version) else {
-                return Err(Error::Internal("validated input missing".into()));
-            };
+            let ValidTokenize {
+                subject,
+                values,
+                purposes,
+                policy_version,
+                travel_end,
+            } = ValidTokenize::parse(&req, &schema, &self.shared.limits, now)?;
             // The context of what is being collected: the consent given with it.
             let ctx = SubjectContext::new(
                 &schema,
@@ -298,33 +149,14 @@ impl TokenService for TokenApi {
         let started = Instant::now();
         let who = principal(&request);
         let mut ev = base_event(&request, who.as_deref().ok());
-        let mut req = request.into_inner();
+        let req = request.into_inner();
         let n = req.tokens.len();
         let mut held_cvvs = Vec::new();
         let r = async {
             let who = who?;
-            let mut v = Violations::default();
-            self.check_size(&mut v, req.encoded_len());
-            self.check_count(&mut v, "tokens", n);
             let schema = self.shared.engine.schema().clone();
-            let purpose = declared_purpose(&mut v, "purpose", &schema, &req.purpose);
-            let mut tokens = Vec::with_capacity(n.min(self.shared.limits.max_batch_items));
-            for (i, t) in std::mem::take(&mut req.tokens)
-                .into_iter()
-                .enumerate()
-                .take(self.shared.limits.max_batch_items)
-            {
-                // The field's name is only written out for a bad token; a
-                // good one keeps the request's string.
-                match Token::parse_owned(t) {
-                    Some(t) => tokens.push(t),
-                    None => v.add(format!("tokens[{i}]"), "malformed token"),
-                }
-            }
-            v.finish()?;
-            let Some(purpose) = purpose else {
-                return Err(Error::Internal("validated input missing".into()));
-            };
+            let ValidDetokenize { purpose, tokens } =
+                ValidDetokenize::parse(req, &schema, &self.shared.limits)?;
             ev.action = "reveal".into();
             ev.purpose = purpose.as_str().to_owned();
             let policy = self.shared.policy.snapshot();
@@ -447,24 +279,12 @@ impl TokenService for TokenApi {
         let req = request.into_inner();
         let r = async {
             let who = who?;
-            let mut v = Violations::default();
-            self.check_size(&mut v, req.encoded_len());
             let schema = self.shared.engine.schema().clone();
-            let purpose = declared_purpose(&mut v, "purpose", &schema, &req.purpose);
-            let field = match Self::field(&mut v, "field".into(), &schema, &req.field) {
-                Some(f) if !f.lookup => {
-                    v.add("field", "not a look-up field");
-                    None
-                }
-                other => other.cloned(),
-            };
-            let value = field
-                .as_ref()
-                .and_then(|f| self.value(&mut v, "value".into(), f, &req.value, None));
-            v.finish()?;
-            let (Some(field), Some(value), Some(purpose)) = (field, value, purpose) else {
-                return Err(Error::Internal("validated input missing".into()));
-            };
+            let ValidLookup {
+                purpose,
+                field,
+                value,
+            } = ValidLookup::parse(&req, &schema, &self.shared.limits)?;
             // Refuse at once a caller the policy never lets look this field up
             // for this purpose (decided on the request alone, so the answer
             // says nothing of the data); then keep only the subjects whose own
@@ -516,16 +336,12 @@ impl TokenService for TokenApi {
         let req = request.into_inner();
         let r = async {
             let who = who?;
-            let mut v = Violations::default();
-            self.check_size(&mut v, req.encoded_len());
-            let token = v.check("token", Token::parse(&req.token).ok_or("malformed token"));
             let schema = self.shared.engine.schema().clone();
-            let purpose = declared_purpose(&mut v, "purpose", &schema, &req.purpose);
-            self.check_value(&mut v, "value".into(), &req.value);
-            v.finish()?;
-            let (Some(token), Some(purpose)) = (token, purpose) else {
-                return Err(Error::Internal("validated input missing".into()));
-            };
+            let ValidUpdate {
+                token,
+                purpose,
+                value,
+            } = ValidUpdate::parse(req, &schema, &self.shared.limits)?;
             ev.action = "update".into();
             ev.purpose = purpose.as_str().to_owned();
             let policy = &self.shared.policy;
@@ -551,7 +367,7 @@ impl TokenService for TokenApi {
                         ));
                     }
                     field
-                        .normalize_to_store(&req.value, now)
+                        .normalize_to_store(&value, now)
                         .map_err(|e| Error::invalid("value", e))
                 }, Some(self.shared.audited(&ev)))
                 .await

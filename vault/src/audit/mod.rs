@@ -27,7 +27,7 @@ pub use query::{ExportRange, MAX_QUERY_BYTES, MAX_QUERY_EVENTS, SubjectHistory, 
 use writer::{DAY_MICROS, signed, watchdog, writer};
 
 use crate::crypto::keys::{AuditKey, CheckpointKey};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Unavailable};
 use crate::model::Clock;
 use crate::model::journal::{BoxFuture, Journal};
 use segments::{End, Segment};
@@ -174,7 +174,7 @@ impl std::fmt::Debug for AuditLog {
 }
 
 fn poisoned<T>(_: T) -> Error {
-    Error::Internal("audit state lock poisoned".into())
+    Error::state("audit state lock poisoned")
 }
 
 /// An event written by the vault itself.
@@ -282,10 +282,10 @@ impl AuditLog {
         if seqs.is_empty() || rx.await == Ok(true) {
             return Ok(seqs);
         }
-        Err(Error::Unavailable(format!(
-            "audit event not durable within {} ms",
-            self.inner.settings.timeout.as_millis()
-        )))
+        Err(Unavailable::NotDurable {
+            millis: self.inner.settings.timeout.as_millis(),
+        }
+        .into())
     }
 
     /// Writes a checkpoint (if anything happened since the last), waits
@@ -318,6 +318,8 @@ mod tests;
 /// before its change, and a `write_failed` event after a change that was
 /// not made.
 impl Journal for AuditLog {
+    type Error = Error;
+
     fn durable(&self, event: AuditEvent) -> BoxFuture<'_, Result<u64>> {
         Box::pin(async move {
             let seqs = self.record(vec![event]).await?;

@@ -34,8 +34,8 @@ pub(super) const PREALLOCATE: u64 = 1 << 20;
 pub(super) const ANCHOR_FILE: &str = "anchor.pb";
 
 /// An I/O failure of the trail, as the error requests see (`UNAVAILABLE`).
-pub(super) fn io(what: &str, e: std::io::Error) -> Error {
-    Error::Unavailable(format!("audit trail: {what}: {}", e.kind()))
+pub(super) fn io(what: &'static str, e: std::io::Error) -> Error {
+    Error::audit_io(what, e)
 }
 
 /// The path of segment `number`.

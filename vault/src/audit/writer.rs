@@ -132,13 +132,11 @@ impl Inner {
     ) -> Result<Vec<u64>> {
         let mut st = self.lock()?;
         if st.closing {
-            return Err(Error::Unavailable("audit trail closed".into()));
+            return Err(Unavailable::AuditClosed.into());
         }
         if st.pending.len() > MAX_PENDING {
             st.refused_unnumbered += 1;
-            return Err(Error::Unavailable(
-                "audit trail: too many events waiting for the disk".into(),
-            ));
+            return Err(Unavailable::AuditBacklog.into());
         }
         let now = self.clock.now_micros();
         let seqs = self.push(&mut st, events, now);

@@ -21,8 +21,9 @@
 use super::{AuthMethod, Principal};
 use crate::crypto::keys::CredentialKey;
 use crate::crypto::{ct_eq, random_array};
+use crate::error::Audited;
 use crate::error::{Error, Result};
-use crate::model::journal::{self, Audited};
+use crate::model::journal;
 use crate::store::Store;
 use crate::store::{Batch, keys};
 use base64::Engine as _;
@@ -314,12 +315,12 @@ impl CredentialStore {
         let mut records = HashMap::new();
         for (_, bytes) in store.scan_prefix(keys::CREDENTIAL_PREFIX, usize::MAX)? {
             let mut r = CredentialRecord::decode(bytes.as_slice())
-                .map_err(|e| Error::Internal(format!("undecodable credential record: {e}")))?;
+                .map_err(|e| Error::decode("credential", e))?;
             if r.mac.is_empty() {
                 // From before record MACs: a single grant, whatever it says.
                 r.granted_via = VIA_SINGLE.to_owned();
             } else if !ct_eq(&r.mac, &record_mac(&key, &r)) {
-                return Err(Error::Internal(format!(
+                return Err(Error::state(format!(
                     "credential record {} fails its MAC: it was edited outside the vault; restore the data directory from a backup, or and find out who edited it",
                     r.id
                 )));
@@ -653,7 +654,7 @@ impl CredentialStore {
 /// (revoked before the journal existed) gets one. Returns the batch to
 /// write and how many credentials it revokes again.
 pub fn replay_revocations(store: &dyn crate::store::Store) -> Result<(Batch, u64)> {
-    let damaged = || Error::Internal("damaged revocation journal entry".into());
+    let damaged = || Error::state("damaged revocation journal entry");
     let mut batch = Batch::new();
     let mut journal = HashMap::new();
     for (key, value) in store.scan_prefix(keys::REVOKED_PREFIX, usize::MAX)? {
@@ -667,7 +668,7 @@ pub fn replay_revocations(store: &dyn crate::store::Store) -> Result<(Batch, u64
     let mut again = 0;
     for (key, bytes) in store.scan_prefix(keys::CREDENTIAL_PREFIX, usize::MAX)? {
         let mut r = CredentialRecord::decode(bytes.as_slice())
-            .map_err(|e| Error::Internal(format!("undecodable credential record: {e}")))?;
+            .map_err(|e| Error::decode("credential", e))?;
         match (journal.get(&r.id), r.revoked_at) {
             (Some(&at), 0) => {
                 r.revoked_at = at.max(1);
@@ -696,8 +697,8 @@ pub struct Issue<'a> {
     pub via: &'static str,
 }
 
-fn rand_error(e: impl std::fmt::Display) -> Error {
-    Error::Internal(format!("randomness: {e}"))
+fn rand_error(e: crate::crypto::CryptoError) -> Error {
+    crate::error::Internal::Randomness(e).into()
 }
 
 #[cfg(test)]

@@ -12,20 +12,20 @@ use super::*;
 /// their shard's generation; readers that missed fill the cache only if no
 /// write reached the shard since their read began, so a slow reader can never
 /// put back a record older than one a writer committed.
-struct RecordCache {
+pub(super) struct RecordCache {
     pointers: Vec<std::sync::Mutex<lru::LruCache<String, Arc<str>>>>,
     subjects: Vec<std::sync::Mutex<SubjectShard>>,
     hasher: std::collections::hash_map::RandomState,
 }
 
-struct SubjectShard {
+pub(super) struct SubjectShard {
     records: lru::LruCache<Arc<str>, Arc<SubjectRecord>>,
     /// Bumped by every write-through and every forget.
     generation: u64,
 }
 
 /// Either a cached record, or the generation a reader must quote to fill.
-enum CacheRead {
+pub(super) enum CacheRead {
     Hit(Arc<SubjectRecord>),
     Miss(u64),
 }

@@ -72,7 +72,7 @@ const CARD_TOKEN_DRAWS: usize = 32;
 
 pub use crate::model::{Clock, OffsetClock, SystemClock};
 
-pub use crate::model::Audited;
+pub use crate::error::Audited;
 use crate::model::journal;
 use vault_proto::v1::AuditItem;
 
@@ -258,8 +258,8 @@ fn field_context(subject_id: &str, field: &str, token: &str, value_version: u32)
     c
 }
 
-fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M> {
-    M::decode(bytes).map_err(|e| Error::Internal(format!("undecodable {what} record: {e}")))
+fn decode<M: Message + Default>(bytes: &[u8], what: &'static str) -> Result<M> {
+    M::decode(bytes).map_err(|e| Error::decode(what, e))
 }
 
 /// The value of `entry` of subject `sid`, opened with `dek` (the DEK of the
@@ -286,11 +286,9 @@ fn open_value(sid: &str, entry: &FieldEntry, dek: &DataKey) -> Result<Zeroizing<
     }
 }
 
+/// A failed decryption is [`Error::Integrity`], anything else internal.
 fn crypto(e: crate::crypto::CryptoError) -> Error {
-    match e {
-        crate::crypto::CryptoError::DecryptionFailed => Error::Integrity,
-        other => Error::Internal(other.to_string()),
-    }
+    Error::from(e)
 }
 
 impl Engine {
@@ -538,7 +536,6 @@ impl Engine {
             .index()
             .blind(&field.name, &field.index_form(value))
     }
-
 }
 
 impl Engine {

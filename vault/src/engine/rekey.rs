@@ -56,7 +56,7 @@ impl Engine {
         let _one = self.rotation.lock().await;
         crate::keystore::rotate(&self.keyring, self.store.as_ref(), self.clock.now())
             .await
-            .map_err(|e| Error::Internal(format!("KEK rotation: {e}")))
+            .map_err(|e| Error::keyring("KEK rotation", e))
     }
 
     /// Progress of the rewrap.
@@ -107,7 +107,7 @@ impl Engine {
         let engine = self.clone();
         let due = tokio::task::spawn_blocking(move || engine.subjects_to_rewrap(target))
             .await
-            .map_err(|e| Error::Internal(format!("rewrap scan: {e}")))??;
+            .map_err(|e| Error::task("rewrap scan", e))??;
         self.rewrap.done.store(0, Ordering::Relaxed);
         self.rewrap.total.store(due.len() as u64, Ordering::Relaxed);
         self.each_subject(
@@ -229,7 +229,7 @@ impl Engine {
         let engine = self.clone();
         let still = tokio::task::spawn_blocking(move || engine.subjects_under(version))
             .await
-            .map_err(|e| Error::Internal(format!("retire scan: {e}")))??;
+            .map_err(|e| Error::task("retire scan", e))??;
         if !still.is_empty() {
             return Err(Error::FailedPrecondition(
                 "data keys are still wrapped under this version: wait for the rewrap to finish (vaultctl status)",
@@ -242,7 +242,7 @@ impl Engine {
             self.clock.now(),
         )
         .await
-        .map_err(|e| Error::Internal(format!("retiring a KEK: {e}")))
+        .map_err(|e| Error::keyring("retiring a KEK", e))
     }
 
     /// Handles a compromised KEK `version` (operators): rotates first if it
@@ -261,7 +261,7 @@ impl Engine {
         let engine = self.clone();
         let due = tokio::task::spawn_blocking(move || engine.subjects_under(version))
             .await
-            .map_err(|e| Error::Internal(format!("re-key scan: {e}")))??;
+            .map_err(|e| Error::task("re-key scan", e))??;
         let stats = self
             .each_subject(
                 due,

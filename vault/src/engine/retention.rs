@@ -112,7 +112,7 @@ impl Engine {
         let engine = self.clone();
         let (due, held) = tokio::task::spawn_blocking(move || engine.due_subjects(now))
             .await
-            .map_err(|e| Error::Internal(format!("sweep scan: {e}")))??;
+            .map_err(|e| Error::task("sweep scan", e))??;
         let stats = SweepStats {
             held,
             ..SweepStats::default()
@@ -158,7 +158,7 @@ impl Engine {
                     first_error.get_or_insert(e);
                 }
                 Err(e) => {
-                    first_error.get_or_insert(Error::Internal(format!("subject task: {e}")));
+                    first_error.get_or_insert(Error::task("subject task", e));
                 }
             }
         };

@@ -8,7 +8,8 @@
 //! - [`principal`]: an authenticated caller ([`Principal`]).
 //! - [`reveal`]: what a caller gets of one field ([`Reveal`]).
 //! - [`journal`]: "this event is durable, then this batch is written"
-//!   ([`Journal`], [`journal::commit`]).
+//!   ([`Journal`], [`journal::commit`]; `crate::error::Audited` is its
+//!   event with the vault's error).
 //!
 //! See `docs/architecture.md` for the layers above.
 
@@ -26,6 +27,6 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 pub use ids::{MAX_SUBJECT_ID, PolicyVersion, Purpose, SubjectId, TravelEnd};
-pub use journal::{Audited, Journal};
+pub use journal::Journal;
 pub use principal::{AuthMethod, Principal};
 pub use reveal::Reveal;

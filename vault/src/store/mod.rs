@@ -83,12 +83,6 @@ pub enum StoreError {
     Failed,
 }
 
-impl From<StoreError> for crate::error::Error {
-    fn from(e: StoreError) -> Self {
-        crate::error::Error::Unavailable(e.to_string())
-    }
-}
-
 /// One key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 /// Keys and values, in key order.
