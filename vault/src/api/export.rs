@@ -2,8 +2,8 @@
 //! `vault.subject-export.v1`, documented in `docs/lifecycle.md`.
 
 use crate::audit::{AuditEvent, SubjectHistory};
-use crate::engine::types::utc_time;
 use crate::engine::{SubjectData, ValueState};
+use crate::model::calendar::utc_time;
 use crate::schema::Schema;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};

@@ -25,9 +25,10 @@ pub use system::SystemApi;
 pub use token::TokenApi;
 
 use crate::audit::{AuditEvent, AuditLog};
-use crate::auth::{Authenticator, Principal};
+use crate::auth::Authenticator;
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::model::Principal;
 use crate::policy::{Action, PolicyEngine};
 use std::sync::Arc;
 use std::time::Instant;

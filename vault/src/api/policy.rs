@@ -3,8 +3,8 @@
 
 use super::requests::{ExplainAsk, ValidExplain};
 use super::{Shared, base_event, principal};
-use crate::auth::{AuthMethod, Principal};
 use crate::error::Error;
+use crate::model::{AuthMethod, Principal};
 use crate::policy::{Action, SubjectContext};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};

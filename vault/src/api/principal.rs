@@ -7,9 +7,9 @@
 
 use super::requests::{ValidApprove, ValidCreate, ValidReject, ValidRevoke};
 use super::{Shared, base_event, principal};
-use crate::auth::Principal;
 use crate::auth::credentials::{CredentialRecord, Issue, VIA_DUAL_CONTROL, VIA_SINGLE};
 use crate::error::Error;
+use crate::model::Principal;
 use crate::policy::{Action, GrantAsk};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};

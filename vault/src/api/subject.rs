@@ -49,7 +49,7 @@ impl SubjectService for SubjectApi {
             } = ValidSetConsent::parse(&req, self.shared.engine.schema())?;
             ev.action = "set_consent".into();
             ev.subject_id = subject.as_str().to_owned();
-            let names = |l: &[crate::engine::types::Purpose]| {
+            let names = |l: &[crate::model::Purpose]| {
                 l.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(",")
             };
             ev.detail = format!("granted [{}] withdrawn [{}]", names(&grant), names(&withdraw));

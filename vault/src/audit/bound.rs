@@ -53,7 +53,7 @@ pub fn digest(key: &AuditKey, text: &str) -> String {
     format!(
         "<{} bytes, hmac-sha256 {}>",
         text.len(),
-        crate::crypto::hex(&mac[..8])
+        crate::model::hex(&mac[..8])
     )
 }
 

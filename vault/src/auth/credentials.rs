@@ -18,12 +18,12 @@
 //! replays it ([`replay_revocations`]) so that a backup taken before a
 //! revocation does not bring the token back.
 
-use super::{AuthMethod, Principal};
 use crate::crypto::keys::CredentialKey;
 use crate::crypto::{ct_eq, random_array};
 use crate::error::Audited;
 use crate::error::{Error, Result};
 use crate::model::journal;
+use crate::model::{AuthMethod, Principal};
 use crate::store::Store;
 use crate::store::{Batch, keys};
 use base64::Engine as _;

@@ -15,13 +15,11 @@
 pub mod credentials;
 
 use crate::error::Error;
-use crate::model::Clock;
+use crate::model::{AuthMethod, Clock, Principal};
 use crate::throttle::{AuthSettings, AuthThrottle, PeerKey, Verdict};
 use credentials::CredentialStore;
 use std::collections::HashMap;
 use std::sync::Arc;
-
-pub use crate::model::{AuthMethod, Principal};
 
 /// The principal a DER certificate names: its first URI SAN, else its
 /// subject's first CN.

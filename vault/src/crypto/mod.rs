@@ -72,8 +72,6 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     bool::from(diff.ct_eq(&0))
 }
 
-pub use crate::model::hex;
-
 /// Fills `N` bytes from the operating system's generator.
 pub fn random_array<const N: usize>() -> Result<[u8; N], CryptoError> {
     let mut out = [0u8; N];

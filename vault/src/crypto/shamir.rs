@@ -126,7 +126,7 @@ pub struct EncodedShare {
 }
 
 fn check(body: &str) -> String {
-    super::hex(&digest(&SHA256, body.as_bytes()).as_ref()[..4])
+    crate::model::hex(&digest(&SHA256, body.as_bytes()).as_ref()[..4])
 }
 
 /// The text form of `share` for a custodian.
@@ -134,7 +134,7 @@ pub fn encode(vault_id: &str, threshold: u8, share: &Share) -> Zeroizing<String>
     let body = Zeroizing::new(format!(
         "{PREFIX}:{vault_id}:{threshold}:{}:{}",
         share.index,
-        super::hex(share.value.as_ref())
+        crate::model::hex(share.value.as_ref())
     ));
     Zeroizing::new(format!("{}:{}", body.as_str(), check(&body)))
 }

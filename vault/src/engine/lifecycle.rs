@@ -448,7 +448,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn erasure_leaves_no_key_behind() {
         use crate::engine::Found;
-        use crate::policy::Reveal;
+        use crate::model::Reveal;
         use crate::tokens::Token;
         let dir = tempfile::tempdir().unwrap();
         let engine = crate::engine::test_engine(dir.path()).await;
@@ -514,7 +514,7 @@ mod tests {
     #[derive(Debug)]
     struct Frozen(i64);
 
-    impl crate::engine::Clock for Frozen {
+    impl crate::model::Clock for Frozen {
         fn now(&self) -> i64 {
             self.0
         }

@@ -19,19 +19,14 @@ pub use export::{Companion, ExportedValue, SubjectData, ValueState};
 pub(crate) use lifecycle::replay_erasures;
 pub use rekey::{CompromiseStats, RewrapState, RewrapStats};
 pub use retention::SweepStats;
-/// The validated identifiers, by their old path (see [`crate::model`]).
-pub mod types {
-    pub use crate::model::calendar::{civil_date, utc_time};
-    pub use crate::model::ids::*;
-}
 
 use crate::cards::cvv::{CvvVault, Held};
 use crate::crypto::ct_eq;
 use crate::crypto::keyring::Keyring;
 use crate::crypto::keys::DataKey;
 use crate::error::{Error, Result};
-use crate::model::{PolicyVersion, Purpose, SubjectId};
-use crate::policy::Reveal;
+use crate::model::Reveal;
+use crate::model::{Clock, PolicyVersion, Purpose, SubjectId};
 use crate::schema::{FieldDef, Validator};
 use crate::store::{Batch, Store, keys};
 use crate::tokens::Token;
@@ -69,8 +64,6 @@ const LOOKUP_PAGE: usize = 256;
 /// Draws of a card token before giving up on finding a free one (each is
 /// taken with a chance of at most the vault's share of the token space).
 const CARD_TOKEN_DRAWS: usize = 32;
-
-pub use crate::model::{Clock, OffsetClock, SystemClock};
 
 pub use crate::error::Audited;
 use crate::model::journal;
@@ -549,7 +542,7 @@ impl Engine {
 /// schema and the system clock (unit tests).
 #[cfg(test)]
 pub(crate) async fn test_engine(dir: &std::path::Path) -> Arc<Engine> {
-    test_engine_with_clock(dir, Arc::new(SystemClock)).await
+    test_engine_with_clock(dir, Arc::new(crate::model::SystemClock)).await
 }
 
 /// [`test_engine`] with `clock`.

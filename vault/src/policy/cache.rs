@@ -7,8 +7,8 @@
 //! share a hash never share a decision. Bounded: a full shard is cleared
 //! (decisions are cheap to redo).
 
-use super::{Action, Reveal, SubjectContext};
-use crate::model::{AuthMethod, Principal};
+use super::{Action, SubjectContext};
+use crate::model::{AuthMethod, Principal, Reveal};
 use crate::schema::FieldDef;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};

@@ -15,7 +15,7 @@ mod load;
 use load::Types;
 pub use load::{PolicyError, PolicySource};
 
-use crate::model::Principal;
+use crate::model::{Principal, Reveal};
 use crate::schema::{FieldDef, Schema};
 use cache::{DecisionCache, Key};
 use cedar_policy::{
@@ -214,8 +214,6 @@ impl Action {
         }
     }
 }
-
-pub use crate::model::Reveal;
 
 /// What the vault knows of one subject when it decides about its fields.
 #[derive(Debug, Clone, Default)]

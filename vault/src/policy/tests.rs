@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::AuthMethod;
+use crate::model::{AuthMethod, Reveal};
 
 fn fields() -> Arc<Schema> {
     Arc::new(Schema::default_schema(4096).unwrap())

@@ -13,9 +13,9 @@
 use super::StartError;
 use crate::audit::AuditEvent;
 use crate::config::Config;
-use crate::crypto::hex;
 use crate::crypto::keys::{KEY_LEN, RootKey};
 use crate::crypto::shamir::{self, Share};
+use crate::model::hex;
 use crate::store::sled::SledStore;
 use crate::store::{Batch, Store};
 use crate::throttle::{PeerKey, UnsealSettings, UnsealThrottle};

@@ -21,8 +21,8 @@ pub(crate) use principal::{ValidApprove, ValidCreate, ValidReject, ValidRevoke};
 pub(crate) use subject::{SubjectReason, ValidLegalHold, ValidLink, ValidSetConsent};
 pub(crate) use token::{ValidDetokenize, ValidLookup, ValidTokenize, ValidUpdate};
 
-use crate::engine::types::Purpose;
 use crate::error::{Error, Violation};
+use crate::model::Purpose;
 use crate::schema::Schema;
 
 /// Proof that a violation was recorded for an item: made only by

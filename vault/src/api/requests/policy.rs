@@ -2,8 +2,8 @@
 
 use super::{Violations, all, at_most, at_most_items};
 use crate::auth::credentials::check_role;
-use crate::auth::{AuthMethod, Principal};
 use crate::error::Error;
+use crate::model::{AuthMethod, Principal};
 use crate::policy::Action;
 use crate::schema::{FieldDef, Schema};
 use std::sync::Arc;

@@ -2,8 +2,8 @@
 //! Export, LinkCompanion.
 
 use super::{Violations, declared_purpose, note};
-use crate::engine::types::{PolicyVersion, Purpose, SubjectId};
 use crate::error::Error;
+use crate::model::{PolicyVersion, Purpose, SubjectId};
 use crate::schema::Schema;
 use vault_proto::v1::{LinkCompanionRequest, SetConsentRequest, SetLegalHoldRequest};
 

@@ -3,8 +3,8 @@
 use super::{Checked, Violations, declared_purpose};
 use crate::config::Limits;
 use crate::engine::NewValue;
-use crate::engine::types::{PolicyVersion, Purpose, SubjectId, TravelEnd};
 use crate::error::Error;
+use crate::model::{PolicyVersion, Purpose, SubjectId, TravelEnd};
 use crate::schema::{FieldDef, Schema, Validator};
 use crate::tokens::Token;
 use prost::Message;
