@@ -4,7 +4,7 @@
 //! Map of the crate:
 //!
 //! - [`model`]: clock and calendar, ids, `Principal`, `Reveal`, the `Journal`.
-//! - [`error`]: the one error type and its conversion to `tonic::Status`.
+//! - [`error`]: the one request error: its gRPC code, audit outcome and typed sources.
 //! - [`config`]: one [`Config`], from file, environment and flags.
 //! - [`crypto`]: keys, envelope encryption, blind indexes, the keyring.
 //! - [`store`]: the `Store` trait and its sled implementation (group commit).
