@@ -1116,11 +1116,11 @@ mod offline {
         ))
     }
 
-    fn any_in(role: &str) -> vault::auth::Principal {
-        vault::auth::Principal {
+    fn any_in(role: &str) -> vault::model::Principal {
+        vault::model::Principal {
             name: Arc::from("(any principal)"),
             role: Arc::from(role),
-            method: vault::auth::AuthMethod::Bearer,
+            method: vault::model::AuthMethod::Bearer,
             credential_id: None,
             data_capable: true,
         }

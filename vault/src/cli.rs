@@ -1,4 +1,5 @@
-//! The `vaultd` command line: `serve` (the default) and `init`.
+//! The `vaultd` command line: parses the arguments and runs `serve` (the
+//! default: [`server::run`]), `check`, `init`, `officer` or `restore`.
 
 use crate::config::{Config, LogFormat, Overrides};
 use crate::server::{self, StartError};
@@ -236,12 +237,8 @@ pub fn main() -> ExitCode {
                 let root = crate::backup::restore_root(&config, &share)?;
                 let checked = crate::backup::check(&root, &from, &journal)?;
                 drop(root);
-                let store = crate::store::sled::SledStore::open(
-                    &config.data_dir,
-                    config.store_cache_bytes,
-                    config.durability,
-                )?;
-                let result = crate::backup::restore(&store, checked).await;
+                let store = server::open_store(&config, config.store_cache_bytes)?;
+                let result = crate::backup::restore(store.as_ref(), checked).await;
                 store.close()?;
                 let r = result?;
                 eprintln!(

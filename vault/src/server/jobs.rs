@@ -1,8 +1,9 @@
 //! The background jobs of a serving vault: zeroing expired CVVs, the
 //! retention sweeper, resuming an interrupted rewrap, the summaries of
 //! failed authentications and reloading the policy on SIGHUP. Each runs
-//! until the stop signal; [`Jobs::stop`] waits for them, so that a sealed
-//! vault knows no job still holds its keys.
+//! until the stop signal; [`Jobs::stop`] waits for them before the last
+//! audit events and the flush. (A rewrap an operator starts runs outside
+//! the set: it ends with its pass, and sealing waits for the keys.)
 
 use crate::api::{self, Shared};
 use std::sync::Arc;
@@ -42,7 +43,7 @@ impl Jobs {
         shared: &Arc<Shared>,
         retention_sweep_secs: u64,
         stop: &watch::Receiver<bool>,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let mut set = JoinSet::new();
         // CVVs past their time to live are zeroed within ten seconds even if
         // nobody asks for them (a reveal checks the time itself).
@@ -93,10 +94,10 @@ impl Jobs {
             api::write_throttle_summaries(&for_summaries, false);
             std::future::ready(())
         }));
-        if let Err(e) = reload_on_sighup(&mut set, shared, stop.clone()) {
-            tracing::error!(error = %e, "cannot handle SIGHUP: the policy reloads only through the API");
-        }
-        Self { set }
+        // Without a handler, a SIGHUP would end the process unflushed: a
+        // vault that cannot take the signal does not start.
+        reload_on_sighup(&mut set, shared, stop.clone())?;
+        Ok(Self { set })
     }
 
     /// Waits (at most `limit`) for every job to end after the stop signal;

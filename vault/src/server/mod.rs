@@ -20,7 +20,7 @@ pub mod seal;
 mod serve;
 
 pub use error::StartError;
-pub use open::{Vault, load_schema, open_engine};
+pub use open::{Vault, load_schema, open_engine, open_store};
 
 use crate::auth::credentials::{BOOTSTRAP_TTL_SECS, IssuedToken};
 use crate::config::Config;

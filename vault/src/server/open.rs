@@ -14,6 +14,7 @@ use crate::error::Audited;
 use crate::keystore;
 use crate::model::{Clock, OffsetClock, SystemClock};
 use crate::schema::Schema;
+use crate::store::Store;
 use crate::store::sled::SledStore;
 use crate::{api, policy, schema};
 use std::sync::Arc;
@@ -53,16 +54,22 @@ fn dev_root_key(config: &Config, initialised: bool) -> Result<RootKey, StartErro
     Ok(root)
 }
 
+/// Opens the data directory's store (the one place that chooses it), with
+/// a page cache of `cache_bytes`.
+pub fn open_store(config: &Config, cache_bytes: u64) -> Result<Arc<dyn Store>, StartError> {
+    Ok(Arc::new(SledStore::open(
+        &config.data_dir,
+        cache_bytes,
+        config.durability,
+    )?))
+}
+
 /// Opens the store and the keys under `root` (unsealed from shares) or, if
 /// `None`, the development root key file, creating one on an empty data
 /// directory if the configuration allows it.
 pub async fn open_engine(config: &Config, root: Option<RootKey>) -> Result<Engine, StartError> {
     let schema = Arc::new(load_schema(config)?);
-    let store = Arc::new(SledStore::open(
-        &config.data_dir,
-        config.store_cache_bytes,
-        config.durability,
-    )?);
+    let store = open_store(config, config.store_cache_bytes)?;
     let initialised = keystore::is_initialised(store.as_ref())?;
     let root = match (root, &config.hsm) {
         (Some(root), _) => keyring::Root::Key(Box::new(root)),

@@ -16,8 +16,7 @@ use crate::config::Config;
 use crate::crypto::keys::{KEY_LEN, RootKey};
 use crate::crypto::shamir::{self, Share};
 use crate::model::hex;
-use crate::store::sled::SledStore;
-use crate::store::{Batch, Store};
+use crate::store::Batch;
 use crate::throttle::{PeerKey, UnsealSettings, UnsealThrottle};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
@@ -55,7 +54,7 @@ pub fn read_config(config: &Config) -> Result<Option<ShamirConfig>, StartError> 
     if !config.data_dir.exists() {
         return Ok(None);
     }
-    let store = SledStore::open(&config.data_dir, 1 << 20, config.durability)?;
+    let store = super::open_store(config, 1 << 20)?;
     let got = store.get(SHAMIR_KEY)?;
     store.close()?;
     match got {
@@ -96,8 +95,8 @@ pub async fn init(
         ));
     }
     {
-        let store = SledStore::open(&config.data_dir, 1 << 20, config.durability)?;
-        let initialised = crate::keystore::is_initialised(&store)?;
+        let store = super::open_store(config, 1 << 20)?;
+        let initialised = crate::keystore::is_initialised(store.as_ref())?;
         store.close()?;
         if initialised {
             return Err(StartError::Invalid(format!(

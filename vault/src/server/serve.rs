@@ -104,7 +104,8 @@ impl Vault {
             }
             let _ = stop_tx.send(true);
         });
-        let jobs = Jobs::start(&shared, config.retention_sweep_secs, &stop_rx);
+        let jobs = Jobs::start(&shared, config.retention_sweep_secs, &stop_rx)
+            .map_err(|e| StartError::io("cannot handle SIGHUP", e))?;
         let mut builder = Server::builder()
             .tcp_nodelay(true)
             .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
@@ -150,6 +151,9 @@ impl Vault {
                 Ok(())
             }
         };
+        // Every job ends at the stop signal, before the last events and the
+        // flush: nothing a job does comes after the trail's `vault_stop`.
+        let jobs_done = jobs.stop(Duration::from_secs(10)).await;
         tracing::info!("vault stopping: in-flight requests finished, flushing");
         api::write_throttle_summaries(&shared, true);
         let stop_event = audit::system_event("vault_stop", "ok", String::new());
@@ -159,22 +163,32 @@ impl Vault {
         shared.audit.close();
         engine.store().flush()?;
         served.map_err(StartError::Serve)?;
-        // Every job ends at the stop signal: none may keep the keys alive.
-        let jobs_done = jobs.stop(Duration::from_secs(10)).await;
-        drop(shared);
         if !sealed.load(Ordering::Acquire) {
             return Ok(Served::Stopped);
         }
-        // Sealed: the keys go with the last reference to the engine, which
-        // a request still finishing on a blocking thread (an audit export,
-        // a rewrap an operator started) may hold for a moment.
+        // Sealed: the keys are gone when the last holder of each lets go:
+        // the engine's keyring, and the trail and the credential store,
+        // which hold theirs directly. A request still finishing on a
+        // blocking thread (an audit export, a rewrap an operator started)
+        // may hold one for a moment.
+        let keyring = engine.keyring();
+        let keys = (
+            Arc::downgrade(keyring.audit()),
+            Arc::downgrade(keyring.checkpoint()),
+            Arc::downgrade(keyring.credential()),
+        );
+        drop(shared);
+        drop(engine);
+        let gone = || {
+            keys.0.strong_count() == 0 && keys.1.strong_count() == 0 && keys.2.strong_count() == 0
+        };
         for _ in 0..200 {
-            if Arc::strong_count(&engine) == 1 {
+            if gone() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if !jobs_done || Arc::strong_count(&engine) > 1 {
+        if !jobs_done || !gone() {
             tracing::warn!("background work or a connection still holds the keys after sealing");
         } else {
             tracing::warn!("vault sealed: keys dropped from memory");

@@ -145,4 +145,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// The backend's name, e.g. `sled`.
     fn backend(&self) -> &'static str;
+
+    /// Flushes and stops the store's background work: its last use.
+    fn close(&self) -> Result<(), StoreError>;
 }

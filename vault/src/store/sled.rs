@@ -438,6 +438,10 @@ impl Store for SledStore {
     fn backend(&self) -> &'static str {
         "sled"
     }
+
+    fn close(&self) -> Result<(), StoreError> {
+        SledStore::close(self)
+    }
 }
 
 #[cfg(test)]
