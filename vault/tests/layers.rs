@@ -7,7 +7,6 @@
 //! inline) and any `super::…` path that climbs to the crate root, outside
 //! comments.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// Each top-level module of `vault/src` and its layer (0 is the bottom).

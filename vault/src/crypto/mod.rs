@@ -1,7 +1,7 @@
 //! Keys, envelope encryption, field ciphers and blind indexes.
 //!
 //! ```text
-//! root key (dev key file now; Shamir shares or an HSM later)
+//! root key (a dev key file, Shamir shares, or an HSM's key)
 //!   ├─ key-encrypting keys, versioned, stored wrapped by the root key
 //!   │    └─ one data key (DEK) per subject, stored wrapped by a KEK version
 //!   │         └─ field ciphertexts, AES-256-GCM

@@ -1,9 +1,15 @@
 //! The vault's core: tokenize, detokenize, look up and correct values.
 //!
-//! The engine takes validated input (see [`types`]) and works on the store
-//! and keyring. Writes of one subject are serialised by a striped lock (the
-//! read-modify-write of its record); different subjects proceed in parallel,
-//! and every write is one atomic, durable batch.
+//! The engine takes validated input (the ids of [`crate::model`], parsed at
+//! the API edge) and works on the store and keyring. Writes of one subject
+//! are serialised by a striped lock (the read-modify-write of its record);
+//! different subjects proceed in parallel, and every write is one durable
+//! batch whose last operation makes it visible (see [`crate::store`]).
+//!
+//! - `tokenize.rs`, `reveal.rs` (detokenize, look-up), `update.rs`: the
+//!   request paths; `lifecycle.rs`, `retention.rs`, `export.rs`,
+//!   `rekey.rs`: subject rights, retention, keys; `cache.rs`: the record
+//!   and pointer caches; `records.rs`: the stored subject record.
 
 mod cache;
 mod export;
@@ -65,7 +71,7 @@ const LOOKUP_PAGE: usize = 256;
 /// taken with a chance of at most the vault's share of the token space).
 const CARD_TOKEN_DRAWS: usize = 32;
 
-pub use crate::error::Audited;
+use crate::error::Audited;
 use crate::model::journal;
 use vault_proto::v1::AuditItem;
 

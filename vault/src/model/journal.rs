@@ -1,5 +1,6 @@
-//! "This event is durable, then this batch is written": the one commit step
-//! of every audited change.
+//! "This event is durable, then this write is made": the one commit step of
+//! every audited change (the write is the store's commit of the change's
+//! batch).
 //!
 //! A change that survives a crash must never lack its audit event, so the
 //! event is made durable first and the change written after. If the write

@@ -17,9 +17,6 @@ pub mod keys;
 pub mod record_files;
 pub mod sled;
 
-use std::future::Future;
-use std::pin::Pin;
-
 /// One change in a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -89,7 +86,7 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 pub type Entries = Vec<Entry>;
 
 /// A boxed future, so that [`Store`] stays object-safe.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::model::journal::BoxFuture;
 
 /// An ordered key-value store with ordered, durable batches of atomic operations.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
