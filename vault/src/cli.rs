@@ -213,7 +213,7 @@ pub fn main() -> ExitCode {
             }
             Command::Officer { name, ttl } => {
                 let unsealed = match server::seal::read_config(&config)? {
-                    Some(sc) => Some(server::seal::unseal_from_lines(&config, &sc, std::io::stdin().lock())?),
+                    Some(sc) => Some(server::seal::unseal_from_lines(&sc, std::io::stdin().lock())?),
                     None => None,
                 };
                 let mut vault = server::Vault::open_with(config, unsealed).await?;

@@ -137,7 +137,9 @@ impl std::fmt::Debug for Vault {
 }
 
 /// The TLS settings of `config`, or `None` without TLS.
-pub(super) fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> {
+pub(in crate::server) fn tls_config(
+    config: &Config,
+) -> Result<Option<ServerTlsConfig>, StartError> {
     let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) else {
         return Ok(None);
     };
