@@ -133,6 +133,9 @@ impl Vault {
             PolicyServiceServer(PolicyApi),
             AuditServiceServer(AuditApi),
         );
+        // The services hold their own copies: this one must not keep the
+        // trail's and the credentials' keys alive after a seal.
+        drop(guard);
         ready();
         let mut server_stop = stop_rx.clone();
         let mut grace_stop = stop_rx;
@@ -189,7 +192,13 @@ impl Vault {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if !jobs_done || !gone() {
-            tracing::warn!("background work or a connection still holds the keys after sealing");
+            tracing::warn!(
+                jobs_done,
+                audit_key = keys.0.strong_count(),
+                checkpoint_key = keys.1.strong_count(),
+                credential_key = keys.2.strong_count(),
+                "background work or a connection still holds the keys after sealing"
+            );
         } else {
             tracing::warn!("vault sealed: keys dropped from memory");
         }
