@@ -1108,7 +1108,7 @@ mod offline {
             |r| vault::auth::credentials::check_role(r).map_err(|e| Failure::Usage(e.into()));
         check(role)?;
         check(granted)?;
-        Ok(vault::api::explain_grant_response(
+        Ok(vault::policy::explain::explain_grant_response(
             policy,
             &any_in(role),
             granted,
@@ -1147,7 +1147,7 @@ mod offline {
             restricted,
             "",
         );
-        Ok(vault::api::explain_response(
+        Ok(vault::policy::explain::explain_response(
             policy,
             &who,
             def,
@@ -1280,7 +1280,7 @@ fn run_offline(command: &Command, json: bool, out: &mut impl Write) -> Option<Re
             let e = match (grant, field, purpose) {
                 (Some(g), _, _) => {
                     let ttl = match explain_ttl(ttl.as_deref())? {
-                        0 => vault::api::DEFAULT_EXPLAINED_TTL_SECS,
+                        0 => vault::policy::explain::DEFAULT_EXPLAINED_TTL_SECS,
                         t => t,
                     };
                     offline::explain_grant(&policy, role, g, ttl)?
