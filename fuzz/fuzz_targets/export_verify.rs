@@ -1,4 +1,4 @@
-//! Export verification (`vault_client::audit::verify_export`): `vaultctl
+//! Export verification (`vault_client::verify_export::verify_export`): `vaultctl
 //! audit verify` on an export file, offline, with the vault's public key.
 //!
 //! Two kinds of input. Raw text: verification never panics and never says
@@ -16,7 +16,7 @@ use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use std::sync::OnceLock;
-use vault_client::audit::{ExportVerdict, checkpoint_line, event_line, header_line, verify_export};
+use vault_client::verify_export::{ExportVerdict, checkpoint_line, event_line, header_line, verify_export};
 use vault_proto::audit::{chain_hash, checkpoint_message, export_message};
 use vault_proto::v1::{AuditEvent, AuditItem, Checkpoint, ExportedEvent};
 

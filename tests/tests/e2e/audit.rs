@@ -182,7 +182,7 @@ async fn the_chain_survives_a_restart() {
 /// bad event where there is one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pci_10_3_an_export_verifies_offline_and_tampering_is_named() {
-    use vault_client::audit::{ExportVerdict, verify_export};
+    use vault_client::verify_export::{ExportVerdict, verify_export};
     let vault = TestVault::start_default_policy();
     let mut booking = vault.client_as("booking_service").await;
     for i in 0..5 {
@@ -197,7 +197,7 @@ async fn pci_10_3_an_export_verifies_offline_and_tampering_is_named() {
     assert_success(&export);
     let text = String::from_utf8(export.stdout).unwrap();
     let pubkey = String::from_utf8(run(&["audit", "pubkey"]).stdout).unwrap();
-    let key = vault_client::audit::unhex(pubkey.trim()).unwrap();
+    let key = vault_client::verify_export::unhex(pubkey.trim()).unwrap();
     let lines: Vec<String> = text.lines().map(str::to_owned).collect();
     let events = lines.len() as u64 - 2;
     assert!(events >= 8, "{text}");

@@ -6,8 +6,10 @@
 
 use std::path::Path;
 use tonic::Code;
-use vault_client::audit::{ExportVerdict, checkpoint_line, event_line, header_line, verify_export};
 use vault_client::proto::{AuditEvent, QueryRequest};
+use vault_client::verify_export::{
+    ExportVerdict, checkpoint_line, event_line, header_line, verify_export,
+};
 use vault_client::{AuditExport, VaultClient};
 use vault_tests::{TestVault, assert_success, audit_events};
 
@@ -194,7 +196,7 @@ async fn pci_10_3_offline_verify_refuses_a_cut_start() {
     let run = |args: &[&str]| vault_tests::vaultctl(&vault, &auditor_token, args, None);
     let text = assert_success(&run(&["audit", "export"]));
     let pubkey = assert_success(&run(&["audit", "pubkey"]));
-    let key = vault_client::audit::unhex(pubkey.trim()).unwrap();
+    let key = vault_client::verify_export::unhex(pubkey.trim()).unwrap();
     let lines: Vec<String> = text.lines().map(str::to_owned).collect();
     let check = |ls: &[String]| verify_export(ls, &key);
     assert!(

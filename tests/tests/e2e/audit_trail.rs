@@ -6,8 +6,10 @@ use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;
 use std::time::{Duration, Instant};
 use tonic::Code;
-use vault_client::audit::{ExportVerdict, checkpoint_line, event_line, header_line, verify_export};
 use vault_client::proto::{AuditEvent, ExplainRequest, QueryRequest};
+use vault_client::verify_export::{
+    ExportVerdict, checkpoint_line, event_line, header_line, verify_export,
+};
 use vault_client::{AuditExport, VaultClient};
 use vault_tests::{TestVault, audit_events, card_number, scan_for};
 

@@ -199,7 +199,7 @@ async fn pci_3_3_1_a_cvv_is_revealed_once_and_never_stored() {
     let lines: String = export
         .events
         .iter()
-        .map(vault_client::audit::event_line)
+        .map(vault_client::verify_export::event_line)
         .collect::<Vec<_>>()
         .join("\n");
     assert!(lines.contains(&cvv_token), "the export is the real one");

@@ -15,10 +15,7 @@ mod system;
 mod token;
 
 pub use audit::{AuditApi, MAX_CONCURRENT_EXPORTS, MAX_CONCURRENT_READS};
-pub use policy::{
-    DEFAULT_EXPLAINED_TTL_SECS, PolicyApi, explain_grant_response, explain_response,
-    reload as reload_policy,
-};
+pub use policy::{PolicyApi, reload as reload_policy};
 pub use principal::PrincipalApi;
 pub use subject::SubjectApi;
 pub use system::SystemApi;

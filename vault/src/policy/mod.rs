@@ -10,6 +10,7 @@
 //! not load keeps the running ones.
 
 mod cache;
+pub mod explain;
 mod load;
 
 use load::Types;

@@ -83,7 +83,7 @@ impl ValidExplain {
         if !req.grant_role.is_empty() {
             let role = v.check("grant_role", check_role(&req.grant_role));
             let ttl_seconds = match req.grant_ttl_seconds {
-                0 => crate::api::DEFAULT_EXPLAINED_TTL_SECS,
+                0 => crate::policy::explain::DEFAULT_EXPLAINED_TTL_SECS,
                 t => t,
             };
             return v.finish(|| {
@@ -197,7 +197,7 @@ mod tests {
         assert!(matches!(
             e.ask,
             ExplainAsk::Grant { ref role, ttl_seconds } if role == "dpo"
-                && ttl_seconds == crate::api::DEFAULT_EXPLAINED_TTL_SECS
+                && ttl_seconds == crate::policy::explain::DEFAULT_EXPLAINED_TTL_SECS
         ));
         let req = ExplainRequest {
             role: "support".into(),

@@ -17,14 +17,15 @@
 //! (a shared VM), the baseline and the workloads compared with it are then
 //! measured under the same conditions.
 
-use crate::cli::{Failure, print_table};
-use crate::proto::{FieldValue, TokenizeRequest};
-use crate::{ClientError, Target, VaultClient};
+use crate::Failure;
+use crate::output::print_table;
 use hdrhistogram::Histogram;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use vault_client::proto::{FieldValue, TokenizeRequest};
+use vault_client::{ClientError, Target, VaultClient};
 
 /// Options of `vaultctl bench`.
 #[derive(Debug, Clone, clap::Args)]

@@ -1,4 +1,7 @@
-//! Audit exports as JSON Lines, and their offline verification.
+//! The verifiable export format of the audit trail (JSON Lines), and its
+//! offline verification. This module owns the format: `vaultctl audit
+//! export` writes these lines, `vaultctl audit verify FILE` checks them, and
+//! `vaultctl audit query --json` prints events as [`event_json`] does.
 //!
 //! An export is, line by line:
 //!
@@ -47,12 +50,37 @@ pub fn header_line(after_seq: u64, start_prev_hash: &[u8]) -> String {
     .to_string()
 }
 
+/// One audit event as JSON (the export schema: the proto's field names).
+pub fn event_json(e: &AuditEvent) -> serde_json::Value {
+    let items: Vec<_> = e
+        .items
+        .iter()
+        .map(|i| {
+            serde_json::json!({"field": i.field, "token": i.token,
+                "disclosure": i.disclosure, "subject_id": i.subject_id})
+        })
+        .collect();
+    let mut v = serde_json::json!({
+        "seq": e.seq, "time_unix_micros": e.time_unix_micros, "event_type": e.event_type,
+        "principal": e.principal, "role": e.role, "auth": e.auth, "peer": e.peer,
+        "request_id": e.request_id, "rpc": e.rpc, "action": e.action, "purpose": e.purpose,
+        "subject_id": e.subject_id, "items": items, "outcome": e.outcome,
+        "status_code": e.status_code, "detail": e.detail,
+    });
+    if let (Some(c), Some(map)) = (&e.checkpoint, v.as_object_mut()) {
+        map.insert(
+            "checkpoint".into(),
+            serde_json::json!({"seq": c.seq, "hash": hex(&c.hash),
+                "signature": hex(&c.signature),
+                "time_unix_micros": c.time_unix_micros}),
+        );
+    }
+    v
+}
+
 /// One event's line.
 pub fn event_line(e: &ExportedEvent) -> String {
-    let event = e
-        .event
-        .as_ref()
-        .map_or(serde_json::Value::Null, crate::cli::event_json);
+    let event = e.event.as_ref().map_or(serde_json::Value::Null, event_json);
     serde_json::json!({"seq": e.event.as_ref().map_or(0, |e| e.seq), "hash": hex(&e.hash),
         "encoded": STANDARD.encode(&e.encoded), "event": event})
     .to_string()
@@ -209,7 +237,7 @@ pub fn verify_export<S: AsRef<str>>(
         if event.seq != expected {
             return bad("the encoded event's sequence number is out of place");
         }
-        if field(&v, "event") != Some(&crate::cli::event_json(&event)) {
+        if field(&v, "event") != Some(&event_json(&event)) {
             return bad("the event's JSON does not match its encoding (changed)");
         }
         if let Some(cp) = &event.checkpoint
