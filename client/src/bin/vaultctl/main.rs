@@ -123,7 +123,38 @@ impl From<std::io::Error> for Failure {
     }
 }
 
+/// vaultctl's variables before they took the `VAULTCTL_` prefix (which
+/// keeps them apart from vaultd's `VAULT_*` settings).
+const RENAMED: &[&str] = &[
+    "ADDR",
+    "TOKEN",
+    "CACERT",
+    "CLIENT_CERT",
+    "CLIENT_KEY",
+    "TLS_DOMAIN",
+    "ERASE_TOKEN",
+];
+
+/// The old variables set in `env` without their new names: a profile half
+/// migrated would otherwise fall back, silently, to the default address or
+/// to plaintext (no CA) and send a token there.
+fn stale_variables(env: impl Fn(&str) -> bool) -> Vec<String> {
+    RENAMED
+        .iter()
+        .filter(|n| env(&format!("VAULT_{n}")) && !env(&format!("VAULTCTL_{n}")))
+        .map(|n| format!("VAULT_{n} (now VAULTCTL_{n})"))
+        .collect()
+}
+
 fn main() -> ExitCode {
+    let stale = stale_variables(|name| std::env::var_os(name).is_some());
+    if !stale.is_empty() {
+        eprintln!(
+            "error: vaultctl's variables are now named VAULTCTL_*; rename {} (or unset the old ones)",
+            stale.join(", ")
+        );
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -190,5 +221,24 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Info(c) => system::run_info(c, vault, json, out).await,
         // Ran above, with its own connections.
         Command::Bench(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_old_variable_without_its_new_name_is_named() {
+        let set = |names: &'static [&'static str]| move |n: &str| names.contains(&n);
+        assert!(stale_variables(set(&[])).is_empty());
+        assert!(stale_variables(set(&["VAULTCTL_ADDR", "VAULT_ADDR"])).is_empty());
+        assert_eq!(
+            stale_variables(set(&["VAULT_ADDR", "VAULT_CACERT", "VAULTCTL_TOKEN"])),
+            [
+                "VAULT_ADDR (now VAULTCTL_ADDR)",
+                "VAULT_CACERT (now VAULTCTL_CACERT)"
+            ]
+        );
     }
 }
