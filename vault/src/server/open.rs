@@ -64,6 +64,23 @@ pub fn open_store(config: &Config, cache_bytes: u64) -> Result<Arc<dyn Store>, S
     )?))
 }
 
+/// The credential store of `engine`'s data directory, and the bootstrap
+/// operator token if this is the first start that issues one.
+pub async fn open_credentials(
+    engine: &Engine,
+) -> Result<(CredentialStore, Option<auth::credentials::IssuedToken>), StartError> {
+    let credentials = CredentialStore::open(
+        engine.store().clone(),
+        engine.keyring().credential().clone(),
+    )
+    .map_err(StartError::Credentials)?;
+    let bootstrap = credentials
+        .bootstrap(engine.clock().now())
+        .await
+        .map_err(StartError::Credentials)?;
+    Ok((credentials, bootstrap))
+}
+
 /// Opens the store and the keys under `root` (unsealed from shares) or, if
 /// `None`, the development root key file, creating one on an empty data
 /// directory if the configuration allows it.
@@ -188,15 +205,7 @@ impl Vault {
             config.policy_dir.clone(),
             engine.schema().clone(),
         )?);
-        let credentials = CredentialStore::open(
-            engine.store().clone(),
-            engine.keyring().credential().clone(),
-        )
-        .map_err(StartError::Credentials)?;
-        let bootstrap = credentials
-            .bootstrap(engine.clock().now())
-            .await
-            .map_err(StartError::Credentials)?;
+        let (credentials, bootstrap) = open_credentials(&engine).await?;
         let audit = Arc::new(
             AuditLog::open(
                 &config.data_dir.join("audit"),

@@ -160,15 +160,7 @@ pub async fn init(
             .map_err(|e| StartError::Shares(format!("encoding the share configuration: {e}")))?,
     );
     engine.store().commit(b).await?;
-    let credentials = crate::auth::credentials::CredentialStore::open(
-        engine.store().clone(),
-        engine.keyring().credential().clone(),
-    )
-    .map_err(StartError::Credentials)?;
-    let bootstrap = credentials
-        .bootstrap(engine.clock().now())
-        .await
-        .map_err(StartError::Credentials)?;
+    let (_, bootstrap) = super::open::open_credentials(&engine).await?;
     engine.store().flush()?;
     Ok(Initialised {
         share_files,
