@@ -24,6 +24,8 @@ pub const CHECKPOINT_KEY_LABEL: &[u8] = b"vault/v1/audit-checkpoint";
 pub const CREDENTIAL_KEY_LABEL: &[u8] = b"vault/v1/credential-hash";
 /// Label of the key that authenticates backups and journal exports.
 pub const BACKUP_KEY_LABEL: &[u8] = b"vault/v1/backup-mac";
+/// HKDF label of token key `v` is this followed by `v` (one byte).
+pub const TOKEN_KEY_LABEL: &[u8] = b"vault/v1/token-locator/";
 
 /// An AES-256-GCM key ready to use (its key schedule expanded once).
 pub(crate) struct AeadKey(Aes256Gcm);
@@ -175,6 +177,54 @@ impl DerivationSeed {
 impl fmt::Debug for DerivationSeed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("DerivationSeed(..)")
+    }
+}
+
+/// A token key: AES-256 used as a 128-bit pseudorandom permutation of one
+/// block, the locator a value token carries (see `crate::tokens::locator`).
+/// Versioned, so that new tokens can move to a new key while the old ones
+/// still open.
+pub struct TokenKey {
+    version: u8,
+    cipher: aes::Aes256,
+}
+
+impl TokenKey {
+    /// Token key `version` derived from `seed`.
+    pub fn derive(seed: &DerivationSeed, version: u8) -> Self {
+        let mut label = TOKEN_KEY_LABEL.to_vec();
+        label.push(version);
+        seed.with_derived(&label, |k| Self {
+            version,
+            cipher: <aes::Aes256 as aes::cipher::KeyInit>::new(k.into()),
+        })
+    }
+
+    /// The key's version.
+    pub fn version(&self) -> u8 {
+        self.version
+    }
+
+    /// The permutation of `block`.
+    pub fn encrypt_block(&self, block: [u8; 16]) -> [u8; 16] {
+        use aes::cipher::BlockEncrypt;
+        let mut b = block.into();
+        self.cipher.encrypt_block(&mut b);
+        b.into()
+    }
+
+    /// The inverse permutation of `block`.
+    pub fn decrypt_block(&self, block: [u8; 16]) -> [u8; 16] {
+        use aes::cipher::BlockDecrypt;
+        let mut b = block.into();
+        self.cipher.decrypt_block(&mut b);
+        b.into()
+    }
+}
+
+impl fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenKey(v{}, ..)", self.version)
     }
 }
 

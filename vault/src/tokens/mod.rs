@@ -12,6 +12,8 @@
 //! guidelines). It carries nothing of the number beyond the last four, which
 //! PCI DSS allows to be shown.
 
+pub mod locator;
+
 use crate::crypto::{CryptoError, random_array};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
