@@ -166,24 +166,28 @@ impl Vault {
         shared.audit.close();
         engine.store().flush()?;
         served.map_err(StartError::Serve)?;
-        if !sealed.load(Ordering::Acquire) {
-            return Ok(Served::Stopped);
-        }
-        // Sealed: the keys are gone when the last holder of each lets go:
-        // the engine's keyring, and the trail and the credential store,
-        // which hold theirs directly. A request still finishing on a
-        // blocking thread (an audit export, a rewrap an operator started)
-        // may hold one for a moment.
+        let sealed = sealed.load(Ordering::Acquire);
+        // Stopped or sealed, nothing of this run may outlive it: the keys
+        // are gone when the last holder of each lets go (the engine's
+        // keyring, and the trail and the credential store, which hold
+        // theirs directly), and the store with the engine, so that a next
+        // run, in this process too, can open the data directory again. A
+        // request still finishing on a blocking thread (an audit export, a
+        // rewrap an operator started) may hold them for a moment.
         let keyring = engine.keyring();
         let keys = (
             Arc::downgrade(keyring.audit()),
             Arc::downgrade(keyring.checkpoint()),
             Arc::downgrade(keyring.credential()),
         );
+        let store = Arc::downgrade(engine.store());
         drop(shared);
         drop(engine);
         let gone = || {
-            keys.0.strong_count() == 0 && keys.1.strong_count() == 0 && keys.2.strong_count() == 0
+            keys.0.strong_count() == 0
+                && keys.1.strong_count() == 0
+                && keys.2.strong_count() == 0
+                && store.strong_count() == 0
         };
         for _ in 0..200 {
             if gone() {
@@ -197,10 +201,14 @@ impl Vault {
                 audit_key = keys.0.strong_count(),
                 checkpoint_key = keys.1.strong_count(),
                 credential_key = keys.2.strong_count(),
-                "background work or a connection still holds the keys after sealing"
+                store = store.strong_count(),
+                "background work or a connection still holds the keys after sealing or stopping"
             );
-        } else {
+        } else if sealed {
             tracing::warn!("vault sealed: keys dropped from memory");
+        }
+        if !sealed {
+            return Ok(Served::Stopped);
         }
         Ok(Served::Sealed)
     }

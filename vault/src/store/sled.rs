@@ -10,7 +10,7 @@
 //! so an acknowledged write survives power loss, not only a killed process.
 //!
 //! Subject records (`sub/` keys) are not in sled but in files of their own
-//! ([`super::records`]), written by the same flusher after sled's flush, so
+//! ([`super::record_files`]), written by the same flusher after sled's flush, so
 //! that an erased subject leaves no old version behind in sled's log.
 //!
 //! A commit that fails leaves nothing behind ([`Store::commit`]): it keeps
@@ -148,13 +148,28 @@ impl SledStore {
 
     /// Stops the flusher after a last flush. Commits after this fail `Closed`.
     pub fn close(&self) -> Result<(), StoreError> {
+        self.stop_flusher();
+        self.flush()
+    }
+
+    /// Ends the flusher thread and waits for it (it holds the database, so
+    /// the directory is free again once this and the store are gone).
+    fn stop_flusher(&self) {
         if let Ok(mut tx) = self.flush_tx.lock() {
             tx.take();
         }
         if let Some(handle) = self.flusher.lock().ok().and_then(|mut h| h.take()) {
             let _ = handle.join();
         }
-        self.flush()
+    }
+}
+
+impl Drop for SledStore {
+    /// The flusher ends with the store, not some time after: a store opened
+    /// again on the same directory (the next run of an embedded vault)
+    /// finds it free.
+    fn drop(&mut self) {
+        self.stop_flusher();
     }
 }
 
