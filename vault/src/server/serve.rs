@@ -143,6 +143,7 @@ impl Vault {
             let _ = server_stop.wait_for(|stop| *stop).await;
         });
         tokio::pin!(server);
+        let mut forced = false;
         let served = tokio::select! {
             r = &mut server => r,
             // Resolves once the signal came and the grace period passed.
@@ -151,6 +152,7 @@ impl Vault {
                 tokio::time::sleep(grace).await;
             } => {
                 tracing::warn!(grace_secs = grace.as_secs(), "connections still open after the grace period; closing them");
+                forced = true;
                 Ok(())
             }
         };
@@ -167,6 +169,13 @@ impl Vault {
         engine.store().flush()?;
         served.map_err(StartError::Serve)?;
         let sealed = sealed.load(Ordering::Acquire);
+        if forced && !sealed {
+            // A connection left open past the grace period still holds the
+            // vault: waiting for it would only make the stop longer (vaultd
+            // exits now; an embedding program's next run may find the
+            // directory busy until that connection ends).
+            return Ok(Served::Stopped);
+        }
         // Stopped or sealed, nothing of this run may outlive it: the keys
         // are gone when the last holder of each lets go (the engine's
         // keyring, and the trail and the credential store, which hold
