@@ -153,6 +153,18 @@ impl std::fmt::Debug for Vault {
     }
 }
 
+/// Ends a run cleanly: its `vault_stop` event (with `detail`), the trail
+/// closed after it, the store flushed. The next start reads the end so.
+pub(super) fn end_run(shared: &api::Shared, detail: String) -> Result<(), StartError> {
+    let stop = audit::system_event("vault_stop", "ok", detail);
+    if let Err(e) = shared.audit.append(vec![stop]) {
+        tracing::error!(error = %e, "could not write the vault_stop audit event");
+    }
+    shared.audit.close();
+    shared.engine.store().flush()?;
+    Ok(())
+}
+
 /// The TLS settings of `config`, or `None` without TLS.
 pub(in crate::server) fn tls_config(
     config: &Config,
@@ -306,15 +318,7 @@ impl Vault {
             .await
             .map_err(StartError::Credentials);
         // A clean stop, as a serving vault's: the next start reads it so.
-        if let Err(e) = shared.audit.append(vec![audit::system_event(
-            "vault_stop",
-            "ok",
-            "vaultd officer done".into(),
-        )]) {
-            tracing::error!(error = %e, "could not write the vault_stop audit event");
-        }
-        shared.audit.close();
-        shared.engine.store().flush()?;
+        end_run(shared, "vaultd officer done".into())?;
         let (_, token) = issued?;
         Ok(token)
     }

@@ -5,7 +5,7 @@
 use super::jobs::Jobs;
 use super::open::Vault;
 use super::{MAX_HEADER_LIST_BYTES, Served, StartError, seal};
-use crate::{api, audit};
+use crate::api;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -161,12 +161,7 @@ impl Vault {
         let jobs_done = jobs.stop(Duration::from_secs(10)).await;
         tracing::info!("vault stopping: in-flight requests finished, flushing");
         api::write_throttle_summaries(&shared, true);
-        let stop_event = audit::system_event("vault_stop", "ok", String::new());
-        if let Err(e) = shared.audit.append(vec![stop_event]) {
-            tracing::error!(error = %e, "could not write the vault_stop audit event");
-        }
-        shared.audit.close();
-        engine.store().flush()?;
+        super::open::end_run(&shared, String::new())?;
         served.map_err(StartError::Serve)?;
         let sealed = sealed.load(Ordering::Acquire);
         if forced && !sealed {

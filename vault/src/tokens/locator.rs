@@ -93,22 +93,20 @@ pub fn encode(key: &TokenKey, locator: Locator) -> Option<String> {
 /// The token key version a token names (its first character), or `None` if
 /// `text` is not `tok_` + 22 base64url characters.
 pub fn version_of(text: &str) -> Option<u8> {
-    let body = text.strip_prefix(PREFIX)?;
-    if body.len() != BODY_LEN {
-        return None;
-    }
-    let first = sextet(*body.as_bytes().first()?)?;
-    Some(first >> 2)
+    Some(sextet(*body(text)?.first()?)? >> 2)
+}
+
+/// The 22 characters after `tok_`, if `text` has that shape.
+fn body(text: &str) -> Option<&[u8]> {
+    let body = text.strip_prefix(PREFIX)?.as_bytes();
+    (body.len() == BODY_LEN).then_some(body)
 }
 
 /// The locator `text` carries under `key` (whose version must be the
 /// token's), or `None`: malformed, another version, or a failing check
 /// (forged, damaged, another vault's, or a random token of the old format).
 pub fn decode(key: &TokenKey, text: &str) -> Option<Locator> {
-    let body = text.strip_prefix(PREFIX)?.as_bytes();
-    if body.len() != BODY_LEN {
-        return None;
-    }
+    let body = body(text)?;
     let first = sextet(body[0])?;
     if first >> 2 != key.version() {
         return None;

@@ -123,24 +123,27 @@ impl From<std::io::Error> for Failure {
     }
 }
 
-/// vaultctl's variables before they took the `VAULTCTL_` prefix (which
-/// keeps them apart from vaultd's `VAULT_*` settings).
-const RENAMED: &[&str] = &[
-    "ADDR",
-    "TOKEN",
-    "CACERT",
-    "CLIENT_CERT",
-    "CLIENT_KEY",
-    "TLS_DOMAIN",
-    "ERASE_TOKEN",
-];
+/// Every environment variable vaultctl's command line reads (all
+/// `VAULTCTL_*`), from the clap definitions themselves.
+fn own_variables(cmd: &clap::Command, out: &mut Vec<String>) {
+    for a in cmd.get_arguments() {
+        if let Some(name) = a.get_env().and_then(|e| e.to_str()) {
+            out.push(name.to_owned());
+        }
+    }
+    for sub in cmd.get_subcommands() {
+        own_variables(sub, out);
+    }
+}
 
-/// The old variables set in `env` without their new names: a profile half
-/// migrated would otherwise fall back, silently, to the default address or
-/// to plaintext (no CA) and send a token there.
 fn stale_variables(env: impl Fn(&str) -> bool) -> Vec<String> {
-    RENAMED
+    let mut names = Vec::new();
+    own_variables(&<Cli as clap::CommandFactory>::command(), &mut names);
+    names.sort();
+    names.dedup();
+    names
         .iter()
+        .filter_map(|n| n.strip_prefix("VAULTCTL_"))
         .filter(|n| env(&format!("VAULT_{n}")) && !env(&format!("VAULTCTL_{n}")))
         .map(|n| format!("VAULT_{n} (now VAULTCTL_{n})"))
         .collect()
@@ -240,5 +243,23 @@ mod tests {
                 "VAULT_CACERT (now VAULTCTL_CACERT)"
             ]
         );
+        // Every variable vaultctl ever read under its old name is covered,
+        // the bench's erase token (a subcommand's) too.
+        let old = [
+            "ADDR",
+            "TOKEN",
+            "CACERT",
+            "CLIENT_CERT",
+            "CLIENT_KEY",
+            "TLS_DOMAIN",
+            "ERASE_TOKEN",
+        ];
+        let all = stale_variables(|n| n.starts_with("VAULT_"));
+        for n in old {
+            assert!(
+                all.contains(&format!("VAULT_{n} (now VAULTCTL_{n})")),
+                "{n}: {all:?}"
+            );
+        }
     }
 }
