@@ -28,6 +28,14 @@
 //! with the same key, so they must come from the same vault. Version-1
 //! backups (a bare SHA-256, which anyone can recompute) are refused.
 //!
+//! Subjects' wrapped data keys live in their key slots, not in their stored
+//! records; a backup puts them back into each record it holds (as records
+//! held them before key slots), and a restore moves them into key slots
+//! again. A backup made before key slots restores the same way: each of
+//! its subjects gets a key slot, and its tokens keep their pointers (the
+//! way to move a data directory of that layout to this one: see
+//! docs/operations.md).
+//!
 //! Consistency without stopping writes: subject records are read first,
 //! then the other entries. Records are the commit point of every write and
 //! everything else is a pointer checked against them, so a write that
@@ -39,6 +47,7 @@
 
 use crate::crypto::keyring::{self, Root};
 use crate::crypto::keys::{BackupKey, BackupMac};
+use crate::engine::records::SubjectRecord;
 use crate::store::{Batch, Store, StoreError, keys};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -177,10 +186,23 @@ pub fn write(
     }]);
     f.field(&seed);
     if !journal_only {
+        let mut failed = None;
         store.for_each_subject(&mut |k, v| {
-            f.frame(RECORD, k, v);
-            stats.count(true, k);
+            if failed.is_some() {
+                return;
+            }
+            match with_keys(store, k, v) {
+                Ok(Some(record)) => {
+                    f.frame(RECORD, k, &record);
+                    stats.count(true, k);
+                }
+                Ok(None) => {}
+                Err(e) => failed = Some(e),
+            }
         })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
     }
     store.for_each_entry(&mut |k, v| {
         if journal_only && !keys::is_journal(k) {
@@ -326,6 +348,83 @@ pub fn read(
     }
 }
 
+/// The stored record `value` of key `key` with its data keys put back in
+/// from its key slot, or `None` if the subject is gone (erased while the
+/// backup ran: its journal entry is in the backup). A record re-keyed
+/// while the backup ran is read again, so that its keys match it.
+fn with_keys(store: &dyn Store, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, BackupError> {
+    use prost::Message;
+    let mut value = value.to_vec();
+    for _ in 0..8 {
+        let mut record = SubjectRecord::decode(value.as_slice())
+            .map_err(|_| BackupError::Invalid("a stored subject record does not decode"))?;
+        if record.slot == 0 {
+            return Ok(Some(value));
+        }
+        let held = store.keys(record.slot)?;
+        let mut complete = true;
+        for d in &mut record.deks {
+            match held.iter().find(|(v, _)| *v == d.version) {
+                Some((_, w)) => d.wrapped.clone_from(w),
+                None => complete = false,
+            }
+        }
+        if complete {
+            return Ok(Some(record.encode_to_vec()));
+        }
+        match store.get(key)? {
+            Some(again) => value = again,
+            None => return Ok(None),
+        }
+    }
+    Err(BackupError::Refused(
+        "a subject kept changing its keys while the backup ran: try again",
+    ))
+}
+
+/// Turns a subject record of a backup (its data keys inside) into what
+/// the store holds: the record without its keys, and its keys in its key
+/// slot. A record from before key slots is given the next slot of `next`
+/// (its tokens keep their pointers).
+fn into_slot(
+    key: Vec<u8>,
+    value: &[u8],
+    next: &mut u64,
+    batch: &mut Batch,
+) -> Result<(), BackupError> {
+    use prost::Message;
+    let invalid = BackupError::Invalid("a subject record does not decode");
+    let mut record = SubjectRecord::decode(value).map_err(|_| invalid)?;
+    if record.slot == 0 {
+        let sid = key
+            .strip_prefix(keys::SUBJECT_PREFIX)
+            .ok_or(BackupError::Invalid(
+                "a frame's kind does not match its key",
+            ))?;
+        record.slot = *next;
+        batch.put(keys::slot(record.slot), sid.to_vec());
+        for e in &mut record.entries {
+            e.pointer = true;
+        }
+        let fits = match record.deks.as_slice() {
+            [] | [_] => true,
+            [a, b] => a.version % 2 != b.version % 2,
+            _ => false,
+        };
+        if !fits {
+            return Err(BackupError::Refused(
+                "a subject of this backup has more data keys than a key slot holds (two, of odd and even versions): re-key it with the version that made the backup (vaultctl keys compromise) and back up again",
+            ));
+        }
+    }
+    *next = (*next).max(record.slot.saturating_add(1));
+    for d in &mut record.deks {
+        batch.put_key(record.slot, d.version, std::mem::take(&mut d.wrapped));
+    }
+    batch.put(key, record.encode_to_vec());
+    Ok(())
+}
+
 /// Checks a whole backup (format, count, tag under `key`) without using it.
 pub fn verify(input: impl Read, key: &BackupKey) -> Result<(Header, BackupStats), BackupError> {
     read(input, key, |_, _, _| Ok(()))
@@ -339,8 +438,13 @@ pub async fn apply(
     key: &BackupKey,
 ) -> Result<BackupStats, BackupError> {
     let mut batch = Batch::new();
-    let (_, stats) = read(input, key, |_, k, v| {
-        batch.put(k, v);
+    let mut next_slot = 1;
+    let (_, stats) = read(input, key, |record, k, v| {
+        if record {
+            into_slot(k, &v, &mut next_slot, &mut batch)?;
+        } else {
+            batch.put(k, v);
+        }
         if batch.ops().len() >= 1000 {
             store.apply(std::mem::take(&mut batch))?;
         }
@@ -580,9 +684,25 @@ mod tests {
     async fn a_backup_round_trips_and_any_change_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(&dir.path().join("a"), 1 << 20, Durability::Flush).unwrap();
+        use crate::engine::records::WrappedDek;
+        use prost::Message;
+        // A record as stored (its key in slot 4), and one as a backup made
+        // before key slots holds it (its key inside).
+        let stored = |slot: u64, wrapped: &[u8]| SubjectRecord {
+            deks: vec![WrappedDek {
+                version: 1,
+                wrapped: wrapped.to_vec(),
+                encryptions: 1,
+            }],
+            active_dek: 1,
+            slot,
+            ..Default::default()
+        };
         let mut b = Batch::new();
         b.put(keys::SEED, b"wrapped seed".to_vec());
-        b.put(keys::subject("s1"), b"record".to_vec());
+        b.put_key(4, 1, b"wrapped dek".to_vec());
+        b.put(keys::slot(4), b"s1".to_vec());
+        b.put(keys::subject("s1"), stored(4, b"").encode_to_vec());
         b.put(keys::token("t1"), b"s1".to_vec());
         b.put(keys::erased("s0"), b"receipt".to_vec());
         b.put(keys::revoked("c0"), 7i64.to_be_bytes().to_vec());
@@ -597,7 +717,7 @@ mod tests {
                 stats.erasures,
                 stats.revocations
             ),
-            (1, 4, 1, 1)
+            (1, 5, 1, 1)
         );
         let (head, read_stats) = verify(bytes.as_slice(), &key(1)).unwrap();
         assert_eq!(read_stats, stats);
@@ -615,8 +735,36 @@ mod tests {
         let other = SledStore::open(&dir.path().join("b"), 1 << 20, Durability::Flush).unwrap();
         apply(&other, bytes.as_slice(), &key(1)).await.unwrap();
         other.flush().unwrap();
-        assert_eq!(other.get(&keys::subject("s1")).unwrap().unwrap(), b"record");
+        // The key goes back into its slot, not into the record.
+        assert_eq!(
+            other.get(&keys::subject("s1")).unwrap().unwrap(),
+            stored(4, b"").encode_to_vec()
+        );
+        assert_eq!(other.keys(4).unwrap(), vec![(1, b"wrapped dek".to_vec())]);
         assert_eq!(other.get(&keys::token("t1")).unwrap().unwrap(), b"s1");
+        // A record of the layout before key slots gets a slot of its own.
+        let mut batch = Batch::new();
+        let mut next = 1;
+        into_slot(
+            keys::subject("old"),
+            &stored(0, b"inline key").encode_to_vec(),
+            &mut next,
+            &mut batch,
+        )
+        .unwrap();
+        other.apply(batch).unwrap();
+        let moved = SubjectRecord::decode(
+            other
+                .get(&keys::subject("old"))
+                .unwrap()
+                .unwrap()
+                .as_slice(),
+        )
+        .unwrap();
+        assert_eq!((moved.slot, next), (1, 2));
+        assert!(moved.deks[0].wrapped.is_empty());
+        assert_eq!(other.keys(1).unwrap(), vec![(1, b"inline key".to_vec())]);
+        assert_eq!(other.get(&keys::slot(1)).unwrap().unwrap(), b"old");
         assert_eq!(journal(bytes.as_slice(), &key(1)).unwrap().len(), 2);
         let mut journal_only = Vec::new();
         let j = write(&store, &key(1), &mut journal_only, true).unwrap();

@@ -321,6 +321,9 @@ settings! {
     }
     read_elsewhere VAULT_HSM_PIN = "none",
         "The token's user PIN: read where the token is opened, never from a file, never logged.";
+    read_elsewhere VAULT_FAULT_FILE = "none",
+        "Tests only: the fault-injection file of a vaultd built with the `fault-injection` \
+         feature (never a release build); ignored otherwise.";
     /// TLS: the server's certificate chain and key (PEM), and the CA that
     /// client certificates must chain to.
     tls: TlsFiles {

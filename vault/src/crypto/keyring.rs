@@ -14,7 +14,7 @@
 
 use super::keys::{
     AuditKey, BackupKey, CheckpointKey, CredentialKey, DataKey, DerivationSeed, IndexKey, KEY_LEN,
-    KeyEncryptionKey, RootKey,
+    KeyEncryptionKey, RootKey, TokenKey,
 };
 use super::{CryptoError, envelope, random_array};
 use lru::LruCache;
@@ -57,12 +57,18 @@ pub enum KeyringError {
     Crypto(#[from] CryptoError),
 }
 
+/// Version of the token key that encrypts new value tokens' locators.
+pub const TOKEN_KEY_VERSION: u8 = 1;
+
 /// All keys the vault holds in memory while unsealed.
 pub struct Keyring {
     root: Root,
     keks: RwLock<BTreeMap<u32, Kek>>,
     active_kek: AtomicU32,
     index: IndexKey,
+    /// The token key (version 1 for now: the format leaves room for 15, so
+    /// that a rotation can add keys for new tokens beside it).
+    token: TokenKey,
     credential: Arc<CredentialKey>,
     audit: Arc<AuditKey>,
     checkpoint: Arc<CheckpointKey>,
@@ -232,6 +238,7 @@ impl Keyring {
         }
         let seed = unwrap_seed(&root, &material.seed)?;
         let index = IndexKey::derive(&seed);
+        let token = TokenKey::derive(&seed, TOKEN_KEY_VERSION);
         let credential = Arc::new(CredentialKey::derive(&seed));
         let audit = Arc::new(AuditKey::derive(&seed));
         let checkpoint = Arc::new(CheckpointKey::derive(&seed)?);
@@ -243,6 +250,7 @@ impl Keyring {
             keks: RwLock::new(keks),
             active_kek: AtomicU32::new(material.active),
             index,
+            token,
             credential,
             audit,
             checkpoint,
@@ -356,6 +364,16 @@ impl Keyring {
     /// The blind-index key.
     pub fn index(&self) -> &IndexKey {
         &self.index
+    }
+
+    /// The token key that encrypts the locators of new value tokens.
+    pub fn token_key(&self) -> &TokenKey {
+        &self.token
+    }
+
+    /// The token key of `version`, if the vault has it.
+    pub fn token_key_of(&self, version: u8) -> Option<&TokenKey> {
+        (self.token.version() == version).then_some(&self.token)
     }
 
     /// The key that hashes bearer-token secrets.

@@ -27,7 +27,7 @@ impl Engine {
         let mut record = SubjectRecord::clone(&current);
         let now = self.clock.now();
         let mut batch = Batch::new();
-        self.settle_expired(sid, &mut record, &mut batch, now);
+        self.settle_expired(sid, &mut record, &mut batch, now)?;
         let out = change(&mut record, now)?;
         self.commit_subject(sid, record, batch, audit).await?;
         Ok(out)
@@ -119,11 +119,13 @@ impl Engine {
     }
 
     /// Erases `subject`: in one batch, writes its erasure journal entry,
-    /// turns each of its token pointers into a tombstone (so that the token
-    /// answers `ERASED`), deletes its index entries and, last, its record
-    /// (wrapped DEKs and every ciphertext: the crypto-shredding; the record
-    /// file is unlinked once the rest is durable). Pending CVVs and the
-    /// subject's cached data keys are wiped.
+    /// turns the pointer of its key slot (and of its card tokens) into a
+    /// tombstone (so that its tokens answer `ERASED`), deletes its index
+    /// entries and its record (every ciphertext) and shreds its key slot:
+    /// the slot is overwritten with zeros and synced once the rest is
+    /// durable, before Erase returns. Copies of the record that sled's log
+    /// still holds can then be opened by nobody (the crypto-shredding).
+    /// Pending CVVs and the subject's cached data keys are wiped.
     /// Refused under a legal hold. Returns what was destroyed.
     pub async fn erase(
         &self,
@@ -294,18 +296,24 @@ fn unlink_all(store: &dyn crate::store::Store, holder: &str) -> Result<Batch> {
 }
 
 /// What erasing `record` of `sid` writes after the journal entry: a
-/// tombstone per token, no index entries, no link to its account holder
-/// and, last, no record.
+/// tombstone for its key slot and each token pointer, no index entries, no
+/// link to its account holder, no record, and its key slot shredded.
 fn shred(sid: &str, record: &SubjectRecord) -> Batch {
     let mut batch = Batch::new();
     if !record.account_holder.is_empty() {
         batch.delete(keys::companion(&record.account_holder, sid));
     }
     for e in &record.entries {
-        batch.put(keys::token(&e.token), keys::tombstone(&e.field));
+        if e.pointer || record.slot == 0 {
+            batch.put(keys::token(&e.token), keys::tombstone(&e.field));
+        }
         if let Ok(blind) = <[u8; keys::BLIND_LEN]>::try_from(e.blind.as_slice()) {
             batch.delete(keys::index(&blind, sid));
         }
+    }
+    if record.slot != 0 {
+        batch.put(keys::slot(record.slot), vec![keys::TOMBSTONE]);
+        batch.shred_key(record.slot, None);
     }
     batch.delete(keys::subject(sid));
     batch
@@ -495,7 +503,10 @@ mod tests {
         // The same id again: a new subject with a key of its own.
         store_email(&engine, &sid, "second@example.com").await;
         let second = record(&engine);
-        assert_ne!(first.deks[0].wrapped, second.deks[0].wrapped);
+        // A slot of its own, and the erased one's slot holds no key.
+        assert_ne!(first.slot, second.slot);
+        assert!(engine.store().keys(first.slot).unwrap().is_empty());
+        assert_eq!(engine.store().keys(second.slot).unwrap().len(), 1);
         let new = Token::parse(&second.entries[0].token).unwrap();
         assert_eq!(
             reveal(&engine, &new).await.as_deref(),
@@ -568,12 +579,12 @@ mod tests {
         }
         let field = engine.schema().field("email").unwrap().clone();
         // Only the last ten subjects are the caller's to find (a record
-        // does not hold its id: its token's pointer does).
+        // does not hold its id: its key slot's pointer does).
         let found = engine
             .lookup(&field, "same@example.com", |r| {
                 engine
                     .store()
-                    .get(&keys::token(&r.entries[0].token))
+                    .get(&keys::slot(r.slot))
                     .unwrap()
                     .is_some_and(|sid| sid.as_slice() >= b"s-290".as_slice())
             })

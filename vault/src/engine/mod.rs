@@ -36,6 +36,7 @@ use crate::model::{Clock, PolicyVersion, Purpose, SubjectId};
 use crate::schema::{FieldDef, Validator};
 use crate::store::{Batch, Store, keys};
 use crate::tokens::Token;
+use crate::tokens::locator::{self, Locator};
 use prost::Message;
 use records::{FieldEntry, SubjectRecord, WrappedDek};
 use std::collections::HashMap;
@@ -232,6 +233,19 @@ pub struct Engine {
     rewrap: rekey::RewrapProgress,
     kek_period: i64,
     kek_warning: i64,
+    /// The next key slot to hand out (`None`: not read from the store yet).
+    next_slot: std::sync::Mutex<Option<u64>>,
+    /// Field numbers, as the store records them (`None`: not read yet).
+    fields: std::sync::RwLock<Option<FieldNumbers>>,
+    /// Held while a field is given a number.
+    numbering: tokio::sync::Mutex<()>,
+}
+
+/// The numbers value tokens carry for their fields.
+#[derive(Default)]
+struct FieldNumbers {
+    by_name: HashMap<String, u8>,
+    names: HashMap<u8, String>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -285,6 +299,24 @@ fn open_value(sid: &str, entry: &FieldEntry, dek: &DataKey) -> Result<Zeroizing<
     }
 }
 
+/// `record` encoded as it is stored: its data keys are in its key slot, not
+/// in the record (unless it was stored before key slots).
+fn stored_form(record: &mut SubjectRecord) -> Vec<u8> {
+    if record.slot == 0 {
+        return record.encode_to_vec();
+    }
+    let wrapped: Vec<Vec<u8>> = record
+        .deks
+        .iter_mut()
+        .map(|d| std::mem::take(&mut d.wrapped))
+        .collect();
+    let bytes = record.encode_to_vec();
+    for (d, w) in record.deks.iter_mut().zip(wrapped) {
+        d.wrapped = w;
+    }
+    bytes
+}
+
 /// A failed decryption is [`Error::Integrity`], anything else internal.
 fn crypto(e: crate::crypto::CryptoError) -> Error {
     Error::from(e)
@@ -319,6 +351,9 @@ impl Engine {
             rewrap: rekey::RewrapProgress::default(),
             kek_period: i64::from(DEFAULT_KEK_CRYPTOPERIOD_DAYS) * 86_400,
             kek_warning: i64::from(DEFAULT_KEK_WARNING_DAYS) * 86_400,
+            next_slot: std::sync::Mutex::new(None),
+            fields: std::sync::RwLock::new(None),
+            numbering: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -340,29 +375,19 @@ impl Engine {
     }
 
     /// The DEK that seals `record`'s next value: the active one, or, when it
-    /// has sealed its limit, a new version made active (old values keep
-    /// theirs). Counts the encryption.
+    /// has sealed its limit, a new one the subject is re-keyed under
+    /// ([`Engine::rekey_in`]). Counts the encryption.
     fn sealing_dek(
         &self,
         subject_id: &str,
         record: &mut SubjectRecord,
         current: Option<Arc<DataKey>>,
+        batch: &mut Batch,
     ) -> Result<Arc<DataKey>> {
         let active = record.active_dek;
         let used = record.dek(active).map_or(0, |d| d.encryptions);
         let dek = if used >= self.dek_limit {
-            self.check_wrapping()?;
-            let version = active.checked_add(1).ok_or(Error::FailedPrecondition(
-                "the subject has used up its key versions",
-            ))?;
-            let (dek, wrapped) = self.keyring.new_dek(subject_id, version).map_err(crypto)?;
-            record.deks.push(WrappedDek {
-                version,
-                wrapped,
-                encryptions: 0,
-            });
-            record.active_dek = version;
-            dek
+            self.rekey_in(subject_id, record, batch)?
         } else {
             match current {
                 Some(d) if d.version() == active => d,
@@ -377,6 +402,201 @@ impl Engine {
             d.encryptions += 1;
         }
         Ok(dek)
+    }
+
+    /// Re-keys `record` in `batch`: a new data key of the next version,
+    /// every value sealed again under it, the new key written into the
+    /// subject's key slot and the old ones shredded once the record is
+    /// committed. A record stored before key slots gets its slot here (and
+    /// its tokens keep their pointers). Returns the new key.
+    ///
+    /// A record whose key this batch already writes has a fresh key that
+    /// nothing durable uses: it is kept (a second new key would go into the
+    /// half of the slot that the committed record still needs).
+    fn rekey_in(
+        &self,
+        sid: &str,
+        record: &mut SubjectRecord,
+        batch: &mut Batch,
+    ) -> Result<Arc<DataKey>> {
+        let fresh = record.slot != 0
+            && batch.ops().iter().any(
+                |op| matches!(op, crate::store::Op::PutKey { slot, .. } if *slot == record.slot),
+            );
+        if fresh {
+            return self.dek_of(sid, record, record.active_dek);
+        }
+        self.check_wrapping()?;
+        let olds = record
+            .deks
+            .iter()
+            .map(|d| Ok((d.version, self.dek_of(sid, record, d.version)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let version = olds
+            .iter()
+            .map(|(v, _)| *v)
+            .max()
+            .unwrap_or(0)
+            .checked_add(1)
+            .ok_or(Error::FailedPrecondition(
+                "the subject has used up its key versions",
+            ))?;
+        let (dek, wrapped) = self.keyring.new_dek(sid, version).map_err(crypto)?;
+        let mut sealed = 0;
+        for e in &mut record.entries {
+            if !e.ciphertext.is_empty() {
+                let old = olds
+                    .iter()
+                    .find(|(v, _)| *v == e.dek_version)
+                    .map(|(_, d)| d)
+                    .ok_or(Error::Integrity)?;
+                let plain = open_value(sid, e, old)?;
+                let context = field_context(sid, &e.field, &e.token, e.value_version);
+                e.ciphertext = dek.seal(&context, plain.as_bytes()).map_err(crypto)?;
+                sealed += 1;
+            }
+            e.dek_version = version;
+        }
+        if record.slot == 0 {
+            record.slot = self.allocate_slot()?;
+            batch.put(keys::slot(record.slot), sid.as_bytes().to_vec());
+            for e in &mut record.entries {
+                e.pointer = true;
+            }
+        } else {
+            for (v, _) in &olds {
+                batch.shred_key(record.slot, Some(*v));
+            }
+        }
+        batch.put_key(record.slot, version, wrapped.clone());
+        record.deks = vec![WrappedDek {
+            version,
+            wrapped,
+            encryptions: sealed,
+        }];
+        record.active_dek = version;
+        Ok(dek)
+    }
+
+    /// A key slot no subject has had.
+    fn allocate_slot(&self) -> Result<u64> {
+        let mut next = self
+            .next_slot
+            .lock()
+            .map_err(|_| Error::state("the key-slot counter is poisoned"))?;
+        let slot = match *next {
+            Some(n) => n,
+            None => self
+                .store
+                .last_with_prefix(keys::SLOT_PREFIX)?
+                .and_then(|(k, _)| keys::slot_number(&k))
+                .map_or(1, |n| n.saturating_add(1)),
+        };
+        if slot > locator::MAX_SLOT {
+            return Err(Error::ResourceExhausted(
+                "the vault has handed out every key slot",
+            ));
+        }
+        *next = Some(slot + 1);
+        Ok(slot)
+    }
+
+    /// Reads the field numbers from the store, once.
+    fn field_numbers(&self) -> Result<()> {
+        if self.fields.read().is_ok_and(|f| f.is_some()) {
+            return Ok(());
+        }
+        let mut numbers = FieldNumbers::default();
+        for (k, v) in self.store.scan_prefix(keys::FIELD_PREFIX, 256)? {
+            if let (Some(&[n]), Ok(name)) =
+                (k.strip_prefix(keys::FIELD_PREFIX), String::from_utf8(v))
+            {
+                numbers.by_name.insert(name.clone(), n);
+                numbers.names.insert(n, name);
+            }
+        }
+        let mut fields = self
+            .fields
+            .write()
+            .map_err(|_| Error::state("the field numbers are poisoned"))?;
+        if fields.is_none() {
+            *fields = Some(numbers);
+        }
+        Ok(())
+    }
+
+    /// The number of field `name`, given it (durably) if it has none.
+    async fn field_number(&self, name: &str) -> Result<u8> {
+        let known = |this: &Self| -> Result<Option<u8>> {
+            this.field_numbers()?;
+            Ok(this
+                .fields
+                .read()
+                .ok()
+                .and_then(|f| f.as_ref()?.by_name.get(name).copied()))
+        };
+        if let Some(n) = known(self)? {
+            return Ok(n);
+        }
+        let _one = self.numbering.lock().await;
+        if let Some(n) = known(self)? {
+            return Ok(n);
+        }
+        let taken: Vec<u8> = self
+            .fields
+            .read()
+            .ok()
+            .and_then(|f| Some(f.as_ref()?.names.keys().copied().collect()))
+            .unwrap_or_default();
+        let n = (0..=u8::MAX)
+            .find(|n| !taken.contains(n))
+            .ok_or(Error::ResourceExhausted("every field number is taken"))?;
+        let mut batch = Batch::new();
+        batch.put(keys::field(n), name.as_bytes().to_vec());
+        self.store.commit(batch).await?;
+        if let Ok(mut f) = self.fields.write()
+            && let Some(f) = f.as_mut()
+        {
+            f.by_name.insert(name.to_owned(), n);
+            f.names.insert(n, name.to_owned());
+        }
+        Ok(n)
+    }
+
+    /// The name of field number `n`.
+    fn field_name(&self, n: u8) -> Result<Option<String>> {
+        self.field_numbers()?;
+        Ok(self
+            .fields
+            .read()
+            .ok()
+            .and_then(|f| f.as_ref()?.names.get(&n).cloned()))
+    }
+
+    /// A new value token of `record` for field number `field`.
+    fn mint(&self, record: &mut SubjectRecord, field: u8) -> Result<Token> {
+        let counter = record.next_counter;
+        record.next_counter = counter.checked_add(1).ok_or(Error::ResourceExhausted(
+            "the subject has used up its tokens",
+        ))?;
+        let at = Locator {
+            slot: record.slot,
+            field,
+            counter,
+        };
+        Token::locate(self.keyring.token_key(), at)
+            .ok_or_else(|| Error::state("a locator does not fit the token format"))
+    }
+
+    /// The locator a value token carries, if it is one of this vault's.
+    fn locate(&self, token: &Token) -> Option<Locator> {
+        if token.is_card() {
+            return None;
+        }
+        let key = self
+            .keyring
+            .token_key_of(locator::version_of(token.as_str())?)?;
+        locator::decode(key, token.as_str())
     }
 
     /// The pending CVVs.
@@ -421,11 +641,11 @@ impl Engine {
     async fn commit_subject(
         &self,
         subject: &str,
-        record: SubjectRecord,
+        mut record: SubjectRecord,
         mut batch: Batch,
         audit: Option<Audited<'_>>,
     ) -> Result<Arc<SubjectRecord>> {
-        batch.put(keys::subject(subject), record.encode_to_vec());
+        batch.put(keys::subject(subject), stored_form(&mut record));
         let write = async { self.store.commit(batch).await.map_err(Error::from) };
         let result = journal::commit(audit, write).await;
         match result {
@@ -485,20 +705,49 @@ impl Engine {
         let Some(bytes) = self.store.get(&keys::subject(subject_id))? else {
             return Ok(None);
         };
-        let record = Arc::new(decode::<SubjectRecord>(&bytes, "subject")?);
+        let mut record = decode::<SubjectRecord>(&bytes, "subject")?;
+        self.fill_keys(&mut record)?;
+        let record = Arc::new(record);
         self.cache.fill(subject_id, record.clone(), generation);
         Ok(Some(record))
     }
 
+    /// Puts the wrapped data keys of `record` (from its key slot) into it.
+    fn fill_keys(&self, record: &mut SubjectRecord) -> Result<()> {
+        if record.slot == 0 {
+            // Stored before key slots: the keys are in the record.
+            return Ok(());
+        }
+        let held = self.store.keys(record.slot)?;
+        for d in &mut record.deks {
+            if let Some((_, w)) = held.iter().find(|(v, _)| *v == d.version) {
+                d.wrapped.clone_from(w);
+            }
+        }
+        Ok(())
+    }
+
     /// Where a token points: its subject (check it in the subject record),
-    /// or the field of an erased subject's token.
+    /// or the field of an erased subject's token. A value token carries its
+    /// subject's key slot; a card token (or one issued before key slots)
+    /// has a pointer.
     fn token_pointer(&self, token: &Token) -> Result<Option<Pointer>> {
         if let Some(s) = self.cache.pointer(token.as_str()) {
             return Ok(Some(Pointer::Live(s)));
         }
-        let Some(bytes) = self.store.get(&keys::token(token.as_str()))? else {
+        let at = self.locate(token);
+        let key = match at {
+            Some(at) => keys::slot(at.slot),
+            None => keys::token(token.as_str()),
+        };
+        let Some(bytes) = self.store.get(&key)? else {
             return Ok(None);
         };
+        if let Some(at) = at
+            && bytes.first() == Some(&keys::TOMBSTONE)
+        {
+            return Ok(self.field_name(at.field)?.map(Pointer::Erased));
+        }
         if let Some(field) = bytes.strip_prefix(&[keys::TOMBSTONE]) {
             return Ok(String::from_utf8(field.to_vec()).ok().map(Pointer::Erased));
         }

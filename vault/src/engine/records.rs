@@ -12,6 +12,8 @@ pub struct WrappedDek {
     #[prost(uint32, tag = "1")]
     pub version: u32,
     /// The DEK sealed by a KEK (the KEK version is in the envelope header).
+    /// In memory only: the stored record leaves it empty, the key is in the
+    /// subject's key slot (records stored before key slots held it here).
     #[prost(bytes = "vec", tag = "2")]
     pub wrapped: Vec<u8>,
     /// Values sealed under this DEK so far (GCM with random nonces: a key
@@ -21,8 +23,8 @@ pub struct WrappedDek {
 }
 
 /// A subject: its keys, every encrypted value, and consent. One record, so
-/// that writing it commits a request atomically and deleting it shreds the
-/// subject.
+/// that writing it commits a request atomically; its data keys are in its
+/// key slot, so that shredding the slot shreds the subject.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct SubjectRecord {
     /// Every DEK the subject has had, still needed to read its values.
@@ -81,6 +83,12 @@ pub struct SubjectRecord {
     /// erasure from the erased one ([`super::replay_erasures`]).
     #[prost(int64, tag = "17")]
     pub created_at_micros: i64,
+    /// The subject's key slot (0: none, a record stored before key slots).
+    #[prost(uint64, tag = "18")]
+    pub slot: u64,
+    /// The counter of the subject's next value token.
+    #[prost(uint32, tag = "19")]
+    pub next_counter: u32,
 }
 
 impl SubjectRecord {
@@ -166,4 +174,9 @@ pub struct FieldEntry {
     /// activity follows, and is shredded once the hold is lifted.
     #[prost(int64, tag = "14")]
     pub expired_at: i64,
+    /// Whether the token has a `tok/` pointer (a card token, or a token
+    /// issued before key slots); a value token finds its subject through
+    /// the locator it carries.
+    #[prost(bool, tag = "15")]
+    pub pointer: bool,
 }

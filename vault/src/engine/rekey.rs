@@ -129,20 +129,39 @@ impl Engine {
 
     /// Subjects with a DEK that `target` does not wrap.
     fn subjects_to_rewrap(&self, target: u32) -> Result<Vec<String>> {
-        self.subjects_where(|r| {
-            r.deks
-                .iter()
-                .any(|d| crate::crypto::envelope::key_version(&d.wrapped) != Some(target))
-        })
+        self.subjects_with_key(|w| crate::crypto::envelope::key_version(w) != Some(target))
     }
 
-    /// Rewraps `sid`'s DEKs under the active KEK; returns how many changed.
+    /// The subjects whose key slot holds a wrapped key `matches` takes:
+    /// reads the key slots, not the records.
+    fn subjects_with_key(&self, matches: impl Fn(&[u8]) -> bool) -> Result<Vec<String>> {
+        let mut slots = Vec::new();
+        self.store.for_each_key_slot(&mut |slot, held| {
+            if held.iter().any(|(_, w)| matches(w)) {
+                slots.push(slot);
+            }
+        })?;
+        let mut out = Vec::with_capacity(slots.len());
+        for slot in slots {
+            if let Some(sid) = self.store.get(&keys::slot(slot))?
+                && sid.first() != Some(&keys::TOMBSTONE)
+                && let Ok(sid) = String::from_utf8(sid)
+            {
+                out.push(sid);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rewraps `sid`'s DEKs under the active KEK, in place in its key slot
+    /// (the record does not change); returns how many changed.
     async fn rewrap_subject(&self, sid: &str) -> Result<u64> {
         let _guard = self.lock_for(sid).lock().await;
         let Some(current) = self.subject_record(sid)? else {
             return Ok(0);
         };
         let mut record = SubjectRecord::clone(&current);
+        let mut batch = Batch::new();
         let mut changed = 0;
         for d in &mut record.deks {
             if let Some(w) = self
@@ -150,12 +169,19 @@ impl Engine {
                 .rewrap(sid, d.version, &d.wrapped)
                 .map_err(crypto)?
             {
+                batch.put_key(record.slot, d.version, w.clone());
                 d.wrapped = w;
                 changed += 1;
             }
         }
         if changed > 0 {
-            self.commit_subject(sid, record, Batch::new(), None).await?;
+            if record.slot == 0 {
+                // Stored before key slots: the keys are in the record.
+                self.commit_subject(sid, record, Batch::new(), None).await?;
+            } else {
+                self.store.commit(batch).await?;
+                self.cache.write_through(sid, Arc::new(record));
+            }
         }
         Ok(changed)
     }
@@ -282,11 +308,7 @@ impl Engine {
 
     /// Subjects with a data key wrapped under KEK `version`.
     fn subjects_under(&self, version: u32) -> Result<Vec<String>> {
-        self.subjects_where(|r| {
-            r.deks
-                .iter()
-                .any(|d| crate::crypto::envelope::key_version(&d.wrapped) == Some(version))
-        })
+        self.subjects_with_key(|w| crate::crypto::envelope::key_version(w) == Some(version))
     }
 
     /// Gives `sid` one new data key under the active KEK and re-encrypts
@@ -304,36 +326,11 @@ impl Engine {
         {
             return Ok(None);
         }
-        let new_version = current
-            .deks
-            .iter()
-            .map(|d| d.version)
-            .max()
-            .unwrap_or(0)
-            .checked_add(1)
-            .ok_or(Error::FailedPrecondition(
-                "the subject has used up its key versions",
-            ))?;
-        let (dek, wrapped) = self.keyring.new_dek(sid, new_version).map_err(crypto)?;
         let mut record = SubjectRecord::clone(&current);
-        let mut fields = 0;
-        for e in &mut record.entries {
-            if !e.ciphertext.is_empty() {
-                let old = self.dek_of(sid, &current, e.dek_version)?;
-                let plain = super::open_value(sid, e, &old)?;
-                let context = super::field_context(sid, &e.field, &e.token, e.value_version);
-                e.ciphertext = dek.seal(&context, plain.as_bytes()).map_err(crypto)?;
-                fields += 1;
-            }
-            e.dek_version = new_version;
-        }
-        record.deks = vec![super::records::WrappedDek {
-            version: new_version,
-            wrapped,
-            encryptions: fields,
-        }];
-        record.active_dek = new_version;
-        self.commit_subject(sid, record, Batch::new(), None).await?;
+        let mut batch = Batch::new();
+        self.rekey_in(sid, &mut record, &mut batch)?;
+        let fields = record.deks.first().map_or(0, |d| d.encryptions);
+        self.commit_subject(sid, record, batch, None).await?;
         // The old keys must not outlive their record in memory either.
         self.keyring.forget_subject(sid);
         Ok(Some(fields))

@@ -238,7 +238,7 @@ impl Engine {
         }
         let mut record = SubjectRecord::clone(&current);
         let mut batch = Batch::new();
-        let shredded = self.settle_expired(sid, &mut record, &mut batch, now);
+        let shredded = self.settle_expired(sid, &mut record, &mut batch, now)?;
         if shredded > 0 {
             self.commit_subject(sid, record, batch, None).await?;
         }
@@ -258,7 +258,7 @@ impl Engine {
         record: &mut SubjectRecord,
         batch: &mut Batch,
         now: i64,
-    ) -> u64 {
+    ) -> Result<u64> {
         let held = !record.legal_hold_case.is_empty();
         let mut shredded = 0;
         for i in 0..record.entries.len() {
@@ -284,7 +284,12 @@ impl Engine {
             entry.shredded_at = now;
             shredded += 1;
         }
-        shredded
+        if shredded > 0 {
+            // The old ciphertexts may linger in the store's log: the key
+            // that opened them goes with this commit.
+            self.rekey_in(sid, record, batch)?;
+        }
+        Ok(shredded)
     }
 
     /// Per class: values live, due within `due_days`, overdue (past

@@ -9,8 +9,10 @@ impl Engine {
     /// token, for a caller that `collect.may_dedupe` allows; any other
     /// caller gets a new token for every value.
     ///
-    /// Writes token and index pointers first and the subject record last: the
-    /// subject record is the commit.
+    /// A value token carries its subject's key slot, its field's number
+    /// and a counter ([`crate::tokens::locator`]); a card token gets a
+    /// pointer. Writes the key slot and the pointers first and the subject
+    /// record last: the subject record is the commit.
     pub async fn tokenize(
         &self,
         subject: &SubjectId,
@@ -26,6 +28,16 @@ impl Engine {
             may_dedupe,
         } = *collect;
         let sid = subject.as_str();
+        // Field numbers first (a field's first token ever waits for its
+        // number to be durable), outside the subject's lock.
+        let mut numbers = Vec::with_capacity(values.len());
+        for nv in values {
+            numbers.push(if nv.field.validator == Validator::CardNumber {
+                0
+            } else {
+                self.field_number(&nv.field.name).await?
+            });
+        }
         let _guard = self.lock_for(sid).lock().await;
         let now = self.clock.now();
         let mut batch = Batch::new();
@@ -38,6 +50,9 @@ impl Engine {
             None => {
                 self.check_wrapping()?;
                 let (_, wrapped) = self.keyring.new_dek(sid, 1).map_err(crypto)?;
+                let slot = self.allocate_slot()?;
+                batch.put_key(slot, 1, wrapped.clone());
+                batch.put(keys::slot(slot), sid.as_bytes().to_vec());
                 SubjectRecord {
                     deks: vec![WrappedDek {
                         version: 1,
@@ -47,14 +62,19 @@ impl Engine {
                     active_dek: 1,
                     created_at: now,
                     created_at_micros: self.creation_micros(sid)?,
+                    slot,
                     ..Default::default()
                 }
             }
         };
+        if record.slot == 0 {
+            // Stored before key slots: moved into one before it grows.
+            self.rekey_in(sid, &mut record, &mut batch)?;
+        }
         // Values past their retention are shredded before this request's
         // activity is recorded (it must not revive them), and the dedupe
         // below then finds none of them.
-        self.settle_expired(sid, &mut record, &mut batch, now);
+        self.settle_expired(sid, &mut record, &mut batch, now)?;
         // Consent given with the values: a new subject's is collected with
         // them; an existing subject's changes only for a caller that may set
         // consent. For any other caller it is left as held (not refused, so
@@ -97,12 +117,11 @@ impl Engine {
             .unwrap_or_default();
         let mut out = Vec::with_capacity(values.len());
         let mut keep_in_memory = Vec::with_capacity(cvvs);
-        for nv in values {
+        for (nv, &number) in values.iter().zip(&numbers) {
             let field = &nv.field;
             if field.memory_only() {
                 // The record keeps that the token exists, never the value.
-                let token = Token::generate().map_err(crypto)?;
-                batch.put(keys::token(token.as_str()), sid.as_bytes().to_vec());
+                let token = self.mint(&mut record, number)?;
                 record.entries.push(FieldEntry {
                     token: token.as_str().to_owned(),
                     field: field.name.clone(),
@@ -143,19 +162,21 @@ impl Engine {
                     continue;
                 }
             }
-            let token = if field.validator == Validator::CardNumber {
-                self.free_card_token(&nv.value, &out)?
+            let pointer = field.validator == Validator::CardNumber;
+            let token = if pointer {
+                let t = self.free_card_token(&nv.value, &out)?;
+                batch.put(keys::token(t.as_str()), sid.as_bytes().to_vec());
+                t
             } else {
-                Token::generate().map_err(crypto)?
+                self.mint(&mut record, number)?
             };
-            dek = self.sealing_dek(sid, &mut record, Some(dek))?;
+            dek = self.sealing_dek(sid, &mut record, Some(dek), &mut batch)?;
             let ciphertext = dek
                 .seal(
                     &field_context(sid, &field.name, token.as_str(), 1),
                     nv.value.as_bytes(),
                 )
                 .map_err(crypto)?;
-            batch.put(keys::token(token.as_str()), sid.as_bytes().to_vec());
             if let Some(blind) = &blind {
                 batch.put(keys::index(blind, sid), token.as_str().as_bytes().to_vec());
             }
@@ -170,6 +191,7 @@ impl Engine {
                 blind: blind.map(|b| b.to_vec()).unwrap_or_default(),
                 stored_by: by.clone(),
                 stored_by_role: by_role.clone(),
+                pointer,
                 ..Default::default()
             });
             out.push(token);

@@ -1,5 +1,5 @@
 //! Update (GDPR 16 correction): a new value under the same token, the old
-//! one gone.
+//! one gone, and the subject re-keyed so that no copy of it can be opened.
 
 use super::*;
 
@@ -48,8 +48,18 @@ impl Engine {
             ));
         }
         let mut batch = Batch::new();
-        self.settle_expired(&sid, &mut record, &mut batch, now);
-        let dek = self.sealing_dek(&sid, &mut record, None)?;
+        self.settle_expired(&sid, &mut record, &mut batch, now)?;
+        // GDPR 16: the subject is re-keyed (its other values sealed again
+        // under a new key, the old key shredded once this commits), so that
+        // a copy of the old value wherever it lingers cannot be opened.
+        let dek = self.rekey_in(&sid, &mut record, &mut batch)?;
+        if let Some(d) = record
+            .deks
+            .iter_mut()
+            .find(|d| d.version == record.active_dek)
+        {
+            d.encryptions += 1;
+        }
         let mut stale_index = None;
         let entry = record
             .entry_mut(token.as_str())
@@ -98,6 +108,8 @@ impl Engine {
             a.event.subject_id = sid.to_string();
         }
         self.commit_subject(&sid, record, batch, audit).await?;
+        // The old key must not outlive its slot in memory either.
+        self.keyring.forget_subject(&sid);
         // The old index entry goes after the commit: until then it still
         // points at the committed old value. It is only a hint (every read
         // checks it), so a failure here is logged, not returned.

@@ -15,6 +15,7 @@
 
 pub mod calendar;
 pub mod clock;
+pub mod faults;
 pub mod ids;
 pub mod journal;
 pub mod principal;

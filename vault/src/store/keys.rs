@@ -6,31 +6,41 @@
 //! | `key/seed` | | derivation seed wrapped by the root key |
 //! | `key/kek/` | version (u32 BE) | KEK wrapped by the root key |
 //! | `key/active-kek` | | active KEK version (u32 BE) |
-//! | `sub/` | subject id | `SubjectRecord`: wrapped DEKs, every encrypted value, consent (a file of its own: [`super::records`]) |
-//! | `tok/` | token | subject id (a pointer) |
+//! | `sub/` | subject id | `SubjectRecord`: every encrypted value, consent, and the number of the subject's key slot |
+//! | `slot/` | key slot (u64 BE) | subject id (a pointer), or a tombstone once erased |
+//! | `field/` | field number (u8) | field name: the numbers value tokens carry |
+//! | `tok/` | card token (or a token issued before key slots) | subject id (a pointer) |
 //! | `idx/` | blind index (32 bytes) ‖ subject id | token (a pointer) |
 //! | `cred/` | credential id | `CredentialRecord`: name, role, expiry, revocation, keyed hash of the secret |
 //! | `meta/bootstrapped` | | present once the first operator token was issued |
 //! | `erased/` | subject id | `ErasureReceiptBody`: the erasure journal (no personal data) |
 //! | `revoked/` | credential id | revocation time (i64 BE, Unix seconds): the revocation journal |
+//! | `shred/` | key slot (u64 BE) ‖ version (u32 BE; all ones: every version) | an intent to shred, until done |
 //!
-//! The token pointer of an erased subject's token is a tombstone instead: a
-//! zero byte and the field name (subject ids never start with a zero byte),
-//! so that the token answers `ERASED`.
+//! Subjects' wrapped data keys are not entries: each subject has a key slot
+//! ([`super::slots`]) that an erasure overwrites with zeros. A value token
+//! carries its subject's slot, its field's number and a counter, encrypted
+//! ([`crate::tokens::locator`]); Detokenize follows `slot/` to the subject.
+//! Card tokens keep their digits and so carry nothing: they point to their
+//! subject through `tok/`.
 //!
-//! The subject record is the truth: one key holds a subject's DEKs and all
-//! its ciphertexts, so writing it is the single atomic commit of a request,
-//! and deleting it shreds the subject at once (the record is a file, replaced
-//! whole and unlinked, so no older version lingers in a storage log). Token and index entries are
-//! pointers written before it; a reader follows them and then checks the
-//! subject record, so a pointer left by a request that never committed (a
-//! crash between the two writes) leads nowhere.
+//! The pointer of an erased subject's slot, and of an erased card token, is
+//! a tombstone: a zero byte (subject ids never start with one) and, for a
+//! card token, the field name, so that the token answers `ERASED`.
+//!
+//! The subject record is the truth: one key holds all of a subject's
+//! ciphertexts, so writing it is the single atomic commit of a request.
+//! Key slots, slot, token and index pointers are written before it; a
+//! reader follows them and then checks the subject record, so a pointer
+//! left by a request that never committed (a crash between the writes)
+//! leads nowhere. sled's log may keep old versions of a record for a while;
+//! without the key in the slot they are ciphertexts nobody can open.
 //!
 //! Subject ids and tokens are pseudonymous references, stored as they are;
 //! values exist only as ciphertexts, index entries only as keyed hashes.
 
 /// The layout version this code writes and reads.
-pub const LAYOUT_VERSION: u8 = 1;
+pub const LAYOUT_VERSION: u8 = 2;
 /// Key of the layout version.
 pub const META_FORMAT: &[u8] = b"meta/format";
 /// Key of the wrapped derivation seed.
@@ -64,6 +74,12 @@ pub const REVOKED_PREFIX: &[u8] = b"revoked/";
 pub const REWRAP: &[u8] = b"key/rewrap";
 /// Prefix of the travel-companion links: `cmp/<holder>/<companion>`.
 pub const COMPANION_PREFIX: &[u8] = b"cmp/";
+/// Prefix of the subjects' key slots: `slot/<u64 BE>` = subject id.
+pub const SLOT_PREFIX: &[u8] = b"slot/";
+/// Prefix of the field numbers: `field/<u8>` = field name.
+pub const FIELD_PREFIX: &[u8] = b"field/";
+/// Prefix of the intents to shred a key slot (see [`super::sled`]).
+pub const SHRED_PREFIX: &[u8] = b"shred/";
 /// First byte of a token tombstone.
 pub const TOMBSTONE: u8 = 0;
 
@@ -100,6 +116,23 @@ pub fn companions_of(holder: &str) -> Vec<u8> {
 /// The tombstone of an erased token of `field`.
 pub fn tombstone(field: &str) -> Vec<u8> {
     join(&[TOMBSTONE], &[field.as_bytes()])
+}
+
+/// Key of the pointer from key slot `slot` to its subject.
+pub fn slot(slot: u64) -> Vec<u8> {
+    join(SLOT_PREFIX, &[&slot.to_be_bytes()])
+}
+
+/// The slot number of a `slot/` key.
+pub fn slot_number(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(
+        key.strip_prefix(SLOT_PREFIX)?.try_into().ok()?,
+    ))
+}
+
+/// Key of field number `number`.
+pub fn field(number: u8) -> Vec<u8> {
+    join(FIELD_PREFIX, &[&[number]])
 }
 
 /// Length of a blind index value.

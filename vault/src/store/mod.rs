@@ -1,6 +1,8 @@
 //! Storage: the [`Store`] trait, and its embedded implementation on sled.
 //!
-//! A store is an ordered key-value map. A [`Store::commit`] applies a batch's
+//! A store is an ordered key-value map, and a set of fixed-size key slots
+//! that hold subjects' wrapped data keys and are overwritten in place (the
+//! crypto-shredding of an erasure: [`slots`]). A [`Store::commit`] applies a batch's
 //! operations in order, each one atomic, and returns only once all of them
 //! are on disk; concurrent commits share one flush (group commit), so durable
 //! writes cost a fraction of an fsync each.
@@ -14,8 +16,11 @@
 //! A backend with real transactions (PostgreSQL) may apply a batch atomically.
 
 pub mod keys;
-pub mod record_files;
+mod private;
 pub mod sled;
+pub mod slots;
+
+pub use slots::SlotKeys;
 
 /// One change in a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +29,24 @@ pub enum Op {
     Put(Vec<u8>, Vec<u8>),
     /// Remove `key`.
     Delete(Vec<u8>),
+    /// Write data key `version` (`wrapped`) into key slot `slot`, beside
+    /// the slot's other version (see [`slots`]).
+    PutKey {
+        /// The slot.
+        slot: u64,
+        /// The key's version.
+        version: u32,
+        /// The wrapped key.
+        wrapped: Vec<u8>,
+    },
+    /// Overwrite key `version` of `slot` (`None`: the whole slot) with
+    /// zeros, durably, once the batch's other operations are durable.
+    ShredKey {
+        /// The slot.
+        slot: u64,
+        /// The key's version (`None`: every key of the slot).
+        version: Option<u32>,
+    },
 }
 
 /// Changes applied in order; the last one is the request's commit point.
@@ -46,6 +69,20 @@ impl Batch {
     /// Removes `key`.
     pub fn delete(&mut self, key: impl Into<Vec<u8>>) {
         self.ops.push(Op::Delete(key.into()));
+    }
+
+    /// Writes key `version` of `slot`.
+    pub fn put_key(&mut self, slot: u64, version: u32, wrapped: Vec<u8>) {
+        self.ops.push(Op::PutKey {
+            slot,
+            version,
+            wrapped,
+        });
+    }
+
+    /// Shreds key `version` of `slot` (`None`: the whole slot).
+    pub fn shred_key(&mut self, slot: u64, version: Option<u32>) {
+        self.ops.push(Op::ShredKey { slot, version });
     }
 
     /// Appends `other`'s changes after these.
@@ -93,6 +130,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The value at `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// The data keys key slot `slot` holds (none for a slot never written
+    /// or shredded).
+    fn keys(&self, slot: u64) -> Result<SlotKeys, StoreError>;
+
+    /// Calls `f` with every key slot that holds a key, in slot order
+    /// (blocking; for backups).
+    fn for_each_key_slot(&self, f: &mut dyn FnMut(u64, &SlotKeys)) -> Result<(), StoreError>;
+
     /// Up to `limit` entries whose keys start with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Entries, StoreError>;
 
@@ -131,7 +176,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn for_each_subject(&self, f: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError>;
 
     /// Calls `f` with every key and value that is not a subject record, in
-    /// key order per key family (blocking; for backups).
+    /// key order per key family (blocking; for backups). Key slots are not
+    /// entries ([`Store::for_each_key_slot`]).
     fn for_each_entry(&self, f: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError>;
 
     /// Makes everything committed so far durable, blocking (for shutdown).

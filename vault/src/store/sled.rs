@@ -1,4 +1,4 @@
-//! The embedded store on sled, with group commit.
+//! The embedded store on sled, with group commit, and the key-slot file.
 //!
 //! Each commit applies its operations in order, each one atomic (sled's
 //! `apply_batch` and transactions take a process-wide write lock that stalls
@@ -9,25 +9,33 @@
 //! flush (which uses `sync_file_range`) with an `fsync` of sled's data file,
 //! so an acknowledged write survives power loss, not only a killed process.
 //!
-//! Subject records (`sub/` keys) are not in sled but in files of their own
-//! ([`super::record_files`]), written by the same flusher after sled's flush, so
-//! that an erased subject leaves no old version behind in sled's log.
+//! Wrapped data keys are not in sled but in the key-slot file
+//! ([`super::slots`]). A new key is written into its slot when its commit is
+//! applied, and the flusher syncs the slot file *before* it flushes sled, so
+//! a record never reaches the disk before its key. Shredding a key is the
+//! other way round: the commit records its intent (`shred/` in sled), and
+//! the flusher overwrites the slot with zeros only *after* sled's flush
+//! (the erasure journal and the record's removal are then durable), then
+//! syncs the slot file and answers. An intent left by a crash is carried
+//! out when the store opens again.
 //!
 //! A commit that fails leaves nothing behind ([`Store::commit`]): it keeps
 //! the old value of every key it changes in sled (sled's `insert` and
-//! `remove` hand it back), and on failure puts them back, drops its staged
-//! records (the record files are already rolled back by the failed write)
-//! and makes the undo durable with one more flush, so that neither a later
-//! commit nor sled's own periodic flush can carry the failed change to disk.
-//! If even that fails the store stops taking writes ([`StoreError::Failed`])
-//! until it is restarted: which version of the failed request's keys the
-//! disk then holds is not known, and nothing more is built on top of it.
+//! `remove` hand it back) and the old content of every key slot it writes,
+//! and on failure puts them back (its shreds, not yet carried out, are
+//! dropped) and makes the undo durable with one more flush, so that neither
+//! a later commit nor sled's own periodic flush can carry the failed change
+//! to disk. If even that fails, or a shred fails after its journal is
+//! durable, the store stops taking writes ([`StoreError::Failed`]) until it
+//! is restarted (which finishes the shreds).
 
-use super::record_files::{RecordFiles, create_private_dir, make_private};
+use super::private::{create_private_dir, make_private};
+use super::slots::{SlotFile, SlotKeys};
 use super::{Batch, BoxFuture, Op, Store, StoreError, keys};
+use crate::model::faults;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 
@@ -41,31 +49,44 @@ pub enum Durability {
     Flush,
 }
 
-/// A commit waiting for the flusher, with the generations of the subject
-/// records it staged.
-type Waiter = (oneshot::Sender<Result<(), String>>, Vec<u64>);
+/// A commit waiting for the flusher, with its id (0: one with no shreds).
+type Waiter = (oneshot::Sender<Result<(), String>>, u64);
 
-/// What puts back one key a commit changed.
+/// A key shred staged by commit `.0`: slot, version (`None`: whole slot).
+type Shred = (u64, u64, Option<u32>);
+
+/// What puts back one change a commit made.
 enum Undo {
     /// Restore `key` in sled to its old value (`None`: absent).
     Sled(Vec<u8>, Option<sled::IVec>),
-    /// Drop the staged record of `key` of this generation.
-    Record(Vec<u8>, u64),
+    /// Restore the half of `slot` for `version` to its old bytes.
+    Key(u64, u32, Vec<u8>),
+}
+
+/// The slot file and what the flusher must do with it.
+struct Slots {
+    file: SlotFile,
+    /// Set by every key write: the next flush syncs the file first.
+    dirty: AtomicBool,
+    /// Shreds waiting for their commit's flush.
+    pending: Mutex<Vec<Shred>>,
+    /// Unit tests: the next flush fails.
+    #[cfg(test)]
+    fail_next_flush: AtomicBool,
 }
 
 /// sled-backed [`Store`].
 pub struct SledStore {
     db: sled::Db,
     /// One sled tree per key family (see [`SledStore::tree_for`]).
-    trees: [sled::Tree; 3],
-    /// Subject records, one file each.
-    records: Arc<RecordFiles>,
-    sync: bool,
+    trees: [sled::Tree; 4],
+    slots: Arc<Slots>,
     dir: PathBuf,
     flush_tx: Mutex<Option<mpsc::Sender<Waiter>>>,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Set once a failed write could not be undone: no more writes.
     failed: Arc<AtomicBool>,
+    next_commit: AtomicU64,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -80,15 +101,28 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// Name of the key-slot file in the data directory.
+pub const SLOT_FILE: &str = "keyslots";
+/// Directory of the one-file-per-subject layout before issue 19.
+pub const LEGACY_RECORDS: &str = "subjects";
+
 impl SledStore {
     /// Opens (creating if needed) the store in `dir`, with a page cache of
-    /// `cache_bytes`.
+    /// `cache_bytes`, and finishes the shreds a crash interrupted.
     pub fn open(dir: &Path, cache_bytes: u64, durability: Durability) -> Result<Self, StoreError> {
         // The data is encrypted, but its shape (how many subjects, when) is
         // nobody else's business either: owner-only, whoever made it.
         create_private_dir(dir).map_err(backend)?;
         if make_private(dir).map_err(backend)? {
             tracing::warn!(dir = %dir.display(), "the data directory let others in: made it owner-only (0700)");
+        }
+        if legacy_records(dir) {
+            return Err(StoreError::Backend(format!(
+                "{} holds subject records in the layout before key slots (one file per subject in {LEGACY_RECORDS}/): \
+                 this version cannot read it; take a backup with the previous version and restore it with this one \
+                 (docs/operations.md, \"Upgrading the storage layout\")",
+                dir.display()
+            )));
         }
         let db = sled::Config::new()
             .path(dir)
@@ -104,33 +138,39 @@ impl SledStore {
             db.open_tree("meta").map_err(backend)?,
             db.open_tree("tokens").map_err(backend)?,
             db.open_tree("index").map_err(backend)?,
+            db.open_tree("subjects").map_err(backend)?,
         ];
-        let records = Arc::new(RecordFiles::open(&dir.join("subjects")).map_err(backend)?);
-        let sync = durability == Durability::Fsync;
+        let slots = Arc::new(Slots {
+            file: SlotFile::open(&dir.join(SLOT_FILE)).map_err(backend)?,
+            dirty: AtomicBool::new(false),
+            pending: Mutex::new(Vec::new()),
+            #[cfg(test)]
+            fail_next_flush: AtomicBool::new(false),
+        });
+        finish_shreds(&db, &trees[0], &slots.file)?;
         let data_file = match durability {
             Durability::Fsync => Some(File::open(dir.join("db")).map_err(backend)?),
             Durability::Flush => None,
         };
         let (tx, rx) = mpsc::channel::<Waiter>();
-        let flush_db = db.clone();
-        let flush_records = records.clone();
         let failed = Arc::new(AtomicBool::new(false));
-        let flush_failed = failed.clone();
-        let flusher = std::thread::Builder::new()
-            .name("vault-group-commit".into())
-            .spawn(move || {
-                group_commit(flush_db, data_file, &flush_records, sync, &flush_failed, rx);
-            })
-            .map_err(backend)?;
+        let flusher = {
+            let (db, meta, slots, failed) =
+                (db.clone(), trees[0].clone(), slots.clone(), failed.clone());
+            std::thread::Builder::new()
+                .name("vault-group-commit".into())
+                .spawn(move || group_commit(&db, &meta, data_file, &slots, &failed, &rx))
+                .map_err(backend)?
+        };
         Ok(Self {
             db,
             trees,
-            records,
-            sync,
+            slots,
             dir: dir.to_owned(),
             flush_tx: Mutex::new(Some(tx)),
             flusher: Mutex::new(Some(flusher)),
             failed,
+            next_commit: AtomicU64::new(1),
         })
     }
 
@@ -140,6 +180,8 @@ impl SledStore {
             1
         } else if key.starts_with(keys::INDEX_PREFIX) {
             2
+        } else if key.starts_with(keys::SUBJECT_PREFIX) {
+            3
         } else {
             0
         };
@@ -164,6 +206,16 @@ impl SledStore {
     }
 }
 
+/// Whether `dir` holds record files of the layout before key slots.
+fn legacy_records(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir.join(LEGACY_RECORDS)) else {
+        return false;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name() != "tmp")
+}
+
 impl Drop for SledStore {
     /// The flusher ends with the store, not some time after: a store opened
     /// again on the same directory (the next run of an embedded vault)
@@ -173,98 +225,179 @@ impl Drop for SledStore {
     }
 }
 
-/// The flusher: waits for a commit, takes every commit waiting, flushes once
-/// (sled, then the subject records), answers them all. A commit whose
-/// record was in an earlier snapshot that failed to write is told so too.
-/// Ends when the store is closed.
+/// The key of the intent to shred `version` (`None`: all) of `slot`.
+fn shred_intent(slot: u64, version: Option<u32>) -> Vec<u8> {
+    let mut k = keys::SHRED_PREFIX.to_vec();
+    k.extend_from_slice(&slot.to_be_bytes());
+    k.extend_from_slice(&version.unwrap_or(u32::MAX).to_be_bytes());
+    k
+}
+
+fn parse_intent(key: &[u8]) -> Option<(u64, Option<u32>)> {
+    let rest = key.strip_prefix(keys::SHRED_PREFIX)?;
+    let slot = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+    let version = u32::from_be_bytes(rest.get(8..12)?.try_into().ok()?);
+    Some((slot, (version != u32::MAX).then_some(version)))
+}
+
+/// Carries out the shreds whose intent a crash left in `meta`.
+fn finish_shreds(db: &sled::Db, meta: &sled::Tree, slots: &SlotFile) -> Result<(), StoreError> {
+    let intents: Vec<sled::IVec> = meta
+        .scan_prefix(keys::SHRED_PREFIX)
+        .keys()
+        .collect::<Result<_, _>>()
+        .map_err(backend)?;
+    if intents.is_empty() {
+        return Ok(());
+    }
+    for key in &intents {
+        if let Some((slot, version)) = parse_intent(key) {
+            slots.shred(slot, version).map_err(backend)?;
+        }
+    }
+    slots.sync().map_err(backend)?;
+    for key in intents {
+        meta.remove(key).map_err(backend)?;
+    }
+    db.flush().map_err(backend)?;
+    tracing::info!("finished the key shreds a crash interrupted");
+    Ok(())
+}
+
+/// The flusher: waits for a commit, takes every commit waiting, syncs the
+/// new keys, flushes sled once, carries out the waiting commits' shreds,
+/// answers them all. Ends when the store is closed.
 fn group_commit(
-    db: sled::Db,
+    db: &sled::Db,
+    meta: &sled::Tree,
     data_file: Option<File>,
-    records: &RecordFiles,
-    sync: bool,
+    slots: &Slots,
     failed: &AtomicBool,
-    rx: mpsc::Receiver<Waiter>,
+    rx: &mpsc::Receiver<Waiter>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut waiters = vec![first];
         waiters.extend(rx.try_iter());
-        // Every waiter staged its record before it asked: the snapshot holds
-        // them all, and their pointers are in sled before the flush below.
-        let staged = records.snapshot();
-        let flushed = db
-            .flush()
-            .map(drop)
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                data_file
-                    .as_ref()
-                    .map_or(Ok(()), |f| f.sync_data().map_err(|e| e.to_string()))
-            });
-        let result = match flushed {
-            // The records are not written: they fail like a failed write.
-            Err(e) => {
-                records.discard(staged);
-                Err(e)
-            }
-            Ok(()) => records.write(staged, sync).map_err(|e| {
-                if !e.undone {
-                    failed.store(true, Ordering::Release);
-                    tracing::error!(error = %e, "the store takes no more writes until restarted");
-                }
-                e.to_string()
-            }),
+        // Only the shreds of commits answered now: a commit still to come
+        // may yet fail, and then its shreds must not have happened.
+        let shreds: Vec<Shred> = slots.pending.lock().map_or_else(
+            |_| Vec::new(),
+            |mut p| {
+                let (now, later) = std::mem::take(&mut *p)
+                    .into_iter()
+                    .partition(|(id, _, _)| waiters.iter().any(|(_, w)| w == id));
+                *p = later;
+                now
+            },
+        );
+        let keys_synced = if slots.dirty.swap(false, Ordering::AcqRel) {
+            faults::hit("store.sync-keys")
+                .and_then(|()| slots.file.sync())
+                .map_err(|e| e.to_string())
+        } else {
+            Ok(())
         };
-        for (w, generations) in waiters {
-            let earlier = records.take_failed(&generations);
-            let answer = match &result {
-                Err(e) => Err(e.clone()),
-                Ok(()) if earlier => {
-                    Err("a subject record of this commit was in a write that failed".to_owned())
+        let flushed = keys_synced.and_then(|()| {
+            #[cfg(test)]
+            if slots.fail_next_flush.swap(false, Ordering::AcqRel) {
+                return Err("injected flush failure".to_owned());
+            }
+            faults::hit("store.flush").map_err(|e| e.to_string())?;
+            db.flush().map(drop).map_err(|e| e.to_string())?;
+            data_file
+                .as_ref()
+                .map_or(Ok(()), |f| f.sync_data().map_err(|e| e.to_string()))
+        });
+        let result = flushed.and_then(|()| {
+            if shreds.is_empty() {
+                return Ok(());
+            }
+            let shredded = faults::hit("store.shred")
+                .and_then(|()| {
+                    shreds
+                        .iter()
+                        .try_for_each(|(_, slot, version)| slots.file.shred(*slot, *version))
+                })
+                .and_then(|()| slots.file.sync());
+            match shredded {
+                Ok(()) => {
+                    // The intents are done; their removal reaches the disk
+                    // with a later flush (a shred done twice is harmless).
+                    for (_, slot, version) in &shreds {
+                        let _ = meta.remove(shred_intent(*slot, *version));
+                    }
+                    Ok(())
                 }
-                Ok(()) => Ok(()),
-            };
-            let _ = w.send(answer);
+                Err(e) => {
+                    failed.store(true, Ordering::Release);
+                    tracing::error!(error = %e, "a key could not be shredded: the store takes no more writes until restarted, which finishes the shred");
+                    Err(e.to_string())
+                }
+            }
+        });
+        let result = result.and_then(|()| faults::hit("store.answer").map_err(|e| e.to_string()));
+        for (w, _) in waiters {
+            let _ = w.send(result.clone());
         }
     }
 }
 
 impl SledStore {
-    /// Applies `batch` like [`Store::apply`] and returns what undoes it;
-    /// on an error, undoes what it applied before returning it.
-    fn apply_undoable(&self, batch: Batch) -> Result<(Vec<Undo>, Vec<u64>), StoreError> {
+    /// Applies `batch` like [`Store::apply`], staging its shreds as commit
+    /// `id`, and returns what undoes it; on an error, undoes what it
+    /// applied before returning it.
+    fn apply_undoable(&self, batch: Batch, id: u64) -> Result<Vec<Undo>, StoreError> {
         self.writable()?;
+        faults::hit("store.apply").map_err(backend)?;
         let mut undo = Vec::with_capacity(batch.ops.len());
-        let mut generations = Vec::new();
+        let mut shreds = Vec::new();
         for op in batch.ops {
             let step = match op {
-                Op::Put(k, v) if k.starts_with(keys::SUBJECT_PREFIX) => {
-                    let g = self.records.stage(k.clone(), Some(v));
-                    generations.push(g);
-                    Ok(Undo::Record(k, g))
-                }
-                Op::Delete(k) if k.starts_with(keys::SUBJECT_PREFIX) => {
-                    let g = self.records.stage(k.clone(), None);
-                    generations.push(g);
-                    Ok(Undo::Record(k, g))
-                }
                 Op::Put(k, v) => self
                     .tree_for(&k)
                     .insert(k.as_slice(), v)
-                    .map(|old| Undo::Sled(k, old)),
+                    .map(|old| Undo::Sled(k, old))
+                    .map_err(backend),
                 Op::Delete(k) => self
                     .tree_for(&k)
                     .remove(k.as_slice())
-                    .map(|old| Undo::Sled(k, old)),
+                    .map(|old| Undo::Sled(k, old))
+                    .map_err(backend),
+                Op::PutKey {
+                    slot,
+                    version,
+                    wrapped,
+                } => {
+                    self.slots.dirty.store(true, Ordering::Release);
+                    self.slots
+                        .file
+                        .put(slot, version, &wrapped)
+                        .map(|old| Undo::Key(slot, version, old))
+                        .map_err(backend)
+                }
+                Op::ShredKey { slot, version } => {
+                    let intent = shred_intent(slot, version);
+                    shreds.push((id, slot, version));
+                    self.trees[0]
+                        .insert(intent.as_slice(), Vec::new())
+                        .map(|old| Undo::Sled(intent, old))
+                        .map_err(backend)
+                }
             };
             match step {
                 Ok(u) => undo.push(u),
                 Err(e) => {
                     self.undo_in_memory(undo);
-                    return Err(backend(e));
+                    return Err(e);
                 }
             }
         }
-        Ok((undo, generations))
+        if !shreds.is_empty()
+            && let Ok(mut p) = self.slots.pending.lock()
+        {
+            p.extend(shreds);
+        }
+        Ok(undo)
     }
 
     /// Puts back what `undo` records, last change first. Returns whether
@@ -272,22 +405,36 @@ impl SledStore {
     fn undo_in_memory(&self, undo: Vec<Undo>) -> bool {
         let mut ok = true;
         for u in undo.into_iter().rev() {
-            match u {
-                Undo::Record(k, g) => self.records.unstage(&k, g),
+            let r = match u {
+                Undo::Key(slot, version, old) => {
+                    self.slots.dirty.store(true, Ordering::Release);
+                    self.slots
+                        .file
+                        .restore(slot, version, &old)
+                        .map_err(|e| e.to_string())
+                }
                 Undo::Sled(k, old) => {
                     let tree = self.tree_for(&k);
-                    let r = match old {
+                    match old {
                         Some(v) => tree.insert(k, v).map(drop),
                         None => tree.remove(k).map(drop),
-                    };
-                    if let Err(e) = r {
-                        tracing::error!(error = %e, "could not undo a failed write in sled");
-                        ok = false;
                     }
+                    .map_err(|e| e.to_string())
                 }
+            };
+            if let Err(e) = r {
+                tracing::error!(error = %e, "could not undo a failed write");
+                ok = false;
             }
         }
         ok
+    }
+
+    /// Drops the staged shreds of commit `id` (it failed).
+    fn drop_shreds(&self, id: u64) {
+        if let Ok(mut p) = self.slots.pending.lock() {
+            p.retain(|(i, _, _)| *i != id);
+        }
     }
 
     /// Fails once a failed write could not be undone.
@@ -299,8 +446,8 @@ impl SledStore {
     }
 
     /// Waits for the flusher to make durable everything applied so far, as
-    /// a commit that staged the records of `generations`.
-    async fn wait_durable(&self, generations: Vec<u64>) -> Result<(), StoreError> {
+    /// commit `id`.
+    async fn wait_durable(&self, id: u64) -> Result<(), StoreError> {
         let tx = self
             .flush_tx
             .lock()
@@ -308,21 +455,21 @@ impl SledStore {
             .and_then(|t| t.clone())
             .ok_or(StoreError::Closed)?;
         let (done, wait) = oneshot::channel();
-        tx.send((done, generations))
-            .map_err(|_| StoreError::Closed)?;
+        tx.send((done, id)).map_err(|_| StoreError::Closed)?;
         match wait.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StoreError::Backend(e)),
             Err(_) => Err(StoreError::Closed),
         }
     }
+
+    fn closed(&self) -> bool {
+        self.flush_tx.lock().ok().is_none_or(|t| t.is_none())
+    }
 }
 
 impl Store for SledStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if key.starts_with(keys::SUBJECT_PREFIX) {
-            return self.records.get(key).map_err(backend);
-        }
         Ok(self
             .tree_for(key)
             .get(key)
@@ -331,20 +478,6 @@ impl Store for SledStore {
     }
 
     fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<super::Entries, StoreError> {
-        if prefix.starts_with(keys::SUBJECT_PREFIX) {
-            // Reads every record file: for sweeps and tools, not requests.
-            let mut out = Vec::new();
-            self.records
-                .for_each(|k, v| {
-                    if k.starts_with(prefix) {
-                        out.push((k.to_vec(), v.to_vec()));
-                    }
-                })
-                .map_err(backend)?;
-            out.sort();
-            out.truncate(limit);
-            return Ok(out);
-        }
         self.tree_for(prefix)
             .scan_prefix(prefix)
             .take(limit)
@@ -352,18 +485,24 @@ impl Store for SledStore {
             .collect()
     }
 
+    fn keys(&self, slot: u64) -> Result<SlotKeys, StoreError> {
+        self.slots.file.read(slot).map_err(backend)
+    }
+
     fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            if self.flush_tx.lock().ok().is_none_or(|t| t.is_none()) {
+            if self.closed() {
                 return Err(StoreError::Closed);
             }
-            let (undo, generations) = self.apply_undoable(batch)?;
-            let Err(e) = self.wait_durable(generations).await else {
+            let id = self.next_commit.fetch_add(1, Ordering::Relaxed);
+            let undo = self.apply_undoable(batch, id)?;
+            let Err(e) = self.wait_durable(id).await else {
                 return Ok(());
             };
             // Put back what the batch changed, and make that durable before
             // the caller hears of the failure.
-            let undone = self.undo_in_memory(undo) && self.wait_durable(Vec::new()).await.is_ok();
+            self.drop_shreds(id);
+            let undone = self.undo_in_memory(undo) && self.wait_durable(0).await.is_ok();
             if !undone {
                 self.failed.store(true, Ordering::Release);
                 tracing::error!(error = %e, "a failed write could not be undone durably: the store takes no more writes until restarted");
@@ -373,30 +512,37 @@ impl Store for SledStore {
     }
 
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
-        if self.flush_tx.lock().ok().is_none_or(|t| t.is_none()) {
+        if self.closed() {
             return Err(StoreError::Closed);
         }
         self.writable()?;
         for op in batch.ops {
             match op {
-                Op::Put(k, v) if k.starts_with(keys::SUBJECT_PREFIX) => {
-                    self.records.stage(k, Some(v));
-                    Ok(())
+                Op::Put(k, v) => self.tree_for(&k).insert(k, v).map(drop).map_err(backend),
+                Op::Delete(k) => self.tree_for(&k).remove(k).map(drop).map_err(backend),
+                Op::PutKey {
+                    slot,
+                    version,
+                    wrapped,
+                } => {
+                    self.slots.dirty.store(true, Ordering::Release);
+                    self.slots
+                        .file
+                        .put(slot, version, &wrapped)
+                        .map(drop)
+                        .map_err(backend)
                 }
-                Op::Delete(k) if k.starts_with(keys::SUBJECT_PREFIX) => {
-                    self.records.stage(k, None);
-                    Ok(())
+                Op::ShredKey { slot, version } => {
+                    self.slots.dirty.store(true, Ordering::Release);
+                    self.slots.file.shred(slot, version).map_err(backend)
                 }
-                Op::Put(k, v) => self.tree_for(&k).insert(k, v).map(drop),
-                Op::Delete(k) => self.tree_for(&k).remove(k).map(drop),
-            }
-            .map_err(backend)?;
+            }?;
         }
         Ok(())
     }
 
     fn durable(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(self.wait_durable(Vec::new()))
+        Box::pin(self.wait_durable(0))
     }
 
     fn scan_from(
@@ -423,31 +569,37 @@ impl Store for SledStore {
     }
 
     fn for_each_subject(&self, f: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError> {
-        self.records.for_each(f).map_err(backend)
+        for item in self.trees[3].iter() {
+            let (k, v) = item.map_err(backend)?;
+            f(&k, &v);
+        }
+        Ok(())
     }
 
     fn for_each_entry(&self, f: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError> {
-        for tree in &self.trees {
+        for tree in &self.trees[..3] {
             for item in tree.iter() {
                 let (k, v) = item.map_err(backend)?;
-                f(&k, &v);
+                if !k.starts_with(keys::SHRED_PREFIX) {
+                    f(&k, &v);
+                }
             }
         }
         Ok(())
     }
 
+    fn for_each_key_slot(&self, f: &mut dyn FnMut(u64, &SlotKeys)) -> Result<(), StoreError> {
+        self.slots.file.for_each(f).map_err(backend)
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
-        let staged = self.records.snapshot();
-        if let Err(e) = self.db.flush() {
-            self.records.discard(staged);
-            return Err(backend(e));
-        }
-        self.records.write(staged, self.sync).map_err(backend)?;
+        self.slots.file.sync().map_err(backend)?;
+        self.db.flush().map_err(backend)?;
         Ok(())
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.db.size_on_disk().map_err(backend)
+        Ok(self.db.size_on_disk().map_err(backend)? + self.slots.file.len().map_err(backend)?)
     }
 
     fn backend(&self) -> &'static str {
@@ -500,22 +652,25 @@ mod tests {
     }
 
     /// A commit that fails leaves nothing behind: not its sled entries, not
-    /// its records (a record it had already put in place is put back), not
-    /// in a later commit, and not after a restart. An erasure too.
+    /// the keys it wrote into key slots, not the shreds it asked for; not in
+    /// a later commit, and not after a restart. An erasure too. A shred
+    /// overwrites the slot once the commit is durable, and one a crash
+    /// left undone is finished when the store opens again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failed_commit_is_undone_whole() {
+    async fn a_failed_commit_is_undone_whole_and_shreds_happen_after_the_commit() {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path(), 1 << 20, Durability::Fsync).unwrap();
         let mut b = Batch::new();
+        b.put_key(1, 1, b"key-one".to_vec());
         b.put(b"tok/a".to_vec(), b"s1".to_vec());
         b.put(b"sub/s1".to_vec(), b"v1".to_vec());
         s.commit(b).await.unwrap();
 
-        // The new record of s2 cannot be renamed into place (a directory
-        // is in the way); s1's new version, renamed first, is put back.
-        let (blocked, _) = s.records.path_and_next_generation(b"sub/s2");
-        std::fs::create_dir_all(blocked.join("in-the-way")).unwrap();
+        s.slots.fail_next_flush.store(true, Ordering::Release);
         let mut b = Batch::new();
+        b.put_key(1, 2, b"key-two".to_vec());
+        b.put_key(2, 1, b"key-other".to_vec());
+        b.shred_key(1, Some(1));
         b.put(b"tok/a".to_vec(), b"changed".to_vec());
         b.put(b"tok/b".to_vec(), b"s2".to_vec());
         b.put(b"sub/s1".to_vec(), b"v2".to_vec());
@@ -525,84 +680,89 @@ mod tests {
             assert_eq!(s.get(b"tok/a").unwrap(), Some(b"s1".to_vec()));
             assert_eq!(s.get(b"tok/b").unwrap(), None);
             assert_eq!(s.get(b"sub/s1").unwrap(), Some(b"v1".to_vec()));
+            assert_eq!(s.get(b"sub/s2").unwrap(), None);
             assert_eq!(s.get(b"erased/s1").unwrap(), None);
-            if !blocked.exists() {
-                assert_eq!(s.get(b"sub/s2").unwrap(), None);
-            }
+            assert_eq!(s.keys(1).unwrap(), vec![(1, b"key-one".to_vec())]);
+            assert!(s.keys(2).unwrap().is_empty());
+            assert!(s.scan_prefix(keys::SHRED_PREFIX, 10).unwrap().is_empty());
         };
         unchanged(&s);
         // A later commit does not pick it up.
-        std::fs::remove_dir_all(&blocked).unwrap();
         let mut b = Batch::new();
         b.put(b"c/1".to_vec(), vec![1]);
         s.commit(b).await.unwrap();
         unchanged(&s);
 
-        // An erasure whose record cannot be removed did not happen either.
-        let (_, g) = s.records.path_and_next_generation(b"sub/s1");
-        let way = dir
-            .path()
-            .join("subjects/tmp")
-            .join(format!("{}.del", g + 1));
-        std::fs::create_dir_all(way.join("in-the-way")).unwrap();
-        let mut b = Batch::new();
-        b.put(b"erased/s1".to_vec(), b"journal".to_vec());
-        b.put(b"tok/a".to_vec(), b"\0tombstone".to_vec());
-        b.put(b"sub/s0".to_vec(), b"staged before".to_vec());
-        b.delete(b"sub/s1".to_vec());
-        assert!(s.commit(b).await.is_err());
-        assert_eq!(s.get(b"sub/s0").unwrap(), None);
-        unchanged(&s);
-        std::fs::remove_dir_all(&way).unwrap();
-        let mut b = Batch::new();
-        b.put(b"c/2".to_vec(), vec![2]);
-        s.commit(b).await.unwrap();
+        // An erasure that fails did not happen either: the key is intact.
+        s.slots.fail_next_flush.store(true, Ordering::Release);
+        let erase = || {
+            let mut b = Batch::new();
+            b.put(b"erased/s1".to_vec(), b"journal".to_vec());
+            b.put(b"tok/a".to_vec(), b"\0tombstone".to_vec());
+            b.delete(b"sub/s1".to_vec());
+            b.shred_key(1, None);
+            b
+        };
+        assert!(s.commit(erase()).await.is_err());
         unchanged(&s);
         s.close().unwrap();
         drop(s);
-
         let s = SledStore::open(dir.path(), 1 << 20, Durability::Fsync).unwrap();
         unchanged(&s);
-        assert_eq!(s.get(b"sub/s0").unwrap(), None);
-        assert_eq!(s.get(b"c/2").unwrap(), Some(vec![2]));
-        // Nothing is left in tmp/.
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("subjects/tmp"))
-                .unwrap()
-                .count(),
-            0
-        );
+        assert_eq!(s.get(b"c/1").unwrap(), Some(vec![1]));
+
+        // One that succeeds has overwritten the slot before it returns.
+        s.commit(erase()).await.unwrap();
+        assert!(s.keys(1).unwrap().is_empty());
+        assert_eq!(s.get(b"sub/s1").unwrap(), None);
+        let on_disk = std::fs::read(dir.path().join(SLOT_FILE)).unwrap();
+        assert!(!on_disk.windows(7).any(|w| w == b"key-one"));
+
+        // A shred whose intent a crash left behind is done at the next open.
+        let mut b = Batch::new();
+        b.put_key(3, 1, b"key-three".to_vec());
+        s.commit(b).await.unwrap();
+        s.apply({
+            let mut b = Batch::new();
+            b.put(shred_intent(3, None), Vec::new());
+            b
+        })
+        .unwrap();
+        s.close().unwrap();
+        drop(s);
+        let s = SledStore::open(dir.path(), 1 << 20, Durability::Fsync).unwrap();
+        assert!(s.keys(3).unwrap().is_empty());
+        assert!(s.scan_prefix(keys::SHRED_PREFIX, 10).unwrap().is_empty());
     }
 
-    /// Record files and their directories are their owner's only, and so
-    /// is a data directory someone else made readable.
+    /// The data directory and the key-slot file are their owner's only,
+    /// even when someone else made the directory readable; a data
+    /// directory of the layout before key slots is refused, saying how to
+    /// move it.
     #[cfg(unix)]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn record_files_and_directories_are_owner_only_whoever_made_the_directory() {
+    async fn the_data_directory_is_owner_only_and_an_old_layout_is_refused() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
         std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::create_dir_all(data.join("subjects/tmp")).unwrap();
-        std::fs::set_permissions(
-            data.join("subjects"),
-            std::fs::Permissions::from_mode(0o755),
-        )
-        .unwrap();
         let s = SledStore::open(&data, 1 << 20, Durability::Flush).unwrap();
         let mut b = Batch::new();
-        b.put(b"sub/p1".to_vec(), b"v".to_vec());
+        b.put_key(1, 1, b"k".to_vec());
         s.commit(b).await.unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&data), 0o700);
-        let (file, _) = s.records.path_and_next_generation(b"sub/p1");
-        assert_eq!(mode(&file), 0o600);
-        let mut p = file.parent().unwrap();
-        while p != data {
-            assert_eq!(mode(p), 0o700, "{}", p.display());
-            p = p.parent().unwrap();
-        }
-        assert_eq!(mode(&data.join("subjects/tmp")), 0o700);
+        assert_eq!(mode(&data.join(SLOT_FILE)), 0o600);
+        s.close().unwrap();
+        drop(s);
+
+        let old = dir.path().join("old");
+        std::fs::create_dir_all(old.join("subjects/ab/cd")).unwrap();
+        std::fs::write(old.join("subjects/ab/cd/x.rec"), b"record").unwrap();
+        let err = SledStore::open(&old, 1 << 20, Durability::Flush).unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.contains("layout before key slots"), "{shown}");
+        assert!(shown.contains("Upgrading the storage layout"), "{shown}");
     }
 }
