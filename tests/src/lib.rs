@@ -157,6 +157,14 @@ impl TestVault {
         );
     }
 
+    /// Issues the harness's privacy officer again, offline (the vault must
+    /// be stopped), for a data directory that was replaced (a restore):
+    /// the tokens issued before are forgotten.
+    pub fn reissue_officer(&mut self) {
+        self.tokens.lock().unwrap().clear();
+        self.issue_officer(&[]);
+    }
+
     /// Starts a vault initialised (`vaultd init --shares n --threshold k`)
     /// under a root key split into shares: it starts sealed. Returns the
     /// vault and the shares' text, share 1 first.
@@ -318,6 +326,89 @@ impl TestVault {
     /// (see [`CORE_ROLE`]).
     pub async fn client(&self) -> VaultClient {
         self.client_as(CORE_ROLE).await
+    }
+
+    /// Every subject record the vault holds, with its wrapped data keys
+    /// inside, as a backup holds them: taken with a backup as the bootstrap
+    /// operator while the vault runs (its store is locked then), read from
+    /// the store itself while it is stopped.
+    pub async fn stored_records(&self) -> HashMap<String, vault::engine::records::SubjectRecord> {
+        if self.child.is_none() {
+            return self.records_on_disk();
+        }
+        self.stored_records_as(self.operator_token()).await
+    }
+
+    /// [`TestVault::stored_records`] of a running vault, the backup taken
+    /// with the operator token `operator`.
+    pub async fn stored_records_as(
+        &self,
+        operator: &str,
+    ) -> HashMap<String, vault::engine::records::SubjectRecord> {
+        use prost::Message;
+        let mut bytes = Vec::new();
+        self.anonymous()
+            .await
+            .with_token(operator)
+            .unwrap()
+            .backup(false, &mut bytes, |_, _| {})
+            .await
+            .expect("backup");
+        let root = vault::crypto::keyring::Root::Key(Box::new(
+            vault::crypto::rootkey::load_dev_key_file(&self.key_file()).expect("root key file"),
+        ));
+        let header = vault::backup::header(bytes.as_slice()).expect("backup header");
+        let key =
+            vault::crypto::keyring::backup_key(&root, &header.wrapped_seed).expect("backup key");
+        let mut out = HashMap::new();
+        vault::backup::read(bytes.as_slice(), &key, |record, k, v| {
+            if record && let Some(sid) = k.strip_prefix(b"sub/") {
+                out.insert(
+                    String::from_utf8(sid.to_vec()).expect("subject id"),
+                    vault::engine::records::SubjectRecord::decode(v.as_slice()).expect("record"),
+                );
+            }
+            Ok(())
+        })
+        .expect("backup reads");
+        out
+    }
+
+    /// The subject records of a stopped vault's store, each with its keys.
+    fn records_on_disk(&self) -> HashMap<String, vault::engine::records::SubjectRecord> {
+        use prost::Message;
+        use vault::store::Store;
+        let store = vault::store::sled::SledStore::open(
+            &self.data_dir(),
+            1 << 20,
+            vault::store::sled::Durability::Flush,
+        )
+        .expect("open the stopped vault's store");
+        let mut out = HashMap::new();
+        store
+            .for_each_subject(&mut |k, v| {
+                let mut r = vault::engine::records::SubjectRecord::decode(v).expect("record");
+                let held = store.keys(r.slot).expect("key slot");
+                for d in &mut r.deks {
+                    if let Some((_, w)) = held.iter().find(|(v, _)| *v == d.version) {
+                        d.wrapped.clone_from(w);
+                    }
+                }
+                let sid = k.strip_prefix(b"sub/").expect("a subject key");
+                out.insert(String::from_utf8(sid.to_vec()).expect("subject id"), r);
+            })
+            .expect("read the records");
+        store.close().expect("close the store");
+        out
+    }
+
+    /// The record of `subject` ([`TestVault::stored_records`]), if the vault
+    /// holds it.
+    pub async fn stored_record(
+        &self,
+        subject: &str,
+    ) -> Option<vault::engine::records::SubjectRecord> {
+        self.stored_records().await.remove(subject)
     }
 
     /// A new client connection as the bootstrap operator.
@@ -563,6 +654,32 @@ pub fn assert_success(out: &Output) -> String {
 }
 
 /// Every file below `dir`, recursively.
+/// Copies the directory tree `from` to `to` (which must not exist).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("make the copy's directory");
+    for e in std::fs::read_dir(from).expect("read the directory") {
+        let e = e.expect("directory entry");
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy a file");
+        }
+    }
+}
+
+/// Puts `stored` (a copy of a data directory) in place of `vault`'s data
+/// directory, with the key-slot file of `vault`'s own (stopped) data
+/// directory: what an attacker who kept an older copy of the data
+/// directory and got today's key slots would hold.
+pub fn swap_in_old_copy(vault: &TestVault, stored: &Path) {
+    let data = vault.data_dir();
+    let slots = std::fs::read(data.join("keyslots")).expect("the key-slot file");
+    std::fs::remove_dir_all(&data).expect("remove the data directory");
+    copy_tree(stored, &data);
+    std::fs::write(data.join("keyslots"), slots).expect("today's key slots");
+}
+
 pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

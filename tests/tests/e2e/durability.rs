@@ -179,54 +179,39 @@ async fn sigkill_mid_stream_loses_no_acknowledged_write() {
         .unwrap();
 }
 
-/// A write reported as failed did not happen. The vault writes each new
-/// version of a subject record in `subjects/tmp/<n>.tmp` and moves an erased
-/// one to `subjects/tmp/<n>.del` before it unlinks it; the test puts a disk
-/// that is always full (`/dev/full`) behind every such name, and a
-/// directory in the way of every `.del`, so that an Update, a Tokenize of a
-/// new subject and an Erase fail `UNAVAILABLE` with a `write_failed` event.
-/// None of them is seen afterwards: not by reads, not carried to disk by a
-/// later successful write of the same subject, not after a restart (which
-/// finishes journaled erasures).
+/// A write reported as failed did not happen. The fault-injection points
+/// of vaultd-under-test make the store's flush fail once (`store.flush
+/// fail-once`) under an Update, a Tokenize of a new subject and an Erase:
+/// each fails `UNAVAILABLE` with a `write_failed` event, and none of them
+/// is seen afterwards: not by reads, not carried to disk by a later
+/// successful write of the same subject, not after a restart.
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_write_is_not_applied() {
     use tonic::Code;
-    let mut vault = TestVault::start();
+    let faults = tempfile::tempdir().unwrap();
+    let fault_file = faults.path().join("faults");
+    let mut vault = TestVault::start_with(&[("VAULT_FAULT_FILE", fault_file.to_str().unwrap())]);
     let mut c = vault.client().await;
     let stored = c
         .tokenize("fw-1", &[("email", "before@example.com")], &[], "")
         .await
         .unwrap();
     let token = stored[0].token.clone();
-    let tmp = vault.data_dir().join("subjects").join("tmp");
-    // Generation numbers count staged records from 0 at each start: far
-    // fewer than this many so far.
-    const NAMES: u32 = 256;
-    let clear = |tmp: &std::path::Path| {
-        for e in std::fs::read_dir(tmp).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                std::fs::remove_dir_all(&p).unwrap();
-            } else {
-                std::fs::remove_file(&p).unwrap();
-            }
-        }
-    };
-    for n in 0..NAMES {
-        std::os::unix::fs::symlink("/dev/full", tmp.join(format!("{n}.tmp"))).unwrap();
-    }
+    let arm = || std::fs::write(&fault_file, "store.flush fail-once\n").unwrap();
+    arm();
     let err = c
         .update(&token, "after@example.com", "booking")
         .await
         .unwrap_err();
     assert_eq!(err.code, Code::Unavailable, "{err}");
+    arm();
     let err = c
         .tokenize("fw-2", &[("email", "new@example.com")], &[], "")
         .await
         .unwrap_err();
     assert_eq!(err.code, Code::Unavailable, "{err}");
-    clear(&tmp);
+    assert!(!fault_file.exists(), "each fault fired");
 
     let before = |shown: Vec<vault_client::proto::Disclosed>| {
         shown[0].disclosure == Disclosure::Plain as i32 && shown[0].value == "before@example.com"
@@ -259,13 +244,10 @@ async fn failed_write_is_not_applied() {
         Code::NotFound
     );
 
-    // An erasure whose record cannot be moved away did not happen either.
-    for n in 0..NAMES {
-        std::fs::create_dir_all(tmp.join(format!("{n}.del")).join("in-the-way")).unwrap();
-    }
+    // An erasure whose flush fails did not happen either.
+    arm();
     let err = officer.erase("fw-1", "GDPR 17").await.unwrap_err();
     assert_eq!(err.code, Code::Unavailable, "{err}");
-    clear(&tmp);
     assert!(before(c.detokenize(&[&token], "booking").await.unwrap()));
     c.tokenize("fw-3", &[("email", "other@example.com")], &[], "")
         .await

@@ -269,9 +269,10 @@ async fn no_raw_root_key_in_the_data_directory() {
 }
 
 /// NIST GCM limit: with the limit of encryptions per DEK lowered to 3, the
-/// fourth value a subject seals (a new value or a correction) goes under a
-/// new DEK version, the old values still decrypt under theirs, before and
-/// after a restart, and erasure destroys every version.
+/// fourth value a subject seals re-keys it: a new DEK version seals every
+/// value again and the old version is gone from the key slot. A correction
+/// re-keys too (GDPR 16). The values read the same before and after a
+/// restart, and erasure destroys the one key left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nist_gcm_1_a_dek_is_replaced_at_its_limit() {
     let mut vault = TestVault::start_with(&[("VAULT_DEK_MAX_ENCRYPTIONS", "3")]);
@@ -279,24 +280,40 @@ async fn nist_gcm_1_a_dek_is_replaced_at_its_limit() {
     let mut tokens = Vec::new();
     for pairs in [
         &[("email", "gcm@example.com"), ("phone", "+14155550101")][..],
-        &[("full_name", "Gal Cem"), ("postal_code", "SW1A 1AA")][..],
+        &[("full_name", "Gal Cem")][..],
     ] {
         for t in c.tokenize("gcm-1", pairs, &[], "").await.unwrap() {
             tokens.push(t.token);
         }
     }
-    let record = crate::lifecycle::record_file(&vault, "gcm-1").unwrap();
+    let keys_of = |r: &vault::engine::records::SubjectRecord| -> Vec<(u32, u64)> {
+        r.deks.iter().map(|d| (d.version, d.encryptions)).collect()
+    };
+    let record = crate::lifecycle::record_file(&vault, "gcm-1")
+        .await
+        .unwrap();
+    assert_eq!(keys_of(&record), [(1, 3)]);
+    let first_key = record.deks[0].wrapped.clone();
+    for t in c
+        .tokenize("gcm-1", &[("postal_code", "SW1A 1AA")], &[], "")
+        .await
+        .unwrap()
+    {
+        tokens.push(t.token);
+    }
+    let record = crate::lifecycle::record_file(&vault, "gcm-1")
+        .await
+        .unwrap();
     let versions: Vec<u32> = record.entries.iter().map(|e| e.dek_version).collect();
-    assert_eq!(versions, [1, 1, 1, 2], "the fourth value moves to DEK v2");
-    assert_eq!(record.active_dek, 2);
-    let counts: Vec<(u32, u64)> = record
-        .deks
-        .iter()
-        .map(|d| (d.version, d.encryptions))
-        .collect();
-    assert_eq!(counts, [(1, 3), (2, 1)]);
-    assert_ne!(record.deks[0].wrapped, record.deks[1].wrapped);
-    // A correction is an encryption too: v2 reaches 3, then v3.
+    assert_eq!(
+        versions,
+        [2, 2, 2, 2],
+        "the fourth value re-keys the subject"
+    );
+    assert_eq!(keys_of(&record), [(2, 4)]);
+    assert_ne!(record.deks[0].wrapped, first_key);
+    // A correction re-keys (its key then has sealed the four values once
+    // more and the new one).
     c.update(&tokens[0], "gcm2@example.com", "billing")
         .await
         .unwrap();
@@ -306,9 +323,12 @@ async fn nist_gcm_1_a_dek_is_replaced_at_its_limit() {
     c.update(&tokens[0], "gcm3@example.com", "billing")
         .await
         .unwrap();
-    let record = crate::lifecycle::record_file(&vault, "gcm-1").unwrap();
+    let record = crate::lifecycle::record_file(&vault, "gcm-1")
+        .await
+        .unwrap();
     let versions: Vec<u32> = record.entries.iter().map(|e| e.dek_version).collect();
-    assert_eq!(versions, [3, 2, 1, 2]);
+    assert_eq!(versions, [5, 5, 5, 5]);
+    assert_eq!(keys_of(&record), [(5, 5)]);
     let expected = ["gcm3@example.com", "+14155550102", "Gal Cem", "SW1A 1AA"];
     for round in ["running", "restarted"] {
         let mut c = vault.client().await;
@@ -324,17 +344,17 @@ async fn nist_gcm_1_a_dek_is_replaced_at_its_limit() {
     let receipt = officer.erase("gcm-1", "GDPR 17 request 1").await.unwrap();
     let body: vault_client::proto::ErasureReceiptBody =
         prost::Message::decode(receipt.body.as_slice()).unwrap();
-    assert_eq!(body.keys, 3, "every DEK version is destroyed");
+    assert_eq!(body.keys, 1, "the one DEK is destroyed");
 }
 
-/// Record files and directories, and every other file the vault makes in
-/// its data directory, are their owner's only (0600 / 0700), whoever made
-/// the directory and whatever umask the vault was started with: here the
-/// data directory and `subjects/` were opened up (0755) between two runs,
-/// as an operator's own `mkdir` would leave them.
+/// The key-slot file, and every other file and directory the vault makes
+/// in its data directory, are their owner's only (0600 / 0700), whoever
+/// made the directory and whatever umask the vault was started with: here
+/// the data directory and the key-slot file were opened up (0755 / 0644)
+/// between two runs, as an operator's own `mkdir` or copy would leave them.
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn record_files_and_directories_are_owner_only_whoever_created_the_directory() {
+async fn the_key_slots_and_every_file_are_owner_only_whoever_created_the_directory() {
     use std::os::unix::fs::PermissionsExt;
     let mut vault = TestVault::start();
     let mut c = vault.client().await;
@@ -347,7 +367,11 @@ async fn record_files_and_directories_are_owner_only_whoever_created_the_directo
     assert!(vault.stop());
     let open_up = std::fs::Permissions::from_mode(0o755);
     std::fs::set_permissions(vault.data_dir(), open_up.clone()).unwrap();
-    std::fs::set_permissions(vault.data_dir().join("subjects"), open_up).unwrap();
+    std::fs::set_permissions(
+        vault.data_dir().join("keyslots"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     vault.restart();
     let mut c = vault.client().await;
     c.tokenize("perm-2", &[("email", "perm2@example.com")], &[], "")
@@ -376,7 +400,84 @@ async fn record_files_and_directories_are_owner_only_whoever_created_the_directo
         }
     }
     assert!(files > 2);
-    for f in files_below(&data.join("subjects")) {
-        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    assert_eq!(mode(&data.join("keyslots")), 0o600);
+}
+
+/// A data directory of the layout before key slots (one record file per
+/// subject) is refused at start, with a message that says how to move it.
+/// The way is a backup made by the previous version, restored by this one
+/// (tests/fixtures/pre-slots, made by the previous version): each subject
+/// gets a key slot, its values read as they were stored (value tokens and
+/// the card token are the same), the subject erased before the backup stays
+/// erased, and erasing the moved subject overwrites its key slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_of_the_old_layout_moves_by_backup_and_restore() {
+    let mut vault = TestVault::start();
+    assert!(vault.stop());
+    let old = vault.data_dir().join("subjects").join("ab").join("cd");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("0123.rec"), b"a record of the old layout").unwrap();
+    let out = vault.command().output().unwrap();
+    let (ok, err) = vault_tests::outcome(&out);
+    assert!(!ok, "vaultd started on a data directory of the old layout");
+    assert!(err.contains("layout before key slots"), "{err}");
+    assert!(err.contains("Upgrading the storage layout"), "{err}");
+
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pre-slots");
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture.join("tokens.json")).unwrap()).unwrap();
+    std::fs::remove_dir_all(vault.data_dir()).unwrap();
+    std::fs::copy(fixture.join("root.key"), vault.key_file()).unwrap();
+    let out = std::process::Command::new(vault_tests::bin("vaultd-under-test"))
+        .arg("--data-dir")
+        .arg(vault.data_dir())
+        .arg("--root-key-file")
+        .arg(vault.key_file())
+        .env_remove("VAULT_CONFIG")
+        .arg("restore")
+        .arg("--from")
+        .arg(fixture.join("pre-slots.backup"))
+        .output()
+        .unwrap();
+    let (ok, err) = vault_tests::outcome(&out);
+    assert!(ok, "{err}");
+    let slots = vault.data_dir().join("keyslots");
+    assert!(std::fs::read(&slots).unwrap().iter().any(|b| *b != 0));
+    vault.reissue_officer();
+    vault.restart();
+
+    let mut officer = vault.officer().await;
+    let doc: serde_json::Value = serde_json::from_str(
+        &officer
+            .export_subject("legacy-1", "layout upgrade check")
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let fields = doc["fields"].as_array().unwrap();
+    for (name, value) in expected["values"].as_object().unwrap() {
+        let f = fields
+            .iter()
+            .find(|f| f["field"] == name.as_str())
+            .unwrap_or_else(|| panic!("{name} is not in the export"));
+        assert_eq!(f["value"], *value, "{name}");
+        assert_eq!(f["token"], expected["tokens"][name], "{name}");
     }
+    assert_eq!(
+        officer
+            .export_subject("legacy-2", "layout upgrade check")
+            .await
+            .unwrap_err()
+            .code,
+        tonic::Code::NotFound
+    );
+    officer
+        .erase("legacy-1", "layout upgrade check")
+        .await
+        .unwrap();
+    assert!(vault.stop());
+    assert!(
+        std::fs::read(&slots).unwrap().iter().all(|b| *b == 0),
+        "the moved subject's key slot is overwritten"
+    );
 }

@@ -427,9 +427,11 @@ async fn gdpr_15_companions_are_listed_by_reference() {
 }
 
 /// GDPR 16: after Update the old value is unreadable through every RPC
-/// (detokenize, look-up, export), its ciphertext is gone from the data
-/// directory (the record file is replaced whole) and stays gone after a
-/// restart; the token is unchanged.
+/// (detokenize, look-up, export), before and after a restart; the subject
+/// was re-keyed, so the key that sealed the old value is gone from the data
+/// directory, and someone who kept a copy of the data directory from before
+/// the correction cannot decrypt the old value with today's key slots. The
+/// token is unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gdpr_16_the_old_value_is_unreadable_through_every_rpc() {
     let mut vault = TestVault::start_default_policy();
@@ -444,12 +446,25 @@ async fn gdpr_16_the_old_value_is_unreadable_through_every_rpc() {
         .await
         .unwrap();
     let (email, phone) = (tokens[0].token.clone(), tokens[1].token.clone());
-    let before = crate::lifecycle::record_file(&vault, "cust-16").unwrap();
-    let old_ciphertexts: Vec<Vec<u8>> = before
-        .entries
-        .iter()
-        .map(|e| e.ciphertext.clone())
-        .collect();
+    let other = booking
+        .tokenize(
+            "cust-16-other",
+            &[("email", "other.16@example.com")],
+            &[],
+            "",
+        )
+        .await
+        .unwrap();
+    let before = crate::lifecycle::record_file(&vault, "cust-16")
+        .await
+        .unwrap();
+    let old_key: Vec<Vec<u8>> = before.deks.iter().map(|d| d.wrapped.clone()).collect();
+    // A copy of the data directory as it was before the correction.
+    let copies = tempfile::tempdir().unwrap();
+    assert!(vault.stop());
+    vault_tests::copy_tree(&vault.data_dir(), &copies.path().join("before"));
+    vault.restart();
+    let mut booking = vault.client_as("booking_service").await;
 
     booking
         .update(&email, "new.16@example.com", "booking")
@@ -492,11 +507,13 @@ async fn gdpr_16_the_old_value_is_unreadable_through_every_rpc() {
             !text.contains("old.16") && !text.contains("550116"),
             "{round}"
         );
-        let after = crate::lifecycle::record_file(&vault, "cust-16").unwrap();
+        let after = crate::lifecycle::record_file(&vault, "cust-16")
+            .await
+            .unwrap();
         assert!(after.entries.iter().all(|e| e.value_version == 2));
         assert!(
-            scan_for(vault.data_dir().as_path(), &old_ciphertexts).is_empty(),
-            "{round}: an old ciphertext is still in the data directory"
+            scan_for(vault.data_dir().as_path(), &old_key).is_empty(),
+            "{round}: the old key is still in the data directory"
         );
         let new_ciphertexts: Vec<Vec<u8>> =
             after.entries.iter().map(|e| e.ciphertext.clone()).collect();
@@ -517,6 +534,21 @@ async fn gdpr_16_the_old_value_is_unreadable_through_every_rpc() {
         .await
         .unwrap();
     assert_ne!(again[0].token, email);
+
+    // The copy from before the correction holds the old values, sealed
+    // under the old key: with today's key slots they do not decrypt; the
+    // other subject's value does (the check can fail).
+    assert!(vault.stop());
+    vault_tests::swap_in_old_copy(&vault, &copies.path().join("before"));
+    vault.restart();
+    let mut booking = vault.client_as("booking_service").await;
+    let old = [("email".to_owned(), email), ("phone".to_owned(), phone)];
+    crate::lifecycle::assert_none_decrypts(&mut booking, &old, "booking").await;
+    let shown = booking
+        .detokenize(&[other[0].token.as_str()], "booking")
+        .await
+        .unwrap();
+    assert_eq!(shown[0].value, "other.16@example.com");
 }
 
 /// GDPR 5(1)(c): only declared fields are stored. A tokenize naming an

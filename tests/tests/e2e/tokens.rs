@@ -360,3 +360,65 @@ async fn lookup_cannot_hide_a_subject_behind_256_index_entries() {
     assert_eq!(found.len(), 256);
     assert!(found.contains(&victim));
 }
+
+/// A value token carries its locator (key slot, field, counter) encrypted
+/// under the vault's token key, with 48 check bits: one with any character
+/// of its body changed, and one issued by another vault (whose subjects sit
+/// in the same slots), answer exactly like an unknown token, for Detokenize
+/// and Update alike, and never reveal another value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_flipped_and_foreign_tokens_answer_like_unknown_ones() {
+    let a = TestVault::start();
+    let b = TestVault::start();
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    let mine = ca
+        .tokenize(
+            "loc-1",
+            &[("email", "loc@example.com"), ("phone", "+14155550123")],
+            &[],
+            "",
+        )
+        .await
+        .unwrap();
+    cb.tokenize("loc-1", &[("email", "other@example.com")], &[], "")
+        .await
+        .unwrap();
+    let unknown = ca
+        .detokenize(&["tok_AAAAAAAAAAAAAAAAAAAAAA"], "billing")
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(unknown.disclosure, Disclosure::Denied as i32);
+    let answer_of =
+        |d: &vault_client::proto::Disclosed| (d.disclosure, d.field.clone(), d.value.clone());
+    let like_unknown = answer_of(&unknown);
+    for t in &mine {
+        let shown = cb.detokenize(&[t.token.as_str()], "billing").await.unwrap();
+        assert_eq!(answer_of(&shown[0]), like_unknown, "a foreign token");
+        let err = cb.update(&t.token, "x@example.com", "billing").await;
+        assert_eq!(err.unwrap_err().code, tonic::Code::PermissionDenied);
+    }
+    let token = &mine[0].token;
+    let mut forged = Vec::new();
+    for i in "tok_".len()..token.len() {
+        for c in ['A', 'f', '9', '_'] {
+            let mut chars: Vec<char> = token.chars().collect();
+            if chars[i] != c {
+                chars[i] = c;
+                forged.push(chars.into_iter().collect::<String>());
+            }
+        }
+    }
+    assert!(forged.len() > 80);
+    for f in &forged {
+        let shown = ca.detokenize(&[f.as_str()], "billing").await.unwrap();
+        assert_eq!(answer_of(&shown[0]), like_unknown, "{f}");
+    }
+    // The real ones still answer (the check can fail).
+    let shown = ca
+        .detokenize(&[mine[0].token.as_str(), mine[1].token.as_str()], "billing")
+        .await
+        .unwrap();
+    assert_eq!(shown[0].value, "loc@example.com");
+    assert_eq!(shown[1].value, "+14155550123");
+}

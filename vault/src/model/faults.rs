@@ -5,9 +5,10 @@
 //! end-to-end test package enables it for its `vaultd-under-test`); in any
 //! other build [`hit`] is an empty function. With the feature, and
 //! `VAULT_FAULT_FILE` naming a file, every point reads that file when it is
-//! reached: a line `POINT fail` makes the step fail with an I/O error, a
-//! line `POINT abort` ends the process at once, as `kill -9` would (no
-//! destructor runs, nothing more is flushed). No file, no fault: a test
+//! reached: a line `POINT fail` makes the step fail with an I/O error,
+//! `POINT fail-once` too but removes the file first (so that the undo that
+//! follows succeeds), and `POINT abort` ends the process at once, as
+//! `kill -9` would (no destructor runs, nothing more is flushed). No file, no fault: a test
 //! arms a fault by writing the file and disarms it by removing it.
 //!
 //! Points (in the order a commit reaches them): `store.apply` (before a
@@ -24,12 +25,16 @@ pub fn hit(point: &'static str) -> std::io::Result<()> {
     let Some(file) = std::env::var_os("VAULT_FAULT_FILE") else {
         return Ok(());
     };
-    let Ok(text) = std::fs::read_to_string(file) else {
+    let Ok(text) = std::fs::read_to_string(&file) else {
         return Ok(());
     };
     for line in text.lines() {
         match line.split_whitespace().collect::<Vec<_>>().as_slice() {
             [p, "fail"] if *p == point => {
+                return Err(std::io::Error::other(format!("injected fault at {point}")));
+            }
+            [p, "fail-once"] if *p == point => {
+                let _ = std::fs::remove_file(file);
                 return Err(std::io::Error::other(format!("injected fault at {point}")));
             }
             [p, "abort"] if *p == point => std::process::abort(),
