@@ -1,7 +1,6 @@
 //! A subject's lifecycle: erasure by crypto-shredding with a signed receipt
 //! (GDPR 17), restriction (GDPR 18), legal holds.
 
-use prost::Message;
 use tonic::Code;
 use vault::engine::records::SubjectRecord;
 use vault_client::VaultClient;
