@@ -388,12 +388,7 @@ impl TestVault {
         store
             .for_each_subject(&mut |k, v| {
                 let mut r = vault::engine::records::SubjectRecord::decode(v).expect("record");
-                let held = store.keys(r.slot).expect("key slot");
-                for d in &mut r.deks {
-                    if let Some((_, w)) = held.iter().find(|(v, _)| *v == d.version) {
-                        d.wrapped.clone_from(w);
-                    }
-                }
+                assert!(r.fill_keys(&store.keys(r.slot).expect("key slot")));
                 let sid = k.strip_prefix(b"sub/").expect("a subject key");
                 out.insert(String::from_utf8(sid.to_vec()).expect("subject id"), r);
             })
@@ -653,7 +648,20 @@ pub fn assert_success(out: &Output) -> String {
     stdout
 }
 
-/// Every file below `dir`, recursively.
+/// The key versions key slot `slot` of `vault`'s data directory holds (read
+/// from the key-slot file, which the running vault does not lock).
+pub fn slot_keys(vault: &TestVault, slot: u64) -> Vec<u32> {
+    let slots =
+        vault::store::slots::SlotFile::open(&vault.data_dir().join(vault::store::sled::SLOT_FILE))
+            .expect("the key-slot file");
+    slots
+        .read(slot)
+        .expect("read a key slot")
+        .into_iter()
+        .map(|(v, _)| v)
+        .collect()
+}
+
 /// Copies the directory tree `from` to `to` (which must not exist).
 pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("make the copy's directory");
@@ -674,12 +682,13 @@ pub fn copy_tree(from: &Path, to: &Path) {
 /// directory and got today's key slots would hold.
 pub fn swap_in_old_copy(vault: &TestVault, stored: &Path) {
     let data = vault.data_dir();
-    let slots = std::fs::read(data.join("keyslots")).expect("the key-slot file");
+    let slots = std::fs::read(data.join(vault::store::sled::SLOT_FILE)).expect("the key-slot file");
     std::fs::remove_dir_all(&data).expect("remove the data directory");
     copy_tree(stored, &data);
-    std::fs::write(data.join("keyslots"), slots).expect("today's key slots");
+    std::fs::write(data.join(vault::store::sled::SLOT_FILE), slots).expect("today's key slots");
 }
 
+/// Every file below `dir`, recursively.
 pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

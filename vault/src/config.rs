@@ -279,8 +279,9 @@ settings! {
         "Most unwrapped subject keys (DEKs) kept in memory (LRU; wiped on eviction; at least 1).";
     dek_max_encryptions: u64 [Typed] = crate::engine::DEFAULT_DEK_MAX_ENCRYPTIONS,
         env VAULT_DEK_MAX_ENCRYPTIONS,
-        "Values a subject's DEK seals before a new key version replaces it (2^24, far under \
-         AES-GCM's 2^32 random-nonce limit; 1 to 2^31); old values keep their key.";
+        "Values a subject's DEK seals before the subject is re-keyed (2^24, far under \
+         AES-GCM's 2^32 random-nonce limit; 1 to 2^31): a new key version seals all its values \
+         again (at most 4096, so a limit below that is exceeded by the re-key itself: for tests).";
     kek_cryptoperiod_days: u32 [Typed] = crate::engine::DEFAULT_KEK_CRYPTOPERIOD_DAYS,
         env VAULT_KEK_CRYPTOPERIOD_DAYS,
         "Days a KEK wraps new data keys after it is made; then new data keys are refused \

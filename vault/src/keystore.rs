@@ -51,12 +51,45 @@ pub fn read(store: &dyn Store) -> Result<Material, KeyringError> {
         .get(keys::SEED)
         .map_err(store_error)?
         .ok_or(KeyringError::Damaged("no derivation seed"))?;
-    Ok(Material { active, keks, seed })
+    let token_version = match store.get(keys::TOKEN_VERSION).map_err(store_error)? {
+        Some(v) => *v
+            .first()
+            .ok_or(KeyringError::Damaged("token key version"))?,
+        None => crate::crypto::keyring::TOKEN_KEY_VERSION,
+    };
+    Ok(Material {
+        active,
+        keks,
+        seed,
+        token_version,
+    })
 }
 
 /// Opens the keyring of `store` under `root`, first writing a new vault's
 /// material (KEK v1 and the seed) if the store has none yet, and recording
 /// `now` as the creation time of a KEK made before those were recorded.
+/// Refuses a store whose layout is newer than this code's, and moves the
+/// layout version of one from before key slots on (the store refused it
+/// already if it held any subject record of that layout).
+async fn check_layout(store: &dyn Store) -> Result<(), KeyringError> {
+    let format = store
+        .get(keys::META_FORMAT)
+        .map_err(store_error)?
+        .and_then(|v| v.first().copied())
+        .unwrap_or(1);
+    if format > keys::LAYOUT_VERSION {
+        return Err(KeyringError::Damaged(
+            "the data directory was written by a newer version of the vault (its layout version is higher): run that version",
+        ));
+    }
+    if format < keys::LAYOUT_VERSION {
+        let mut b = Batch::new();
+        b.put(keys::META_FORMAT, vec![keys::LAYOUT_VERSION]);
+        store.commit(b).await.map_err(store_error)?;
+    }
+    Ok(())
+}
+
 pub async fn open(
     root: Root,
     store: &dyn Store,
@@ -78,6 +111,7 @@ pub async fn open(
         b.put(keys::ACTIVE_KEK, m.active.to_be_bytes().to_vec());
         store.commit(b).await.map_err(store_error)?;
     }
+    check_layout(store).await?;
     let material = read(store)?;
     let ring = Keyring::open(root, &material, dek_cache, now)?;
     let mut b = Batch::new();

@@ -9,7 +9,7 @@ use vault_tests::{TestVault, assert_success, audit_events, outcome, scan_for};
 
 /// The KEK versions that wrap `subject`'s DEKs, from its stored record.
 async fn kek_versions(vault: &TestVault, subject: &str) -> Vec<u32> {
-    crate::lifecycle::record_file(vault, subject)
+    crate::lifecycle::stored_record(vault, subject)
         .await
         .unwrap()
         .deks
@@ -264,13 +264,13 @@ async fn a_compromised_kek_gives_its_subjects_new_data_keys() {
             .unwrap();
         tokens.extend(t.into_iter().map(|t| t.token));
     }
-    let before = crate::lifecycle::record_file(&vault, "cmp-a")
+    let before = crate::lifecycle::stored_record(&vault, "cmp-a")
         .await
         .unwrap();
     let mut operator = vault.operator().await;
     let r = operator.key_compromised(1).await.unwrap();
     assert_eq!((r.subjects, r.fields, r.active_kek_version), (2, 4, 2));
-    let after = crate::lifecycle::record_file(&vault, "cmp-a")
+    let after = crate::lifecycle::stored_record(&vault, "cmp-a")
         .await
         .unwrap();
     assert_eq!(after.deks.len(), 1);
@@ -374,7 +374,7 @@ async fn pci_3_6_1_only_wrapped_keys_are_on_disk() {
     let mut wrapped = vec![wrapped_kek.clone()];
     for i in 0..20 {
         let sid = format!("k-{i}");
-        let record = crate::lifecycle::record_file(&vault, &sid).await.unwrap();
+        let record = crate::lifecycle::stored_record(&vault, &sid).await.unwrap();
         let d = &record.deks[0];
         let mut context = b"vault/v1/dek/".to_vec();
         context.extend_from_slice(&d.version.to_be_bytes());

@@ -10,12 +10,14 @@ use vault_tests::{
     scan_for, swap_in_old_copy,
 };
 
-/// The stored record of `subject`, read from its file in the data directory.
-pub(crate) async fn record_file(vault: &TestVault, subject: &str) -> Option<SubjectRecord> {
+/// The stored record of `subject` with its wrapped DEK
+/// ([`TestVault::stored_record`]).
+pub(crate) async fn stored_record(vault: &TestVault, subject: &str) -> Option<SubjectRecord> {
     vault.stored_record(subject).await
 }
 
-/// Every ciphertext and wrapped DEK of a record: what erasure must remove.
+/// Every ciphertext and wrapped DEK of a record (erasure removes the DEK;
+/// the ciphertexts may linger in the store's log, opened by no key).
 fn secrets(r: &SubjectRecord) -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = r
         .entries
@@ -62,7 +64,7 @@ async fn gdpr_17_erasure_shreds_the_subject_and_signs_a_receipt() {
     let mut vault = TestVault::start();
     let gone = store_everything(&vault, "erase-me").await;
     let kept = store_everything(&vault, "keep-me").await;
-    let before = record_file(&vault, "erase-me").await.expect("stored");
+    let before = stored_record(&vault, "erase-me").await.expect("stored");
     assert_eq!(
         secrets(&before).len(),
         15 + 1,
@@ -71,7 +73,7 @@ async fn gdpr_17_erasure_shreds_the_subject_and_signs_a_receipt() {
     let key_of =
         |r: &SubjectRecord| -> Vec<Vec<u8>> { r.deks.iter().map(|d| d.wrapped.clone()).collect() };
     let erased_key = key_of(&before);
-    let kept_key = key_of(&record_file(&vault, "keep-me").await.unwrap());
+    let kept_key = key_of(&stored_record(&vault, "keep-me").await.unwrap());
     // A copy of the data directory as it was before the erasure.
     let copies = tempfile::tempdir().unwrap();
     assert!(vault.stop());
@@ -176,8 +178,11 @@ async fn gdpr_17_erasure_shreds_the_subject_and_signs_a_receipt() {
     );
 }
 
-/// Detokenizes each of `tokens` alone: none shows its value (the request
-/// fails, or answers without the value).
+/// Detokenizes each of `tokens` alone, on a copy of the data directory
+/// taken before the subject's key was shredded (so its record is there):
+/// each one whose value was stored fails `DATA_LOSS` (its key is not in its
+/// slot), a CVV answers `EXPIRED` (it lived in memory only); none shows a
+/// value, and none answers `ERASED` (the copy is the older one).
 pub(crate) async fn assert_none_decrypts(
     c: &mut VaultClient,
     tokens: &[(String, String)],
@@ -185,13 +190,12 @@ pub(crate) async fn assert_none_decrypts(
 ) {
     for (field, token) in tokens {
         match c.detokenize(&[token.as_str()], purpose).await {
-            Err(e) => assert_ne!(e.code, tonic::Code::Ok, "{field}"),
-            Ok(shown) => assert!(
-                shown
-                    .iter()
-                    .all(|d| d.value.is_empty() && d.disclosure != Disclosure::Plain as i32),
-                "{field} decrypted: {shown:?}"
-            ),
+            Err(e) => assert_eq!(e.code, tonic::Code::DataLoss, "{field}: {e}"),
+            Ok(shown) => {
+                assert_eq!(field, "card_cvv", "{field} answered: {shown:?}");
+                assert_eq!(shown[0].disclosure, Disclosure::Expired as i32);
+                assert!(shown[0].value.is_empty());
+            }
         }
     }
 }
@@ -404,7 +408,7 @@ async fn pci_3_2_1_card_data_is_shredded_after_its_retention() {
     ];
     let t = c.tokenize("card-1", &fields, &[], "").await.unwrap();
     let held = c.tokenize("card-held", &fields, &[], "").await.unwrap();
-    let stored = record_file(&vault, "card-1").await.unwrap();
+    let stored = stored_record(&vault, "card-1").await.unwrap();
     let card_ciphertexts = stored
         .entries
         .iter()
@@ -621,10 +625,10 @@ async fn gdpr_17_a_restored_backup_keeps_erased_subjects_erased() {
     let mut vault = TestVault::start();
     let gone = store_everything(&vault, "bk-gone").await;
     let kept = store_everything(&vault, "bk-kept").await;
-    let gone_record = record_file(&vault, "bk-gone").await.unwrap();
+    let gone_record = stored_record(&vault, "bk-gone").await.unwrap();
     let gone_secrets = secrets(&gone_record);
     let gone_key: Vec<Vec<u8>> = gone_record.deks.iter().map(|d| d.wrapped.clone()).collect();
-    let kept_secrets = secrets(&record_file(&vault, "bk-kept").await.unwrap());
+    let kept_secrets = secrets(&stored_record(&vault, "bk-kept").await.unwrap());
     let dir = tempfile::tempdir().unwrap();
     let (full, journal) = (dir.path().join("full.vbk"), dir.path().join("journal.vbk"));
 
@@ -825,7 +829,7 @@ async fn erasure_leaves_no_key_behind() {
         .token;
     let shown = c.detokenize(&[&old], "booking").await.unwrap();
     assert_eq!(shown[0].value, "first@example.com");
-    let first = record_file(&vault, "reuse-1").await.unwrap();
+    let first = stored_record(&vault, "reuse-1").await.unwrap();
     c.erase("reuse-1", "GDPR 17").await.unwrap();
     let new = c
         .tokenize("reuse-1", &[("email", "second@example.com")], &[], "")
@@ -833,7 +837,7 @@ async fn erasure_leaves_no_key_behind() {
         .unwrap()
         .remove(0)
         .token;
-    let second = record_file(&vault, "reuse-1").await.unwrap();
+    let second = stored_record(&vault, "reuse-1").await.unwrap();
     assert_ne!(first.deks[0].wrapped, second.deks[0].wrapped);
     let check = |shown: Vec<vault_client::proto::Disclosed>| {
         assert_eq!(shown[0].disclosure, Disclosure::Erased as i32);
@@ -873,7 +877,7 @@ async fn update_under_a_legal_hold_keeps_the_held_value() {
     let shown = c.detokenize(&[&token], "booking").await.unwrap();
     assert_eq!(shown[0].value, "held@example.com");
     assert_eq!(
-        record_file(&vault, "hold-upd-1").await.unwrap().entries[0].value_version,
+        stored_record(&vault, "hold-upd-1").await.unwrap().entries[0].value_version,
         1
     );
 

@@ -289,7 +289,7 @@ async fn nist_gcm_1_a_dek_is_replaced_at_its_limit() {
     let keys_of = |r: &vault::engine::records::SubjectRecord| -> Vec<(u32, u64)> {
         r.deks.iter().map(|d| (d.version, d.encryptions)).collect()
     };
-    let record = crate::lifecycle::record_file(&vault, "gcm-1")
+    let record = crate::lifecycle::stored_record(&vault, "gcm-1")
         .await
         .unwrap();
     assert_eq!(keys_of(&record), [(1, 3)]);
@@ -301,7 +301,7 @@ async fn nist_gcm_1_a_dek_is_replaced_at_its_limit() {
     {
         tokens.push(t.token);
     }
-    let record = crate::lifecycle::record_file(&vault, "gcm-1")
+    let record = crate::lifecycle::stored_record(&vault, "gcm-1")
         .await
         .unwrap();
     let versions: Vec<u32> = record.entries.iter().map(|e| e.dek_version).collect();
@@ -323,7 +323,7 @@ async fn nist_gcm_1_a_dek_is_replaced_at_its_limit() {
     c.update(&tokens[0], "gcm3@example.com", "billing")
         .await
         .unwrap();
-    let record = crate::lifecycle::record_file(&vault, "gcm-1")
+    let record = crate::lifecycle::stored_record(&vault, "gcm-1")
         .await
         .unwrap();
     let versions: Vec<u32> = record.entries.iter().map(|e| e.dek_version).collect();

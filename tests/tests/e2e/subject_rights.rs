@@ -455,7 +455,7 @@ async fn gdpr_16_the_old_value_is_unreadable_through_every_rpc() {
         )
         .await
         .unwrap();
-    let before = crate::lifecycle::record_file(&vault, "cust-16")
+    let before = crate::lifecycle::stored_record(&vault, "cust-16")
         .await
         .unwrap();
     let old_key: Vec<Vec<u8>> = before.deks.iter().map(|d| d.wrapped.clone()).collect();
@@ -507,7 +507,7 @@ async fn gdpr_16_the_old_value_is_unreadable_through_every_rpc() {
             !text.contains("old.16") && !text.contains("550116"),
             "{round}"
         );
-        let after = crate::lifecycle::record_file(&vault, "cust-16")
+        let after = crate::lifecycle::stored_record(&vault, "cust-16")
             .await
             .unwrap();
         assert!(after.entries.iter().all(|e| e.value_version == 2));

@@ -57,7 +57,8 @@ pub enum KeyringError {
     Crypto(#[from] CryptoError),
 }
 
-/// Version of the token key that encrypts new value tokens' locators.
+/// Version of the first token key, that encrypts new value tokens'
+/// locators until a restore moves to the next.
 pub const TOKEN_KEY_VERSION: u8 = 1;
 
 /// All keys the vault holds in memory while unsealed.
@@ -66,9 +67,9 @@ pub struct Keyring {
     keks: RwLock<BTreeMap<u32, Kek>>,
     active_kek: AtomicU32,
     index: IndexKey,
-    /// The token key (version 1 for now: the format leaves room for 15, so
-    /// that a rotation can add keys for new tokens beside it).
-    token: TokenKey,
+    /// The token keys, versions 1 to the one that encrypts new tokens (the
+    /// last).
+    tokens: Vec<TokenKey>,
     credential: Arc<CredentialKey>,
     audit: Arc<AuditKey>,
     checkpoint: Arc<CheckpointKey>,
@@ -169,6 +170,10 @@ pub struct Material {
     pub keks: Vec<WrappedKek>,
     /// The derivation seed wrapped by the root key.
     pub seed: Vec<u8>,
+    /// The token key version that encrypts new value tokens (1 to 15; one
+    /// more after every restore, so that a token minted after a restore is
+    /// never one a client got before it).
+    pub token_version: u8,
 }
 
 /// A new KEK, wrapped by the root key, to be stored before
@@ -203,6 +208,7 @@ impl Material {
                 created_at: Some(now),
             }],
             seed: root.wrap(SEED_CONTEXT, seed.as_ref())?,
+            token_version: TOKEN_KEY_VERSION,
         })
     }
 }
@@ -238,7 +244,9 @@ impl Keyring {
         }
         let seed = unwrap_seed(&root, &material.seed)?;
         let index = IndexKey::derive(&seed);
-        let token = TokenKey::derive(&seed, TOKEN_KEY_VERSION);
+        let tokens = (TOKEN_KEY_VERSION..=material.token_version.max(TOKEN_KEY_VERSION))
+            .map(|v| TokenKey::derive(&seed, v))
+            .collect();
         let credential = Arc::new(CredentialKey::derive(&seed));
         let audit = Arc::new(AuditKey::derive(&seed));
         let checkpoint = Arc::new(CheckpointKey::derive(&seed)?);
@@ -250,7 +258,7 @@ impl Keyring {
             keks: RwLock::new(keks),
             active_kek: AtomicU32::new(material.active),
             index,
-            token,
+            tokens,
             credential,
             audit,
             checkpoint,
@@ -367,13 +375,13 @@ impl Keyring {
     }
 
     /// The token key that encrypts the locators of new value tokens.
-    pub fn token_key(&self) -> &TokenKey {
-        &self.token
+    pub fn token_key(&self) -> Option<&TokenKey> {
+        self.tokens.last()
     }
 
     /// The token key of `version`, if the vault has it.
     pub fn token_key_of(&self, version: u8) -> Option<&TokenKey> {
-        (self.token.version() == version).then_some(&self.token)
+        self.tokens.iter().find(|k| k.version() == version)
     }
 
     /// The key that hashes bearer-token secrets.

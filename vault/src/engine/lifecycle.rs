@@ -242,6 +242,39 @@ impl Engine {
         Ok(linked)
     }
 
+    /// Finishes the re-keys a crash interrupted: a key version whose shred
+    /// was asked for is shredded if the subject's durable record no longer
+    /// uses it (the re-key reached the disk), and the shred forgotten if it
+    /// does (it did not). Returns how many were shredded.
+    pub async fn finish_key_shreds(&self) -> Result<usize> {
+        let mut shredded = 0;
+        for (slot, version) in self.store.pending_key_shreds()? {
+            let record = match self.store.get(&keys::slot(slot))? {
+                Some(sid) if sid.first() != Some(&keys::TOMBSTONE) => {
+                    match self
+                        .store
+                        .get(&keys::subject(&String::from_utf8_lossy(&sid)))?
+                    {
+                        Some(bytes) => Some(super::decode::<SubjectRecord>(&bytes, "subject")?),
+                        None => None,
+                    }
+                }
+                _ => None,
+            };
+            let in_use = record
+                .is_some_and(|r| r.slot == slot && r.deks.iter().any(|d| d.version == version));
+            if in_use {
+                self.store.forget_key_shred(slot, version)?;
+            } else {
+                let mut batch = Batch::new();
+                batch.shred_key(slot, Some(version));
+                self.store.commit(batch).await?;
+                shredded += 1;
+            }
+        }
+        Ok(shredded)
+    }
+
     /// Finishes erasures the journal records but the store does not reflect
     /// yet (a crash between the journal and the record's removal, or a
     /// restored backup older than the erasure): shreds every journaled
@@ -595,5 +628,38 @@ mod tests {
             engine.lookup(&field, "same@example.com", |_| true),
             Err(Error::ResourceExhausted(_))
         ));
+    }
+
+    /// A re-key cut short by a crash: an intent to shred the old key whose
+    /// record did not reach the disk is forgotten (the record still uses
+    /// the key); one whose record did is carried out at the next start.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_interrupted_rekey_shreds_only_a_key_no_record_uses() {
+        use crate::store::sled::shred_intent;
+        let dir = tempfile::tempdir().unwrap();
+        let engine = crate::engine::test_engine(dir.path()).await;
+        let sid = SubjectId::parse("rk-1").unwrap();
+        store_email(&engine, &sid, "rk@example.com").await;
+        let record = engine.subject_record("rk-1").unwrap().unwrap();
+        let slot = record.slot;
+        // The commit that asked to shred version 1 never reached the disk.
+        let mut b = Batch::new();
+        b.put(shred_intent(slot, Some(1)), Vec::new());
+        // One that did: version 2 was written and the record moved on...
+        // here the record still names 1, so version 2 is the unused one.
+        b.put_key(slot, 2, b"unused key".to_vec());
+        b.put(shred_intent(slot, Some(2)), Vec::new());
+        engine.store().apply(b).unwrap();
+        assert_eq!(engine.finish_key_shreds().await.unwrap(), 1);
+        let held: Vec<u32> = engine
+            .store()
+            .keys(slot)
+            .unwrap()
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect();
+        assert_eq!(held, [1], "the key in use stays, the unused one goes");
+        assert!(engine.store().pending_key_shreds().unwrap().is_empty());
+        assert_eq!(engine.finish_key_shreds().await.unwrap(), 0);
     }
 }

@@ -299,24 +299,6 @@ fn open_value(sid: &str, entry: &FieldEntry, dek: &DataKey) -> Result<Zeroizing<
     }
 }
 
-/// `record` encoded as it is stored: its data keys are in its key slot, not
-/// in the record (unless it was stored before key slots).
-fn stored_form(record: &mut SubjectRecord) -> Vec<u8> {
-    if record.slot == 0 {
-        return record.encode_to_vec();
-    }
-    let wrapped: Vec<Vec<u8>> = record
-        .deks
-        .iter_mut()
-        .map(|d| std::mem::take(&mut d.wrapped))
-        .collect();
-    let bytes = record.encode_to_vec();
-    for (d, w) in record.deks.iter_mut().zip(wrapped) {
-        d.wrapped = w;
-    }
-    bytes
-}
-
 /// A failed decryption is [`Error::Integrity`], anything else internal.
 fn crypto(e: crate::crypto::CryptoError) -> Error {
     Error::from(e)
@@ -376,7 +358,9 @@ impl Engine {
 
     /// The DEK that seals `record`'s next value: the active one, or, when it
     /// has sealed its limit, a new one the subject is re-keyed under
-    /// ([`Engine::rekey_in`]). Counts the encryption.
+    /// ([`Engine::rekey_in`]). Counts the encryption. (A re-key seals every
+    /// value of the subject, at most [`MAX_SUBJECT_ENTRIES`]: a limit below
+    /// that, a test's, is exceeded by the re-key itself.)
     fn sealing_dek(
         &self,
         subject_id: &str,
@@ -573,8 +557,10 @@ impl Engine {
             .and_then(|f| f.as_ref()?.names.get(&n).cloned()))
     }
 
-    /// A new value token of `record` for field number `field`.
-    fn mint(&self, record: &mut SubjectRecord, field: u8) -> Result<Token> {
+    /// A new value token of `record` for field number `field` (every field
+    /// but a card number's has one).
+    fn mint(&self, record: &mut SubjectRecord, field: Option<u8>) -> Result<Token> {
+        let field = field.ok_or_else(|| Error::state("a value token needs a field number"))?;
         let counter = record.next_counter;
         record.next_counter = counter.checked_add(1).ok_or(Error::ResourceExhausted(
             "the subject has used up its tokens",
@@ -584,7 +570,11 @@ impl Engine {
             field,
             counter,
         };
-        Token::locate(self.keyring.token_key(), at)
+        let key = self
+            .keyring
+            .token_key()
+            .ok_or_else(|| Error::state("no token key"))?;
+        Token::from_locator(key, at)
             .ok_or_else(|| Error::state("a locator does not fit the token format"))
     }
 
@@ -645,7 +635,7 @@ impl Engine {
         mut batch: Batch,
         audit: Option<Audited<'_>>,
     ) -> Result<Arc<SubjectRecord>> {
-        batch.put(keys::subject(subject), stored_form(&mut record));
+        batch.put(keys::subject(subject), record.stored_form());
         let write = async { self.store.commit(batch).await.map_err(Error::from) };
         let result = journal::commit(audit, write).await;
         match result {
@@ -702,29 +692,32 @@ impl Engine {
             CacheRead::Hit(r) => return Ok(Some(r)),
             CacheRead::Miss(g) => g,
         };
-        let Some(bytes) = self.store.get(&keys::subject(subject_id))? else {
+        let Some(record) = self.read_record(subject_id)? else {
             return Ok(None);
         };
-        let mut record = decode::<SubjectRecord>(&bytes, "subject")?;
-        self.fill_keys(&mut record)?;
         let record = Arc::new(record);
         self.cache.fill(subject_id, record.clone(), generation);
         Ok(Some(record))
     }
 
-    /// Puts the wrapped data keys of `record` (from its key slot) into it.
-    fn fill_keys(&self, record: &mut SubjectRecord) -> Result<()> {
-        if record.slot == 0 {
-            // Stored before key slots: the keys are in the record.
-            return Ok(());
-        }
-        let held = self.store.keys(record.slot)?;
-        for d in &mut record.deks {
-            if let Some((_, w)) = held.iter().find(|(v, _)| *v == d.version) {
-                d.wrapped.clone_from(w);
+    /// The stored record of `subject_id` with its wrapped data keys (from
+    /// its key slot). A record whose slot no longer holds its keys was
+    /// re-keyed between the two reads (a writer does not wait for readers):
+    /// it is read again.
+    fn read_record(&self, subject_id: &str) -> Result<Option<SubjectRecord>> {
+        let mut tries = 0;
+        loop {
+            let Some(bytes) = self.store.get(&keys::subject(subject_id))? else {
+                return Ok(None);
+            };
+            let mut record = decode::<SubjectRecord>(&bytes, "subject")?;
+            if record.slot == 0 || record.fill_keys(&self.store.keys(record.slot)?) || tries == 3 {
+                // (still without its keys after a few reads: its values
+                // fail their integrity check, loudly)
+                return Ok(Some(record));
             }
+            tries += 1;
         }
-        Ok(())
     }
 
     /// Where a token points: its subject (check it in the subject record),

@@ -1,6 +1,8 @@
 //! Records the engine stores, encoded with prost (unknown fields are kept,
 //! new fields can be added with new tags).
 
+use prost::Message;
+
 fn token_eq(a: &str, b: &str) -> bool {
     crate::crypto::ct_eq(a.as_bytes(), b.as_bytes())
 }
@@ -106,6 +108,39 @@ impl SubjectRecord {
 }
 
 impl SubjectRecord {
+    /// Puts the wrapped keys its key slot holds (`held`: version and
+    /// wrapped key) into the record's DEKs. Returns whether every DEK found
+    /// its key (not when the slot changed after the record was read: a
+    /// re-key or an erasure in between).
+    pub fn fill_keys(&mut self, held: &[(u32, Vec<u8>)]) -> bool {
+        let mut complete = true;
+        for d in &mut self.deks {
+            match held.iter().find(|(v, _)| *v == d.version) {
+                Some((_, w)) => d.wrapped.clone_from(w),
+                None => complete = false,
+            }
+        }
+        complete
+    }
+
+    /// The record encoded as it is stored: without its wrapped keys, which
+    /// are in its key slot (a record from before key slots keeps them).
+    pub fn stored_form(&mut self) -> Vec<u8> {
+        if self.slot == 0 {
+            return self.encode_to_vec();
+        }
+        let wrapped: Vec<Vec<u8>> = self
+            .deks
+            .iter_mut()
+            .map(|d| std::mem::take(&mut d.wrapped))
+            .collect();
+        let bytes = self.encode_to_vec();
+        for (d, w) in self.deks.iter_mut().zip(wrapped) {
+            d.wrapped = w;
+        }
+        bytes
+    }
+
     /// The wrapped DEK of `version`.
     pub fn dek(&self, version: u32) -> Option<&WrappedDek> {
         self.deks.iter().find(|d| d.version == version)

@@ -286,8 +286,17 @@ impl Engine {
         }
         if shredded > 0 {
             // The old ciphertexts may linger in the store's log: the key
-            // that opened them goes with this commit.
-            self.rekey_in(sid, record, batch)?;
+            // that opened them goes with this commit. (Not while the active
+            // KEK may wrap no new key: the shredding is not held up for it;
+            // the subject's next re-key, a correction or a later expiry
+            // after the rotation, takes the old key away.)
+            if self.check_wrapping().is_ok() {
+                self.rekey_in(sid, record, batch)?;
+            } else {
+                tracing::warn!(
+                    "expired values shredded without re-keying their subject: the active KEK is past its cryptoperiod"
+                );
+            }
         }
         Ok(shredded)
     }

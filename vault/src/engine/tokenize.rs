@@ -32,10 +32,11 @@ impl Engine {
         // number to be durable), outside the subject's lock.
         let mut numbers = Vec::with_capacity(values.len());
         for nv in values {
+            // A card token carries nothing (it keeps the number's shape).
             numbers.push(if nv.field.validator == Validator::CardNumber {
-                0
+                None
             } else {
-                self.field_number(&nv.field.name).await?
+                Some(self.field_number(&nv.field.name).await?)
             });
         }
         let _guard = self.lock_for(sid).lock().await;
@@ -117,11 +118,12 @@ impl Engine {
             .unwrap_or_default();
         let mut out = Vec::with_capacity(values.len());
         let mut keep_in_memory = Vec::with_capacity(cvvs);
-        for (nv, &number) in values.iter().zip(&numbers) {
+        for (nv, number) in values.iter().zip(numbers) {
             let field = &nv.field;
             if field.memory_only() {
                 // The record keeps that the token exists, never the value.
                 let token = self.mint(&mut record, number)?;
+
                 record.entries.push(FieldEntry {
                     token: token.as_str().to_owned(),
                     field: field.name.clone(),
@@ -162,13 +164,14 @@ impl Engine {
                     continue;
                 }
             }
-            let pointer = field.validator == Validator::CardNumber;
-            let token = if pointer {
-                let t = self.free_card_token(&nv.value, &out)?;
-                batch.put(keys::token(t.as_str()), sid.as_bytes().to_vec());
-                t
-            } else {
-                self.mint(&mut record, number)?
+            let pointer = number.is_none();
+            let token = match number {
+                Some(n) => self.mint(&mut record, Some(n))?,
+                None => {
+                    let t = self.free_card_token(&nv.value, &out)?;
+                    batch.put(keys::token(t.as_str()), sid.as_bytes().to_vec());
+                    t
+                }
             };
             dek = self.sealing_dek(sid, &mut record, Some(dek), &mut batch)?;
             let ciphertext = dek

@@ -15,17 +15,17 @@
 //! commit's changes are applied), `store.sync-keys` (before new keys in
 //! the key-slot file are synced), `store.flush` (before sled's log is
 //! flushed), `store.shred` (after the flush, before key slots are
-//! overwritten), `store.answer` (after everything is durable, before the
-//! commit is answered).
+//! overwritten).
 
 /// Reaches fault point `point`: fails or ends the process if the fault
 /// file says so.
 #[cfg(feature = "fault-injection")]
 pub fn hit(point: &'static str) -> std::io::Result<()> {
-    let Some(file) = std::env::var_os("VAULT_FAULT_FILE") else {
+    static FILE: std::sync::OnceLock<Option<std::ffi::OsString>> = std::sync::OnceLock::new();
+    let Some(file) = FILE.get_or_init(|| std::env::var_os("VAULT_FAULT_FILE")) else {
         return Ok(());
     };
-    let Ok(text) = std::fs::read_to_string(&file) else {
+    let Ok(text) = std::fs::read_to_string(file) else {
         return Ok(());
     };
     for line in text.lines() {

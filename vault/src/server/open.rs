@@ -128,6 +128,16 @@ pub async fn open_engine(config: &Config, root: Option<RootKey>) -> Result<Engin
     }
     // An erasure the journal records is finished before anything is served.
     let finished = engine.finish_erasures().await.map_err(StartError::Vault)?;
+    let rekeys = engine
+        .finish_key_shreds()
+        .await
+        .map_err(StartError::Vault)?;
+    if rekeys > 0 {
+        tracing::info!(
+            keys = rekeys,
+            "shredded the old keys of re-keys a crash interrupted"
+        );
+    }
     if finished > 0 {
         tracing::warn!(
             subjects = finished,

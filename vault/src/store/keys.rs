@@ -74,13 +74,17 @@ pub const REVOKED_PREFIX: &[u8] = b"revoked/";
 pub const REWRAP: &[u8] = b"key/rewrap";
 /// Prefix of the travel-companion links: `cmp/<holder>/<companion>`.
 pub const COMPANION_PREFIX: &[u8] = b"cmp/";
+/// The token key version that encrypts new value tokens (one byte; absent:
+/// 1). A restore moves it on by one.
+pub const TOKEN_VERSION: &[u8] = b"key/token-version";
 /// Prefix of the subjects' key slots: `slot/<u64 BE>` = subject id.
 pub const SLOT_PREFIX: &[u8] = b"slot/";
 /// Prefix of the field numbers: `field/<u8>` = field name.
 pub const FIELD_PREFIX: &[u8] = b"field/";
 /// Prefix of the intents to shred a key slot (see [`super::sled`]).
 pub const SHRED_PREFIX: &[u8] = b"shred/";
-/// First byte of a token tombstone.
+/// First byte of a tombstone (of an erased subject's key slot pointer, or
+/// card token pointer).
 pub const TOMBSTONE: u8 = 0;
 
 /// Key of a subject's erasure journal entry.

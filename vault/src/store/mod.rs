@@ -40,7 +40,8 @@ pub enum Op {
         wrapped: Vec<u8>,
     },
     /// Overwrite key `version` of `slot` (`None`: the whole slot) with
-    /// zeros, durably, once the batch's other operations are durable.
+    /// zeros, durably: in a [`Store::commit`], once the batch's other
+    /// operations are durable; in a [`Store::apply`], at once.
     ShredKey {
         /// The slot.
         slot: u64,
@@ -133,6 +134,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The data keys key slot `slot` holds (none for a slot never written
     /// or shredded).
     fn keys(&self, slot: u64) -> Result<SlotKeys, StoreError>;
+
+    /// The shreds of one key version that a commit asked for and a crash
+    /// interrupted: `(slot, version)`. The commit may or may not have
+    /// reached the disk: shred the version if the subject's durable record
+    /// no longer uses it ([`Batch::shred_key`] again), else forget it
+    /// ([`Store::forget_key_shred`]). (Whole-slot shreds, of erasures, the
+    /// store finishes itself when it opens.)
+    fn pending_key_shreds(&self) -> Result<Vec<(u64, u32)>, StoreError>;
+
+    /// Drops the interrupted shred of `version` of `slot` (its commit did
+    /// not reach the disk).
+    fn forget_key_shred(&self, slot: u64, version: u32) -> Result<(), StoreError>;
 
     /// Calls `f` with every key slot that holds a key, in slot order
     /// (blocking; for backups).

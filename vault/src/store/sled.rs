@@ -50,7 +50,19 @@ pub enum Durability {
 }
 
 /// A commit waiting for the flusher, with its id (0: one with no shreds).
-type Waiter = (oneshot::Sender<Result<(), String>>, u64);
+type Waiter = (oneshot::Sender<Outcome>, u64);
+
+/// What the flusher did for a commit.
+#[derive(Debug, Clone)]
+enum Outcome {
+    /// Everything is durable, shreds done.
+    Durable,
+    /// Not durable: the commit is to be undone.
+    NotDurable(String),
+    /// Durable, but a shred failed: not to be undone (the intents stay
+    /// and the next open finishes them); the store takes no more writes.
+    ShredFailed,
+}
 
 /// A key shred staged by commit `.0`: slot, version (`None`: whole slot).
 type Shred = (u64, u64, Option<u32>);
@@ -128,8 +140,9 @@ impl SledStore {
             .path(dir)
             .cache_capacity(cache_bytes)
             .mode(sled::Mode::HighThroughput)
-            // Our own flusher makes commits durable; sled's timer is a backstop.
-            .flush_every_ms(Some(1000))
+            // Only our flusher flushes, always after syncing the key slots:
+            // sled's own timer could carry a record to disk before its key.
+            .flush_every_ms(None)
             .open()
             .map_err(backend)?;
         // Separate trees keep small pointer entries out of the leaves that hold
@@ -147,6 +160,7 @@ impl SledStore {
             #[cfg(test)]
             fail_next_flush: AtomicBool::new(false),
         });
+        check_slot_file(&trees[0], &slots.file, dir)?;
         finish_shreds(&db, &trees[0], &slots.file)?;
         let data_file = match durability {
             Durability::Fsync => Some(File::open(dir.join("db")).map_err(backend)?),
@@ -206,6 +220,31 @@ impl SledStore {
     }
 }
 
+/// Refuses a key-slot file shorter than the slots the store has handed out:
+/// missing, truncated or another directory's (every subject's values would
+/// fail their integrity check).
+fn check_slot_file(meta: &sled::Tree, slots: &SlotFile, dir: &Path) -> Result<(), StoreError> {
+    let last = meta
+        .scan_prefix(keys::SLOT_PREFIX)
+        .keys()
+        .next_back()
+        .transpose()
+        .map_err(backend)?
+        .and_then(|k| keys::slot_number(&k));
+    let len = slots.len().map_err(backend)?;
+    match last {
+        // (slot n's first key written reaches at least into slot n)
+        Some(n) if len <= n.saturating_mul(super::slots::SLOT_LEN) => {
+            Err(StoreError::Backend(format!(
+                "{} is shorter than the {} key slots this data directory has handed out: the key-slot file is missing or truncated, and without it no subject's values can be read; put the right file back (from the same copy of the data directory) before starting",
+                dir.join(SLOT_FILE).display(),
+                n + 1
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Whether `dir` holds record files of the layout before key slots.
 fn legacy_records(dir: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(dir.join(LEGACY_RECORDS)) else {
@@ -226,7 +265,7 @@ impl Drop for SledStore {
 }
 
 /// The key of the intent to shred `version` (`None`: all) of `slot`.
-fn shred_intent(slot: u64, version: Option<u32>) -> Vec<u8> {
+pub(crate) fn shred_intent(slot: u64, version: Option<u32>) -> Vec<u8> {
     let mut k = keys::SHRED_PREFIX.to_vec();
     k.extend_from_slice(&slot.to_be_bytes());
     k.extend_from_slice(&version.unwrap_or(u32::MAX).to_be_bytes());
@@ -240,20 +279,22 @@ fn parse_intent(key: &[u8]) -> Option<(u64, Option<u32>)> {
     Some((slot, (version != u32::MAX).then_some(version)))
 }
 
-/// Carries out the shreds whose intent a crash left in `meta`.
+/// Carries out the erasures' shreds (whole slots) whose intent a crash
+/// left in `meta`: an erasure writes its journal before its intent, so the
+/// erasure is finished at start anyway. Intents to shred one version (a
+/// re-key) are left to the engine, which checks that the durable record no
+/// longer uses it ([`Store::pending_key_shreds`]).
 fn finish_shreds(db: &sled::Db, meta: &sled::Tree, slots: &SlotFile) -> Result<(), StoreError> {
-    let intents: Vec<sled::IVec> = meta
-        .scan_prefix(keys::SHRED_PREFIX)
-        .keys()
-        .collect::<Result<_, _>>()
-        .map_err(backend)?;
+    let mut intents = Vec::new();
+    for key in meta.scan_prefix(keys::SHRED_PREFIX).keys() {
+        let key = key.map_err(backend)?;
+        if let Some((slot, None)) = parse_intent(&key) {
+            slots.shred(slot, None).map_err(backend)?;
+            intents.push(key);
+        }
+    }
     if intents.is_empty() {
         return Ok(());
-    }
-    for key in &intents {
-        if let Some((slot, version)) = parse_intent(key) {
-            slots.shred(slot, version).map_err(backend)?;
-        }
     }
     slots.sync().map_err(backend)?;
     for key in intents {
@@ -308,36 +349,42 @@ fn group_commit(
                 .as_ref()
                 .map_or(Ok(()), |f| f.sync_data().map_err(|e| e.to_string()))
         });
-        let result = flushed.and_then(|()| {
-            if shreds.is_empty() {
-                return Ok(());
-            }
-            let shredded = faults::hit("store.shred")
-                .and_then(|()| {
-                    shreds
-                        .iter()
-                        .try_for_each(|(_, slot, version)| slots.file.shred(*slot, *version))
-                })
-                .and_then(|()| slots.file.sync());
-            match shredded {
-                Ok(()) => {
-                    // The intents are done; their removal reaches the disk
-                    // with a later flush (a shred done twice is harmless).
-                    for (_, slot, version) in &shreds {
-                        let _ = meta.remove(shred_intent(*slot, *version));
-                    }
-                    Ok(())
-                }
-                Err(e) => {
-                    failed.store(true, Ordering::Release);
-                    tracing::error!(error = %e, "a key could not be shredded: the store takes no more writes until restarted, which finishes the shred");
-                    Err(e.to_string())
-                }
-            }
-        });
-        let result = result.and_then(|()| faults::hit("store.answer").map_err(|e| e.to_string()));
+        let outcome = match flushed {
+            Err(e) => Outcome::NotDurable(e),
+            Ok(()) => shred_all(meta, slots, &shreds, failed),
+        };
         for (w, _) in waiters {
-            let _ = w.send(result.clone());
+            let _ = w.send(outcome.clone());
+        }
+    }
+}
+
+/// Carries out `shreds` once their commits are durable.
+fn shred_all(meta: &sled::Tree, slots: &Slots, shreds: &[Shred], failed: &AtomicBool) -> Outcome {
+    if shreds.is_empty() {
+        return Outcome::Durable;
+    }
+    let shredded = faults::hit("store.shred")
+        .and_then(|()| {
+            shreds
+                .iter()
+                .try_for_each(|(_, slot, version)| slots.file.shred(*slot, *version))
+        })
+        .and_then(|()| slots.file.sync());
+    match shredded {
+        Ok(()) => {
+            // The intents are done; their removal reaches the disk with a
+            // later flush (a shred done twice is harmless: slots are never
+            // reused, and one version is shredded only where it still is).
+            for (_, slot, version) in shreds {
+                let _ = meta.remove(shred_intent(*slot, *version));
+            }
+            Outcome::Durable
+        }
+        Err(e) => {
+            failed.store(true, Ordering::Release);
+            tracing::error!(error = %e, "a key could not be shredded: the store takes no more writes until restarted, which finishes the shred");
+            Outcome::ShredFailed
         }
     }
 }
@@ -346,6 +393,14 @@ impl SledStore {
     /// Applies `batch` like [`Store::apply`], staging its shreds as commit
     /// `id`, and returns what undoes it; on an error, undoes what it
     /// applied before returning it.
+    ///
+    /// A shred's intent is written where the batch has it: before the
+    /// record that stops using the key (the engine's order). sled's log is
+    /// ordered, so a record that reaches the disk has its intents there too;
+    /// an intent may reach it without its record (a flush of another
+    /// group), which is why the next open leaves intents to shred one
+    /// version to the engine, which checks the record
+    /// ([`Store::pending_key_shreds`]).
     fn apply_undoable(&self, batch: Batch, id: u64) -> Result<Vec<Undo>, StoreError> {
         self.writable()?;
         faults::hit("store.apply").map_err(backend)?;
@@ -368,11 +423,11 @@ impl SledStore {
                     version,
                     wrapped,
                 } => {
+                    let put = self.slots.file.put(slot, version, &wrapped);
+                    // Marked after the write: a flush that saw the mark
+                    // syncs what was written before it.
                     self.slots.dirty.store(true, Ordering::Release);
-                    self.slots
-                        .file
-                        .put(slot, version, &wrapped)
-                        .map(|old| Undo::Key(slot, version, old))
+                    put.map(|old| Undo::Key(slot, version, old))
                         .map_err(backend)
                 }
                 Op::ShredKey { slot, version } => {
@@ -407,11 +462,9 @@ impl SledStore {
         for u in undo.into_iter().rev() {
             let r = match u {
                 Undo::Key(slot, version, old) => {
+                    let r = self.slots.file.restore(slot, version, &old);
                     self.slots.dirty.store(true, Ordering::Release);
-                    self.slots
-                        .file
-                        .restore(slot, version, &old)
-                        .map_err(|e| e.to_string())
+                    r.map_err(|e| e.to_string())
                 }
                 Undo::Sled(k, old) => {
                     let tree = self.tree_for(&k);
@@ -448,6 +501,15 @@ impl SledStore {
     /// Waits for the flusher to make durable everything applied so far, as
     /// commit `id`.
     async fn wait_durable(&self, id: u64) -> Result<(), StoreError> {
+        match self.wait_outcome(id).await? {
+            Outcome::Durable => Ok(()),
+            Outcome::NotDurable(e) => Err(StoreError::Backend(e)),
+            Outcome::ShredFailed => Err(StoreError::Failed),
+        }
+    }
+
+    /// What the flusher did for commit `id`.
+    async fn wait_outcome(&self, id: u64) -> Result<Outcome, StoreError> {
         let tx = self
             .flush_tx
             .lock()
@@ -456,11 +518,7 @@ impl SledStore {
             .ok_or(StoreError::Closed)?;
         let (done, wait) = oneshot::channel();
         tx.send((done, id)).map_err(|_| StoreError::Closed)?;
-        match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StoreError::Backend(e)),
-            Err(_) => Err(StoreError::Closed),
-        }
+        wait.await.map_err(|_| StoreError::Closed)
     }
 
     fn closed(&self) -> bool {
@@ -489,6 +547,23 @@ impl Store for SledStore {
         self.slots.file.read(slot).map_err(backend)
     }
 
+    fn pending_key_shreds(&self) -> Result<Vec<(u64, u32)>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.trees[0].scan_prefix(keys::SHRED_PREFIX).keys() {
+            if let Some((slot, Some(version))) = parse_intent(&key.map_err(backend)?) {
+                out.push((slot, version));
+            }
+        }
+        Ok(out)
+    }
+
+    fn forget_key_shred(&self, slot: u64, version: u32) -> Result<(), StoreError> {
+        self.trees[0]
+            .remove(shred_intent(slot, Some(version)))
+            .map(drop)
+            .map_err(backend)
+    }
+
     fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             if self.closed() {
@@ -496,8 +571,13 @@ impl Store for SledStore {
             }
             let id = self.next_commit.fetch_add(1, Ordering::Relaxed);
             let undo = self.apply_undoable(batch, id)?;
-            let Err(e) = self.wait_durable(id).await else {
-                return Ok(());
+            let e = match self.wait_outcome(id).await {
+                Ok(Outcome::Durable) => return Ok(()),
+                // Durable, a shred failed: nothing is undone, the intents
+                // stay, and the next open finishes them.
+                Ok(Outcome::ShredFailed) => return Err(StoreError::Failed),
+                Ok(Outcome::NotDurable(e)) => StoreError::Backend(e),
+                Err(e) => e,
             };
             // Put back what the batch changed, and make that durable before
             // the caller hears of the failure.
@@ -525,16 +605,14 @@ impl Store for SledStore {
                     version,
                     wrapped,
                 } => {
+                    let put = self.slots.file.put(slot, version, &wrapped);
                     self.slots.dirty.store(true, Ordering::Release);
-                    self.slots
-                        .file
-                        .put(slot, version, &wrapped)
-                        .map(drop)
-                        .map_err(backend)
+                    put.map(drop).map_err(backend)
                 }
                 Op::ShredKey { slot, version } => {
+                    let shred = self.slots.file.shred(slot, version);
                     self.slots.dirty.store(true, Ordering::Release);
-                    self.slots.file.shred(slot, version).map_err(backend)
+                    shred.map_err(backend)
                 }
             }?;
         }
@@ -764,5 +842,24 @@ mod tests {
         let shown = err.to_string();
         assert!(shown.contains("layout before key slots"), "{shown}");
         assert!(shown.contains("Upgrading the storage layout"), "{shown}");
+    }
+
+    /// A key-slot file missing or shorter than the slots handed out is
+    /// refused at open, saying so, rather than every subject failing later.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_missing_key_slot_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 1 << 20, Durability::Flush).unwrap();
+        let mut b = Batch::new();
+        b.put_key(3, 1, b"k".to_vec());
+        b.put(keys::slot(3), b"s3".to_vec());
+        s.commit(b).await.unwrap();
+        s.close().unwrap();
+        drop(s);
+        std::fs::remove_file(dir.path().join(SLOT_FILE)).unwrap();
+        let err = SledStore::open(dir.path(), 1 << 20, Durability::Flush)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing or truncated"), "{err}");
     }
 }

@@ -1,6 +1,5 @@
-//! Value tokens that carry their own locator (issue 19, first step: the
-//! format, not yet what Tokenize issues, and not yet accepted by
-//! [`super::Token::parse`], which still wants the old canonical body).
+//! Value tokens that carry their own locator: what Tokenize issues for
+//! every value but a card number.
 //!
 //! A locator says where a value lives: the subject's key slot, the field,
 //! and the value's counter within the subject. Its token is

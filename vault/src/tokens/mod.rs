@@ -19,7 +19,7 @@ use crate::crypto::{CryptoError, random_array};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-/// Prefix of random tokens.
+/// Prefix of value tokens.
 pub const PREFIX: &str = "tok_";
 const BODY_LEN: usize = 22;
 
@@ -33,7 +33,7 @@ pub struct Token(String);
 impl Token {
     /// The value token of `locator` under the token key `key` (`None` if
     /// the locator does not fit the format).
-    pub fn locate(key: &crate::crypto::keys::TokenKey, at: locator::Locator) -> Option<Self> {
+    pub fn from_locator(key: &crate::crypto::keys::TokenKey, at: locator::Locator) -> Option<Self> {
         locator::encode(key, at).map(Self)
     }
 
