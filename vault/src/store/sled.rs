@@ -73,6 +73,8 @@ enum Undo {
     Sled(Vec<u8>, Option<sled::IVec>),
     /// Restore the half of `slot` for `version` to its old bytes.
     Key(u64, u32, Vec<u8>),
+    /// Nothing to put back.
+    Nothing,
 }
 
 /// The slot file and what the flusher must do with it.
@@ -408,28 +410,6 @@ impl SledStore {
         let mut shreds = Vec::new();
         for op in batch.ops {
             let step = match op {
-                Op::Put(k, v) => self
-                    .tree_for(&k)
-                    .insert(k.as_slice(), v)
-                    .map(|old| Undo::Sled(k, old))
-                    .map_err(backend),
-                Op::Delete(k) => self
-                    .tree_for(&k)
-                    .remove(k.as_slice())
-                    .map(|old| Undo::Sled(k, old))
-                    .map_err(backend),
-                Op::PutKey {
-                    slot,
-                    version,
-                    wrapped,
-                } => {
-                    let put = self.slots.file.put(slot, version, &wrapped);
-                    // Marked after the write: a flush that saw the mark
-                    // syncs what was written before it.
-                    self.slots.dirty.store(true, Ordering::Release);
-                    put.map(|old| Undo::Key(slot, version, old))
-                        .map_err(backend)
-                }
                 Op::ShredKey { slot, version } => {
                     let intent = shred_intent(slot, version);
                     shreds.push((id, slot, version));
@@ -438,6 +418,7 @@ impl SledStore {
                         .map(|old| Undo::Sled(intent, old))
                         .map_err(backend)
                 }
+                other => self.apply_now(other),
             };
             match step {
                 Ok(u) => undo.push(u),
@@ -455,12 +436,47 @@ impl SledStore {
         Ok(undo)
     }
 
+    /// Applies `op` at once and returns what undoes it (a shred: the slot
+    /// overwritten now, nothing to undo).
+    fn apply_now(&self, op: Op) -> Result<Undo, StoreError> {
+        match op {
+            Op::Put(k, v) => self
+                .tree_for(&k)
+                .insert(k.as_slice(), v)
+                .map(|old| Undo::Sled(k, old))
+                .map_err(backend),
+            Op::Delete(k) => self
+                .tree_for(&k)
+                .remove(k.as_slice())
+                .map(|old| Undo::Sled(k, old))
+                .map_err(backend),
+            Op::PutKey {
+                slot,
+                version,
+                wrapped,
+            } => {
+                let put = self.slots.file.put(slot, version, &wrapped);
+                // Marked after the write: a flush that saw the mark syncs
+                // what was written before it.
+                self.slots.dirty.store(true, Ordering::Release);
+                put.map(|old| Undo::Key(slot, version, old))
+                    .map_err(backend)
+            }
+            Op::ShredKey { slot, version } => {
+                let shred = self.slots.file.shred(slot, version);
+                self.slots.dirty.store(true, Ordering::Release);
+                shred.map(|()| Undo::Nothing).map_err(backend)
+            }
+        }
+    }
+
     /// Puts back what `undo` records, last change first. Returns whether
     /// every step succeeded.
     fn undo_in_memory(&self, undo: Vec<Undo>) -> bool {
         let mut ok = true;
         for u in undo.into_iter().rev() {
             let r = match u {
+                Undo::Nothing => Ok(()),
                 Undo::Key(slot, version, old) => {
                     let r = self.slots.file.restore(slot, version, &old);
                     self.slots.dirty.store(true, Ordering::Release);
@@ -597,24 +613,7 @@ impl Store for SledStore {
         }
         self.writable()?;
         for op in batch.ops {
-            match op {
-                Op::Put(k, v) => self.tree_for(&k).insert(k, v).map(drop).map_err(backend),
-                Op::Delete(k) => self.tree_for(&k).remove(k).map(drop).map_err(backend),
-                Op::PutKey {
-                    slot,
-                    version,
-                    wrapped,
-                } => {
-                    let put = self.slots.file.put(slot, version, &wrapped);
-                    self.slots.dirty.store(true, Ordering::Release);
-                    put.map(drop).map_err(backend)
-                }
-                Op::ShredKey { slot, version } => {
-                    let shred = self.slots.file.shred(slot, version);
-                    self.slots.dirty.store(true, Ordering::Release);
-                    shred.map_err(backend)
-                }
-            }?;
+            self.apply_now(op)?;
         }
         Ok(())
     }
