@@ -58,6 +58,23 @@ impl<'a> Key<'a> {
         }
     }
 
+    /// The key of a subject, audit or system action (no field, purpose or
+    /// subject context: no field is named "").
+    pub(super) fn whole(principal: &'a Principal, action: Action) -> Self {
+        Self {
+            principal: &principal.name,
+            role: &principal.role,
+            method: principal.method,
+            data_capable: principal.data_capable,
+            action: Some(action),
+            field: "",
+            purpose: "",
+            consented: 0,
+            restricted: false,
+            policy_version: "",
+        }
+    }
+
     fn to_owned(self) -> OwnedKey {
         OwnedKey {
             principal: Arc::from(self.principal),

@@ -516,10 +516,18 @@ impl PolicyEngine {
             .allows_field(principal, action, field, purpose, subject)
     }
 
-    /// Whether `principal` may do the subject, audit or system action `action`.
+    /// Whether `principal` may do the subject, audit or system action
+    /// `action` (cached with the field decisions, per loaded policy set:
+    /// it depends on the principal and the action alone).
     pub fn allows(&self, principal: &Principal, action: Action) -> bool {
         let cur = self.loaded();
-        self.evaluate(&cur, principal, action, None).allowed
+        let key = Key::whole(principal, action);
+        if let Some(r) = cur.cache.get_allowed(&key) {
+            return r;
+        }
+        let r = self.evaluate(&cur, principal, action, None).allowed;
+        cur.cache.put_allowed(key, r);
+        r
     }
 
     /// The decision of the grant action `action` (`request_grant` or

@@ -222,3 +222,29 @@ fn a_bad_reload_keeps_the_running_policy_and_a_good_one_drops_the_cache() {
     assert_eq!(p.loaded().cache.len(), 0, "a reload starts a fresh cache");
     assert_eq!(p.reveal(&intern, email, "billing", &c), Reveal::Masked);
 }
+
+/// A subject, audit or system decision is cached per principal and action
+/// (it depends on nothing else), like the field decisions: asked again it
+/// is not evaluated again, another principal or action has its own entry,
+/// and a reload drops them.
+#[test]
+fn whole_action_decisions_are_cached_per_principal_and_action() {
+    let f = fields();
+    let dir = policy_dir(&[]);
+    let p = PolicyEngine::load(Some(dir.path().to_owned()), f).unwrap();
+    let (operator, clerk) = (who("operator"), who("billing_clerk"));
+    assert!(p.allows(&operator, Action::ManagePrincipals));
+    assert_eq!(p.loaded().cache.len(), 1);
+    assert!(p.allows(&operator, Action::ManagePrincipals));
+    assert_eq!(p.loaded().cache.len(), 1, "answered from the cache");
+    assert!(!p.allows(&clerk, Action::ManagePrincipals));
+    assert!(!p.allows(&operator, Action::Erase));
+    assert_eq!(p.loaded().cache.len(), 3);
+    assert!(
+        !p.allows(&clerk, Action::ManagePrincipals),
+        "a denial is cached too"
+    );
+    p.reload().unwrap();
+    assert_eq!(p.loaded().cache.len(), 0);
+    assert!(p.allows(&operator, Action::ManagePrincipals));
+}
