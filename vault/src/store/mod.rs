@@ -1,8 +1,14 @@
 //! Storage: the [`Store`] trait, and its embedded implementation on sled.
 //!
-//! A store is an ordered key-value map, and a set of fixed-size key slots
-//! that hold subjects' wrapped data keys and are overwritten in place (the
-//! crypto-shredding of an erasure: [`slots`]). A [`Store::commit`] applies a batch's
+//! A store is an ordered key-value map, and a set of numbered key slots
+//! that hold subjects' wrapped data keys. What a backend must give the
+//! slots: at most two key versions per slot (a subject's current key, and
+//! its next one during a re-key), a new key durable before any record that
+//! uses it, and a shred that leaves the key unrecoverable from the store's
+//! files once the commit that asked for it returns (the sled backend
+//! overwrites a fixed-size slot of its own file in place: [`slots`]; a
+//! backend that keeps old row versions must say how long an old key
+//! survives, and bound it). A [`Store::commit`] applies a batch's
 //! operations in order, each one atomic, and returns only once all of them
 //! are on disk; concurrent commits share one flush (group commit), so durable
 //! writes cost a fraction of an fsync each.
