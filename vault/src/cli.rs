@@ -216,7 +216,7 @@ pub fn main() -> ExitCode {
                     Some(sc) => Some(server::seal::unseal_from_lines(&sc, std::io::stdin().lock())?),
                     None => None,
                 };
-                let mut vault = server::Vault::open_with(config, unsealed).await?;
+                let mut vault = server::Vault::open_with(config, unsealed, None).await?;
                 if let Some(token) = vault.take_bootstrap_token() {
                     server::print_bootstrap(&token);
                 }

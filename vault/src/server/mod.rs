@@ -85,7 +85,21 @@ pub async fn run(
     });
     let listener = Arc::new(listener);
     let mut announced = false;
-    let shares = seal::read_config(&config)?;
+    // One open of the store for both the share configuration and the
+    // engine (opening sled reads its log); a vault under shares opens it
+    // again once unsealed.
+    let (shares, mut store) = if config.data_dir.exists() {
+        let store = open_store(&config, config.store_cache_bytes)?;
+        match seal::read_config_in(store.as_ref())? {
+            Some(sc) => {
+                store.close()?;
+                (Some(sc), None)
+            }
+            None => (None, Some(store)),
+        }
+    } else {
+        (None, None)
+    };
     loop {
         let unsealed = match &shares {
             Some(sc) => {
@@ -99,7 +113,7 @@ pub async fn run(
             }
             None => None,
         };
-        let mut vault = Vault::open_with(config.clone(), unsealed).await?;
+        let mut vault = Vault::open_with(config.clone(), unsealed, store.take()).await?;
         if let Some(token) = vault.take_bootstrap_token() {
             print_bootstrap(&token);
         }

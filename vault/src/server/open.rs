@@ -85,8 +85,22 @@ pub async fn open_credentials(
 /// `None`, the development root key file, creating one on an empty data
 /// directory if the configuration allows it.
 pub async fn open_engine(config: &Config, root: Option<RootKey>) -> Result<Engine, StartError> {
+    open_engine_on(config, root, None).await
+}
+
+/// [`open_engine`] on `store` if given (opened already: opening sled reads
+/// its log, which takes longer the more it holds), else on the
+/// configuration's store.
+pub async fn open_engine_on(
+    config: &Config,
+    root: Option<RootKey>,
+    store: Option<Arc<dyn Store>>,
+) -> Result<Engine, StartError> {
     let schema = Arc::new(load_schema(config)?);
-    let store = open_store(config, config.store_cache_bytes)?;
+    let store = match store {
+        Some(s) => s,
+        None => open_store(config, config.store_cache_bytes)?,
+    };
     let initialised = keystore::is_initialised(store.as_ref())?;
     let root = match (root, &config.hsm) {
         (Some(root), _) => keyring::Root::Key(Box::new(root)),
@@ -206,7 +220,7 @@ impl Vault {
     /// operator token on the first start. The root key comes from the
     /// development key file.
     pub async fn open(config: Config) -> Result<Self, StartError> {
-        Self::open_with(config, None).await
+        Self::open_with(config, None, None).await
     }
 
     /// Like [`Vault::open`], under the root key `unsealed` rebuilt from
@@ -215,6 +229,7 @@ impl Vault {
     pub async fn open_with(
         config: Config,
         unsealed: Option<super::seal::Unsealed>,
+        store: Option<Arc<dyn Store>>,
     ) -> Result<Self, StartError> {
         let tls = tls_config(&config)?;
         let sealable = unsealed.is_some();
@@ -222,7 +237,7 @@ impl Vault {
             Some(u) => (Some(u.root), u.events),
             None => (None, Vec::new()),
         };
-        let engine = Arc::new(open_engine(&config, root).await?);
+        let engine = Arc::new(open_engine_on(&config, root, store).await?);
         let policy = Arc::new(policy::PolicyEngine::load(
             config.policy_dir.clone(),
             engine.schema().clone(),

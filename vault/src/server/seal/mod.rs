@@ -59,9 +59,15 @@ pub fn read_config(config: &Config) -> Result<Option<ShamirConfig>, StartError> 
         return Ok(None);
     }
     let store = super::open_store(config, 1 << 20)?;
-    let got = store.get(SHAMIR_KEY)?;
+    let got = read_config_in(store.as_ref());
     store.close()?;
-    match got {
+    got
+}
+
+/// The share configuration `store` holds, if its vault was initialised
+/// with shares.
+pub fn read_config_in(store: &dyn crate::store::Store) -> Result<Option<ShamirConfig>, StartError> {
+    match store.get(SHAMIR_KEY)? {
         None => Ok(None),
         Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|_| {
             StartError::Shares("the share configuration in the store is damaged".into())
