@@ -233,8 +233,9 @@ pub struct Engine {
     rewrap: rekey::RewrapProgress,
     kek_period: i64,
     kek_warning: i64,
-    /// The next key slot to hand out (`None`: not read from the store yet).
-    next_slot: std::sync::Mutex<Option<u64>>,
+    /// The next key slot to hand out, and the first this run handed out
+    /// (`None`: not read from the store yet).
+    next_slot: std::sync::Mutex<Option<(u64, u64)>>,
     /// Field numbers, as the store records them (`None`: not read yet).
     fields: std::sync::RwLock<Option<FieldNumbers>>,
     /// Held while a field is given a number.
@@ -464,25 +465,51 @@ impl Engine {
 
     /// A key slot no subject has had.
     fn allocate_slot(&self) -> Result<u64> {
-        let mut next = self
-            .next_slot
-            .lock()
-            .map_err(|_| Error::state("the key-slot counter is poisoned"))?;
-        let slot = match *next {
-            Some(n) => n,
-            None => self
-                .store
-                .last_with_prefix(keys::SLOT_PREFIX)?
-                .and_then(|(k, _)| keys::slot_number(&k))
-                .map_or(1, |n| n.saturating_add(1)),
+        let mut next = self.slot_counter()?;
+        let (slot, first) = match *next {
+            Some(state) => state,
+            None => {
+                let first = self.first_free_slot()?;
+                (first, first)
+            }
         };
         if slot > locator::MAX_SLOT {
             return Err(Error::ResourceExhausted(
                 "the vault has handed out every key slot",
             ));
         }
-        *next = Some(slot + 1);
+        *next = Some((slot + 1, first));
         Ok(slot)
+    }
+
+    /// The first key slot this run hands out (or would): every slot below
+    /// it was handed out before, and this run writes one only through its
+    /// subject.
+    fn slot_horizon(&self) -> Result<u64> {
+        let mut next = self.slot_counter()?;
+        match *next {
+            Some((_, first)) => Ok(first),
+            None => {
+                let first = self.first_free_slot()?;
+                *next = Some((first, first));
+                Ok(first)
+            }
+        }
+    }
+
+    fn slot_counter(&self) -> Result<std::sync::MutexGuard<'_, Option<(u64, u64)>>> {
+        self.next_slot
+            .lock()
+            .map_err(|_| Error::state("the key-slot counter is poisoned"))
+    }
+
+    /// The slot after the highest one the store records a subject for.
+    fn first_free_slot(&self) -> Result<u64> {
+        Ok(self
+            .store
+            .last_with_prefix(keys::SLOT_PREFIX)?
+            .and_then(|(k, _)| keys::slot_number(&k))
+            .map_or(1, |n| n.saturating_add(1)))
     }
 
     /// Reads the field numbers from the store, once.

@@ -104,10 +104,9 @@ impl Engine {
 
     /// One pass of [`Engine::rewrap_all`] towards KEK `target`.
     async fn rewrap_pass(self: &Arc<Self>, target: u32) -> Result<RewrapStats> {
-        let engine = self.clone();
-        let due = tokio::task::spawn_blocking(move || engine.subjects_to_rewrap(target))
-            .await
-            .map_err(|e| Error::task("rewrap scan", e))??;
+        let due = self
+            .subjects_with_key(move |w| crate::crypto::envelope::key_version(w) != Some(target))
+            .await?;
         self.rewrap.done.store(0, Ordering::Relaxed);
         self.rewrap.total.store(due.len() as u64, Ordering::Relaxed);
         self.each_subject(
@@ -127,30 +126,51 @@ impl Engine {
         .await
     }
 
-    /// Subjects with a DEK that `target` does not wrap.
-    fn subjects_to_rewrap(&self, target: u32) -> Result<Vec<String>> {
-        self.subjects_with_key(|w| crate::crypto::envelope::key_version(w) != Some(target))
-    }
-
-    /// The subjects whose key slot holds a wrapped key `matches` takes:
-    /// reads the key slots, not the records.
-    fn subjects_with_key(&self, matches: impl Fn(&[u8]) -> bool) -> Result<Vec<String>> {
-        let mut slots = Vec::new();
-        self.store.for_each_key_slot(&mut |slot, held| {
-            if held.iter().any(|(_, w)| matches(w)) {
-                slots.push(slot);
+    /// The subjects whose key slot holds a wrapped key `matches` takes
+    /// (reads the key slots, not the records, off the async workers). A
+    /// slot that holds such a key but belongs to no subject (a first
+    /// Tokenize a crash cut short between its key and its record) is
+    /// shredded, so that it does not keep an old KEK in use; only slots
+    /// handed out before this run are taken for that (a later one may be a
+    /// Tokenize under way).
+    async fn subjects_with_key(
+        self: &Arc<Self>,
+        matches: impl Fn(&[u8]) -> bool + Send + 'static,
+    ) -> Result<Vec<String>> {
+        let horizon = self.slot_horizon()?;
+        let engine = self.clone();
+        let (subjects, orphans) = tokio::task::spawn_blocking(move || {
+            let mut slots = Vec::new();
+            engine.store.for_each_key_slot(&mut |slot, held| {
+                if held.iter().any(|(_, w)| matches(w)) {
+                    slots.push(slot);
+                }
+            })?;
+            let (mut subjects, mut orphans) = (Vec::with_capacity(slots.len()), Vec::new());
+            for slot in slots {
+                match engine.store.get(&keys::slot(slot))? {
+                    Some(sid) if sid.first() == Some(&keys::TOMBSTONE) => {}
+                    Some(sid) => subjects.extend(String::from_utf8(sid).ok()),
+                    None if slot < horizon => orphans.push(slot),
+                    None => {}
+                }
             }
-        })?;
-        let mut out = Vec::with_capacity(slots.len());
-        for slot in slots {
-            if let Some(sid) = self.store.get(&keys::slot(slot))?
-                && sid.first() != Some(&keys::TOMBSTONE)
-                && let Ok(sid) = String::from_utf8(sid)
-            {
-                out.push(sid);
+            Ok::<_, Error>((subjects, orphans))
+        })
+        .await
+        .map_err(|e| Error::task("key slot scan", e))??;
+        if !orphans.is_empty() {
+            let mut batch = Batch::new();
+            for slot in &orphans {
+                batch.shred_key(*slot, None);
             }
+            self.store.commit(batch).await?;
+            tracing::info!(
+                slots = orphans.len(),
+                "shredded key slots that belong to no subject"
+            );
         }
-        Ok(out)
+        Ok(subjects)
     }
 
     /// Rewraps `sid`'s DEKs under the active KEK, in place in its key slot
@@ -259,10 +279,7 @@ impl Engine {
                 "the active key-encrypting key cannot be retired: rotate keys first",
             ));
         }
-        let engine = self.clone();
-        let still = tokio::task::spawn_blocking(move || engine.subjects_under(version))
-            .await
-            .map_err(|e| Error::task("retire scan", e))??;
+        let still = self.subjects_under(version).await?;
         if !still.is_empty() {
             return Err(Error::FailedPrecondition(
                 "data keys are still wrapped under this version: wait for the rewrap to finish (vaultctl status)",
@@ -291,10 +308,7 @@ impl Engine {
         }
         let _one = self.rotation.lock().await;
         self.check_wrapping()?;
-        let engine = self.clone();
-        let due = tokio::task::spawn_blocking(move || engine.subjects_under(version))
-            .await
-            .map_err(|e| Error::task("re-key scan", e))??;
+        let due = self.subjects_under(version).await?;
         let stats = self
             .each_subject(
                 due,
@@ -314,8 +328,9 @@ impl Engine {
     }
 
     /// Subjects with a data key wrapped under KEK `version`.
-    fn subjects_under(&self, version: u32) -> Result<Vec<String>> {
-        self.subjects_with_key(|w| crate::crypto::envelope::key_version(w) == Some(version))
+    async fn subjects_under(self: &Arc<Self>, version: u32) -> Result<Vec<String>> {
+        self.subjects_with_key(move |w| crate::crypto::envelope::key_version(w) == Some(version))
+            .await
     }
 
     /// Gives `sid` one new data key under the active KEK and re-encrypts
@@ -341,5 +356,58 @@ impl Engine {
         // The old keys must not outlive their record in memory either.
         self.keyring.forget_subject(sid);
         Ok(Some(fields))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::NewValue;
+    use crate::model::SubjectId;
+    use zeroize::Zeroizing;
+
+    async fn store_email(engine: &Engine, sid: &str, email: &str) {
+        let field = engine.schema().field("email").unwrap().clone();
+        let values = [NewValue {
+            field,
+            value: Zeroizing::new(email.to_owned()),
+        }];
+        let collect = crate::engine::Collect {
+            purposes: &[],
+            policy_version: &crate::model::PolicyVersion::default(),
+            travel_end: None,
+            may_set_consent: true,
+            may_dedupe: &|_, _| true,
+        };
+        engine
+            .tokenize(&SubjectId::parse(sid).unwrap(), &values, &collect, None)
+            .await
+            .unwrap();
+    }
+
+    /// A key slot whose first Tokenize a crash cut short (its key written,
+    /// its pointer and record not) belongs to no subject: the next rewrap
+    /// shreds it, and the old KEK can then be retired.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_orphan_key_slot_does_not_keep_an_old_kek_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let engine = crate::engine::test_engine(dir.path()).await;
+            store_email(&engine, "or-1", "one@example.com").await;
+            store_email(&engine, "or-2", "two@example.com").await;
+            // What a crash leaves of or-1's first Tokenize: only its key.
+            let mut b = Batch::new();
+            b.delete(keys::slot(1));
+            b.delete(keys::subject("or-1"));
+            engine.store().commit(b).await.unwrap();
+            assert_eq!(engine.store().keys(1).unwrap().len(), 1);
+        }
+        // The next run: slot 1 was handed out before it.
+        let engine = crate::engine::test_engine(dir.path()).await;
+        let new = engine.rotate_kek().await.unwrap();
+        engine.rewrap_all().await.unwrap();
+        assert!(engine.store().keys(1).unwrap().is_empty());
+        assert_eq!(engine.store().keys(2).unwrap().len(), 1);
+        engine.retire_kek(new - 1).await.unwrap();
     }
 }
