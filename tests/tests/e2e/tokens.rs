@@ -362,7 +362,7 @@ async fn lookup_cannot_hide_a_subject_behind_256_index_entries() {
 }
 
 /// A value token carries its locator (key slot, field, counter) encrypted
-/// under the vault's token key, with 48 check bits: one with any character
+/// under the vault's token key, with 32 check bits: one with any character
 /// of its body changed, and one issued by another vault (whose subjects sit
 /// in the same slots), answer exactly like an unknown token, for Detokenize
 /// and Update alike, and never reveal another value.

@@ -592,10 +592,12 @@ impl Engine {
         record.next_counter = counter.checked_add(1).ok_or(Error::ResourceExhausted(
             "the subject has used up its tokens",
         ))?;
+        let nonce = u16::from_be_bytes(crate::crypto::random_array::<2>().map_err(crypto)?);
         let at = Locator {
             slot: record.slot,
             field,
             counter,
+            nonce,
         };
         let key = self
             .keyring

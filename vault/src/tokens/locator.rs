@@ -2,21 +2,25 @@
 //! every value but a card number.
 //!
 //! A locator says where a value lives: the subject's key slot, the field,
-//! and the value's counter within the subject. Its token is
+//! and the value's counter within the subject; a random nonce makes each
+//! attempt's token its own (a Tokenize that failed does not advance the
+//! subject's counter, and its retry must not mint the token the failed
+//! attempt's audit event already names). Its token is
 //! `tok_` + 22 URL-safe base64 characters holding 132 bits: a 4-bit token
 //! key version, then one 128-bit block, the locator encrypted with that
 //! version's token key (AES-256 as a pseudorandom permutation):
 //!
 //! ```text
-//! block = AES-256(token key v, slot (40 bits) ‖ field (8) ‖ counter (32) ‖ zeros (48))
+//! block = AES-256(token key v, slot (40 bits) ‖ field (8) ‖ counter (32) ‖ nonce (16) ‖ zeros (32))
 //! token = "tok_" ‖ base64url-sextets(v (4 bits) ‖ block (128 bits))
 //! ```
 //!
 //! Without the key a token is 128 bits that say nothing; with it, Detokenize
 //! finds the subject without a token → subject pointer. A forged, damaged or
-//! foreign token (another vault's key) decrypts to a block whose 48 check
-//! bits are zero with probability 2^-48, and so answers like any unknown
-//! token. The version sits in the token's first character, so the token key
+//! foreign token (another vault's key) decrypts to a block whose 32 check
+//! bits are zero with probability 2^-32, and so answers like any unknown
+//! token (the check is a fast filter: a token is only ever taken for a
+//! value whose record holds that very token). The version sits in the token's first character, so the token key
 //! can rotate for new tokens while old ones still open; a token whose version
 //! the vault has no key for is unknown too. The tokens issued before this
 //! format (128 random bits) decode as some version with a failing check.
@@ -42,6 +46,9 @@ pub struct Locator {
     pub field: u8,
     /// The value's counter within the subject.
     pub counter: u32,
+    /// Random: tells apart two tokens minted for the same counter (an
+    /// attempt that failed, and its retry).
+    pub nonce: u16,
 }
 
 impl Locator {
@@ -51,19 +58,21 @@ impl Locator {
         }
         let v = (u128::from(self.slot) << 88)
             | (u128::from(self.field) << 80)
-            | (u128::from(self.counter) << 48);
+            | (u128::from(self.counter) << 48)
+            | (u128::from(self.nonce) << 32);
         Some(v.to_be_bytes())
     }
 
     fn from_block(block: [u8; 16]) -> Option<Self> {
         let v = u128::from_be_bytes(block);
-        if v & ((1u128 << 48) - 1) != 0 {
+        if v & ((1u128 << 32) - 1) != 0 {
             return None;
         }
         Some(Self {
             slot: u64::try_from(v >> 88).ok()?,
             field: u8::try_from((v >> 80) & 0xff).ok()?,
             counter: u32::try_from((v >> 48) & 0xffff_ffff).ok()?,
+            nonce: u16::try_from((v >> 32) & 0xffff).ok()?,
         })
     }
 }
@@ -141,6 +150,7 @@ mod tests {
         slot: 123_456_789,
         field: 7,
         counter: 42,
+        nonce: 0x5a5a,
     };
 
     #[test]
@@ -148,16 +158,16 @@ mod tests {
         let k = key(1, 1);
         let t = encode(&k, AT).unwrap();
         assert!(t.starts_with("tok_") && t.len() == 26, "{t}");
-        // The shape of every value token. (Token::parse still asks for a
-        // canonical 16-byte body, the old format; wiring this format in
-        // lets it take all 132 bits.)
+        // The shape of every value token.
         assert!(t[4..].bytes().all(|b| ALPHABET.contains(&b)), "{t}");
+        assert!(super::super::Token::parse(&t).is_some());
         assert_eq!(decode(&k, &t), Some(AT));
         assert_eq!(version_of(&t), Some(1));
         let edge = Locator {
             slot: MAX_SLOT,
             field: u8::MAX,
             counter: u32::MAX,
+            nonce: u16::MAX,
         };
         assert_eq!(decode(&k, &encode(&k, edge).unwrap()), Some(edge));
         assert_eq!(
@@ -176,11 +186,24 @@ mod tests {
     fn neighbouring_locators_give_unrelated_tokens() {
         let k = key(1, 1);
         let a = encode(&k, AT).unwrap();
-        let b = encode(&k, Locator { counter: 43, ..AT }).unwrap();
-        let same = a.bytes().zip(b.bytes()).filter(|(x, y)| x == y).count();
-        // The prefix (4) and the version's character may agree; a 128-bit
-        // block shares about a third of a character of 22 by chance.
-        assert!(same <= 4 + 1 + 4, "{a} {b}");
+        for b in [
+            encode(&k, Locator { counter: 43, ..AT }).unwrap(),
+            // Same place, another attempt.
+            encode(
+                &k,
+                Locator {
+                    nonce: 0x5a5b,
+                    ..AT
+                },
+            )
+            .unwrap(),
+        ] {
+            let same = a.bytes().zip(b.bytes()).filter(|(x, y)| x == y).count();
+            // The prefix (4) and the version's character may agree; a
+            // 128-bit block shares about a third of a character of 22 by
+            // chance.
+            assert!(same <= 4 + 1 + 4, "{a} {b}");
+        }
     }
 
     #[test]
