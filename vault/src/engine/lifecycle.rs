@@ -249,16 +249,11 @@ impl Engine {
     pub async fn finish_key_shreds(&self) -> Result<usize> {
         let mut shredded = 0;
         for (slot, version) in self.store.pending_key_shreds()? {
-            let record = match self.store.get(&keys::slot(slot))? {
-                Some(sid) if sid.first() != Some(&keys::TOMBSTONE) => {
-                    match self
-                        .store
-                        .get(&keys::subject(&String::from_utf8_lossy(&sid)))?
-                    {
-                        Some(bytes) => Some(super::decode::<SubjectRecord>(&bytes, "subject")?),
-                        None => None,
-                    }
-                }
+            let record = match self.slot_owner(slot)? {
+                super::SlotOwner::Subject(sid) => match self.store.get(&keys::subject(&sid))? {
+                    Some(bytes) => Some(super::decode::<SubjectRecord>(&bytes, "subject")?),
+                    None => None,
+                },
                 _ => None,
             };
             let in_use = record
@@ -363,27 +358,9 @@ pub(crate) fn erasure_detail(body: &ErasureReceiptBody) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::NewValue;
-    use zeroize::Zeroizing;
 
     async fn store_email(engine: &Engine, sid: &SubjectId, email: &str) {
-        let field = engine.schema().field("email").unwrap().clone();
-        let value = NewValue {
-            field,
-            value: Zeroizing::new(email.into()),
-        };
-        let none = PolicyVersion::parse("").unwrap();
-        let collect = crate::engine::Collect {
-            purposes: &[],
-            policy_version: &none,
-            travel_end: None,
-            may_set_consent: true,
-            may_dedupe: &|_, _| true,
-        };
-        engine
-            .tokenize(sid, &[value], &collect, None)
-            .await
-            .unwrap();
+        crate::engine::test_store_email(engine, sid.as_str(), email).await;
     }
 
     /// A journaled erasure whose record survived (a crash, or a restored

@@ -178,6 +178,16 @@ enum Pointer {
     Erased(String),
 }
 
+/// Whom a key slot belongs to.
+enum SlotOwner {
+    /// A subject (its id).
+    Subject(String),
+    /// An erased subject.
+    Erased,
+    /// Nobody: never committed (a first Tokenize cut short) or not handed out.
+    Nobody,
+}
+
 /// A subject one Detokenize reached: its record (`None` if gone) and the
 /// DEKs opened for it, by version.
 struct Reached {
@@ -233,13 +243,21 @@ pub struct Engine {
     rewrap: rekey::RewrapProgress,
     kek_period: i64,
     kek_warning: i64,
-    /// The next key slot to hand out, and the first this run handed out
-    /// (`None`: not read from the store yet).
-    next_slot: std::sync::Mutex<Option<(u64, u64)>>,
+    /// The key slots this run hands out (`None`: not read from the store
+    /// yet).
+    next_slot: std::sync::Mutex<Option<SlotCounter>>,
     /// Field numbers, as the store records them (`None`: not read yet).
     fields: std::sync::RwLock<Option<FieldNumbers>>,
     /// Held while a field is given a number.
     numbering: tokio::sync::Mutex<()>,
+}
+
+/// The key slots one run hands out.
+struct SlotCounter {
+    /// The next one.
+    next: u64,
+    /// The first (the slots below it were handed out before this run).
+    first: u64,
 }
 
 /// The numbers value tokens carry for their fields.
@@ -297,6 +315,17 @@ fn open_value(sid: &str, entry: &FieldEntry, dek: &DataKey) -> Result<Zeroizing<
             zeroize::Zeroize::zeroize(&mut e.into_bytes());
             Err(Error::Integrity)
         }
+    }
+}
+
+/// Counts one more value sealed under `record`'s active DEK.
+fn count_encryption(record: &mut SubjectRecord) {
+    if let Some(d) = record
+        .deks
+        .iter_mut()
+        .find(|d| d.version == record.active_dek)
+    {
+        d.encryptions += 1;
     }
 }
 
@@ -379,13 +408,7 @@ impl Engine {
                 _ => self.dek_of(subject_id, record, active)?,
             }
         };
-        if let Some(d) = record
-            .deks
-            .iter_mut()
-            .find(|d| d.version == record.active_dek)
-        {
-            d.encryptions += 1;
-        }
+        count_encryption(record);
         Ok(dek)
     }
 
@@ -465,42 +488,39 @@ impl Engine {
 
     /// A key slot no subject has had.
     fn allocate_slot(&self) -> Result<u64> {
-        let mut next = self.slot_counter()?;
-        let (slot, first) = match *next {
-            Some(state) => state,
-            None => {
-                let first = self.first_free_slot()?;
-                (first, first)
+        self.with_slot_counter(|c| {
+            let slot = c.next;
+            if slot > locator::MAX_SLOT {
+                return Err(Error::ResourceExhausted(
+                    "the vault has handed out every key slot",
+                ));
             }
-        };
-        if slot > locator::MAX_SLOT {
-            return Err(Error::ResourceExhausted(
-                "the vault has handed out every key slot",
-            ));
-        }
-        *next = Some((slot + 1, first));
-        Ok(slot)
+            c.next = slot + 1;
+            Ok(slot)
+        })?
     }
 
     /// The first key slot this run hands out (or would): every slot below
     /// it was handed out before, and this run writes one only through its
     /// subject.
     fn slot_horizon(&self) -> Result<u64> {
-        let mut next = self.slot_counter()?;
-        match *next {
-            Some((_, first)) => Ok(first),
-            None => {
-                let first = self.first_free_slot()?;
-                *next = Some((first, first));
-                Ok(first)
-            }
-        }
+        self.with_slot_counter(|c| c.first)
     }
 
-    fn slot_counter(&self) -> Result<std::sync::MutexGuard<'_, Option<(u64, u64)>>> {
-        self.next_slot
+    /// Runs `f` on the key-slot counter, read from the store at first use.
+    fn with_slot_counter<T>(&self, f: impl FnOnce(&mut SlotCounter) -> T) -> Result<T> {
+        let mut counter = self
+            .next_slot
             .lock()
-            .map_err(|_| Error::state("the key-slot counter is poisoned"))
+            .map_err(|_| Error::state("the key-slot counter is poisoned"))?;
+        let c = match &mut *counter {
+            Some(c) => c,
+            None => {
+                let first = self.first_free_slot()?;
+                counter.insert(SlotCounter { next: first, first })
+            }
+        };
+        Ok(f(c))
     }
 
     /// The slot after the highest one the store records a subject for.
@@ -757,19 +777,20 @@ impl Engine {
         if let Some(s) = self.cache.pointer(token.as_str()) {
             return Ok(Some(Pointer::Live(s)));
         }
-        let at = self.locate(token);
-        let key = match at {
-            Some(at) => keys::slot(at.slot),
-            None => keys::token(token.as_str()),
-        };
-        let Some(bytes) = self.store.get(&key)? else {
+        if let Some(at) = self.locate(token) {
+            return Ok(match self.slot_owner(at.slot)? {
+                SlotOwner::Subject(sid) => {
+                    let sid: Arc<str> = Arc::from(sid);
+                    self.cache.put_pointer(token.as_str(), sid.clone());
+                    Some(Pointer::Live(sid))
+                }
+                SlotOwner::Erased => self.field_name(at.field)?.map(Pointer::Erased),
+                SlotOwner::Nobody => None,
+            });
+        }
+        let Some(bytes) = self.store.get(&keys::token(token.as_str()))? else {
             return Ok(None);
         };
-        if let Some(at) = at
-            && bytes.first() == Some(&keys::TOMBSTONE)
-        {
-            return Ok(self.field_name(at.field)?.map(Pointer::Erased));
-        }
         if let Some(field) = bytes.strip_prefix(&[keys::TOMBSTONE]) {
             return Ok(String::from_utf8(field.to_vec()).ok().map(Pointer::Erased));
         }
@@ -779,6 +800,15 @@ impl Engine {
         let sid: Arc<str> = Arc::from(sid);
         self.cache.put_pointer(token.as_str(), sid.clone());
         Ok(Some(Pointer::Live(sid)))
+    }
+
+    /// Whom key slot `slot` belongs to, as its `slot/` pointer says.
+    fn slot_owner(&self, slot: u64) -> Result<SlotOwner> {
+        Ok(match self.store.get(&keys::slot(slot))? {
+            None => SlotOwner::Nobody,
+            Some(b) if b.first() == Some(&keys::TOMBSTONE) => SlotOwner::Erased,
+            Some(b) => SlotOwner::Subject(String::from_utf8_lossy(&b).into_owned()),
+        })
     }
 
     /// The subject a live token points to.
@@ -820,6 +850,28 @@ impl Engine {
 #[cfg(test)]
 pub(crate) async fn test_engine(dir: &std::path::Path) -> Arc<Engine> {
     test_engine_with_clock(dir, Arc::new(crate::model::SystemClock)).await
+}
+
+/// Stores `email` as subject `sid`'s e-mail address, as a caller that may
+/// set consent and be handed back existing tokens (unit tests).
+#[cfg(test)]
+pub(crate) async fn test_store_email(engine: &Engine, sid: &str, email: &str) {
+    let value = NewValue {
+        field: engine.schema().field("email").unwrap().clone(),
+        value: Zeroizing::new(email.into()),
+    };
+    let none = PolicyVersion::default();
+    let collect = Collect {
+        purposes: &[],
+        policy_version: &none,
+        travel_end: None,
+        may_set_consent: true,
+        may_dedupe: &|_, _| true,
+    };
+    engine
+        .tokenize(&SubjectId::parse(sid).unwrap(), &[value], &collect, None)
+        .await
+        .unwrap();
 }
 
 /// [`test_engine`] with `clock`.

@@ -148,11 +148,10 @@ impl Engine {
             })?;
             let (mut subjects, mut orphans) = (Vec::with_capacity(slots.len()), Vec::new());
             for slot in slots {
-                match engine.store.get(&keys::slot(slot))? {
-                    Some(sid) if sid.first() == Some(&keys::TOMBSTONE) => {}
-                    Some(sid) => subjects.extend(String::from_utf8(sid).ok()),
-                    None if slot < horizon => orphans.push(slot),
-                    None => {}
+                match engine.slot_owner(slot)? {
+                    super::SlotOwner::Subject(sid) => subjects.push(sid),
+                    super::SlotOwner::Nobody if slot < horizon => orphans.push(slot),
+                    _ => {}
                 }
             }
             Ok::<_, Error>((subjects, orphans))
@@ -362,28 +361,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::NewValue;
-    use crate::model::SubjectId;
-    use zeroize::Zeroizing;
-
-    async fn store_email(engine: &Engine, sid: &str, email: &str) {
-        let field = engine.schema().field("email").unwrap().clone();
-        let values = [NewValue {
-            field,
-            value: Zeroizing::new(email.to_owned()),
-        }];
-        let collect = crate::engine::Collect {
-            purposes: &[],
-            policy_version: &crate::model::PolicyVersion::default(),
-            travel_end: None,
-            may_set_consent: true,
-            may_dedupe: &|_, _| true,
-        };
-        engine
-            .tokenize(&SubjectId::parse(sid).unwrap(), &values, &collect, None)
-            .await
-            .unwrap();
-    }
+    use crate::engine::test_store_email as store_email;
 
     /// A key slot whose first Tokenize a crash cut short (its key written,
     /// its pointer and record not) belongs to no subject: the next rewrap

@@ -53,13 +53,7 @@ impl Engine {
         // under a new key, the old key shredded once this commits), so that
         // a copy of the old value wherever it lingers cannot be opened.
         let dek = self.rekey_in(&sid, &mut record, &mut batch)?;
-        if let Some(d) = record
-            .deks
-            .iter_mut()
-            .find(|d| d.version == record.active_dek)
-        {
-            d.encryptions += 1;
-        }
+        count_encryption(&mut record);
         let mut stale_index = None;
         let entry = record
             .entry_mut(token.as_str())
