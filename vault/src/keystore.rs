@@ -170,3 +170,38 @@ pub async fn retire(
     store.commit(b).await.map_err(store_error)?;
     ring.retire(version)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::keys::RootKey;
+    use crate::store::sled::{Durability, SledStore};
+
+    /// A store of an older layout version (one the store itself accepted:
+    /// no subject record of that layout) is moved on to this one; a store
+    /// of a newer one is refused, saying so.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_newer_layout_is_refused_and_an_older_one_moved_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, Durability::Flush).unwrap();
+        let root = || Root::Key(Box::new(RootKey::from_bytes(&[7; 32])));
+        let format = |v: u8| {
+            let mut b = Batch::new();
+            b.put(keys::META_FORMAT, vec![v]);
+            b
+        };
+        open(root(), &store, 4, 0).await.unwrap();
+        store.commit(format(1)).await.unwrap();
+        open(root(), &store, 4, 0).await.unwrap();
+        assert_eq!(
+            store.get(keys::META_FORMAT).unwrap(),
+            Some(vec![keys::LAYOUT_VERSION])
+        );
+        store
+            .commit(format(keys::LAYOUT_VERSION + 1))
+            .await
+            .unwrap();
+        let err = open(root(), &store, 4, 0).await.unwrap_err().to_string();
+        assert!(err.contains("newer version"), "{err}");
+    }
+}
