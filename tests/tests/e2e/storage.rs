@@ -427,7 +427,13 @@ async fn a_data_directory_of_the_old_layout_moves_by_backup_and_restore() {
     let expected: serde_json::Value =
         serde_json::from_slice(&std::fs::read(fixture.join("tokens.json")).unwrap()).unwrap();
     std::fs::remove_dir_all(vault.data_dir()).unwrap();
+    // A checkout does not keep the fixture's mode: copy the bytes and make
+    // the copy owner-only, as vaultd requires of a root key file.
     std::fs::copy(fixture.join("root.key"), vault.key_file()).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(vault.key_file(), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let out = std::process::Command::new(vault_tests::bin("vaultd-under-test"))
         .arg("--data-dir")
         .arg(vault.data_dir())
