@@ -653,16 +653,23 @@ pub async fn restore(store: &dyn Store, checked: Checked) -> Result<Restored, Ba
             other => other,
         })?;
     let mut b = Batch::new();
-    let token_version = match store.get(keys::TOKEN_VERSION)? {
-        Some(v) => v.first().copied().unwrap_or(1),
-        None => crate::crypto::keyring::TOKEN_KEY_VERSION,
-    };
+    // `key/token-version` is the version, then one random salt per version
+    // a restore started: two restores of one backup mint under two keys.
+    let mut token_versions = store
+        .get(keys::TOKEN_VERSION)?
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| vec![crate::crypto::keyring::TOKEN_KEY_VERSION]);
+    let token_version = token_versions[0];
     if token_version >= crate::tokens::locator::MAX_VERSION {
         return Err(BackupError::Refused(
             "this vault has been restored as many times as its token format allows (14): its tokens would no longer be unique",
         ));
     }
-    b.put(keys::TOKEN_VERSION, vec![token_version + 1]);
+    token_versions[0] = token_version + 1;
+    let salt = crate::crypto::random_array::<16>()
+        .map_err(|e| BackupError::Store(StoreError::Backend(e.to_string())))?;
+    token_versions.extend_from_slice(&salt);
+    b.put(keys::TOKEN_VERSION, token_versions);
     let mut journal_added = 0;
     for (k, v) in journal {
         if store.get(&k)?.is_none() {

@@ -51,17 +51,25 @@ pub fn read(store: &dyn Store) -> Result<Material, KeyringError> {
         .get(keys::SEED)
         .map_err(store_error)?
         .ok_or(KeyringError::Damaged("no derivation seed"))?;
-    let token_version = match store.get(keys::TOKEN_VERSION).map_err(store_error)? {
-        Some(v) => *v
-            .first()
-            .ok_or(KeyringError::Damaged("token key version"))?,
-        None => crate::crypto::keyring::TOKEN_KEY_VERSION,
+    let (token_version, token_salts) = match store.get(keys::TOKEN_VERSION).map_err(store_error)? {
+        Some(v) => {
+            let (first, salts) = v
+                .split_first()
+                .ok_or(KeyringError::Damaged("token key version"))?;
+            let (salts, rest) = salts.as_chunks::<16>();
+            if !rest.is_empty() || salts.len() > usize::from(*first) {
+                return Err(KeyringError::Damaged("token key salts"));
+            }
+            (*first, salts.to_vec())
+        }
+        None => (crate::crypto::keyring::TOKEN_KEY_VERSION, Vec::new()),
     };
     Ok(Material {
         active,
         keks,
         seed,
         token_version,
+        token_salts,
     })
 }
 

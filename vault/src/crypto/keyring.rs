@@ -174,6 +174,10 @@ pub struct Material {
     /// more after every restore, so that a token minted after a restore is
     /// never one a client got before it).
     pub token_version: u8,
+    /// The random salts of the highest token key versions, oldest first
+    /// (one per restore since restores salted them; the versions below
+    /// have none).
+    pub token_salts: Vec<[u8; 16]>,
 }
 
 /// A new KEK, wrapped by the root key, to be stored before
@@ -209,6 +213,7 @@ impl Material {
             }],
             seed: root.wrap(SEED_CONTEXT, seed.as_ref())?,
             token_version: TOKEN_KEY_VERSION,
+            token_salts: Vec::new(),
         })
     }
 }
@@ -244,8 +249,15 @@ impl Keyring {
         }
         let seed = unwrap_seed(&root, &material.seed)?;
         let index = IndexKey::derive(&seed);
-        let tokens = (TOKEN_KEY_VERSION..=material.token_version.max(TOKEN_KEY_VERSION))
-            .map(|v| TokenKey::derive(&seed, v))
+        let top = material.token_version.max(TOKEN_KEY_VERSION);
+        let salted_from = usize::from(top) + 1 - material.token_salts.len().min(usize::from(top));
+        let tokens = (TOKEN_KEY_VERSION..=top)
+            .map(|v| {
+                let salt = usize::from(v)
+                    .checked_sub(salted_from)
+                    .and_then(|i| material.token_salts.get(i));
+                TokenKey::derive(&seed, v, salt)
+            })
             .collect();
         let credential = Arc::new(CredentialKey::derive(&seed));
         let audit = Arc::new(AuditKey::derive(&seed));
@@ -510,5 +522,30 @@ mod tests {
         assert_eq!(ring.cached_deks("s"), 1);
         ring.forget_subject("s");
         assert_eq!(ring.cached_deks("s"), 0);
+    }
+
+    /// Two restores of one backup each start a token key version with a
+    /// salt of their own: the same locator makes different tokens in the
+    /// two vaults, while the versions before (unsalted) stay the same key.
+    #[test]
+    fn token_key_versions_a_restore_started_differ_by_their_salt() {
+        let root_of = || Root::Key(Box::new(RootKey::from_bytes(&[9; 32])));
+        let mut material = Material::fresh(&root_of(), 0).unwrap();
+        material.token_version = 3;
+        let ring = |salts: Vec<[u8; 16]>| {
+            let mut m = material.clone();
+            m.token_salts = salts;
+            Keyring::open(root_of(), &m, 16, 0).unwrap()
+        };
+        // Version 2 unsalted (restored before salts), version 3 salted.
+        let (a, b, plain) = (ring(vec![[1; 16]]), ring(vec![[2; 16]]), ring(Vec::new()));
+        let block = [7; 16];
+        let of = |r: &Keyring, v: u8| r.token_key_of(v).unwrap().encrypt_block(block);
+        assert_eq!(of(&a, 1), of(&b, 1));
+        assert_eq!(of(&a, 2), of(&b, 2));
+        assert_eq!(of(&a, 2), of(&plain, 2));
+        assert_ne!(of(&a, 3), of(&b, 3), "two restores, two keys");
+        assert_ne!(of(&a, 3), of(&plain, 3));
+        assert_eq!(a.token_key().unwrap().version(), 3);
     }
 }

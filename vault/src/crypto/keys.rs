@@ -190,10 +190,15 @@ pub struct TokenKey {
 }
 
 impl TokenKey {
-    /// Token key `version` derived from `seed`.
-    pub fn derive(seed: &DerivationSeed, version: u8) -> Self {
+    /// Token key `version` derived from `seed`, and from `salt` for a
+    /// version a restore started (so that two restores of one backup do
+    /// not mint under one key).
+    pub fn derive(seed: &DerivationSeed, version: u8, salt: Option<&[u8; 16]>) -> Self {
         let mut label = TOKEN_KEY_LABEL.to_vec();
         label.push(version);
+        if let Some(salt) = salt {
+            label.extend_from_slice(salt);
+        }
         seed.with_derived(&label, |k| Self {
             version,
             cipher: <aes::Aes256 as aes::cipher::KeyInit>::new(k.into()),

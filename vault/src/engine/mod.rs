@@ -777,19 +777,29 @@ impl Engine {
         if let Some(s) = self.cache.pointer(token.as_str()) {
             return Ok(Some(Pointer::Live(s)));
         }
-        if let Some(at) = self.locate(token) {
-            return Ok(match self.slot_owner(at.slot)? {
+        // A token issued before key slots is random, and reads as a locator
+        // by chance (one in 2^32): where the locator leads to no record
+        // holding the token, its pointer (if it has one) is the answer.
+        let located = match self.locate(token) {
+            None => None,
+            Some(at) => match self.slot_owner(at.slot)? {
                 SlotOwner::Subject(sid) => {
-                    let sid: Arc<str> = Arc::from(sid);
-                    self.cache.put_pointer(token.as_str(), sid.clone());
-                    Some(Pointer::Live(sid))
+                    let holds = self
+                        .subject_record(&sid)?
+                        .is_some_and(|r| r.entry(token.as_str()).is_some());
+                    if holds {
+                        let sid: Arc<str> = Arc::from(sid);
+                        self.cache.put_pointer(token.as_str(), sid.clone());
+                        return Ok(Some(Pointer::Live(sid)));
+                    }
+                    None
                 }
                 SlotOwner::Erased => self.field_name(at.field)?.map(Pointer::Erased),
                 SlotOwner::Nobody => None,
-            });
-        }
+            },
+        };
         let Some(bytes) = self.store.get(&keys::token(token.as_str()))? else {
-            return Ok(None);
+            return Ok(located);
         };
         if let Some(field) = bytes.strip_prefix(&[keys::TOMBSTONE]) {
             return Ok(String::from_utf8(field.to_vec()).ok().map(Pointer::Erased));

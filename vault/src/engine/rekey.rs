@@ -112,8 +112,8 @@ impl Engine {
         self.each_subject(
             due,
             REWRAP_CONCURRENCY,
-            |engine, sid| async move {
-                let r = engine.rewrap_subject(&sid).await;
+            |engine, (sid, slot)| async move {
+                let r = engine.rewrap_subject(&sid, slot).await;
                 engine.rewrap.done.fetch_add(1, Ordering::Relaxed);
                 r
             },
@@ -126,17 +126,19 @@ impl Engine {
         .await
     }
 
-    /// The subjects whose key slot holds a wrapped key `matches` takes
-    /// (reads the key slots, not the records, off the async workers). A
-    /// slot that holds such a key but belongs to no subject (a first
-    /// Tokenize a crash cut short between its key and its record) is
+    /// The subjects, with the slot, whose key slot holds a wrapped key
+    /// `matches` takes (reads the key slots, not the records, off the async
+    /// workers). A slot that holds such a key but belongs to no subject (a
+    /// first Tokenize a crash cut short between its key and its pointer) is
     /// shredded, so that it does not keep an old KEK in use; only slots
     /// handed out before this run are taken for that (a later one may be a
-    /// Tokenize under way).
+    /// Tokenize under way). A slot whose pointer names a subject whose
+    /// record is elsewhere (cut short between the pointer and the record)
+    /// is for [`Engine::orphaned`] to find, under the subject's lock.
     async fn subjects_with_key(
         self: &Arc<Self>,
         matches: impl Fn(&[u8]) -> bool + Send + 'static,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<(String, u64)>> {
         let horizon = self.slot_horizon()?;
         let engine = self.clone();
         let (subjects, orphans) = tokio::task::spawn_blocking(move || {
@@ -149,7 +151,7 @@ impl Engine {
             let (mut subjects, mut orphans) = (Vec::with_capacity(slots.len()), Vec::new());
             for slot in slots {
                 match engine.slot_owner(slot)? {
-                    super::SlotOwner::Subject(sid) => subjects.push(sid),
+                    super::SlotOwner::Subject(sid) => subjects.push((sid, slot)),
                     super::SlotOwner::Nobody if slot < horizon => orphans.push(slot),
                     _ => {}
                 }
@@ -173,10 +175,10 @@ impl Engine {
     }
 
     /// Rewraps `sid`'s DEKs under the active KEK, in place in its key slot
-    /// (the record does not change); returns how many changed.
-    async fn rewrap_subject(&self, sid: &str) -> Result<u64> {
+    /// `slot` (the record does not change); returns how many changed.
+    async fn rewrap_subject(&self, sid: &str, slot: u64) -> Result<u64> {
         let _guard = self.lock_for(sid).lock().await;
-        let Some(current) = self.subject_record(sid)? else {
+        let Some(current) = self.orphaned(sid, slot).await? else {
             return Ok(0);
         };
         let mut record = SubjectRecord::clone(&current);
@@ -312,7 +314,9 @@ impl Engine {
             .each_subject(
                 due,
                 REWRAP_CONCURRENCY,
-                move |engine, sid| async move { engine.rekey_subject(&sid, version).await },
+                move |engine, (sid, slot)| async move {
+                    engine.rekey_subject(&sid, slot, version).await
+                },
                 CompromiseStats::default(),
                 |stats, n| {
                     if let Some(n) = n {
@@ -327,17 +331,35 @@ impl Engine {
     }
 
     /// Subjects with a data key wrapped under KEK `version`.
-    async fn subjects_under(self: &Arc<Self>, version: u32) -> Result<Vec<String>> {
+    async fn subjects_under(self: &Arc<Self>, version: u32) -> Result<Vec<(String, u64)>> {
         self.subjects_with_key(move |w| crate::crypto::envelope::key_version(w) == Some(version))
             .await
+    }
+
+    /// `sid`'s record, if it is the one key slot `slot` belongs to; if not
+    /// (no record, or a record in another slot: a first Tokenize a crash
+    /// cut short between the slot's pointer and the record, and then
+    /// retried), the slot's keys open nothing and are shredded, and `None`.
+    /// The caller holds `sid`'s lock, so no Tokenize of `sid` is under way.
+    async fn orphaned(&self, sid: &str, slot: u64) -> Result<Option<Arc<SubjectRecord>>> {
+        match self.subject_record(sid)? {
+            Some(r) if r.slot == slot => Ok(Some(r)),
+            _ => {
+                let mut batch = Batch::new();
+                batch.shred_key(slot, None);
+                self.store.commit(batch).await?;
+                tracing::info!("shredded a key slot whose subject's record is elsewhere");
+                Ok(None)
+            }
+        }
     }
 
     /// Gives `sid` one new data key under the active KEK and re-encrypts
     /// every value under it, if any of its keys is wrapped under `version`;
     /// the old keys are dropped. Returns the values re-encrypted.
-    async fn rekey_subject(&self, sid: &str, version: u32) -> Result<Option<u64>> {
+    async fn rekey_subject(&self, sid: &str, slot: u64, version: u32) -> Result<Option<u64>> {
         let _guard = self.lock_for(sid).lock().await;
-        let Some(current) = self.subject_record(sid)? else {
+        let Some(current) = self.orphaned(sid, slot).await? else {
             return Ok(None);
         };
         if !current
@@ -373,19 +395,57 @@ mod tests {
             let engine = crate::engine::test_engine(dir.path()).await;
             store_email(&engine, "or-1", "one@example.com").await;
             store_email(&engine, "or-2", "two@example.com").await;
-            // What a crash leaves of or-1's first Tokenize: only its key.
+            store_email(&engine, "or-3", "three@example.com").await;
+            // What a crash leaves of or-1's first Tokenize: only its key;
+            // of or-3's: its key and its slot's pointer, no record.
             let mut b = Batch::new();
             b.delete(keys::slot(1));
             b.delete(keys::subject("or-1"));
+            b.delete(keys::subject("or-3"));
             engine.store().commit(b).await.unwrap();
             assert_eq!(engine.store().keys(1).unwrap().len(), 1);
+            assert_eq!(engine.store().keys(3).unwrap().len(), 1);
         }
-        // The next run: slot 1 was handed out before it.
+        // The next run: slots 1 to 3 were handed out before it.
+        let engine = crate::engine::test_engine(dir.path()).await;
+        // A Tokenize of this run under way: its key written, its pointer
+        // not yet. Its slot is not taken for an orphan.
+        let under_way = engine.allocate_slot().unwrap();
+        assert!(under_way > 3);
+        let (_, wrapped) = engine.keyring().new_dek("or-4", 1).unwrap();
+        let mut b = Batch::new();
+        b.put_key(under_way, 1, wrapped);
+        engine.store().commit(b).await.unwrap();
+
+        engine.rotate_kek().await.unwrap();
+        engine.rewrap_all().await.unwrap();
+        assert!(engine.store().keys(1).unwrap().is_empty(), "no pointer");
+        assert!(engine.store().keys(3).unwrap().is_empty(), "no record");
+        assert_eq!(engine.store().keys(2).unwrap().len(), 1);
+        assert_eq!(
+            engine.store().keys(under_way).unwrap().len(),
+            1,
+            "a slot of this run is not shredded"
+        );
+    }
+
+    /// The orphans shredded, the old KEK retires (nothing else holds it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_kek_retires_once_orphan_slots_are_shredded() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let engine = crate::engine::test_engine(dir.path()).await;
+            store_email(&engine, "or-1", "one@example.com").await;
+            store_email(&engine, "or-2", "two@example.com").await;
+            let mut b = Batch::new();
+            b.delete(keys::subject("or-1"));
+            engine.store().commit(b).await.unwrap();
+        }
         let engine = crate::engine::test_engine(dir.path()).await;
         let new = engine.rotate_kek().await.unwrap();
+        assert!(engine.retire_kek(new - 1).await.is_err(), "slot 1 holds it");
         engine.rewrap_all().await.unwrap();
         assert!(engine.store().keys(1).unwrap().is_empty());
-        assert_eq!(engine.store().keys(2).unwrap().len(), 1);
         engine.retire_kek(new - 1).await.unwrap();
     }
 }

@@ -136,11 +136,11 @@ impl Engine {
     /// task takes its subject's lock itself), folding every result into
     /// `acc`. Every task started runs to its end; then the first error, if
     /// any, is returned.
-    pub(crate) async fn each_subject<T, A, F>(
+    pub(crate) async fn each_subject<S, T, A, F>(
         self: &Arc<Self>,
-        subjects: Vec<String>,
+        subjects: Vec<S>,
         limit: usize,
-        work: impl Fn(Arc<Engine>, String) -> F,
+        work: impl Fn(Arc<Engine>, S) -> F,
         mut acc: A,
         mut fold: impl FnMut(&mut A, T),
     ) -> Result<A>

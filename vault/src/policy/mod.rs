@@ -311,6 +311,9 @@ struct Loaded {
     /// Where each policy id comes from: `file:line`.
     origin: HashMap<String, String>,
     cache: DecisionCache,
+    /// Whole-action decisions evaluated (not answered from the cache).
+    #[cfg(test)]
+    whole_evaluations: std::sync::atomic::AtomicU64,
     /// Number of policies.
     count: usize,
     /// Names of the files loaded.
@@ -440,6 +443,8 @@ impl PolicyEngine {
             entities: checked.entities,
             origin: checked.origin,
             cache: DecisionCache::new(),
+            #[cfg(test)]
+            whole_evaluations: std::sync::atomic::AtomicU64::new(0),
             files: source.file_names(),
         })
     }
@@ -525,6 +530,9 @@ impl PolicyEngine {
         if let Some(r) = cur.cache.get_allowed(&key) {
             return r;
         }
+        #[cfg(test)]
+        cur.whole_evaluations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let r = self.evaluate(&cur, principal, action, None).allowed;
         cur.cache.put_allowed(key, r);
         r

@@ -233,18 +233,25 @@ fn whole_action_decisions_are_cached_per_principal_and_action() {
     let dir = policy_dir(&[]);
     let p = PolicyEngine::load(Some(dir.path().to_owned()), f).unwrap();
     let (operator, clerk) = (who("operator"), who("billing_clerk"));
+    let evaluated = |p: &PolicyEngine| {
+        p.loaded()
+            .whole_evaluations
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
     assert!(p.allows(&operator, Action::ManagePrincipals));
-    assert_eq!(p.loaded().cache.len(), 1);
+    assert_eq!((p.loaded().cache.len(), evaluated(&p)), (1, 1));
     assert!(p.allows(&operator, Action::ManagePrincipals));
-    assert_eq!(p.loaded().cache.len(), 1, "answered from the cache");
+    assert_eq!(evaluated(&p), 1, "answered from the cache");
     assert!(!p.allows(&clerk, Action::ManagePrincipals));
     assert!(!p.allows(&operator, Action::Erase));
-    assert_eq!(p.loaded().cache.len(), 3);
+    assert_eq!((p.loaded().cache.len(), evaluated(&p)), (3, 3));
     assert!(
         !p.allows(&clerk, Action::ManagePrincipals),
         "a denial is cached too"
     );
+    assert_eq!(evaluated(&p), 3, "the denial answered from the cache");
     p.reload().unwrap();
-    assert_eq!(p.loaded().cache.len(), 0);
+    assert_eq!((p.loaded().cache.len(), evaluated(&p)), (0, 0));
     assert!(p.allows(&operator, Action::ManagePrincipals));
+    assert_eq!(evaluated(&p), 1, "evaluated again after the reload");
 }

@@ -8,7 +8,7 @@
 //! files once the commit that asked for it returns (the sled backend
 //! overwrites a fixed-size slot of its own file in place: [`slots`]; a
 //! backend that keeps old row versions must say how long an old key
-//! survives, and bound it). A [`Store::commit`] applies a batch's
+//! survives, and bound it: docs/postgres-plan.md, for issue 20). A [`Store::commit`] applies a batch's
 //! operations in order, each one atomic, and returns only once all of them
 //! are on disk; concurrent commits share one flush (group commit), so durable
 //! writes cost a fraction of an fsync each.
@@ -147,14 +147,22 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// no longer uses it ([`Batch::shred_key`] again), else forget it
     /// ([`Store::forget_key_shred`]). (Whole-slot shreds, of erasures, the
     /// store finishes itself when it opens.)
-    fn pending_key_shreds(&self) -> Result<Vec<(u64, u32)>, StoreError>;
+    ///
+    /// Only a backend whose shreds happen after the commit (sled) has any;
+    /// the default has none.
+    fn pending_key_shreds(&self) -> Result<Vec<(u64, u32)>, StoreError> {
+        Ok(Vec::new())
+    }
 
     /// Drops the interrupted shred of `version` of `slot` (its commit did
     /// not reach the disk).
-    fn forget_key_shred(&self, slot: u64, version: u32) -> Result<(), StoreError>;
+    fn forget_key_shred(&self, slot: u64, version: u32) -> Result<(), StoreError> {
+        let _ = (slot, version);
+        Ok(())
+    }
 
     /// Calls `f` with every key slot that holds a key, in slot order
-    /// (blocking; for backups).
+    /// (blocking; for backups and the rewrap and retirement scans).
     fn for_each_key_slot(&self, f: &mut dyn FnMut(u64, &SlotKeys)) -> Result<(), StoreError>;
 
     /// Up to `limit` entries whose keys start with `prefix`, in key order.

@@ -49,7 +49,8 @@ pub enum Durability {
     Flush,
 }
 
-/// A commit waiting for the flusher, with its id (0: one with no shreds).
+/// A commit waiting for the flusher, with its id (0: a wait for durability
+/// alone, of [`Store::durable`] or of an undo).
 type Waiter = (oneshot::Sender<Outcome>, u64);
 
 /// What the flusher did for a commit.
@@ -87,6 +88,13 @@ struct Slots {
     /// Unit tests: the next flush fails.
     #[cfg(test)]
     fail_next_flush: AtomicBool,
+    /// Unit tests: the next shred fails.
+    #[cfg(test)]
+    fail_next_shred: AtomicBool,
+    /// Unit tests: the flusher waits a moment before it takes its next
+    /// group (so that commits made together share it).
+    #[cfg(test)]
+    hold_next_group: AtomicBool,
 }
 
 /// sled-backed [`Store`].
@@ -161,6 +169,10 @@ impl SledStore {
             pending: Mutex::new(Vec::new()),
             #[cfg(test)]
             fail_next_flush: AtomicBool::new(false),
+            #[cfg(test)]
+            fail_next_shred: AtomicBool::new(false),
+            #[cfg(test)]
+            hold_next_group: AtomicBool::new(false),
         });
         check_slot_file(&trees[0], &slots.file, dir)?;
         finish_shreds(&db, &trees[0], &slots.file)?;
@@ -320,6 +332,10 @@ fn group_commit(
 ) {
     while let Ok(first) = rx.recv() {
         let mut waiters = vec![first];
+        #[cfg(test)]
+        if slots.hold_next_group.swap(false, Ordering::AcqRel) {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
         waiters.extend(rx.try_iter());
         // Only the shreds of commits answered now: a commit still to come
         // may yet fail, and then its shreds must not have happened.
@@ -355,8 +371,16 @@ fn group_commit(
             Err(e) => Outcome::NotDurable(e),
             Ok(()) => shred_all(meta, slots, &shreds, failed),
         };
-        for (w, _) in waiters {
-            let _ = w.send(outcome.clone());
+        for (w, id) in waiters {
+            // A failed shred fails only the commits that asked for one: the
+            // others are durable and done.
+            let mine = match &outcome {
+                Outcome::ShredFailed if !shreds.iter().any(|(s, _, _)| *s == id) => {
+                    Outcome::Durable
+                }
+                o => o.clone(),
+            };
+            let _ = w.send(mine);
         }
     }
 }
@@ -365,6 +389,11 @@ fn group_commit(
 fn shred_all(meta: &sled::Tree, slots: &Slots, shreds: &[Shred], failed: &AtomicBool) -> Outcome {
     if shreds.is_empty() {
         return Outcome::Durable;
+    }
+    #[cfg(test)]
+    if slots.fail_next_shred.swap(false, Ordering::AcqRel) {
+        failed.store(true, Ordering::Release);
+        return Outcome::ShredFailed;
     }
     let shredded = faults::hit("store.shred")
         .and_then(|()| {
@@ -376,8 +405,9 @@ fn shred_all(meta: &sled::Tree, slots: &Slots, shreds: &[Shred], failed: &Atomic
     match shredded {
         Ok(()) => {
             // The intents are done; their removal reaches the disk with a
-            // later flush (a shred done twice is harmless: slots are never
-            // reused, and one version is shredded only where it still is).
+            // later flush (a shred done twice is harmless: a slot with a
+            // durable pointer is not handed out again, and one version is
+            // shredded only where it still is).
             for (_, slot, version) in shreds {
                 let _ = meta.remove(shred_intent(*slot, *version));
             }
@@ -726,6 +756,35 @@ mod tests {
         assert_eq!(s.get(b"a/2").unwrap(), Some(b"y".to_vec()));
         assert_eq!(s.scan_prefix(b"c/", 1000).unwrap().len(), 50);
         assert_eq!(s.scan_prefix(b"c/", 10).unwrap().len(), 10);
+    }
+
+    /// A shred that fails fails only the commit that asked for it: a commit
+    /// flushed in the same group is durable and answered so (its client
+    /// must not hear that a stored write failed); the store then takes no
+    /// more writes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_shred_fails_only_its_own_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 1 << 20, Durability::Fsync).unwrap();
+        let mut b = Batch::new();
+        b.put_key(1, 1, b"key-one".to_vec());
+        s.commit(b).await.unwrap();
+
+        s.slots.hold_next_group.store(true, Ordering::Release);
+        s.slots.fail_next_shred.store(true, Ordering::Release);
+        let mut shred = Batch::new();
+        shred.shred_key(1, None);
+        let mut put = Batch::new();
+        put.put(b"sub/s2".to_vec(), b"v2".to_vec());
+        // The first commit wakes the flusher, which waits for the second.
+        let (shredded, stored) = tokio::join!(s.commit(shred), async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            s.commit(put).await
+        });
+        assert!(matches!(shredded, Err(StoreError::Failed)), "{shredded:?}");
+        assert!(stored.is_ok(), "{stored:?}");
+        assert_eq!(s.get(b"sub/s2").unwrap().as_deref(), Some(&b"v2"[..]));
+        assert!(s.writable().is_err(), "no more writes");
     }
 
     /// A commit that fails leaves nothing behind: not its sled entries, not

@@ -14,7 +14,11 @@
 //! is in half `v % 2`, so that a re-keyed subject's new key is written
 //! beside the old one, which is zeroed once the new one is committed. A
 //! half is `length (u8) ‖ version (u32 BE) ‖ wrapped key ‖ zeros`; an
-//! all-zero half is empty. Slot numbers are never reused.
+//! all-zero half is empty. A slot number is not handed out again while a
+//! pointer (`slot/`, a subject's or an erased subject's tombstone) names
+//! it; only the highest slots, whose first commit never reached the disk
+//! (a crash between the key's write and the pointer's), are handed out
+//! again, overwriting a key nobody was told of.
 //!
 //! A slot is written with one positional write of 128 bytes inside one
 //! 256-byte-aligned block: a device sector (512 bytes or more) holds it

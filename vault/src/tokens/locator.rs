@@ -143,7 +143,7 @@ mod tests {
     use crate::crypto::keys::DerivationSeed;
 
     fn key(seed: u8, version: u8) -> TokenKey {
-        TokenKey::derive(&DerivationSeed::from_bytes(&[seed; 32]), version)
+        TokenKey::derive(&DerivationSeed::from_bytes(&[seed; 32]), version, None)
     }
 
     const AT: Locator = Locator {
