@@ -332,17 +332,15 @@ fn shred(sid: &str, record: &SubjectRecord) -> Batch {
         batch.delete(keys::companion(&record.account_holder, sid));
     }
     for e in &record.entries {
-        if e.pointer || record.slot == 0 {
+        if e.pointer {
             batch.put(keys::token(&e.token), keys::tombstone(&e.field));
         }
         if let Ok(blind) = <[u8; keys::BLIND_LEN]>::try_from(e.blind.as_slice()) {
             batch.delete(keys::index(&blind, sid));
         }
     }
-    if record.slot != 0 {
-        batch.put(keys::slot(record.slot), vec![keys::TOMBSTONE]);
-        batch.shred_key(record.slot, None);
-    }
+    batch.put(keys::slot(record.slot), vec![keys::TOMBSTONE]);
+    batch.shred_key(record.slot, None);
     batch.delete(keys::subject(sid));
     batch
 }

@@ -415,8 +415,7 @@ impl Engine {
     /// Re-keys `record` in `batch`: a new data key of the next version,
     /// every value sealed again under it, the new key written into the
     /// subject's key slot and the old ones shredded once the record is
-    /// committed. A record stored before key slots gets its slot here (and
-    /// its tokens keep their pointers). Returns the new key.
+    /// committed. Returns the new key.
     ///
     /// A record whose key this batch already writes has a fresh key that
     /// nothing durable uses: it is kept (a second new key would go into the
@@ -427,10 +426,10 @@ impl Engine {
         record: &mut SubjectRecord,
         batch: &mut Batch,
     ) -> Result<Arc<DataKey>> {
-        let fresh = record.slot != 0
-            && batch.ops().iter().any(
-                |op| matches!(op, crate::store::Op::PutKey { slot, .. } if *slot == record.slot),
-            );
+        let fresh = batch
+            .ops()
+            .iter()
+            .any(|op| matches!(op, crate::store::Op::PutKey { slot, .. } if *slot == record.slot));
         if fresh {
             return self.dek_of(sid, record, record.active_dek);
         }
@@ -465,16 +464,8 @@ impl Engine {
             }
             e.dek_version = version;
         }
-        if record.slot == 0 {
-            record.slot = self.allocate_slot()?;
-            batch.put(keys::slot(record.slot), sid.as_bytes().to_vec());
-            for e in &mut record.entries {
-                e.pointer = true;
-            }
-        } else {
-            for (v, _) in &olds {
-                batch.shred_key(record.slot, Some(*v));
-            }
+        for (v, _) in &olds {
+            batch.shred_key(record.slot, Some(*v));
         }
         batch.put_key(record.slot, version, wrapped.clone());
         record.deks = vec![WrappedDek {
@@ -760,7 +751,12 @@ impl Engine {
                 return Ok(None);
             };
             let mut record = decode::<SubjectRecord>(&bytes, "subject")?;
-            if record.slot == 0 || record.fill_keys(&self.store.keys(record.slot)?) || tries == 3 {
+            if record.slot == 0 {
+                // Every record of this layout has a key slot (the layout
+                // before them is refused at start, and moves by restore).
+                return Err(Error::Integrity);
+            }
+            if record.fill_keys(&self.store.keys(record.slot)?) || tries == 3 {
                 // (still without its keys after a few reads: its values
                 // fail their integrity check, loudly)
                 return Ok(Some(record));

@@ -85,7 +85,8 @@ pub struct SubjectRecord {
     /// erasure from the erased one ([`super::replay_erasures`]).
     #[prost(int64, tag = "17")]
     pub created_at_micros: i64,
-    /// The subject's key slot (0: none, a record stored before key slots).
+    /// The subject's key slot (0 only in a backup made before key slots: a
+    /// restore gives it one; a stored record without one is refused).
     #[prost(uint64, tag = "18")]
     pub slot: u64,
     /// The counter of the subject's next value token.
@@ -124,11 +125,8 @@ impl SubjectRecord {
     }
 
     /// The record encoded as it is stored: without its wrapped keys, which
-    /// are in its key slot (a record from before key slots keeps them).
+    /// are in its key slot.
     pub fn stored_form(&mut self) -> Vec<u8> {
-        if self.slot == 0 {
-            return self.encode_to_vec();
-        }
         let wrapped: Vec<Vec<u8>> = self
             .deks
             .iter_mut()

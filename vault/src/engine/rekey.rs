@@ -195,19 +195,14 @@ impl Engine {
                 changed += 1;
             }
         }
-        if record.slot != 0 {
-            // A key the record does not use (a re-key a crash cut short) is
-            // shredded, not rewrapped: it must not keep an old KEK in use.
-            for (v, _) in self.store.keys(record.slot)? {
-                if !record.deks.iter().any(|d| d.version == v) {
-                    batch.shred_key(record.slot, Some(v));
-                }
+        // A key the record does not use (a re-key a crash cut short) is
+        // shredded, not rewrapped: it must not keep an old KEK in use.
+        for (v, _) in self.store.keys(record.slot)? {
+            if !record.deks.iter().any(|d| d.version == v) {
+                batch.shred_key(record.slot, Some(v));
             }
         }
-        if record.slot == 0 && changed > 0 {
-            // Stored before key slots: the keys are in the record.
-            self.commit_subject(sid, record, Batch::new(), None).await?;
-        } else if !batch.is_empty() {
+        if !batch.is_empty() {
             self.store.commit(batch).await?;
             self.cache.write_through(sid, Arc::new(record));
         }

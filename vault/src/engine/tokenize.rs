@@ -68,10 +68,6 @@ impl Engine {
                 }
             }
         };
-        if record.slot == 0 {
-            // Stored before key slots: moved into one before it grows.
-            self.rekey_in(sid, &mut record, &mut batch)?;
-        }
         // Values past their retention are shredded before this request's
         // activity is recorded (it must not revive them), and the dedupe
         // below then finds none of them.
