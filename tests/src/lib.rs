@@ -209,6 +209,21 @@ impl TestVault {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        // The whole harness on PostgreSQL: TEST_VAULT_BACKEND=postgres (each
+        // vault in a schema of its own).
+        if on_postgres() && !env.iter().any(|(k, _)| k == "VAULT_STORAGE") {
+            let name: String = dir
+                .path()
+                .file_name()
+                .map(|n| n.to_string_lossy().to_lowercase())
+                .unwrap_or_default()
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .collect();
+            env.extend(postgres_env(&name).expect(
+                "TEST_VAULT_BACKEND=postgres needs TEST_VAULT_POSTGRES_URL (.ci/postgres start)",
+            ));
+        }
         if policy == PolicyChoice::Harness && !env.iter().any(|(k, _)| k == "VAULT_POLICY_DIR") {
             let pdir = dir.path().join("harness-policies");
             std::fs::create_dir_all(&pdir).unwrap();
@@ -581,6 +596,39 @@ impl Drop for TestVault {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether the harness runs its vaults on PostgreSQL
+/// (`TEST_VAULT_BACKEND=postgres`).
+pub fn on_postgres() -> bool {
+    std::env::var("TEST_VAULT_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// For a test of what only the embedded store does (its files), or of what
+/// the PostgreSQL backend does not do yet (`why`): on PostgreSQL, says so
+/// and returns `true` (the test then ends; it runs on sled in the main pass).
+pub fn sled_only(why: &str) -> bool {
+    let skip = on_postgres();
+    if skip {
+        eprintln!("not run on PostgreSQL: {why}");
+    }
+    skip
+}
+
+/// The settings of a vault on the test database (`.ci/postgres start`), in
+/// schema `e2e_<name>`; `None` when `TEST_VAULT_POSTGRES_URL` is not set.
+pub fn postgres_env(name: &str) -> Option<Vec<(String, String)>> {
+    let url = std::env::var("TEST_VAULT_POSTGRES_URL").ok()?;
+    let mut env = vec![
+        ("VAULT_STORAGE".to_owned(), "postgres".to_owned()),
+        ("VAULT_POSTGRES_URL".to_owned(), url),
+        ("VAULT_POSTGRES_SCHEMA".to_owned(), format!("e2e_{name}")),
+        ("VAULT_POSTGRES_POOL".to_owned(), "4".to_owned()),
+    ];
+    if let Ok(p) = std::env::var("TEST_VAULT_POSTGRES_PASSWORD") {
+        env.push(("VAULT_POSTGRES_PASSWORD".to_owned(), p));
+    }
+    Some(env)
 }
 
 /// Runs `vaultctl` against `vault` as the bearer of `token`, with `args`

@@ -97,8 +97,16 @@ pub enum Command {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VAULT_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("VAULT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The PostgreSQL driver logs statements with their parameters (keys,
+    // ciphertexts, subject ids) at debug: never below warn, whatever
+    // VAULT_LOG asks.
+    for quiet in ["tokio_postgres=warn", "postgres_protocol=warn"] {
+        if let Ok(d) = quiet.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

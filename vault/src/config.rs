@@ -25,6 +25,16 @@ use std::time::Duration;
 mod parse;
 use parse::Parser;
 
+/// Where keyed data and key slots are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Storage {
+    /// sled and the key-slot file in `data_dir` (embedded; the default).
+    Sled,
+    /// A PostgreSQL database (`postgres_url`).
+    Postgres,
+}
+
 /// Output format of the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -295,6 +305,27 @@ settings! {
          at least 1).";
     store_cache_bytes: u64 [Typed] = 256 << 20, env VAULT_STORE_CACHE_BYTES,
         "sled's page cache, in bytes (256 MiB; at least 1048576).";
+    storage: Storage [Choice] = Storage::Sled, env VAULT_STORAGE,
+        "Where keyed data and key slots live: `sled` (embedded, in `data_dir`) or `postgres` \
+         (`postgres_url`; one node at a time for now, the audit trail stays in `data_dir`: see \
+         [PostgreSQL](#postgresql)).";
+    postgres_url: String [Label] = String::new(), env VAULT_POSTGRES_URL,
+        "With `storage = \"postgres\"`: `postgres://USER@HOST:PORT/DATABASE` (or key=value \
+         form), without a password; a host that is not loopback needs `postgres_ca_file`.";
+    postgres_password_file: Option<PathBuf> [Path] = None, env VAULT_POSTGRES_PASSWORD_FILE,
+        "A file whose first line is the database password; none: `VAULT_POSTGRES_PASSWORD`, \
+         or no password.";
+    read_elsewhere VAULT_POSTGRES_PASSWORD = "none",
+        "The database password when no `postgres_password_file` is set: read at start, never \
+         logged, never in a file of the vault.";
+    postgres_ca_file: Option<PathBuf> [Path] = None, env VAULT_POSTGRES_CA_FILE,
+        "The CA (PEM) of the database server's certificate: TLS (rustls) on; none: plaintext, \
+         loopback only.";
+    postgres_schema: String [Label] = String::new(), env VAULT_POSTGRES_SCHEMA,
+        "The schema of the vault's tables (created if missing; lower-case letters, digits, \
+         `_`); none: the user's default.";
+    postgres_pool: usize [Typed] = 16, env VAULT_POSTGRES_POOL,
+        "Connections to the database (1 to 256).";
     durability: Durability [Choice] = Durability::Fsync, env VAULT_DURABILITY,
         "What an acknowledged write survives: `fsync` or `flush`, see \
          [Durability](#durability).";
@@ -630,6 +661,12 @@ impl Config {
         }
         if self.cvv_max_pending == 0 {
             problems.push("cvv_max_pending: must be at least 1".into());
+        }
+        if self.storage == Storage::Postgres && self.postgres_url.trim().is_empty() {
+            problems.push("postgres_url: must be set with storage = \"postgres\"".into());
+        }
+        if !(1..=256).contains(&self.postgres_pool) {
+            problems.push("postgres_pool: must be 1 to 256".into());
         }
         if self.audit_sync_gather_us > 100_000 {
             problems.push("audit_sync_gather_us: must be 0 to 100000".into());

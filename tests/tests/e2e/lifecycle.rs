@@ -145,14 +145,22 @@ async fn gdpr_17_erasure_shreds_the_subject_and_signs_a_receipt() {
     // After a clean stop the subject's key is nowhere in the data
     // directory; the other subject's is (the scan can fail).
     assert!(vault.stop());
-    assert!(scan_for(&vault.data_dir(), &erased_key).is_empty());
-    assert_eq!(scan_for(&vault.data_dir(), &kept_key).len(), 1);
+    if !vault_tests::on_postgres() {
+        // (On PostgreSQL the keys are in the database, and an erasure is
+        // an UPDATE: docs/operations.md, "PostgreSQL".)
+        assert!(scan_for(&vault.data_dir(), &erased_key).is_empty());
+        assert_eq!(scan_for(&vault.data_dir(), &kept_key).len(), 1);
+    }
     // And it stays erased after a restart.
     vault.restart();
     let mut c = vault.client().await;
     let d = c.detokenize(&tokens[..1], "billing").await.unwrap();
     assert_eq!(d[0].disclosure, Disclosure::Erased as i32);
     drop(c);
+    if vault_tests::on_postgres() {
+        // (The copy of the data directory below is the embedded store's.)
+        return;
+    }
 
     // The copy from before the erasure still holds the record and its
     // ciphertexts, but with today's key slots nothing of it decrypts;
@@ -617,6 +625,9 @@ fn restore(
 /// erased. A changed backup, and a non-empty data directory, are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gdpr_17_a_restored_backup_keeps_erased_subjects_erased() {
+    if vault_tests::sled_only("restores on PostgreSQL are the next step of issue 20") {
+        return;
+    }
     let mut vault = TestVault::start();
     let gone = store_everything(&vault, "bk-gone").await;
     let kept = store_everything(&vault, "bk-kept").await;

@@ -16,6 +16,7 @@ mod identity;
 mod keys;
 mod lifecycle;
 mod need_to_know;
+mod postgres;
 mod server;
 mod storage;
 mod subject_rights;

@@ -158,6 +158,13 @@ impl Named for Durability {
         &[("fsync", Durability::Fsync), ("flush", Durability::Flush)];
 }
 
+impl Named for super::Storage {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("sled", super::Storage::Sled),
+        ("postgres", super::Storage::Postgres),
+    ];
+}
+
 impl Named for LogFormat {
     const NAMES: &'static [(&'static str, Self)] =
         &[("text", LogFormat::Text), ("json", LogFormat::Json)];

@@ -57,11 +57,44 @@ fn dev_root_key(config: &Config, initialised: bool) -> Result<RootKey, StartErro
 /// Opens the data directory's store (the one place that chooses it), with
 /// a page cache of `cache_bytes`.
 pub fn open_store(config: &Config, cache_bytes: u64) -> Result<Arc<dyn Store>, StartError> {
+    if config.storage == crate::config::Storage::Postgres {
+        return Ok(Arc::new(crate::store::postgres::PgStore::open(
+            &postgres_settings(config)?,
+        )?));
+    }
     Ok(Arc::new(SledStore::open(
         &config.data_dir,
         cache_bytes,
         config.durability,
     )?))
+}
+
+/// How to reach the database of `storage = "postgres"`, the password read
+/// from its file or the environment (never from the configuration).
+fn postgres_settings(config: &Config) -> Result<crate::store::postgres::PgSettings, StartError> {
+    use crate::store::StoreError;
+    let password = match &config.postgres_password_file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f).map_err(|e| {
+                StoreError::Backend(format!(
+                    "postgres_password_file {}: {}",
+                    f.display(),
+                    e.kind()
+                ))
+            })?;
+            Some(text.lines().next().unwrap_or_default().to_owned().into())
+        }
+        None => std::env::var("VAULT_POSTGRES_PASSWORD")
+            .ok()
+            .map(Into::into),
+    };
+    Ok(crate::store::postgres::PgSettings {
+        url: config.postgres_url.trim().to_owned(),
+        password,
+        pool: config.postgres_pool,
+        ca_file: config.postgres_ca_file.clone(),
+        schema: Some(config.postgres_schema.trim().to_owned()).filter(|s| !s.is_empty()),
+    })
 }
 
 /// The credential store of `engine`'s data directory, and the bootstrap

@@ -22,6 +22,7 @@
 //! A backend with real transactions (PostgreSQL) may apply a batch atomically.
 
 pub mod keys;
+pub mod postgres;
 mod private;
 pub mod sled;
 pub mod slots;

@@ -1,0 +1,816 @@
+//! A [`Store`] on PostgreSQL (issue 20, first step: keyed data and key
+//! slots; see docs/postgres-plan.md for what is still to come).
+//!
+//! Two tables hold what sled and the key-slot file hold on the embedded
+//! store: `vault_kv (k BYTEA PRIMARY KEY, v BYTEA)`, with the key layout of
+//! [`super::keys`], and `vault_slots (slot BIGINT PRIMARY KEY, …)`, two
+//! halves per slot as in [`super::slots`]. A [`Store::commit`] is one
+//! transaction: its operations, key writes and shreds included, become
+//! durable together at `COMMIT` (PostgreSQL's group commit shares the WAL
+//! flush), and a failed one leaves nothing (`ROLLBACK`). A shred is an
+//! `UPDATE` that sets the half to `NULL`: the old row version lives on in
+//! the table until `VACUUM` and in the WAL (docs/postgres-plan.md,
+//! "Erasure where rows are updated in place", says what that means and
+//! what is planned).
+//!
+//! The SQL is the subset that CockroachDB and YugabyteDB also accept
+//! (`BYTEA`, `BIGINT`, `INT`, primary keys, `INSERT … ON CONFLICT`, range
+//! scans on the primary key); [`MIGRATIONS`] are applied at open, and a
+//! database migrated by a newer binary is refused.
+//!
+//! The connections live on a runtime of the store's own (two threads), so
+//! that the synchronous reads of [`Store`] can wait for them from any
+//! thread: on a worker of a multi-threaded runtime the wait is wrapped in
+//! `block_in_place`, so the worker's other tasks move on.
+
+use super::{Batch, BoxFuture, Entries, Entry, Op, SlotKeys, Store, StoreError};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::Mutex;
+
+/// The schema, one migration per entry, applied in order; the number of
+/// the last one applied is kept in `vault_schema`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: keyed entries and key slots.
+    "CREATE TABLE vault_kv (k BYTEA PRIMARY KEY, v BYTEA NOT NULL);
+     CREATE TABLE vault_slots (slot BIGINT PRIMARY KEY,
+        v0 BIGINT, k0 BYTEA, v1 BIGINT, k1 BYTEA)",
+];
+
+/// Rows read at once by the scans that visit everything.
+const PAGE: i64 = 1000;
+
+/// How to reach the database.
+#[derive(Clone)]
+pub struct PgSettings {
+    /// `postgres://user@host:port/database?…` without a password.
+    pub url: String,
+    /// The password, from a file or the environment (never the URL).
+    pub password: Option<secrecy::SecretString>,
+    /// Connections in the pool.
+    pub pool: usize,
+    /// CA certificate (PEM) of the server's TLS certificate: TLS on.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The schema that holds the vault's tables (`None`: the user's
+    /// default, normally `public`); created if missing.
+    pub schema: Option<String>,
+}
+
+impl std::fmt::Debug for PgSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSettings")
+            .field("url", &self.url)
+            .field("pool", &self.pool)
+            .field("tls", &self.ca_file.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An error inside a connection's work: PostgreSQL's, or a request the
+/// store refuses before sending it.
+enum PgError {
+    Db(tokio_postgres::Error),
+    Invalid(&'static str),
+}
+
+impl From<tokio_postgres::Error> for PgError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Db(e)
+    }
+}
+
+/// What went wrong, in words that carry no value: the SQLSTATE and
+/// PostgreSQL's message (never its detail, which may quote a row), or the
+/// kind of a connection error.
+fn pg(e: &tokio_postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) => StoreError::Backend(format!("postgres {}: {}", db.code().code(), db.message())),
+        None if e.is_closed() => StoreError::Backend("postgres: connection closed".into()),
+        None => StoreError::Backend("postgres: connection error".into()),
+    }
+}
+
+fn parse_config(s: &PgSettings) -> Result<tokio_postgres::Config, StoreError> {
+    let mut config: tokio_postgres::Config = s
+        .url
+        .parse()
+        .map_err(|_| StoreError::Backend("postgres_url: not a PostgreSQL URL".into()))?;
+    if config.get_password().is_some() {
+        return Err(StoreError::Backend(
+            "postgres_url: holds a password; put it in postgres_password_file or VAULT_POSTGRES_PASSWORD instead".into(),
+        ));
+    }
+    if let Some(p) = &s.password {
+        use secrecy::ExposeSecret;
+        config.password(p.expose_secret());
+    }
+    if let Some(schema) = &s.schema {
+        if !is_identifier(schema) {
+            return Err(StoreError::Backend(
+                "postgres_schema: lower-case letters, digits and _ only, starting with a letter (at most 63)".into(),
+            ));
+        }
+        config.options(format!("-c search_path={schema}"));
+    }
+    if s.ca_file.is_none() && !loopback_only(&config) {
+        return Err(StoreError::Backend(
+            "postgres_url: a host that is not loopback needs TLS (postgres_ca_file)".into(),
+        ));
+    }
+    Ok(config)
+}
+
+/// A plain SQL identifier: safe to name a schema without quoting.
+fn is_identifier(s: &str) -> bool {
+    s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Whether every host of `config` is the loopback interface or a Unix socket.
+fn loopback_only(config: &tokio_postgres::Config) -> bool {
+    use tokio_postgres::config::Host;
+    config.get_hosts().iter().all(|h| match h {
+        Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        Host::Unix(_) => true,
+    })
+}
+
+fn tls(ca: &std::path::Path) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca)
+        .map_err(|_| StoreError::Backend("postgres_ca_file: cannot be read as PEM".into()))?;
+    for cert in certs {
+        let cert = cert
+            .map_err(|_| StoreError::Backend("postgres_ca_file: a damaged certificate".into()))?;
+        roots
+            .add(cert)
+            .map_err(|_| StoreError::Backend("postgres_ca_file: an unusable certificate".into()))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|_| StoreError::Backend("postgres TLS: no protocol version".into()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// One connection, reopened when it breaks.
+struct Conn {
+    client: Option<tokio_postgres::Client>,
+}
+
+/// The connections, taken in turn.
+struct Pool {
+    config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    conns: Vec<Mutex<Conn>>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    async fn connect(&self) -> Result<tokio_postgres::Client, StoreError> {
+        let (client, handle) = match &self.tls {
+            Some(tls) => {
+                let (c, conn) = self.config.connect(tls.clone()).await.map_err(|e| pg(&e))?;
+                (c, tokio::spawn(conn))
+            }
+            None => {
+                let (c, conn) = self
+                    .config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| pg(&e))?;
+                (c, tokio::spawn(conn))
+            }
+        };
+        drop(handle); // the connection task ends when the client goes
+        Ok(client)
+    }
+
+    /// Runs `f` on a connection (opened again if it was closed).
+    async fn with<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut tokio_postgres::Client) -> Result<T, PgError>,
+    ) -> Result<T, StoreError> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len().max(1);
+        let slot = self.conns.get(i).ok_or(StoreError::Closed)?;
+        let mut conn = slot.lock().await;
+        if conn
+            .client
+            .as_ref()
+            .is_none_or(tokio_postgres::Client::is_closed)
+        {
+            conn.client = Some(self.connect().await?);
+        }
+        let client = conn.client.as_mut().ok_or(StoreError::Closed)?;
+        f(client).await.map_err(|e| match e {
+            PgError::Db(e) => pg(&e),
+            PgError::Invalid(what) => StoreError::Backend(what.into()),
+        })
+    }
+}
+
+/// PostgreSQL-backed [`Store`].
+pub struct PgStore {
+    pool: Arc<Pool>,
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("connections", &self.pool.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// The first key after every key that starts with `prefix` (`None`: no
+/// such key, the prefix is all `0xff`).
+fn after_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+fn slot_param(slot: u64) -> Result<i64, StoreError> {
+    i64::try_from(slot).map_err(|_| StoreError::Backend("key slot number out of range".into()))
+}
+
+fn keys_of(row: &tokio_postgres::Row) -> SlotKeys {
+    let mut keys = Vec::new();
+    for (v, k) in [("v0", "k0"), ("v1", "k1")] {
+        let version: Option<i64> = row.get(v);
+        let key: Option<Vec<u8>> = row.get(k);
+        if let (Some(v), Some(k)) = (version.and_then(|v| u32::try_from(v).ok()), key) {
+            keys.push((v, k));
+        }
+    }
+    keys.sort_by_key(|(v, _)| *v);
+    keys
+}
+
+impl PgStore {
+    /// Connects, applies the migrations this binary knows, and refuses a
+    /// database migrated by a newer one.
+    pub fn open(settings: &PgSettings) -> Result<Self, StoreError> {
+        let config = parse_config(settings)?;
+        let tls = settings.ca_file.as_deref().map(tls).transpose()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("vault-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Backend(format!("postgres runtime: {e}")))?;
+        let pool = Arc::new(Pool {
+            config,
+            tls,
+            conns: (0..settings.pool.max(1))
+                .map(|_| Mutex::new(Conn { client: None }))
+                .collect(),
+            next: AtomicUsize::new(0),
+        });
+        let store = Self {
+            pool,
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        };
+        let schema = settings.schema.clone();
+        store.wait(|pool| async move { migrate(&pool, schema.as_deref()).await })?;
+        Ok(store)
+    }
+
+    /// Runs `f` on the store's runtime and waits for it, from any thread.
+    fn wait<T, F>(&self, f: impl FnOnce(Arc<Pool>) -> F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let fut = f(self.pool.clone());
+        self.handle.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        let recv = move || rx.recv().unwrap_or(Err(StoreError::Closed));
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(recv)
+            }
+            _ => recv(),
+        }
+    }
+
+    /// Runs `f` on the store's runtime, awaited.
+    async fn run<T, F>(&self, f: impl FnOnce(Arc<Pool>) -> F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        self.handle
+            .spawn(f(self.pool.clone()))
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    fn scan(
+        &self,
+        start: Vec<u8>,
+        end: Option<Vec<u8>>,
+        limit: usize,
+        descending: bool,
+    ) -> Result<Entries, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.wait(move |pool| async move {
+            pool.with(async move |c| {
+                let order = if descending { "DESC" } else { "ASC" };
+                let rows = match &end {
+                    Some(end) => {
+                        c.query(
+                            &format!("SELECT k, v FROM vault_kv WHERE k >= $1 AND k < $2 ORDER BY k {order} LIMIT $3"),
+                            &[&start, end, &limit],
+                        )
+                        .await?
+                    }
+                    None => {
+                        c.query(
+                            &format!("SELECT k, v FROM vault_kv WHERE k >= $1 ORDER BY k {order} LIMIT $2"),
+                            &[&start, &limit],
+                        )
+                        .await?
+                    }
+                };
+                Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+            })
+            .await
+        })
+    }
+}
+
+async fn migrate(pool: &Pool, schema: Option<&str>) -> Result<(), StoreError> {
+    let known = MIGRATIONS.len();
+    let applied = pool
+        .with(async |c| {
+            if let Some(schema) = schema {
+                // An identifier checked by `is_identifier`.
+                c.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                    .await?;
+            }
+            c.batch_execute(
+                "CREATE TABLE IF NOT EXISTS vault_schema (id INT PRIMARY KEY, version INT NOT NULL)",
+            )
+            .await?;
+            let tx = c.transaction().await?;
+            // One row, taken for update: two nodes starting at once migrate
+            // one after the other.
+            tx.execute(
+                "INSERT INTO vault_schema (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
+                &[],
+            )
+            .await?;
+            let row = tx
+                .query_one("SELECT version FROM vault_schema WHERE id = 1 FOR UPDATE", &[])
+                .await?;
+            let version: i32 = row.get(0);
+            let from = usize::try_from(version).unwrap_or(0);
+            for sql in MIGRATIONS.iter().skip(from) {
+                tx.batch_execute(sql).await?;
+            }
+            if from < known {
+                let to = i32::try_from(known).unwrap_or(i32::MAX);
+                tx.execute("UPDATE vault_schema SET version = $1 WHERE id = 1", &[&to])
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(from)
+        })
+        .await?;
+    if applied > known {
+        return Err(StoreError::Backend(format!(
+            "the database's schema is at migration {applied}, newer than this binary's {known}: run the newer vaultd, or restore a backup into an empty database"
+        )));
+    }
+    Ok(())
+}
+
+impl Store for PgStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = key.to_vec();
+        self.wait(move |pool| async move {
+            pool.with(async move |c| {
+                let row = c
+                    .query_opt("SELECT v FROM vault_kv WHERE k = $1", &[&key])
+                    .await?;
+                Ok(row.map(|r| r.get(0)))
+            })
+            .await
+        })
+    }
+
+    fn keys(&self, slot: u64) -> Result<SlotKeys, StoreError> {
+        let slot = slot_param(slot)?;
+        self.wait(move |pool| async move {
+            pool.with(async move |c| {
+                let row = c
+                    .query_opt(
+                        "SELECT v0, k0, v1, k1 FROM vault_slots WHERE slot = $1",
+                        &[&slot],
+                    )
+                    .await?;
+                Ok(row.as_ref().map(keys_of).unwrap_or_default())
+            })
+            .await
+        })
+    }
+
+    fn for_each_key_slot(&self, f: &mut dyn FnMut(u64, &SlotKeys)) -> Result<(), StoreError> {
+        let mut after = -1i64;
+        loop {
+            let rows: Vec<(i64, SlotKeys)> = self.wait(move |pool| async move {
+                pool.with(async move |c| {
+                    let rows = c
+                        .query(
+                            "SELECT slot, v0, k0, v1, k1 FROM vault_slots WHERE slot > $1 ORDER BY slot LIMIT $2",
+                            &[&after, &PAGE],
+                        )
+                        .await?;
+                    Ok(rows.iter().map(|r| (r.get(0), keys_of(r))).collect())
+                })
+                .await
+            })?;
+            let Some(&(last, _)) = rows.last() else {
+                return Ok(());
+            };
+            for (slot, keys) in &rows {
+                if !keys.is_empty() {
+                    f(u64::try_from(*slot).unwrap_or(0), keys);
+                }
+            }
+            after = last;
+        }
+    }
+
+    fn scan_prefix(&self, prefix: &[u8], limit: usize) -> Result<Entries, StoreError> {
+        self.scan(prefix.to_vec(), after_prefix(prefix), limit, false)
+    }
+
+    fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.run(move |pool| async move {
+                pool.with(async move |c| {
+                    let tx = c.transaction().await?;
+                    for op in &batch.ops {
+                        apply(&tx, op).await?;
+                    }
+                    Ok(tx.commit().await?)
+                })
+                .await
+            })
+            .await
+        })
+    }
+
+    fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        self.wait(move |pool| async move {
+            pool.with(async move |c| {
+                let tx = c.transaction().await?;
+                for op in &batch.ops {
+                    apply(&tx, op).await?;
+                }
+                Ok(tx.commit().await?)
+            })
+            .await
+        })
+    }
+
+    fn durable(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        // Every commit is durable when it returns (synchronous_commit).
+        Box::pin(async { Ok(()) })
+    }
+
+    fn scan_from(&self, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StoreError> {
+        let from = if start > prefix { start } else { prefix };
+        self.scan(from.to_vec(), after_prefix(prefix), limit, false)
+    }
+
+    fn last_with_prefix(&self, prefix: &[u8]) -> Result<Option<Entry>, StoreError> {
+        Ok(self
+            .scan(prefix.to_vec(), after_prefix(prefix), 1, true)?
+            .into_iter()
+            .next())
+    }
+
+    fn for_each_subject(&self, f: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError> {
+        let prefix = super::keys::SUBJECT_PREFIX;
+        let mut from = prefix.to_vec();
+        loop {
+            let page = self.scan_from(prefix, &from, usize::try_from(PAGE).unwrap_or(1000))?;
+            let Some((last, _)) = page.last() else {
+                return Ok(());
+            };
+            from = last.clone();
+            from.push(0);
+            for (k, v) in &page {
+                f(k, v);
+            }
+        }
+    }
+
+    fn for_each_entry(&self, f: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError> {
+        let mut from = Vec::new();
+        loop {
+            let page = self.scan(
+                from.clone(),
+                None,
+                usize::try_from(PAGE).unwrap_or(1000),
+                false,
+            )?;
+            let Some((last, _)) = page.last() else {
+                return Ok(());
+            };
+            from = last.clone();
+            from.push(0);
+            for (k, v) in &page {
+                if !k.starts_with(super::keys::SUBJECT_PREFIX) {
+                    f(k, v);
+                }
+            }
+        }
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        // Not portable (PostgreSQL's relation sizes): reported as unknown.
+        Ok(0)
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// One operation of a batch, in transaction `tx`.
+async fn apply(tx: &tokio_postgres::Transaction<'_>, op: &Op) -> Result<(), PgError> {
+    let slot_of = |slot: u64| {
+        i64::try_from(slot).map_err(|_| PgError::Invalid("key slot number out of range"))
+    };
+    match op {
+        Op::Put(k, v) => {
+            tx.execute(
+                "INSERT INTO vault_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+                &[k, v],
+            )
+            .await?;
+        }
+        Op::Delete(k) => {
+            tx.execute("DELETE FROM vault_kv WHERE k = $1", &[k])
+                .await?;
+        }
+        Op::PutKey {
+            slot,
+            version,
+            wrapped,
+        } => {
+            let slot = slot_of(*slot)?;
+            let v = i64::from(*version);
+            let sql = if version % 2 == 0 {
+                "INSERT INTO vault_slots (slot, v0, k0) VALUES ($1, $2, $3) ON CONFLICT (slot) DO UPDATE SET v0 = excluded.v0, k0 = excluded.k0"
+            } else {
+                "INSERT INTO vault_slots (slot, v1, k1) VALUES ($1, $2, $3) ON CONFLICT (slot) DO UPDATE SET v1 = excluded.v1, k1 = excluded.k1"
+            };
+            tx.execute(sql, &[&slot, &v, wrapped]).await?;
+        }
+        Op::ShredKey { slot, version } => {
+            let slot = slot_of(*slot)?;
+            match version {
+                None => {
+                    tx.execute(
+                        "UPDATE vault_slots SET v0 = NULL, k0 = NULL, v1 = NULL, k1 = NULL WHERE slot = $1",
+                        &[&slot],
+                    )
+                    .await?;
+                }
+                Some(v) => {
+                    let v = i64::from(*v);
+                    let sql = if v % 2 == 0 {
+                        "UPDATE vault_slots SET v0 = NULL, k0 = NULL WHERE slot = $1 AND v0 = $2"
+                    } else {
+                        "UPDATE vault_slots SET v1 = NULL, k1 = NULL WHERE slot = $1 AND v1 = $2"
+                    };
+                    tx.execute(sql, &[&slot, &v]).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The test database of `.ci/postgres start`, in a schema of this test's
+    /// own; `None` (the test says it is skipped) when none is configured.
+    fn settings(test: &str) -> Option<PgSettings> {
+        let Ok(url) = std::env::var("TEST_VAULT_POSTGRES_URL") else {
+            eprintln!("{test}: skipped: TEST_VAULT_POSTGRES_URL is not set (.ci/postgres start)");
+            return None;
+        };
+        let nonce = u32::from_be_bytes(crate::crypto::random_array::<4>().ok()?);
+        Some(PgSettings {
+            url,
+            password: std::env::var("TEST_VAULT_POSTGRES_PASSWORD")
+                .ok()
+                .map(Into::into),
+            pool: 4,
+            ca_file: None,
+            schema: Some(format!("t_{test}_{nonce:08x}")),
+        })
+    }
+
+    fn put(b: &mut Batch, k: &str, v: &str) {
+        b.put(k.as_bytes().to_vec(), v.as_bytes().to_vec());
+    }
+
+    #[test]
+    fn a_url_with_a_password_or_a_remote_host_without_tls_is_refused() {
+        let s = |url: &str, ca: bool| PgSettings {
+            url: url.into(),
+            password: None,
+            pool: 1,
+            ca_file: ca.then(|| "ca.pem".into()),
+            schema: None,
+        };
+        let err = |s: PgSettings| {
+            parse_config(&s)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(err(s("postgres://vault:secret@127.0.0.1/vault", false)).contains("password"));
+        assert!(!err(s("postgres://vault:secret@127.0.0.1/vault", false)).contains("secret"));
+        assert!(err(s("postgres://vault@db.example.com/vault", false)).contains("TLS"));
+        assert!(parse_config(&s("postgres://vault@db.example.com/vault", true)).is_ok());
+        assert!(parse_config(&s("postgres://vault@127.0.0.1:5432/vault", false)).is_ok());
+        assert!(parse_config(&s("host=/run/postgresql user=vault", false)).is_ok());
+        let mut bad = s("postgres://vault@127.0.0.1/vault", false);
+        bad.schema = Some("x; drop table vault_kv".into());
+        assert!(err(bad).contains("postgres_schema"));
+        assert_eq!(after_prefix(b"sub/"), Some(b"sub0".to_vec()));
+        assert_eq!(after_prefix(&[b'a', 0xff]), Some(b"b".to_vec()));
+        assert_eq!(after_prefix(&[0xff, 0xff]), None);
+    }
+
+    /// Entries and key slots as the sled store keeps them: commits visible
+    /// at once and after a reopen, scans in key order within their prefix,
+    /// two key versions per slot, shreds of one version or the whole slot.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_and_key_slots_commit_scan_and_survive_reopen() {
+        let Some(settings) = settings("commit") else {
+            return;
+        };
+        let s = PgStore::open(&settings).unwrap();
+        let mut b = Batch::new();
+        for i in 0..30 {
+            put(&mut b, &format!("c/{i:03}"), &format!("v{i}"));
+        }
+        put(&mut b, "sub/s1", "record one");
+        put(&mut b, "d/x", "other");
+        b.put_key(7, 1, b"key-one".to_vec());
+        b.put_key(7, 2, b"key-two".to_vec());
+        b.put_key(8, 1, b"key-eight".to_vec());
+        s.commit(b).await.unwrap();
+        assert_eq!(s.get(b"c/005").unwrap().as_deref(), Some(&b"v5"[..]));
+        assert_eq!(s.get(b"c/999").unwrap(), None);
+        let all = s.scan_prefix(b"c/", 1000).unwrap();
+        assert_eq!(all.len(), 30);
+        assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "key order");
+        assert_eq!(s.scan_prefix(b"c/", 10).unwrap().len(), 10);
+        let from = s.scan_from(b"c/", b"c/025", 100).unwrap();
+        assert_eq!(from.len(), 5);
+        assert_eq!(s.last_with_prefix(b"c/").unwrap().unwrap().0, b"c/029");
+        assert_eq!(
+            s.keys(7).unwrap(),
+            vec![(1, b"key-one".to_vec()), (2, b"key-two".to_vec())]
+        );
+
+        let mut b = Batch::new();
+        b.delete(b"c/000".to_vec());
+        b.shred_key(7, Some(1));
+        b.shred_key(8, None);
+        s.commit(b).await.unwrap();
+        drop(s);
+
+        let s = PgStore::open(&settings).unwrap();
+        assert_eq!(s.get(b"c/000").unwrap(), None);
+        assert_eq!(s.scan_prefix(b"c/", 1000).unwrap().len(), 29);
+        assert_eq!(s.keys(7).unwrap(), vec![(2, b"key-two".to_vec())]);
+        assert!(s.keys(8).unwrap().is_empty());
+        let mut slots = Vec::new();
+        s.for_each_key_slot(&mut |slot, keys| slots.push((slot, keys.len())))
+            .unwrap();
+        assert_eq!(slots, vec![(7, 1)]);
+        let mut subjects = Vec::new();
+        s.for_each_subject(&mut |k, _| subjects.push(k.to_vec()))
+            .unwrap();
+        assert_eq!(subjects, vec![b"sub/s1".to_vec()]);
+        let mut entries = 0;
+        s.for_each_entry(&mut |k, _| {
+            assert!(!k.starts_with(b"sub/"));
+            entries += 1;
+        })
+        .unwrap();
+        assert_eq!(entries, 30, "29 c/ entries and d/x");
+    }
+
+    /// A commit that fails leaves nothing: its earlier operations are rolled
+    /// back with it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_commit_leaves_nothing() {
+        let Some(settings) = settings("failed") else {
+            return;
+        };
+        let s = PgStore::open(&settings).unwrap();
+        let mut b = Batch::new();
+        put(&mut b, "sub/s1", "record");
+        b.put_key(1, 1, b"key".to_vec());
+        b.put_key(u64::MAX, 1, b"no such slot".to_vec());
+        let e = s.commit(b).await.unwrap_err();
+        assert!(e.to_string().contains("out of range"), "{e}");
+        assert_eq!(s.get(b"sub/s1").unwrap(), None);
+        assert!(s.keys(1).unwrap().is_empty());
+    }
+
+    /// A database migrated by a newer binary is refused, with what to do.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_newer_schema_is_refused() {
+        let Some(settings) = settings("newer") else {
+            return;
+        };
+        let s = PgStore::open(&settings).unwrap();
+        s.wait(|pool| async move {
+            pool.with(async |c| {
+                c.execute("UPDATE vault_schema SET version = 99 WHERE id = 1", &[])
+                    .await?;
+                Ok(())
+            })
+            .await
+        })
+        .unwrap();
+        drop(s);
+        let e = PgStore::open(&settings).unwrap_err().to_string();
+        assert!(e.contains("migration 99"), "{e}");
+        assert!(e.contains("newer"), "{e}");
+    }
+
+    /// The synchronous reads work from a current-thread runtime and from a
+    /// plain thread too (the connections run on the store's own runtime).
+    #[test]
+    fn reads_work_outside_a_multi_threaded_runtime() {
+        let Some(settings) = settings("threads") else {
+            return;
+        };
+        let s = PgStore::open(&settings).unwrap();
+        s.apply({
+            let mut b = Batch::new();
+            put(&mut b, "k", "v");
+            b
+        })
+        .unwrap();
+        assert_eq!(s.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async { assert_eq!(s.get(b"k").unwrap().as_deref(), Some(&b"v"[..])) });
+    }
+}
