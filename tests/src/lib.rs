@@ -393,6 +393,10 @@ impl TestVault {
     fn records_on_disk(&self) -> HashMap<String, vault::engine::records::SubjectRecord> {
         use prost::Message;
         use vault::store::Store;
+        assert!(
+            !on_postgres(),
+            "the embedded store's files, not PostgreSQL's"
+        );
         let store = vault::store::sled::SledStore::open(
             &self.data_dir(),
             1 << 20,

@@ -97,13 +97,20 @@ pub enum Command {
 }
 
 fn init_logging(format: LogFormat) {
-    let mut filter = tracing_subscriber::EnvFilter::try_from_env("VAULT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // The PostgreSQL driver logs statements with their parameters (keys,
     // ciphertexts, subject ids) at debug: never below warn, whatever
-    // VAULT_LOG asks.
-    for quiet in ["tokio_postgres=warn", "postgres_protocol=warn"] {
-        if let Ok(d) = quiet.parse() {
+    // VAULT_LOG asks (its directives for the driver, or any of its modules,
+    // are dropped).
+    const QUIET: [&str; 2] = ["tokio_postgres", "postgres_protocol"];
+    let asked = std::env::var("VAULT_LOG").unwrap_or_else(|_| "info".into());
+    let kept: Vec<&str> = asked
+        .split(',')
+        .filter(|d| !QUIET.iter().any(|q| d.trim_start().starts_with(q)))
+        .collect();
+    let mut filter = tracing_subscriber::EnvFilter::try_new(kept.join(","))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    for quiet in QUIET {
+        if let Ok(d) = format!("{quiet}=warn").parse() {
             filter = filter.add_directive(d);
         }
     }

@@ -213,6 +213,12 @@ async fn pci_3_3_1_a_cvv_is_revealed_once_and_never_stored() {
         &[("vaultd log", &log), ("audit export", &lines)],
     );
     assert!(hits.is_empty(), "the CVV was found: {hits:?}");
+    if vault_tests::on_postgres() {
+        // Nor in the database's files (tables and WAL).
+        let cluster = std::env::var("TEST_VAULT_POSTGRES_DIR").unwrap();
+        let hits = find_marker(&cvv, std::path::Path::new(&cluster), &[]);
+        assert!(hits.is_empty(), "the CVV was found in PostgreSQL: {hits:?}");
+    }
     // The same search finds each form where it is: it can fail.
     let b64 = base64::engine::general_purpose::STANDARD.encode(format!("cvv:{cvv}"));
     let hexed: String = cvv.bytes().map(|b| format!("{b:02X}")).collect();

@@ -26,7 +26,7 @@
 use super::{Batch, BoxFuture, Entries, Entry, Op, SlotKeys, Store, StoreError};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tokio::sync::Mutex;
 
 /// The schema, one migration per entry, applied in order; the number of
@@ -37,6 +37,10 @@ pub const MIGRATIONS: &[&str] = &[
      CREATE TABLE vault_slots (slot BIGINT PRIMARY KEY,
         v0 BIGINT, k0 BYTEA, v1 BIGINT, k1 BYTEA)",
 ];
+
+/// Longest wait for the database to answer one operation (a read, or a
+/// commit's transaction), connecting included.
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Rows read at once by the scans that visit everything.
 const PAGE: i64 = 1000;
@@ -72,6 +76,9 @@ impl std::fmt::Debug for PgSettings {
 enum PgError {
     Db(tokio_postgres::Error),
     Invalid(&'static str),
+    /// The connection broke while `COMMIT` was under way: the transaction
+    /// may or may not have happened.
+    Unknown,
 }
 
 impl From<tokio_postgres::Error> for PgError {
@@ -86,8 +93,8 @@ impl From<tokio_postgres::Error> for PgError {
 fn pg(e: &tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
         Some(db) => StoreError::Backend(format!("postgres {}: {}", db.code().code(), db.message())),
-        None if e.is_closed() => StoreError::Backend("postgres: connection closed".into()),
-        None => StoreError::Backend("postgres: connection error".into()),
+        // (A connection error carries no row data: its words help.)
+        None => StoreError::Backend(format!("postgres: {e}")),
     }
 }
 
@@ -101,19 +108,40 @@ fn parse_config(s: &PgSettings) -> Result<tokio_postgres::Config, StoreError> {
             "postgres_url: holds a password; put it in postgres_password_file or VAULT_POSTGRES_PASSWORD instead".into(),
         ));
     }
+    if config.get_options().is_some() {
+        return Err(StoreError::Backend(
+            "postgres_url: holds options; the vault sets them (postgres_schema)".into(),
+        ));
+    }
     if let Some(p) = &s.password {
         use secrecy::ExposeSecret;
         config.password(p.expose_secret());
     }
+    // Every commit durable when it returns, and no statement or connection
+    // attempt hanging a request for long.
+    let mut options = "-c synchronous_commit=on -c statement_timeout=10000".to_owned();
     if let Some(schema) = &s.schema {
         if !is_identifier(schema) {
             return Err(StoreError::Backend(
                 "postgres_schema: lower-case letters, digits and _ only, starting with a letter (at most 63)".into(),
             ));
         }
-        config.options(format!("-c search_path={schema}"));
+        options.push_str(&format!(" -c search_path={schema}"));
     }
-    if s.ca_file.is_none() && !loopback_only(&config) {
+    config.options(options);
+    config.connect_timeout(std::time::Duration::from_secs(5));
+    config.keepalives(true);
+    config.keepalives_idle(std::time::Duration::from_secs(30));
+    if s.ca_file.is_some() {
+        // With a CA, TLS or nothing: never the plaintext fallback of
+        // `sslmode=prefer` (the driver's default), nor `disable`.
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+            return Err(StoreError::Backend(
+                "postgres_url: sslmode=disable with postgres_ca_file set".into(),
+            ));
+        }
+        config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    } else if !loopback_only(&config) {
         return Err(StoreError::Backend(
             "postgres_url: a host that is not loopback needs TLS (postgres_ca_file)".into(),
         ));
@@ -129,18 +157,23 @@ fn is_identifier(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-/// Whether every host of `config` is the loopback interface or a Unix socket.
+/// Whether every host (and host address) of `config` is the loopback
+/// interface or a Unix socket.
 fn loopback_only(config: &tokio_postgres::Config) -> bool {
     use tokio_postgres::config::Host;
-    config.get_hosts().iter().all(|h| match h {
-        Host::Tcp(name) => {
-            name == "localhost"
-                || name
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        }
-        Host::Unix(_) => true,
-    })
+    config
+        .get_hostaddrs()
+        .iter()
+        .all(std::net::IpAddr::is_loopback)
+        && config.get_hosts().iter().all(|h| match h {
+            Host::Tcp(name) => {
+                name == "localhost"
+                    || name
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            Host::Unix(_) => true,
+        })
 }
 
 fn tls(ca: &std::path::Path) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
@@ -176,6 +209,8 @@ struct Pool {
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     conns: Vec<Mutex<Conn>>,
     next: AtomicUsize,
+    /// The connection that holds the node lock (see [`PgStore::open`]).
+    holder: Mutex<Option<tokio_postgres::Client>>,
 }
 
 impl Pool {
@@ -198,27 +233,54 @@ impl Pool {
         Ok(client)
     }
 
-    /// Runs `f` on a connection (opened again if it was closed).
+    /// Runs `f` on a connection (a free one if there is, opened again if
+    /// it was closed), within [`ANSWER_WITHIN`]: past it the connection is
+    /// dropped (the server then aborts what it was doing) and the answer is
+    /// [`Pool::LATE`].
     async fn with<T>(
         &self,
         f: impl AsyncFnOnce(&mut tokio_postgres::Client) -> Result<T, PgError>,
     ) -> Result<T, StoreError> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len().max(1);
-        let slot = self.conns.get(i).ok_or(StoreError::Closed)?;
-        let mut conn = slot.lock().await;
-        if conn
-            .client
-            .as_ref()
-            .is_none_or(tokio_postgres::Client::is_closed)
-        {
-            conn.client = Some(self.connect().await?);
-        }
-        let client = conn.client.as_mut().ok_or(StoreError::Closed)?;
-        f(client).await.map_err(|e| match e {
-            PgError::Db(e) => pg(&e),
-            PgError::Invalid(what) => StoreError::Backend(what.into()),
+        let n = self.conns.len().max(1);
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let free = (0..n).find_map(|k| self.conns.get((start + k) % n)?.try_lock().ok());
+        let mut conn = match free {
+            Some(c) => c,
+            None => {
+                self.conns
+                    .get(start % n)
+                    .ok_or(StoreError::Closed)?
+                    .lock()
+                    .await
+            }
+        };
+        let answer = tokio::time::timeout(ANSWER_WITHIN, async {
+            if conn
+                .client
+                .as_ref()
+                .is_none_or(tokio_postgres::Client::is_closed)
+            {
+                conn.client = Some(self.connect().await?);
+            }
+            let client = conn.client.as_mut().ok_or(StoreError::Closed)?;
+            f(client).await.map_err(|e| match e {
+                PgError::Db(e) => pg(&e),
+                PgError::Invalid(what) => StoreError::Backend(what.into()),
+                PgError::Unknown => StoreError::Failed,
+            })
         })
+        .await;
+        match answer {
+            Ok(r) => r,
+            Err(_) => {
+                conn.client = None;
+                Err(StoreError::Backend(Self::LATE.into()))
+            }
+        }
     }
+
+    /// What [`Pool::with`] answers past [`ANSWER_WITHIN`].
+    const LATE: &'static str = "postgres: no answer within 10 s";
 }
 
 /// PostgreSQL-backed [`Store`].
@@ -226,6 +288,11 @@ pub struct PgStore {
     pool: Arc<Pool>,
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
+    /// Set when a commit's outcome is unknown (the connection broke during
+    /// `COMMIT`): no more writes until a restart, as the trait asks of a
+    /// backend that cannot say whether a write happened.
+    failed: Arc<AtomicBool>,
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -238,6 +305,8 @@ impl std::fmt::Debug for PgStore {
 
 impl Drop for PgStore {
     fn drop(&mut self) {
+        // The node lock released now, not when the server notices.
+        let _ = self.close();
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }
@@ -257,8 +326,9 @@ fn after_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-fn slot_param(slot: u64) -> Result<i64, StoreError> {
-    i64::try_from(slot).map_err(|_| StoreError::Backend("key slot number out of range".into()))
+/// A key slot number as the database stores it.
+fn slot_param(slot: u64) -> Result<i64, &'static str> {
+    i64::try_from(slot).map_err(|_| "key slot number out of range")
 }
 
 fn keys_of(row: &tokio_postgres::Row) -> SlotKeys {
@@ -293,15 +363,66 @@ impl PgStore {
                 .map(|_| Mutex::new(Conn { client: None }))
                 .collect(),
             next: AtomicUsize::new(0),
+            holder: Mutex::new(None),
         });
         let store = Self {
             pool,
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
+            failed: Arc::new(AtomicBool::new(false)),
+            closed: AtomicBool::new(false),
         };
+        store.take_node_lock(settings.schema.as_deref().unwrap_or_default())?;
         let schema = settings.schema.clone();
         store.wait(|pool| async move { migrate(&pool, schema.as_deref()).await })?;
+        tracing::warn!(
+            "storage on PostgreSQL: one node at a time, and an erasure does not reach the database's old row versions, WAL or backups (docs/operations.md, PostgreSQL)"
+        );
         Ok(store)
+    }
+
+    /// Takes the node lock of the vault's schema `schema` ("": the user's
+    /// default) (a session advisory lock
+    /// on a connection of its own, held until [`Store::close`] or the
+    /// process ends): until several nodes share one database (slot numbers
+    /// and caches are per process), a second vaultd on it is refused. A
+    /// process that just ended may hold it for a moment: tried for 3 s.
+    fn take_node_lock(&self, schema: &str) -> Result<(), StoreError> {
+        for _ in 0..15 {
+            let schema = schema.to_owned();
+            let got = self.wait(|pool| async move {
+                let client = pool.connect().await?;
+                let row = client
+                    .query_one(
+                        "SELECT pg_try_advisory_lock(7226, hashtext($1))",
+                        &[&schema],
+                    )
+                    .await
+                    .map_err(|e| pg(&e))?;
+                let got = row.try_get::<_, Option<bool>>(0).ok().flatten() == Some(true);
+                if got {
+                    *pool.holder.lock().await = Some(client);
+                }
+                Ok(got)
+            })?;
+            if got {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Err(StoreError::Backend(
+            "another vaultd uses this database (and schema): storage on PostgreSQL serves one node at a time for now".into(),
+        ))
+    }
+
+    fn writable(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        if self.failed.load(Ordering::Acquire) {
+            return Err(StoreError::Failed);
+        }
+        Ok(())
     }
 
     /// Runs `f` on the store's runtime and waits for it, from any thread.
@@ -375,9 +496,20 @@ async fn migrate(pool: &Pool, schema: Option<&str>) -> Result<(), StoreError> {
     let applied = pool
         .with(async |c| {
             if let Some(schema) = schema {
-                // An identifier checked by `is_identifier`.
-                c.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-                    .await?;
+                // Created only if missing: a user without the right to
+                // create schemas can use one made for it.
+                let exists = c
+                    .query_opt(
+                        "SELECT 1 FROM information_schema.schemata WHERE schema_name = $1",
+                        &[&schema],
+                    )
+                    .await?
+                    .is_some();
+                if !exists {
+                    // An identifier checked by `is_identifier`.
+                    c.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                        .await?;
+                }
             }
             c.batch_execute(
                 "CREATE TABLE IF NOT EXISTS vault_schema (id INT PRIMARY KEY, version INT NOT NULL)",
@@ -431,7 +563,7 @@ impl Store for PgStore {
     }
 
     fn keys(&self, slot: u64) -> Result<SlotKeys, StoreError> {
-        let slot = slot_param(slot)?;
+        let slot = slot_param(slot).map_err(|e| StoreError::Backend(e.into()))?;
         self.wait(move |pool| async move {
             pool.with(async move |c| {
                 let row = c
@@ -479,31 +611,16 @@ impl Store for PgStore {
 
     fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            self.run(move |pool| async move {
-                pool.with(async move |c| {
-                    let tx = c.transaction().await?;
-                    for op in &batch.ops {
-                        apply(&tx, op).await?;
-                    }
-                    Ok(tx.commit().await?)
-                })
-                .await
-            })
-            .await
+            self.writable()?;
+            let failed = self.failed.clone();
+            self.run(move |pool| transact(pool, batch, failed)).await
         })
     }
 
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
-        self.wait(move |pool| async move {
-            pool.with(async move |c| {
-                let tx = c.transaction().await?;
-                for op in &batch.ops {
-                    apply(&tx, op).await?;
-                }
-                Ok(tx.commit().await?)
-            })
-            .await
-        })
+        self.writable()?;
+        let failed = self.failed.clone();
+        self.wait(move |pool| transact(pool, batch, failed))
     }
 
     fn durable(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -575,15 +692,62 @@ impl Store for PgStore {
     }
 
     fn close(&self) -> Result<(), StoreError> {
-        Ok(())
+        self.closed.store(true, Ordering::Release);
+        // The node lock goes with the connection that holds it.
+        // (Closing the connection releases it; the server may notice late.)
+        self.wait(|pool| async move {
+            if let Some(c) = pool.holder.lock().await.take() {
+                let _ = c.execute("SELECT pg_advisory_unlock_all()", &[]).await;
+            }
+            Ok(())
+        })
     }
+}
+
+/// `batch` as one transaction, on the store's runtime (so that it runs to
+/// its end even if the request that asked for it goes away). A connection
+/// lost during `COMMIT` leaves the outcome unknown: the store then takes
+/// no more writes (`failed`).
+async fn transact(
+    pool: Arc<Pool>,
+    batch: Batch,
+    failed: Arc<AtomicBool>,
+) -> Result<(), StoreError> {
+    let committing = AtomicBool::new(false);
+    let result = pool
+        .with(async |c| {
+            let tx = c.transaction().await?;
+            for op in &batch.ops {
+                apply(&tx, op).await?;
+            }
+            committing.store(true, Ordering::Release);
+            match tx.commit().await {
+                Ok(()) => Ok(()),
+                Err(e) if e.as_db_error().is_none() => Err(PgError::Unknown),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await;
+    // A connection lost during the COMMIT, or no answer to it in time:
+    // the outcome is unknown.
+    let unknown = match &result {
+        Err(StoreError::Failed) => true,
+        Err(StoreError::Backend(m)) => m == Pool::LATE && committing.load(Ordering::Acquire),
+        _ => false,
+    };
+    if unknown {
+        failed.store(true, Ordering::Release);
+        tracing::error!(
+            "PostgreSQL did not answer a COMMIT: its outcome is unknown, and the store takes no more writes until vaultd is restarted"
+        );
+        return Err(StoreError::Failed);
+    }
+    result
 }
 
 /// One operation of a batch, in transaction `tx`.
 async fn apply(tx: &tokio_postgres::Transaction<'_>, op: &Op) -> Result<(), PgError> {
-    let slot_of = |slot: u64| {
-        i64::try_from(slot).map_err(|_| PgError::Invalid("key slot number out of range"))
-    };
+    let slot_of = |slot: u64| slot_param(slot).map_err(PgError::Invalid);
     match op {
         Op::Put(k, v) => {
             tx.execute(
@@ -683,12 +847,131 @@ mod tests {
         assert!(parse_config(&s("postgres://vault@db.example.com/vault", true)).is_ok());
         assert!(parse_config(&s("postgres://vault@127.0.0.1:5432/vault", false)).is_ok());
         assert!(parse_config(&s("host=/run/postgresql user=vault", false)).is_ok());
-        let mut bad = s("postgres://vault@127.0.0.1/vault", false);
-        bad.schema = Some("x; drop table vault_kv".into());
-        assert!(err(bad).contains("postgres_schema"));
+        // A loopback name with a remote address, or a list with one remote
+        // host, is remote.
+        assert!(err(s("host=localhost hostaddr=10.1.2.3 user=vault", false)).contains("TLS"));
+        assert!(err(s("host=127.0.0.1,db.example.com user=vault", false)).contains("TLS"));
+        // With a CA: TLS required, never the driver's plaintext fallback.
+        let tls = parse_config(&s("postgres://vault@db.example.com/vault", true)).unwrap();
+        assert_eq!(tls.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        assert!(
+            err(s(
+                "postgres://vault@db.example.com/vault?sslmode=disable",
+                true
+            ))
+            .contains("sslmode=disable")
+        );
+        // The vault sets the session's options (durable commits, timeouts,
+        // its schema): a URL's own are refused.
+        assert!(
+            err(s(
+                "postgres://vault@127.0.0.1/vault?options=-csearch_path%3Devil",
+                false
+            ))
+            .contains("options")
+        );
+        let opts = parse_config(&s("postgres://vault@127.0.0.1/vault", false)).unwrap();
+        assert!(
+            opts.get_options()
+                .unwrap_or_default()
+                .contains("synchronous_commit=on")
+        );
+    }
+
+    #[test]
+    fn only_a_plain_identifier_names_the_schema() {
+        for bad in [
+            "x; drop table vault_kv",
+            "Vault",
+            "1st",
+            "a-b",
+            "",
+            &"a".repeat(64),
+        ] {
+            assert!(!is_identifier(bad), "{bad:?}");
+        }
+        for good in ["vault", "e2e_tmp1", "a"] {
+            assert!(is_identifier(good), "{good:?}");
+        }
+        let mut bad = PgSettings {
+            url: "postgres://vault@127.0.0.1/vault".into(),
+            password: None,
+            pool: 1,
+            ca_file: None,
+            schema: Some("x; drop table vault_kv".into()),
+        };
+        assert!(
+            parse_config(&bad)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("postgres_schema")
+        );
+        bad.schema = Some("vault".into());
+        assert!(parse_config(&bad).is_ok());
+    }
+
+    #[test]
+    fn a_prefix_scan_ends_at_the_first_key_after_the_prefix() {
         assert_eq!(after_prefix(b"sub/"), Some(b"sub0".to_vec()));
         assert_eq!(after_prefix(&[b'a', 0xff]), Some(b"b".to_vec()));
         assert_eq!(after_prefix(&[0xff, 0xff]), None);
+    }
+
+    /// Shredding one version clears its half only while it still holds that
+    /// version (a re-key's newer key in the same half is kept), and the
+    /// scans that visit everything read past one page.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_version_shred_spares_a_newer_key_and_scans_page_through_everything() {
+        let Some(settings) = settings("pages") else {
+            return;
+        };
+        let s = PgStore::open(&settings).unwrap();
+        let mut b = Batch::new();
+        b.put_key(7, 1, b"key-one".to_vec());
+        s.commit(b).await.unwrap();
+        let mut b = Batch::new();
+        b.put_key(7, 3, b"key-three".to_vec()); // the same half as version 1
+        b.shred_key(7, Some(1));
+        s.commit(b).await.unwrap();
+        assert_eq!(s.keys(7).unwrap(), vec![(3, b"key-three".to_vec())]);
+
+        let n = usize::try_from(PAGE).unwrap() * 2 + 17;
+        let mut b = Batch::new();
+        for i in 0..n {
+            put(&mut b, &format!("sub/{i:06}"), "r");
+            b.put_key(100 + i as u64, 1, b"k".to_vec());
+        }
+        s.commit(b).await.unwrap();
+        let mut subjects = 0;
+        s.for_each_subject(&mut |_, _| subjects += 1).unwrap();
+        assert_eq!(subjects, n);
+        let mut slots = 0;
+        s.for_each_key_slot(&mut |_, _| slots += 1).unwrap();
+        assert_eq!(slots, n + 1);
+    }
+
+    /// One node at a time: a second store on the same schema is refused
+    /// while the first is open, and opens once it is closed. After `close`,
+    /// and after a commit whose outcome is unknown, a store takes no writes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_node_at_a_time_and_a_closed_store_takes_no_writes() {
+        let Some(settings) = settings("closed") else {
+            return;
+        };
+        let s = PgStore::open(&settings).unwrap();
+        let e = PgStore::open(&settings).unwrap_err().to_string();
+        assert!(e.contains("one node at a time"), "{e}");
+        s.close().unwrap();
+        let mut b = Batch::new();
+        put(&mut b, "k", "v");
+        assert!(matches!(s.commit(b).await, Err(StoreError::Closed)));
+        let fresh = PgStore::open(&settings).unwrap();
+        fresh.failed.store(true, Ordering::Release);
+        let mut b = Batch::new();
+        put(&mut b, "k", "v");
+        assert!(matches!(fresh.commit(b).await, Err(StoreError::Failed)));
+        assert_eq!(fresh.get(b"k").unwrap(), None);
     }
 
     /// Entries and key slots as the sled store keeps them: commits visible
