@@ -810,7 +810,14 @@ mod tests {
             eprintln!("{test}: skipped: TEST_VAULT_POSTGRES_URL is not set (.ci/postgres start)");
             return None;
         };
-        let nonce = u32::from_be_bytes(crate::crypto::random_array::<4>().ok()?);
+        // A name no other run picks (the time, this process, a counter).
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos()
+            ^ std::process::id().rotate_left(16)
+            ^ u32::try_from(N.fetch_add(1, Ordering::Relaxed)).unwrap_or(0);
         Some(PgSettings {
             url,
             password: std::env::var("TEST_VAULT_POSTGRES_PASSWORD")
