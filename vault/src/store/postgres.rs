@@ -18,6 +18,9 @@
 //! scans on the primary key); [`MIGRATIONS`] are applied at open, and a
 //! database migrated by a newer binary is refused.
 //!
+//! Statements go with their parameters' types (`query_typed`,
+//! `execute_typed`): one round trip each, no statement prepared first.
+//!
 //! The connections live on a runtime of the store's own (two threads), so
 //! that the synchronous reads of [`Store`] can wait for them from any
 //! thread: on a worker of a multi-threaded runtime the wait is wrapped in
@@ -28,6 +31,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tokio::sync::Mutex;
+use tokio_postgres::types::Type;
 
 /// The schema, one migration per entry, applied in order; the number of
 /// the last one applied is kept in `vault_schema`.
@@ -470,16 +474,16 @@ impl PgStore {
                 let order = if descending { "DESC" } else { "ASC" };
                 let rows = match &end {
                     Some(end) => {
-                        c.query(
+                        c.query_typed(
                             &format!("SELECT k, v FROM vault_kv WHERE k >= $1 AND k < $2 ORDER BY k {order} LIMIT $3"),
-                            &[&start, end, &limit],
+                            &[(&start, Type::BYTEA), (end, Type::BYTEA), (&limit, Type::INT8)],
                         )
                         .await?
                     }
                     None => {
-                        c.query(
+                        c.query_typed(
                             &format!("SELECT k, v FROM vault_kv WHERE k >= $1 ORDER BY k {order} LIMIT $2"),
-                            &[&start, &limit],
+                            &[(&start, Type::BYTEA), (&limit, Type::INT8)],
                         )
                         .await?
                     }
@@ -554,7 +558,10 @@ impl Store for PgStore {
         self.wait(move |pool| async move {
             pool.with(async move |c| {
                 let row = c
-                    .query_opt("SELECT v FROM vault_kv WHERE k = $1", &[&key])
+                    .query_typed_opt(
+                        "SELECT v FROM vault_kv WHERE k = $1",
+                        &[(&key, Type::BYTEA)],
+                    )
                     .await?;
                 Ok(row.map(|r| r.get(0)))
             })
@@ -567,9 +574,9 @@ impl Store for PgStore {
         self.wait(move |pool| async move {
             pool.with(async move |c| {
                 let row = c
-                    .query_opt(
+                    .query_typed_opt(
                         "SELECT v0, k0, v1, k1 FROM vault_slots WHERE slot = $1",
-                        &[&slot],
+                        &[(&slot, Type::INT8)],
                     )
                     .await?;
                 Ok(row.as_ref().map(keys_of).unwrap_or_default())
@@ -584,9 +591,9 @@ impl Store for PgStore {
             let rows: Vec<(i64, SlotKeys)> = self.wait(move |pool| async move {
                 pool.with(async move |c| {
                     let rows = c
-                        .query(
+                        .query_typed(
                             "SELECT slot, v0, k0, v1, k1 FROM vault_slots WHERE slot > $1 ORDER BY slot LIMIT $2",
-                            &[&after, &PAGE],
+                            &[(&after, Type::INT8), (&PAGE, Type::INT8)],
                         )
                         .await?;
                     Ok(rows.iter().map(|r| (r.get(0), keys_of(r))).collect())
@@ -750,14 +757,14 @@ async fn apply(tx: &tokio_postgres::Transaction<'_>, op: &Op) -> Result<(), PgEr
     let slot_of = |slot: u64| slot_param(slot).map_err(PgError::Invalid);
     match op {
         Op::Put(k, v) => {
-            tx.execute(
+            tx.execute_typed(
                 "INSERT INTO vault_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
-                &[k, v],
+                &[(k, Type::BYTEA), (v, Type::BYTEA)],
             )
             .await?;
         }
         Op::Delete(k) => {
-            tx.execute("DELETE FROM vault_kv WHERE k = $1", &[k])
+            tx.execute_typed("DELETE FROM vault_kv WHERE k = $1", &[(k, Type::BYTEA)])
                 .await?;
         }
         Op::PutKey {
@@ -772,15 +779,23 @@ async fn apply(tx: &tokio_postgres::Transaction<'_>, op: &Op) -> Result<(), PgEr
             } else {
                 "INSERT INTO vault_slots (slot, v1, k1) VALUES ($1, $2, $3) ON CONFLICT (slot) DO UPDATE SET v1 = excluded.v1, k1 = excluded.k1"
             };
-            tx.execute(sql, &[&slot, &v, wrapped]).await?;
+            tx.execute_typed(
+                sql,
+                &[
+                    (&slot, Type::INT8),
+                    (&v, Type::INT8),
+                    (wrapped, Type::BYTEA),
+                ],
+            )
+            .await?;
         }
         Op::ShredKey { slot, version } => {
             let slot = slot_of(*slot)?;
             match version {
                 None => {
-                    tx.execute(
+                    tx.execute_typed(
                         "UPDATE vault_slots SET v0 = NULL, k0 = NULL, v1 = NULL, k1 = NULL WHERE slot = $1",
-                        &[&slot],
+                        &[(&slot, Type::INT8)],
                     )
                     .await?;
                 }
@@ -791,7 +806,8 @@ async fn apply(tx: &tokio_postgres::Transaction<'_>, op: &Op) -> Result<(), PgEr
                     } else {
                         "UPDATE vault_slots SET v1 = NULL, k1 = NULL WHERE slot = $1 AND v1 = $2"
                     };
-                    tx.execute(sql, &[&slot, &v]).await?;
+                    tx.execute_typed(sql, &[(&slot, Type::INT8), (&v, Type::INT8)])
+                        .await?;
                 }
             }
         }
