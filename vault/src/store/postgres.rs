@@ -724,9 +724,9 @@ async fn transact(
     let result = pool
         .with(async |c| {
             let tx = c.transaction().await?;
-            for op in &batch.ops {
-                apply(&tx, op).await?;
-            }
+            // Sent together, in order (the driver pipelines the statements of
+            // one connection): one round trip for the batch, not one each.
+            futures::future::try_join_all(batch.ops.iter().map(|op| apply(&tx, op))).await?;
             committing.store(true, Ordering::Release);
             match tx.commit().await {
                 Ok(()) => Ok(()),
