@@ -245,10 +245,13 @@ async fn pci_3_3_1_a_cvv_is_revealed_once_and_never_stored() {
 async fn a_cvv_expires_after_its_time_to_live_and_with_a_restart() {
     let rng = SystemRandom::new();
     let mut vault = TestVault::start_full(
-        &[("VAULT_CVV_TTL_SECS", "1")],
+        &[("VAULT_CVV_TTL_SECS", "3")],
         vault_tests::PolicyChoice::Default,
     );
     let expiry = next_year();
+    // Both callers ready first: with a TTL of 3 s, granting a role between
+    // storing a CVV and revealing it could outlast it (on a slow store).
+    let mut processor = vault.client_as("payment_processor").await;
     let mut booking = vault.client_as("booking_service").await;
     let mut store = async |subject: &str| {
         let card = random_card(&rng, "4", 16);
@@ -271,9 +274,8 @@ async fn a_cvv_expires_after_its_time_to_live_and_with_a_restart() {
     let waited = store("ttl-1").await;
     // (Issued before the clock passes the CVV's time to live.)
     let restarted = store("ttl-2").await;
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
     let fresh = store("ttl-3").await;
-    let mut processor = vault.client_as("payment_processor").await;
     let d = processor
         .detokenize(&[&waited, &fresh], "payment_authorization")
         .await
