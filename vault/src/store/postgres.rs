@@ -47,7 +47,7 @@ pub const MIGRATIONS: &[&str] = &[
 const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Rows read at once by the scans that visit everything.
-const PAGE: i64 = 1000;
+const PAGE: usize = 1000;
 
 /// How to reach the database.
 #[derive(Clone)]
@@ -461,6 +461,28 @@ impl PgStore {
             .map_err(|_| StoreError::Closed)?
     }
 
+    /// Calls `f` with every entry whose key is in `[start, end)` (`None`:
+    /// no end), in key order, a page at a time.
+    fn each_in(
+        &self,
+        start: Vec<u8>,
+        end: Option<Vec<u8>>,
+        f: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<(), StoreError> {
+        let mut from = start;
+        loop {
+            let page = self.scan(from, end.clone(), PAGE, false)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(());
+            };
+            from = last.clone();
+            from.push(0);
+            for (k, v) in &page {
+                f(k, v);
+            }
+        }
+    }
+
     fn scan(
         &self,
         start: Vec<u8>,
@@ -587,13 +609,14 @@ impl Store for PgStore {
 
     fn for_each_key_slot(&self, f: &mut dyn FnMut(u64, &SlotKeys)) -> Result<(), StoreError> {
         let mut after = -1i64;
+        let page = i64::try_from(PAGE).unwrap_or(i64::MAX);
         loop {
             let rows: Vec<(i64, SlotKeys)> = self.wait(move |pool| async move {
                 pool.with(async move |c| {
                     let rows = c
                         .query_typed(
                             "SELECT slot, v0, k0, v1, k1 FROM vault_slots WHERE slot > $1 ORDER BY slot LIMIT $2",
-                            &[(&after, Type::INT8), (&PAGE, Type::INT8)],
+                            &[(&after, Type::INT8), (&page, Type::INT8)],
                         )
                         .await?;
                     Ok(rows.iter().map(|r| (r.get(0), keys_of(r))).collect())
@@ -649,39 +672,16 @@ impl Store for PgStore {
 
     fn for_each_subject(&self, f: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError> {
         let prefix = super::keys::SUBJECT_PREFIX;
-        let mut from = prefix.to_vec();
-        loop {
-            let page = self.scan_from(prefix, &from, usize::try_from(PAGE).unwrap_or(1000))?;
-            let Some((last, _)) = page.last() else {
-                return Ok(());
-            };
-            from = last.clone();
-            from.push(0);
-            for (k, v) in &page {
-                f(k, v);
-            }
-        }
+        self.each_in(prefix.to_vec(), after_prefix(prefix), f)
     }
 
     fn for_each_entry(&self, f: &mut dyn FnMut(&[u8], &[u8])) -> Result<(), StoreError> {
-        let mut from = Vec::new();
-        loop {
-            let page = self.scan(
-                from.clone(),
-                None,
-                usize::try_from(PAGE).unwrap_or(1000),
-                false,
-            )?;
-            let Some((last, _)) = page.last() else {
-                return Ok(());
-            };
-            from = last.clone();
-            from.push(0);
-            for (k, v) in &page {
-                if !k.starts_with(super::keys::SUBJECT_PREFIX) {
-                    f(k, v);
-                }
-            }
+        // Everything before the subject records, then everything after.
+        let prefix = super::keys::SUBJECT_PREFIX;
+        self.each_in(Vec::new(), Some(prefix.to_vec()), f)?;
+        match after_prefix(prefix) {
+            Some(after) => self.each_in(after, None, f),
+            None => Ok(()),
         }
     }
 
@@ -959,7 +959,7 @@ mod tests {
         s.commit(b).await.unwrap();
         assert_eq!(s.keys(7).unwrap(), vec![(3, b"key-three".to_vec())]);
 
-        let n = usize::try_from(PAGE).unwrap() * 2 + 17;
+        let n = PAGE * 2 + 17;
         let mut b = Batch::new();
         for i in 0..n {
             put(&mut b, &format!("sub/{i:06}"), "r");
@@ -1012,6 +1012,7 @@ mod tests {
         }
         put(&mut b, "sub/s1", "record one");
         put(&mut b, "d/x", "other");
+        put(&mut b, "tok/x", "after the subject records");
         b.put_key(7, 1, b"key-one".to_vec());
         b.put_key(7, 2, b"key-two".to_vec());
         b.put_key(8, 1, b"key-eight".to_vec());
@@ -1056,7 +1057,7 @@ mod tests {
             entries += 1;
         })
         .unwrap();
-        assert_eq!(entries, 30, "29 c/ entries and d/x");
+        assert_eq!(entries, 31, "29 c/ entries, d/x and tok/x");
     }
 
     /// A commit that fails leaves nothing: its earlier operations are rolled
