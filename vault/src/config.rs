@@ -307,8 +307,8 @@ settings! {
         "sled's page cache, in bytes (256 MiB; at least 1048576).";
     storage: Storage [Choice] = Storage::Sled, env VAULT_STORAGE,
         "Where keyed data and key slots live: `sled` (embedded, in `data_dir`) or `postgres` \
-         (`postgres_url`; one node at a time for now, the audit trail stays in `data_dir`: see \
-         [PostgreSQL](#postgresql)).";
+         (`postgres_url`; several nodes may share one database, each with its own audit trail in \
+         its `data_dir`: see [PostgreSQL](#postgresql)).";
     postgres_url: String [Label] = String::new(), env VAULT_POSTGRES_URL,
         "With `storage = \"postgres\"`: `postgres://USER@HOST:PORT/DATABASE` (or key=value \
          form), without a password; a host that is not loopback needs `postgres_ca_file`.";
@@ -326,6 +326,10 @@ settings! {
          `_`); none: the user's default.";
     postgres_pool: usize [Typed] = 16, env VAULT_POSTGRES_POOL,
         "Connections to the database (1 to 256).";
+    node_id: String [Label] = String::new(), env VAULT_NODE_ID,
+        "With `storage = \"postgres\"`: this node's id among the nodes on one database \
+         (at most 128 characters; two live nodes with one id are refused); none: the host \
+         name and a random suffix, new at each start.";
     durability: Durability [Choice] = Durability::Fsync, env VAULT_DURABILITY,
         "What an acknowledged write survives: `fsync` or `flush`, see \
          [Durability](#durability).";

@@ -73,6 +73,10 @@ pub enum Error {
     /// A limit of the vault is reached (e.g. pending CVVs); nothing was done.
     #[error("resource exhausted: {0}")]
     ResourceExhausted(&'static str),
+    /// Another node changed the same data first; nothing was done, and the
+    /// request may be sent again.
+    #[error("aborted: {0}")]
+    Aborted(&'static str),
     /// A bug or an impossible state; the detail is logged, not returned.
     #[error("internal error: {0}")]
     Internal(#[source] Box<Internal>),
@@ -183,9 +187,16 @@ impl From<Internal> for Error {
 
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
-        Unavailable::Store(e).into()
+        match e {
+            StoreError::Conflict => Error::Aborted(CONFLICT),
+            e => Unavailable::Store(e).into(),
+        }
     }
 }
+
+/// What a request that lost a race with another node is told.
+pub const CONFLICT: &str =
+    "another node changed this data at the same time; nothing was done, send the request again";
 
 impl From<CryptoError> for Error {
     /// A failed decryption is an integrity failure (whatever its cause: a
@@ -203,7 +214,8 @@ impl From<CryptoError> for Error {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     /// The event's outcome: `invalid`, `unauthenticated`, `denied`,
-    /// `not_found`, `failed_precondition`, `resource_exhausted` or `error`.
+    /// `not_found`, `failed_precondition`, `resource_exhausted`, `aborted`
+    /// or `error`.
     pub name: &'static str,
     /// The gRPC code the client was answered with.
     pub code: Code,
@@ -225,6 +237,7 @@ impl Error {
             Error::Unavailable(_) => (Code::Unavailable, "error"),
             Error::FailedPrecondition(_) => (Code::FailedPrecondition, "failed_precondition"),
             Error::ResourceExhausted(_) => (Code::ResourceExhausted, "resource_exhausted"),
+            Error::Aborted(_) => (Code::Aborted, "aborted"),
             Error::Internal(_) => (Code::Internal, "error"),
         }
     }
@@ -248,7 +261,8 @@ impl Error {
             Error::Unauthenticated(what)
             | Error::NotFound(what)
             | Error::FailedPrecondition(what)
-            | Error::ResourceExhausted(what) => (*what).to_owned(),
+            | Error::ResourceExhausted(what)
+            | Error::Aborted(what) => (*what).to_owned(),
             Error::PermissionDenied => String::new(),
             Error::Integrity => "integrity".into(),
             Error::Unavailable(_) => "unavailable".into(),
@@ -341,9 +355,9 @@ impl From<Error> for Status {
                 tracing::error!(%detail, "storage unavailable");
                 Status::new(code, "storage unavailable: the request did nothing")
             }
-            Error::FailedPrecondition(what) | Error::ResourceExhausted(what) => {
-                Status::new(code, what)
-            }
+            Error::FailedPrecondition(what)
+            | Error::ResourceExhausted(what)
+            | Error::Aborted(what) => Status::new(code, what),
             Error::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 Status::new(code, "internal error")

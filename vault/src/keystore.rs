@@ -151,7 +151,8 @@ pub async fn rotate(ring: &Keyring, store: &dyn Store, now: i64) -> Result<u32, 
     let kek = ring.new_kek(retired)?;
     let version = kek.version;
     let mut b = Batch::new();
-    b.put(keys::kek(version), kek.wrapped.clone());
+    // (Inserted: two nodes rotating at once make one version, not two.)
+    b.insert(keys::kek(version), kek.wrapped.clone());
     b.put(keys::ACTIVE_KEK, version.to_be_bytes().to_vec());
     b.put(keys::REWRAP, version.to_be_bytes().to_vec());
     b.put(keys::kek_meta(version), now.to_be_bytes().to_vec());

@@ -15,7 +15,7 @@ mod system;
 mod token;
 
 pub use audit::{AuditApi, MAX_CONCURRENT_EXPORTS, MAX_CONCURRENT_READS};
-pub use policy::{PolicyApi, reload as reload_policy};
+pub use policy::{PolicyApi, announce_reload as announce_policy_reload, reload as reload_policy};
 pub use principal::PrincipalApi;
 pub use subject::SubjectApi;
 pub use system::SystemApi;
@@ -57,6 +57,30 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Takes what another node changed in the shared store
+    /// ([`crate::store::Store::watch`]): the engine's caches, the
+    /// credentials, the policy.
+    pub fn on_changes(&self, changes: &crate::store::Changes) {
+        use crate::store::{Changes, keys};
+        self.engine.forget_changed(changes);
+        let credentials = self.auth.credentials();
+        match changes {
+            Changes::Everything => credentials.refresh_all(),
+            Changes::Keys(changed) => {
+                for key in changed {
+                    if let Some(id) = key
+                        .strip_prefix(keys::CREDENTIAL_PREFIX)
+                        .and_then(|s| std::str::from_utf8(s).ok())
+                    {
+                        credentials.refresh(id);
+                    } else if key == keys::POLICY_RELOADED {
+                        let _ = policy::reload(&self.policy, "another node");
+                    }
+                }
+            }
+        }
+    }
+
     /// Fails with `PERMISSION_DENIED` unless `principal` may do `action`.
     pub(crate) fn require(&self, principal: &Principal, action: Action) -> Result<(), Error> {
         if self.policy.allows(principal, action) {
@@ -280,9 +304,27 @@ pub async fn run_rewrap(shared: &Shared) -> Result<Option<crate::engine::RewrapS
     result
 }
 
+/// How long the rewrap's lease lasts, on a shared store.
+pub const REWRAP_LEASE: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
 /// Runs [`run_rewrap`] in the background, logging how it ended.
+///
+/// On a shared store it runs on one node at a time: the one that takes the
+/// rewrap's lease ([`REWRAP_LEASE`], kept by the minute's check of
+/// `server::jobs` while the rewrap is pending).
 pub fn spawn_rewrap(shared: Arc<Shared>) {
     tokio::spawn(async move {
+        match shared.engine.store().lease("rewrap", REWRAP_LEASE).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!("another node runs the rewrap of data keys");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not take the rewrap's lease; it resumes within a minute");
+                return;
+            }
+        }
         match run_rewrap(&shared).await {
             Ok(Some(s)) => tracing::info!(
                 subjects = s.subjects,

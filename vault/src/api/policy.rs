@@ -43,6 +43,25 @@ impl PolicyApi {
     }
 }
 
+/// Tells the other nodes of a shared store that this node reloaded its
+/// policy, so that they reload theirs (each from its own `policy_dir`)
+/// within a second. Nothing where one process owns the store.
+pub async fn announce_reload(shared: &Shared) {
+    let store = shared.engine.store();
+    if !store.shared() {
+        return;
+    }
+    let mut b = crate::store::Batch::new();
+    let at = shared.engine.clock().now_micros();
+    b.put(
+        crate::store::keys::POLICY_RELOADED,
+        at.to_be_bytes().to_vec(),
+    );
+    if let Err(e) = store.commit(b).await {
+        tracing::error!(error = %e, "could not tell the other nodes of the policy reload: reload theirs (SIGHUP)");
+    }
+}
+
 /// Reloads the policies, logging the outcome; shared by the RPC and SIGHUP.
 pub fn reload(
     policy: &crate::policy::PolicyEngine,
@@ -76,6 +95,9 @@ impl PolicyService for PolicyApi {
             let result = tokio::task::spawn_blocking(move || reload(&policy, &name))
                 .await
                 .map_err(|e| Error::task("reload task", e))?;
+            if result.is_ok() {
+                announce_reload(&self.shared).await;
+            }
             match result {
                 Ok(summary) => Ok(Response::new(ReloadPolicyResponse {
                     policies: u32::try_from(summary.policies).unwrap_or(u32::MAX),

@@ -146,6 +146,10 @@ impl SystemService for SystemApi {
             self.shared.require(&who, Action::Status)?;
             let e = &self.shared.engine;
             let rewrap = e.rewrap_state();
+            let cluster = e.store().cluster().unwrap_or(crate::store::Cluster {
+                reachable: true,
+                ..Default::default()
+            });
             Ok(Response::new(StatusResponse {
                 kek_versions: e.keyring().kek_versions(),
                 rewrap_pending: e.rewrap_pending()?,
@@ -170,6 +174,9 @@ impl SystemService for SystemApi {
                 unseal_progress: 0,
                 unseal_threshold: 0,
                 storage: e.store().backend().to_owned(),
+                node_id: cluster.node,
+                peers: cluster.peers,
+                database_reachable: cluster.reachable,
             }))
         }
         .await;

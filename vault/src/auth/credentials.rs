@@ -312,27 +312,47 @@ impl CredentialStore {
                 "revoked credentials the revocation journal records"
             );
         }
-        let mut records = HashMap::new();
-        for (_, bytes) in store.scan_prefix(keys::CREDENTIAL_PREFIX, usize::MAX)? {
-            let mut r = CredentialRecord::decode(bytes.as_slice())
-                .map_err(|e| Error::decode("credential", e))?;
-            if r.mac.is_empty() {
-                // From before record MACs: a single grant, whatever it says.
-                r.granted_via = VIA_SINGLE.to_owned();
-            } else if !ct_eq(&r.mac, &record_mac(&key, &r)) {
-                return Err(Error::state(format!(
-                    "credential record {} fails its MAC: it was edited outside the vault; restore the data directory from a backup, or and find out who edited it",
-                    r.id
-                )));
-            }
-            records.insert(r.id.clone(), Issued::new(Arc::new(r)));
-        }
+        let records = load_all(store.as_ref(), &key)?;
         Ok(Self {
             store,
             key,
             records: RwLock::new(records),
             change: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Reads credential `id` again from the store (another node issued,
+    /// approved or revoked it); one that is gone or fails its MAC is
+    /// dropped (refused from now on).
+    pub fn refresh(&self, id: &str) {
+        let loaded = self
+            .store
+            .get(&keys::credential(id))
+            .map_err(Error::from)
+            .and_then(|b| b.map(|b| load_record(&self.key, &b)).transpose());
+        match loaded {
+            Ok(Some(r)) if r.id == id => {
+                self.write().insert(r.id.clone(), Issued::new(Arc::new(r)));
+            }
+            Ok(_) => {
+                self.write().remove(id);
+            }
+            Err(e) => {
+                self.write().remove(id);
+                tracing::error!(error = %e, "a credential another node changed could not be read: refused here until it can");
+            }
+        }
+    }
+
+    /// Reads every credential again (another node changed an unknown
+    /// set); on failure, keeps what it had and says so.
+    pub fn refresh_all(&self) {
+        match load_all(self.store.as_ref(), &self.key) {
+            Ok(records) => *self.write() = records,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the credentials again");
+            }
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Issued>> {
@@ -645,6 +665,31 @@ impl CredentialStore {
         let detail = format!("id {} name {}", record.id, record.name);
         self.put(record, detail, audit).await
     }
+}
+
+/// A stored credential record, its MAC checked under `key`.
+fn load_record(key: &CredentialKey, bytes: &[u8]) -> Result<CredentialRecord> {
+    let mut r = CredentialRecord::decode(bytes).map_err(|e| Error::decode("credential", e))?;
+    if r.mac.is_empty() {
+        // From before record MACs: a single grant, whatever it says.
+        r.granted_via = VIA_SINGLE.to_owned();
+    } else if !ct_eq(&r.mac, &record_mac(key, &r)) {
+        return Err(Error::state(format!(
+            "credential record {} fails its MAC: it was edited outside the vault; restore the data directory from a backup, and find out who edited it",
+            r.id
+        )));
+    }
+    Ok(r)
+}
+
+/// Every stored credential record, MACs checked.
+fn load_all(store: &dyn Store, key: &CredentialKey) -> Result<HashMap<String, Issued>> {
+    let mut records = HashMap::new();
+    for (_, bytes) in store.scan_prefix(keys::CREDENTIAL_PREFIX, usize::MAX)? {
+        let r = load_record(key, &bytes)?;
+        records.insert(r.id.clone(), Issued::new(Arc::new(r)));
+    }
+    Ok(records)
 }
 
 /// Brings the credentials in `store` and the revocation journal into line:

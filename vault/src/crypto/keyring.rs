@@ -325,6 +325,50 @@ impl Keyring {
         Ok(())
     }
 
+    /// Takes the KEKs of `material` (the store's, as another node left
+    /// them): versions made elsewhere are unwrapped and held, versions no
+    /// longer stored are dropped (retired elsewhere), and the active one
+    /// becomes `material`'s.
+    pub fn refresh_keks(&self, material: &Material, now: i64) -> Result<(), KeyringError> {
+        let held = self.kek_versions();
+        let mut fresh = Vec::new();
+        for k in material.keks.iter().filter(|k| !held.contains(&k.version)) {
+            let raw = self
+                .root
+                .unwrap(&kek_context(k.version), &k.wrapped)
+                .map_err(|_| KeyringError::WrongRootKey)?;
+            let bytes: &[u8; KEY_LEN] = raw
+                .as_slice()
+                .try_into()
+                .map_err(|_| KeyringError::Damaged("KEK length"))?;
+            fresh.push((
+                k.version,
+                Kek {
+                    key: Arc::new(KeyEncryptionKey::from_bytes(k.version, bytes)),
+                    created_at: k.created_at.unwrap_or(now),
+                },
+            ));
+        }
+        let mut keks = self
+            .keks
+            .write()
+            .map_err(|_| KeyringError::Damaged("keyring lock"))?;
+        keks.extend(fresh);
+        if !keks.contains_key(&material.active) {
+            return Err(KeyringError::Damaged("active KEK missing"));
+        }
+        keks.retain(|v, _| material.keks.iter().any(|k| k.version == *v));
+        self.active_kek.store(material.active, Ordering::Release);
+        Ok(())
+    }
+
+    /// Drops every cached DEK (another node may have re-keyed anyone).
+    pub fn forget_all_deks(&self) {
+        if let Ok(mut d) = self.deks.lock() {
+            d.clear();
+        }
+    }
+
     /// Makes a KEK for the next rotation, wrapped by the root key: version
     /// highest + 1, above every version held and `retired_max`, the highest
     /// version ever retired. Nothing changes until [`Keyring::activate`].

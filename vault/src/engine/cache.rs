@@ -112,6 +112,38 @@ impl RecordCache {
             shard.records.pop(subject);
         }
     }
+
+    /// Forgets `subject`'s record and the pointers of the tokens it held
+    /// (another node changed or erased it).
+    pub(super) fn forget_subject_and_tokens(&self, subject: &str) {
+        let record = self.subjects[self.shard(subject)]
+            .lock()
+            .ok()
+            .and_then(|mut shard| {
+                shard.generation = shard.generation.wrapping_add(1);
+                shard.records.pop(subject)
+            });
+        if let Some(record) = record {
+            for e in &record.entries {
+                self.forget_pointer(&e.token);
+            }
+        }
+    }
+
+    /// Forgets everything.
+    pub(super) fn clear(&self) {
+        for p in &self.pointers {
+            if let Ok(mut p) = p.lock() {
+                p.clear();
+            }
+        }
+        for s in &self.subjects {
+            if let Ok(mut s) = s.lock() {
+                s.generation = s.generation.wrapping_add(1);
+                s.records.clear();
+            }
+        }
+    }
 }
 
 // Values never reach a log or a panic message through Debug.

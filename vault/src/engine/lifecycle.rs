@@ -29,7 +29,8 @@ impl Engine {
         let mut batch = Batch::new();
         self.settle_expired(sid, &mut record, &mut batch, now)?;
         let out = change(&mut record, now)?;
-        self.commit_subject(sid, record, batch, audit).await?;
+        self.commit_subject(sid, Some(&current), record, batch, audit)
+            .await?;
         Ok(out)
     }
 
@@ -169,6 +170,7 @@ impl Engine {
         batch.put(keys::erased(sid), body.encode_to_vec());
         batch.extend(unlink_all(self.store.as_ref(), sid)?);
         batch.extend(shred(sid, &record));
+        let batch = self.guarded(sid, Some(&record), batch);
         let write = async { self.store.commit(batch).await.map_err(Error::from) };
         let audit = audit.map(|mut a| {
             let counts = erasure_detail(&body);
@@ -238,7 +240,8 @@ impl Engine {
             }
         }
         let linked = record.account_holder.clone();
-        self.commit_subject(cid, record, batch, audit).await?;
+        self.commit_subject(cid, Some(&current), record, batch, audit)
+            .await?;
         Ok(linked)
     }
 

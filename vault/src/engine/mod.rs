@@ -49,6 +49,9 @@ const CACHE_SHARDS: usize = 16;
 /// Number of lock stripes serialising writes per subject.
 const LOCK_STRIPES: usize = 1024;
 
+/// Key slots a node of a shared store reserves at once.
+const SLOT_BLOCK: u64 = 256;
+
 /// Days a KEK wraps new data keys after it is made (NIST SP 800-57: up to
 /// two years for a key-wrapping key's originator use; one year here).
 pub const DEFAULT_KEK_CRYPTOPERIOD_DAYS: u32 = 365;
@@ -256,6 +259,9 @@ pub struct Engine {
 struct SlotCounter {
     /// The next one.
     next: u64,
+    /// The end of the block this run may hand out (`u64::MAX` where it
+    /// owns the store; on a shared store, the end of its reserved block).
+    end: u64,
     /// The first (the slots below it were handed out before this run).
     first: u64,
 }
@@ -479,16 +485,37 @@ impl Engine {
 
     /// A key slot no subject has had.
     fn allocate_slot(&self) -> Result<u64> {
-        self.with_slot_counter(|c| {
-            let slot = c.next;
-            if slot > locator::MAX_SLOT {
-                return Err(Error::ResourceExhausted(
-                    "the vault has handed out every key slot",
-                ));
+        loop {
+            let got = self.with_slot_counter(|c| {
+                if c.next >= c.end {
+                    return Ok(None);
+                }
+                let slot = c.next;
+                if slot > locator::MAX_SLOT {
+                    return Err(Error::ResourceExhausted(
+                        "the vault has handed out every key slot",
+                    ));
+                }
+                c.next = slot + 1;
+                Ok(Some(slot))
+            })??;
+            if let Some(slot) = got {
+                return Ok(slot);
             }
-            c.next = slot + 1;
-            Ok(slot)
-        })?
+            // A store several nodes share hands out blocks of slots; the
+            // next block is reserved without the counter's lock held, and
+            // a block another thread installed meanwhile is kept.
+            let floor = self.first_free_slot()?;
+            let Some(block) = self.store.reserve_slots(floor, SLOT_BLOCK)? else {
+                return Err(Error::state("the store stopped reserving key slots"));
+            };
+            self.with_slot_counter(|c| {
+                if c.next >= c.end {
+                    c.next = block.start;
+                    c.end = block.end;
+                }
+            })?;
+        }
     }
 
     /// The first key slot this run hands out (or would): every slot below
@@ -508,7 +535,15 @@ impl Engine {
             Some(c) => c,
             None => {
                 let first = self.first_free_slot()?;
-                counter.insert(SlotCounter { next: first, first })
+                // On a shared store, no slot until a block is reserved
+                // (`allocate_slot`); slots below `first` were handed out
+                // before this run, as on a store of one process.
+                let end = if self.store.shared() { first } else { u64::MAX };
+                counter.insert(SlotCounter {
+                    next: first,
+                    first,
+                    end,
+                })
             }
         };
         Ok(f(c))
@@ -523,9 +558,10 @@ impl Engine {
             .map_or(1, |n| n.saturating_add(1)))
     }
 
-    /// Reads the field numbers from the store, once.
-    fn field_numbers(&self) -> Result<()> {
-        if self.fields.read().is_ok_and(|f| f.is_some()) {
+    /// Reads the field numbers from the store, once (`again`: again, for
+    /// the numbers another node gave).
+    fn field_numbers(&self, again: bool) -> Result<()> {
+        if !again && self.fields.read().is_ok_and(|f| f.is_some()) {
             return Ok(());
         }
         let mut numbers = FieldNumbers::default();
@@ -541,7 +577,7 @@ impl Engine {
             .fields
             .write()
             .map_err(|_| Error::state("the field numbers are poisoned"))?;
-        if fields.is_none() {
+        if again || fields.is_none() {
             *fields = Some(numbers);
         }
         Ok(())
@@ -550,7 +586,7 @@ impl Engine {
     /// The number of field `name`, given it (durably) if it has none.
     async fn field_number(&self, name: &str) -> Result<u8> {
         let known = |this: &Self| -> Result<Option<u8>> {
-            this.field_numbers()?;
+            this.field_numbers(false)?;
             Ok(this
                 .fields
                 .read()
@@ -564,18 +600,38 @@ impl Engine {
         if let Some(n) = known(self)? {
             return Ok(n);
         }
-        let taken: Vec<u8> = self
-            .fields
-            .read()
-            .ok()
-            .and_then(|f| Some(f.as_ref()?.names.keys().copied().collect()))
-            .unwrap_or_default();
-        let n = (0..=u8::MAX)
-            .find(|n| !taken.contains(n))
-            .ok_or(Error::ResourceExhausted("every field number is taken"))?;
-        let mut batch = Batch::new();
-        batch.put(keys::field(n), name.as_bytes().to_vec());
-        self.store.commit(batch).await?;
+        // On a shared store another node may give a number at the same
+        // time: the number is inserted only where it is free, and on a
+        // conflict the numbers are read again (a few times at most).
+        let mut tries = 0;
+        let n = loop {
+            if let Some(n) = known(self)? {
+                return Ok(n);
+            }
+            let taken: Vec<u8> = self
+                .fields
+                .read()
+                .ok()
+                .and_then(|f| Some(f.as_ref()?.names.keys().copied().collect()))
+                .unwrap_or_default();
+            let n = (0..=u8::MAX)
+                .find(|n| !taken.contains(n))
+                .ok_or(Error::ResourceExhausted("every field number is taken"))?;
+            let mut batch = Batch::new();
+            if self.store.shared() {
+                batch.insert(keys::field(n), name.as_bytes().to_vec());
+            } else {
+                batch.put(keys::field(n), name.as_bytes().to_vec());
+            }
+            match self.store.commit(batch).await {
+                Ok(()) => break n,
+                Err(crate::store::StoreError::Conflict) if tries < 8 => {
+                    tries += 1;
+                    self.field_numbers(true)?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         if let Ok(mut f) = self.fields.write()
             && let Some(f) = f.as_mut()
         {
@@ -585,14 +641,24 @@ impl Engine {
         Ok(n)
     }
 
-    /// The name of field number `n`.
+    /// The name of field number `n` (read again from the store when this
+    /// node does not know it: another node may have given it).
     fn field_name(&self, n: u8) -> Result<Option<String>> {
-        self.field_numbers()?;
-        Ok(self
-            .fields
-            .read()
-            .ok()
-            .and_then(|f| f.as_ref()?.names.get(&n).cloned()))
+        let lookup = |this: &Self| {
+            this.fields
+                .read()
+                .ok()
+                .and_then(|f| f.as_ref()?.names.get(&n).cloned())
+        };
+        self.field_numbers(false)?;
+        if let Some(name) = lookup(self) {
+            return Ok(Some(name));
+        }
+        if self.store.shared() {
+            self.field_numbers(true)?;
+            return Ok(lookup(self));
+        }
+        Ok(None)
     }
 
     /// A new value token of `record` for field number `field` (every field
@@ -668,14 +734,27 @@ impl Engine {
     /// With an audit event, the event is durable before anything is
     /// written ([`journal::commit`]), so that a record
     /// that survives a crash never lacks its event.
+    ///
+    /// `prior` is the record the change started from (`None`: a new
+    /// subject). On a store that several nodes share, the commit holds
+    /// only if the stored record is still `prior` (or still absent):
+    /// otherwise another node changed the subject meanwhile, nothing is
+    /// written, and the answer is [`Error::Aborted`] (this node's cached
+    /// record is dropped, so the request sent again reads the new one).
     async fn commit_subject(
         &self,
         subject: &str,
+        prior: Option<&SubjectRecord>,
         mut record: SubjectRecord,
-        mut batch: Batch,
+        batch: Batch,
         audit: Option<Audited<'_>>,
     ) -> Result<Arc<SubjectRecord>> {
-        batch.put(keys::subject(subject), record.stored_form());
+        let mut batch = self.guarded(subject, prior, batch);
+        if self.store.shared() && prior.is_none() {
+            batch.insert(keys::subject(subject), record.stored_form());
+        } else {
+            batch.put(keys::subject(subject), record.stored_form());
+        }
         let write = async { self.store.commit(batch).await.map_err(Error::from) };
         let result = journal::commit(audit, write).await;
         match result {
@@ -692,6 +771,22 @@ impl Engine {
         }
     }
 
+    /// `batch`, on a store that several nodes share, after a check that
+    /// `subject`'s stored record is still `prior` ([`Batch::expect`], first,
+    /// so that the record's row is the first one the commit locks); as it
+    /// is elsewhere (the subject's lock in this process is enough).
+    fn guarded(&self, subject: &str, prior: Option<&SubjectRecord>, batch: Batch) -> Batch {
+        match prior {
+            Some(prior) if self.store.shared() => {
+                let mut guarded = Batch::new();
+                guarded.expect(keys::subject(subject), prior.clone().stored_form());
+                guarded.extend(batch);
+                guarded
+            }
+            _ => batch,
+        }
+    }
+
     /// When a new subject `sid` is stored: now, but always after an
     /// erasure of the same id the journal records (even in the same
     /// microsecond, or with the clock set back), so that the erasure journal
@@ -704,6 +799,53 @@ impl Engine {
         let erased = decode::<vault_proto::v1::ErasureReceiptBody>(&journal, "erasure journal")?
             .erased_at_unix_micros;
         Ok(now.max(erased.saturating_add(1)))
+    }
+
+    /// Drops what this node cached of `changes`, which another node made
+    /// to the shared store: subject records and their data keys, token
+    /// pointers, field numbers, and the KEKs (read again).
+    pub fn forget_changed(&self, changes: &crate::store::Changes) {
+        use crate::store::Changes;
+        let mut keks = false;
+        let mut fields = false;
+        match changes {
+            Changes::Everything => {
+                self.cache.clear();
+                self.keyring.forget_all_deks();
+                keks = true;
+                fields = true;
+            }
+            Changes::Keys(changed) => {
+                for key in changed {
+                    if let Some(sid) = key
+                        .strip_prefix(keys::SUBJECT_PREFIX)
+                        .and_then(|s| std::str::from_utf8(s).ok())
+                    {
+                        self.cache.forget_subject_and_tokens(sid);
+                        self.keyring.forget_subject(sid);
+                    } else if let Some(token) = key
+                        .strip_prefix(keys::TOKEN_PREFIX)
+                        .and_then(|s| std::str::from_utf8(s).ok())
+                    {
+                        self.cache.forget_pointer(token);
+                    } else if key.starts_with(keys::FIELD_PREFIX) {
+                        fields = true;
+                    } else if key.starts_with(b"key/kek") || key == keys::ACTIVE_KEK {
+                        keks = true;
+                    }
+                }
+            }
+        }
+        if fields && let Err(e) = self.field_numbers(true) {
+            tracing::error!(error = %e, "could not read field numbers another node gave");
+        }
+        if keks {
+            let refreshed = crate::keystore::read(self.store.as_ref())
+                .and_then(|m| self.keyring.refresh_keks(&m, self.clock.now()));
+            if let Err(e) = refreshed {
+                tracing::error!(error = %e, "could not take the KEKs another node changed");
+            }
+        }
     }
 
     /// The loaded schema.

@@ -160,7 +160,10 @@ impl Engine {
         })
         .await
         .map_err(|e| Error::task("key slot scan", e))??;
-        if !orphans.is_empty() {
+        // (On a store that several nodes share, commits are transactions:
+        // no crash leaves a slot without its pointer, and a slot that looks
+        // so may be another node's Tokenize under way.)
+        if !orphans.is_empty() && !self.store.shared() {
             let mut batch = Batch::new();
             for slot in &orphans {
                 batch.shred_key(*slot, None);
@@ -203,7 +206,11 @@ impl Engine {
             }
         }
         if !batch.is_empty() {
-            self.store.commit(batch).await?;
+            let batch = self.guarded(sid, Some(&current), batch);
+            if let Err(e) = self.store.commit(batch).await {
+                self.cache.forget_subject(sid);
+                return Err(e.into());
+            }
             self.cache.write_through(sid, Arc::new(record));
         }
         Ok(changed)
@@ -336,9 +343,18 @@ impl Engine {
     /// cut short between the slot's pointer and the record, and then
     /// retried), the slot's keys open nothing and are shredded, and `None`.
     /// The caller holds `sid`'s lock, so no Tokenize of `sid` is under way.
+    ///
+    /// On a store that several nodes share, a commit is one transaction, so
+    /// no crash leaves such a slot: a record elsewhere is one this node's
+    /// cache has not caught up with (another node erased the subject and
+    /// stored it again), and nothing is shredded.
     async fn orphaned(&self, sid: &str, slot: u64) -> Result<Option<Arc<SubjectRecord>>> {
         match self.subject_record(sid)? {
             Some(r) if r.slot == slot => Ok(Some(r)),
+            _ if self.store.shared() => {
+                self.cache.forget_subject(sid);
+                Ok(None)
+            }
             _ => {
                 let mut batch = Batch::new();
                 batch.shred_key(slot, None);
@@ -368,7 +384,8 @@ impl Engine {
         let mut batch = Batch::new();
         self.rekey_in(sid, &mut record, &mut batch)?;
         let fields = record.deks.first().map_or(0, |d| d.encryptions);
-        self.commit_subject(sid, record, batch, None).await?;
+        self.commit_subject(sid, Some(&current), record, batch, None)
+            .await?;
         // The old keys must not outlive their record in memory either.
         self.keyring.forget_subject(sid);
         Ok(Some(fields))

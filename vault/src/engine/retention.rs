@@ -240,7 +240,8 @@ impl Engine {
         let mut batch = Batch::new();
         let shredded = self.settle_expired(sid, &mut record, &mut batch, now)?;
         if shredded > 0 {
-            self.commit_subject(sid, record, batch, None).await?;
+            self.commit_subject(sid, Some(&current), record, batch, None)
+                .await?;
         }
         Ok(shredded)
     }

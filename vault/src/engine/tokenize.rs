@@ -46,8 +46,8 @@ impl Engine {
         // A new subject has no committed entries, so no index entry of its
         // can be live: skip the dedupe reads.
         let is_new = existing.is_none();
-        let mut record = match existing {
-            Some(r) => SubjectRecord::clone(&r),
+        let mut record = match &existing {
+            Some(r) => SubjectRecord::clone(r),
             None => {
                 self.check_wrapping()?;
                 let (_, wrapped) = self.keyring.new_dek(sid, 1).map_err(crypto)?;
@@ -217,7 +217,8 @@ impl Engine {
                 );
             }
         }
-        self.commit_subject(sid, record, batch, audit).await?;
+        self.commit_subject(sid, existing.as_deref(), record, batch, audit)
+            .await?;
         let subject: Arc<str> = Arc::from(sid);
         for (token, value) in keep_in_memory {
             self.cvv.put(token.as_str(), subject.clone(), value, now);

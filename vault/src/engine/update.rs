@@ -101,7 +101,8 @@ impl Engine {
             a.event.items = vec![item(&field.name, token.as_str(), "UPDATED", &sid)];
             a.event.subject_id = sid.to_string();
         }
-        self.commit_subject(&sid, record, batch, audit).await?;
+        self.commit_subject(&sid, Some(&current), record, batch, audit)
+            .await?;
         // The old key must not outlive its slot in memory either.
         self.keyring.forget_subject(&sid);
         // The old index entry goes after the commit: until then it still

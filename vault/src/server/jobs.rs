@@ -56,14 +56,31 @@ impl Jobs {
             std::future::ready(())
         }));
         // A rotation whose rewrap did not finish before the last stop
-        // resumes now.
-        match shared.engine.rewrap_pending() {
-            Ok(true) => {
-                tracing::info!("resuming the rewrap of data keys under the active KEK");
-                api::spawn_rewrap(shared.clone());
+        // resumes now; on a shared store, on the node that holds the
+        // rewrap's lease ([`api::spawn_rewrap`]), checked again once a
+        // minute (the holder keeps its lease so; a node that died during a
+        // rewrap leaves it to another once its lease runs out).
+        let resume = {
+            let shared = shared.clone();
+            move || {
+                let shared = shared.clone();
+                async move {
+                    match shared.engine.rewrap_pending() {
+                        Ok(true) => {
+                            tracing::info!("resuming the rewrap of data keys under the active KEK");
+                            api::spawn_rewrap(shared.clone());
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not read whether a rewrap is pending")
+                        }
+                    }
+                }
             }
-            Ok(false) => {}
-            Err(e) => tracing::error!(error = %e, "could not read whether a rewrap is pending"),
+        };
+        set.spawn(resume());
+        if shared.engine.store().shared() {
+            set.spawn(every(Duration::from_secs(60), stop.clone(), resume));
         }
         // The retention sweeper, at its interval (the first run one interval
         // after the start, so that a restart does not sweep at once).
@@ -75,6 +92,15 @@ impl Jobs {
                 move || {
                     let shared = shared.clone();
                     async move {
+                        // Once across the nodes of a shared store: on the
+                        // holder of the sweep's lease (two intervals long,
+                        // so that the holder keeps it and another node
+                        // takes over when it dies).
+                        let hold = Duration::from_secs(retention_sweep_secs.saturating_mul(2))
+                            .max(Duration::from_secs(30));
+                        if !holds(&shared, "retention-sweep", hold).await {
+                            return;
+                        }
                         match api::run_sweep(&shared).await {
                             Ok(s) => tracing::info!(
                                 subjects = s.subjects,
@@ -112,6 +138,18 @@ impl Jobs {
     }
 }
 
+/// Whether this node holds (took or kept) the lease of cluster-wide job
+/// `job` for `hold` (always, where one process owns the store).
+async fn holds(shared: &Shared, job: &str, hold: Duration) -> bool {
+    match shared.engine.store().lease(job, hold).await {
+        Ok(held) => held,
+        Err(e) => {
+            tracing::error!(job, error = %e, "could not take or keep a job's lease: the job waits");
+            false
+        }
+    }
+}
+
 /// Reloads the access policy on every SIGHUP until `stop` (a bad policy is
 /// logged and the running one stays).
 fn reload_on_sighup(
@@ -124,6 +162,7 @@ fn reload_on_sighup(
         use tokio::signal::unix::{SignalKind, signal};
         let mut hup = signal(SignalKind::hangup())?;
         let (policy, audit) = (shared.policy.clone(), shared.audit.clone());
+        let for_reload = shared.clone();
         set.spawn(async move {
             loop {
                 tokio::select! {
@@ -134,6 +173,9 @@ fn reload_on_sighup(
                 let outcome =
                     tokio::task::spawn_blocking(move || api::reload_policy(&policy, "SIGHUP"))
                         .await;
+                if matches!(outcome, Ok(Ok(_))) {
+                    api::announce_policy_reload(&for_reload).await;
+                }
                 let (ok, detail) = match outcome {
                     Ok(Ok(s)) => (true, format!("{} policies", s.policies)),
                     Ok(Err(e)) => (

@@ -94,7 +94,24 @@ fn postgres_settings(config: &Config) -> Result<crate::store::postgres::PgSettin
         pool: config.postgres_pool,
         ca_file: config.postgres_ca_file.clone(),
         schema: Some(config.postgres_schema.trim().to_owned()).filter(|s| !s.is_empty()),
+        node: node_id(&config.node_id),
     })
+}
+
+/// This node's id: `configured`, or the host name and a random suffix.
+fn node_id(configured: &str) -> String {
+    let configured = configured.trim();
+    if !configured.is_empty() {
+        return configured.to_owned();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty() && h.len() <= 64)
+        .unwrap_or_else(|| "vaultd".to_owned());
+    // (A failed draw leaves zeros: the id is still this host's.)
+    let suffix = crate::crypto::random_array::<4>().unwrap_or_default();
+    format!("{host}-{:08x}", u32::from_be_bytes(suffix))
 }
 
 /// The credential store of `engine`'s data directory, and the bootstrap
@@ -321,6 +338,14 @@ impl Vault {
             seal: Arc::new(tokio::sync::Notify::new()),
             sealable,
         });
+        // What other nodes change in a shared store reaches this node's
+        // caches (nothing where one process owns the store).
+        let weak = Arc::downgrade(&shared);
+        shared.engine.store().watch(Arc::new(move |changes| {
+            if let Some(shared) = weak.upgrade() {
+                shared.on_changes(changes);
+            }
+        }));
         Ok(Self {
             config,
             shared,

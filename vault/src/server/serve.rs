@@ -27,7 +27,9 @@ macro_rules! services {
     ($router:expr, $health:expr, $shared:expr, $guard:expr, $cap:expr;
      $($server:ident($api:ident)),+ $(,)?) => {{
         let router = $router;
+        let mut names: Vec<&'static str> = Vec::new();
         $(
+            names.push(<$server<api::$api> as NamedService>::NAME);
             $health
                 .set_service_status(
                     <$server<api::$api> as NamedService>::NAME,
@@ -39,7 +41,7 @@ macro_rules! services {
                 $guard.clone(),
             ));
         )+
-        router
+        (router, names)
     }};
 }
 
@@ -125,7 +127,7 @@ impl Vault {
             auth: shared.auth.clone(),
             audit: shared.audit.clone(),
         };
-        let router = services!(router, health_reporter, shared, guard, decode_cap;
+        let (router, names) = services!(router, health_reporter, shared, guard, decode_cap;
             TokenServiceServer(TokenApi),
             SystemServiceServer(SystemApi),
             PrincipalServiceServer(PrincipalApi),
@@ -136,6 +138,39 @@ impl Vault {
         // The services hold their own copies: this one must not keep the
         // trail's and the credentials' keys alive after a seal.
         drop(guard);
+        // On a shared store, health says NOT_SERVING while the database
+        // does not answer (requests then fail UNAVAILABLE), SERVING again
+        // once it does.
+        if shared.engine.store().shared() {
+            let (store, reporter, mut until) = (
+                shared.engine.store().clone(),
+                health_reporter.clone(),
+                stop_rx.clone(),
+            );
+            tokio::spawn(async move {
+                let mut serving = true;
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = until.wait_for(|s| *s) => break,
+                    }
+                    let reachable = store.cluster().is_none_or(|c| c.reachable);
+                    if reachable != serving {
+                        serving = reachable;
+                        let status = if reachable {
+                            tonic_health::ServingStatus::Serving
+                        } else {
+                            tonic_health::ServingStatus::NotServing
+                        };
+                        reporter.set_service_status("", status).await;
+                        for name in &names {
+                            reporter.set_service_status(*name, status).await;
+                        }
+                    }
+                }
+            });
+        }
         ready();
         let mut server_stop = stop_rx.clone();
         let mut grace_stop = stop_rx;

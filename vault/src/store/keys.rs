@@ -83,6 +83,9 @@ pub const SLOT_PREFIX: &[u8] = b"slot/";
 pub const FIELD_PREFIX: &[u8] = b"field/";
 /// Prefix of the intents to shred a key slot (see [`super::sled`]).
 pub const SHRED_PREFIX: &[u8] = b"shred/";
+/// When a node last reloaded its access policy (on a shared store: the
+/// other nodes reload theirs when it changes).
+pub const POLICY_RELOADED: &[u8] = b"meta/policy-reloaded";
 /// First byte of a tombstone (of an erased subject's key slot pointer, or
 /// card token pointer).
 pub const TOMBSTONE: u8 = 0;

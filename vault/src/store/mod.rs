@@ -36,6 +36,16 @@ pub enum Op {
     Put(Vec<u8>, Vec<u8>),
     /// Remove `key`.
     Delete(Vec<u8>),
+    /// Set `key` to `value` where `key` holds nothing: the commit fails
+    /// with [`StoreError::Conflict`] (and does nothing) where it holds
+    /// something (a number or a name another node took first).
+    Insert(Vec<u8>, Vec<u8>),
+    /// Nothing, where `key` holds exactly `value`; else the commit fails
+    /// with [`StoreError::Conflict`] (and does nothing): the value a
+    /// read-modify-write read has not changed under it (another node wrote
+    /// it). The key's row stays locked until the commit ends, on a backend
+    /// with transactions.
+    Expect(Vec<u8>, Vec<u8>),
     /// Write data key `version` (`wrapped`) into key slot `slot`, beside
     /// the slot's other version (see [`slots`]).
     PutKey {
@@ -88,6 +98,16 @@ impl Batch {
         });
     }
 
+    /// Sets `key` to `value` where it holds nothing ([`Op::Insert`]).
+    pub fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Insert(key.into(), value.into()));
+    }
+
+    /// Fails the commit unless `key` holds `value` ([`Op::Expect`]).
+    pub fn expect(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Expect(key.into(), value.into()));
+    }
+
     /// Shreds key `version` of `slot` (`None`: the whole slot).
     pub fn shred_key(&mut self, slot: u64, version: Option<u32>) {
         self.ops.push(Op::ShredKey { slot, version });
@@ -119,10 +139,40 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("store closed")]
     Closed,
+    /// An [`Op::Insert`] found its key taken, or an [`Op::Expect`] found
+    /// another value: another writer (another node) changed the data first.
+    #[error("changed by another writer")]
+    Conflict,
     /// A failed write could not be undone durably: the store takes no more
     /// writes until the vault is restarted.
     #[error("storage failed and a failed write could not be undone: restart the vault")]
     Failed,
+}
+
+/// What other nodes changed in a shared store ([`Store::watch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changes {
+    /// These keys (the families nodes cache: not the index or companion
+    /// entries).
+    Keys(Vec<Vec<u8>>),
+    /// Anything: drop every cache (a large change, or this node lost
+    /// sight of the others' changes for a while).
+    Everything,
+}
+
+/// Told of other nodes' changes, off the async workers (it may read the
+/// store).
+pub type Listener = std::sync::Arc<dyn Fn(&Changes) + Send + Sync>;
+
+/// This node among the nodes that share a store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cluster {
+    /// This node's id.
+    pub node: String,
+    /// The other nodes seen alive lately.
+    pub peers: Vec<String>,
+    /// Whether the database answered lately.
+    pub reachable: bool,
 }
 
 /// One key and its value.
@@ -213,6 +263,50 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Bytes the store takes on disk.
     fn size_on_disk(&self) -> Result<u64, StoreError>;
+
+    /// Whether several vault nodes may share this store: their commits
+    /// then carry [`Op::Expect`]s and [`Op::Insert`]s where a node's own
+    /// locks do not reach, and key slots come from [`Store::reserve_slots`].
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// `count` key slot numbers no one has had, all at least `floor` (the
+    /// slot after the highest one the data names), handed out once across
+    /// every node: `None` where one process owns the store (it counts
+    /// itself).
+    fn reserve_slots(
+        &self,
+        floor: u64,
+        count: u64,
+    ) -> Result<Option<std::ops::Range<u64>>, StoreError> {
+        let _ = (floor, count);
+        Ok(None)
+    }
+
+    /// Has `listener` told, within about a second, of what other nodes
+    /// change; nothing where one process owns the store.
+    fn watch(&self, listener: Listener) {
+        let _ = listener;
+    }
+
+    /// This node, its peers and whether the database answers (`None`: one
+    /// process owns the store).
+    fn cluster(&self) -> Option<Cluster> {
+        None
+    }
+
+    /// Takes or keeps, for `hold`, the lease of cluster-wide job `job`:
+    /// whether this node holds it now (always, where one process owns the
+    /// store). A node that dies loses its leases when they run out.
+    fn lease(
+        &self,
+        job: &str,
+        hold: std::time::Duration,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let _ = (job, hold);
+        Box::pin(async { Ok(true) })
+    }
 
     /// The backend's name, e.g. `sled`.
     fn backend(&self) -> &'static str;

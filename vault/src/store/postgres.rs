@@ -26,7 +26,9 @@
 //! thread: on a worker of a multi-threaded runtime the wait is wrapped in
 //! `block_in_place`, so the worker's other tasks move on.
 
-use super::{Batch, BoxFuture, Entries, Entry, Op, SlotKeys, Store, StoreError};
+use super::{
+    Batch, BoxFuture, Changes, Cluster, Entries, Entry, Listener, Op, SlotKeys, Store, StoreError,
+};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -40,7 +42,38 @@ pub const MIGRATIONS: &[&str] = &[
     "CREATE TABLE vault_kv (k BYTEA PRIMARY KEY, v BYTEA NOT NULL);
      CREATE TABLE vault_slots (slot BIGINT PRIMARY KEY,
         v0 BIGINT, k0 BYTEA, v1 BIGINT, k1 BYTEA)",
+    // 2: several nodes: counters, the nodes seen, the changes that other
+    // nodes' caches follow, and the leases of cluster-wide jobs.
+    "CREATE TABLE vault_counters (name TEXT PRIMARY KEY, next BIGINT NOT NULL);
+     INSERT INTO vault_counters (name, next) VALUES ('slot', 1);
+     CREATE TABLE vault_nodes (node TEXT PRIMARY KEY, started TIMESTAMPTZ NOT NULL,
+        seen TIMESTAMPTZ NOT NULL, version TEXT NOT NULL);
+     CREATE SEQUENCE vault_change_ids;
+     CREATE TABLE vault_changes (id BIGINT PRIMARY KEY, node TEXT NOT NULL,
+        at TIMESTAMPTZ NOT NULL, keys BYTEA NOT NULL);
+     CREATE INDEX vault_changes_at ON vault_changes (at);
+     CREATE TABLE vault_leases (job TEXT PRIMARY KEY, holder TEXT NOT NULL,
+        until TIMESTAMPTZ NOT NULL)",
 ];
+
+/// How often a node looks for other nodes' changes (and says it is alive).
+const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A node not seen for this long is gone: its id may be taken again, and
+/// Status no longer lists it.
+const NODE_GONE_SECS: i64 = 15;
+
+/// How long a change id that was handed out but not seen committed is
+/// looked for again (a transaction under way on another node commits
+/// within [`ANSWER_WITHIN`]; one rolled back never shows).
+const HOLE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long changes are kept in `vault_changes`.
+const CHANGES_KEPT: &str = "1 hour";
+
+/// Past this many bytes of changed keys, one commit is announced as
+/// "everything changed" (the other nodes drop their caches).
+const CHANGE_KEYS_MAX: usize = 16 * 1024;
 
 /// Longest wait for the database to answer one operation (a read, or a
 /// commit's transaction), connecting included.
@@ -63,6 +96,9 @@ pub struct PgSettings {
     /// The schema that holds the vault's tables (`None`: the user's
     /// default, normally `public`); created if missing.
     pub schema: Option<String>,
+    /// This node's id among the nodes that share the database: two live
+    /// nodes with one id are refused.
+    pub node: String,
 }
 
 impl std::fmt::Debug for PgSettings {
@@ -71,6 +107,7 @@ impl std::fmt::Debug for PgSettings {
             .field("url", &self.url)
             .field("pool", &self.pool)
             .field("tls", &self.ca_file.is_some())
+            .field("node", &self.node)
             .finish_non_exhaustive()
     }
 }
@@ -83,6 +120,8 @@ enum PgError {
     /// The connection broke while `COMMIT` was under way: the transaction
     /// may or may not have happened.
     Unknown,
+    /// An [`Op::Insert`] or [`Op::Expect`] failed: rolled back.
+    Conflict,
 }
 
 impl From<tokio_postgres::Error> for PgError {
@@ -213,8 +252,6 @@ struct Pool {
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     conns: Vec<Mutex<Conn>>,
     next: AtomicUsize,
-    /// The connection that holds the node lock (see [`PgStore::open`]).
-    holder: Mutex<Option<tokio_postgres::Client>>,
 }
 
 impl Pool {
@@ -271,6 +308,7 @@ impl Pool {
                 PgError::Db(e) => pg(&e),
                 PgError::Invalid(what) => StoreError::Backend(what.into()),
                 PgError::Unknown => StoreError::Failed,
+                PgError::Conflict => StoreError::Conflict,
             })
         })
         .await;
@@ -297,6 +335,19 @@ pub struct PgStore {
     /// backend that cannot say whether a write happened.
     failed: Arc<AtomicBool>,
     closed: AtomicBool,
+    /// This node's id.
+    node: Arc<str>,
+    /// The peers and reachability the poller saw last.
+    seen: Arc<std::sync::Mutex<Seen>>,
+    /// Stops the poller.
+    stop: Arc<tokio::sync::Notify>,
+}
+
+/// What the poller last saw of the cluster.
+#[derive(Default)]
+struct Seen {
+    peers: Vec<String>,
+    reachable: bool,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -367,56 +418,62 @@ impl PgStore {
                 .map(|_| Mutex::new(Conn { client: None }))
                 .collect(),
             next: AtomicUsize::new(0),
-            holder: Mutex::new(None),
         });
+        if settings.node.is_empty() || settings.node.len() > 128 {
+            return Err(StoreError::Backend("node_id: 1 to 128 characters".into()));
+        }
         let store = Self {
             pool,
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
             failed: Arc::new(AtomicBool::new(false)),
             closed: AtomicBool::new(false),
+            node: Arc::from(settings.node.as_str()),
+            seen: Arc::new(std::sync::Mutex::new(Seen {
+                peers: Vec::new(),
+                reachable: true,
+            })),
+            stop: Arc::new(tokio::sync::Notify::new()),
         };
-        store.take_node_lock(settings.schema.as_deref().unwrap_or_default())?;
         let schema = settings.schema.clone();
         store.wait(|pool| async move { migrate(&pool, schema.as_deref()).await })?;
+        store.register()?;
         tracing::warn!(
-            "storage on PostgreSQL: one node at a time, and an erasure does not reach the database's old row versions, WAL or backups (docs/operations.md, PostgreSQL)"
+            node = %store.node,
+            "storage on PostgreSQL: an erasure does not reach the database's old row versions, WAL or backups (docs/operations.md, PostgreSQL)"
         );
         Ok(store)
     }
 
-    /// Takes the node lock of the vault's schema `schema` ("": the user's
-    /// default) (a session advisory lock
-    /// on a connection of its own, held until [`Store::close`] or the
-    /// process ends): until several nodes share one database (slot numbers
-    /// and caches are per process), a second vaultd on it is refused. A
-    /// process that just ended may hold it for a moment: tried for 3 s.
-    fn take_node_lock(&self, schema: &str) -> Result<(), StoreError> {
-        for _ in 0..15 {
-            let schema = schema.to_owned();
-            let got = self.wait(|pool| async move {
-                let client = pool.connect().await?;
-                let row = client
-                    .query_one(
-                        "SELECT pg_try_advisory_lock(7226, hashtext($1))",
-                        &[&schema],
+    /// Enters this node in `vault_nodes`, refusing an id a live node has
+    /// (one seen within [`NODE_GONE_SECS`]; a node that stops cleanly
+    /// removes its row, one that died leaves it to age out).
+    fn register(&self) -> Result<(), StoreError> {
+        let node = self.node.to_string();
+        let got = self.wait(|pool| async move {
+            pool.with(async move |c| {
+                let version = env!("CARGO_PKG_VERSION").to_owned();
+                let n = c
+                    .execute_typed(
+                        &format!(
+                            "INSERT INTO vault_nodes (node, started, seen, version) VALUES ($1, now(), now(), $2)
+                             ON CONFLICT (node) DO UPDATE SET started = now(), seen = now(), version = excluded.version
+                             WHERE vault_nodes.seen < now() - INTERVAL '{NODE_GONE_SECS} seconds'"
+                        ),
+                        &[(&node, Type::TEXT), (&version, Type::TEXT)],
                     )
-                    .await
-                    .map_err(|e| pg(&e))?;
-                let got = row.try_get::<_, Option<bool>>(0).ok().flatten() == Some(true);
-                if got {
-                    *pool.holder.lock().await = Some(client);
-                }
-                Ok(got)
-            })?;
-            if got {
-                return Ok(());
-            }
-            std::thread::sleep(std::time::Duration::from_millis(200));
+                    .await?;
+                Ok(n == 1)
+            })
+            .await
+        })?;
+        if got {
+            return Ok(());
         }
-        Err(StoreError::Backend(
-            "another vaultd uses this database (and schema): storage on PostgreSQL serves one node at a time for now".into(),
-        ))
+        Err(StoreError::Backend(format!(
+            "node id {} belongs to a node seen alive on this database in the last {NODE_GONE_SECS} s: give each node its own node_id (if that node died, start again after {NODE_GONE_SECS} s)",
+            self.node
+        )))
     }
 
     fn writable(&self) -> Result<(), StoreError> {
@@ -643,14 +700,17 @@ impl Store for PgStore {
         Box::pin(async move {
             self.writable()?;
             let failed = self.failed.clone();
-            self.run(move |pool| transact(pool, batch, failed)).await
+            let node = self.node.clone();
+            self.run(move |pool| transact(pool, batch, failed, node))
+                .await
         })
     }
 
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
         self.writable()?;
         let failed = self.failed.clone();
-        self.wait(move |pool| transact(pool, batch, failed))
+        let node = self.node.clone();
+        self.wait(move |pool| transact(pool, batch, failed, node))
     }
 
     fn durable(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -698,17 +758,327 @@ impl Store for PgStore {
         "postgres"
     }
 
-    fn close(&self) -> Result<(), StoreError> {
-        self.closed.store(true, Ordering::Release);
-        // The node lock goes with the connection that holds it.
-        // (Closing the connection releases it; the server may notice late.)
-        self.wait(|pool| async move {
-            if let Some(c) = pool.holder.lock().await.take() {
-                let _ = c.execute("SELECT pg_advisory_unlock_all()", &[]).await;
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn reserve_slots(
+        &self,
+        floor: u64,
+        count: u64,
+    ) -> Result<Option<std::ops::Range<u64>>, StoreError> {
+        let floor = slot_param(floor).map_err(|e| StoreError::Backend(e.into()))?;
+        let count = slot_param(count).map_err(|e| StoreError::Backend(e.into()))?;
+        let end: i64 = self.wait(move |pool| async move {
+            pool.with(async move |c| {
+                let row = c
+                    .query_typed_one(
+                        "UPDATE vault_counters SET next = GREATEST(next, $1) + $2 WHERE name = 'slot' RETURNING next",
+                        &[(&floor, Type::INT8), (&count, Type::INT8)],
+                    )
+                    .await?;
+                Ok(row.get(0))
+            })
+            .await
+        })?;
+        let end = u64::try_from(end).map_err(|_| StoreError::Backend("slot counter".into()))?;
+        Ok(Some(end.saturating_sub(count.unsigned_abs())..end))
+    }
+
+    fn watch(&self, listener: Listener) {
+        let poller = Poller {
+            pool: self.pool.clone(),
+            node: self.node.clone(),
+            seen: self.seen.clone(),
+            listener,
+            last: None,
+            holes: std::collections::BTreeMap::new(),
+            failing_since: None,
+            told_everything: false,
+        };
+        let stop = self.stop.clone();
+        self.handle.spawn(async move {
+            tokio::select! {
+                () = poller.run() => {}
+                () = stop.notified() => {}
             }
+        });
+    }
+
+    fn cluster(&self) -> Option<Cluster> {
+        let seen = self.seen.lock().ok()?;
+        Some(Cluster {
+            node: self.node.to_string(),
+            peers: seen.peers.clone(),
+            reachable: seen.reachable,
+        })
+    }
+
+    fn lease(
+        &self,
+        job: &str,
+        hold: std::time::Duration,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let job = job.to_owned();
+        let node = self.node.to_string();
+        let millis = i64::try_from(hold.as_millis()).unwrap_or(i64::MAX);
+        Box::pin(async move {
+            self.writable()?;
+            self.run(move |pool| async move {
+                pool.with(async move |c| {
+                    // Taken where nobody holds it, kept by its holder, taken
+                    // over once its holder let it run out.
+                    let n = c
+                        .execute_typed(
+                            "INSERT INTO vault_leases (job, holder, until) VALUES ($1, $2, now() + $3 * INTERVAL '1 millisecond')
+                             ON CONFLICT (job) DO UPDATE SET holder = excluded.holder, until = excluded.until
+                             WHERE vault_leases.holder = excluded.holder OR vault_leases.until < now()",
+                            &[(&job, Type::TEXT), (&node, Type::TEXT), (&millis, Type::INT8)],
+                        )
+                        .await?;
+                    Ok(n == 1)
+                })
+                .await
+            })
+            .await
+        })
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.stop.notify_one();
+        // This node's row goes, so that its id is free at once (a node that
+        // dies leaves it to age out).
+        let node = self.node.to_string();
+        self.wait(|pool| async move {
+            let _ = pool
+                .with(async move |c| {
+                    c.execute_typed(
+                        "DELETE FROM vault_nodes WHERE node = $1",
+                        &[(&node, Type::TEXT)],
+                    )
+                    .await?;
+                    c.execute_typed(
+                        "DELETE FROM vault_leases WHERE holder = $1",
+                        &[(&node, Type::TEXT)],
+                    )
+                    .await?;
+                    Ok(())
+                })
+                .await;
             Ok(())
         })
     }
+}
+
+/// Follows the other nodes' changes ([`Store::watch`]) and says this node
+/// is alive.
+struct Poller {
+    pool: Arc<Pool>,
+    node: Arc<str>,
+    seen: Arc<std::sync::Mutex<Seen>>,
+    listener: Listener,
+    /// The highest change id seen (`None`: not read yet).
+    last: Option<i64>,
+    /// Change ids below `last` not seen yet (a transaction under way, or
+    /// rolled back), and when they were first missed.
+    holes: std::collections::BTreeMap<i64, std::time::Instant>,
+    /// Since when the database has not answered.
+    failing_since: Option<std::time::Instant>,
+    /// Whether the listener was told "everything" in this outage.
+    told_everything: bool,
+}
+
+impl Poller {
+    async fn run(mut self) {
+        let mut round: u64 = 0;
+        let mut tick = tokio::time::interval(POLL_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let result = self.round(round).await;
+            round = round.wrapping_add(1);
+            match result {
+                Ok(changes) => {
+                    self.failing_since = None;
+                    self.told_everything = false;
+                    if let Ok(mut s) = self.seen.lock() {
+                        s.reachable = true;
+                    }
+                    if let Some(changes) = changes {
+                        self.tell(changes).await;
+                    }
+                }
+                Err(e) => {
+                    let since = *self
+                        .failing_since
+                        .get_or_insert_with(std::time::Instant::now);
+                    // Past a second without the others' changes, this node's
+                    // caches may be stale: dropped, and reads go to the
+                    // database (which fail while it is unreachable).
+                    if since.elapsed() >= std::time::Duration::from_secs(1) && !self.told_everything
+                    {
+                        self.told_everything = true;
+                        if let Ok(mut s) = self.seen.lock() {
+                            s.reachable = false;
+                        }
+                        tracing::error!(error = %e, "the database does not answer: caches dropped, requests fail until it does");
+                        self.tell(Changes::Everything).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn tell(&self, changes: Changes) {
+        let listener = self.listener.clone();
+        let _ = tokio::task::spawn_blocking(move || listener(&changes)).await;
+    }
+
+    /// One round: the changes since the last one (every round), this
+    /// node's heartbeat and its peers (every 8th), old changes removed
+    /// (every 240th).
+    async fn round(&mut self, round: u64) -> Result<Option<Changes>, StoreError> {
+        let node = self.node.to_string();
+        if round.is_multiple_of(8) {
+            let peers = self
+                .pool
+                .with(async |c| {
+                    c.execute_typed(
+                        "UPDATE vault_nodes SET seen = now() WHERE node = $1",
+                        &[(&node, Type::TEXT)],
+                    )
+                    .await?;
+                    let rows = c
+                        .query_typed(
+                            &format!("SELECT node FROM vault_nodes WHERE node <> $1 AND seen > now() - INTERVAL '{NODE_GONE_SECS} seconds' ORDER BY node"),
+                            &[(&node, Type::TEXT)],
+                        )
+                        .await?;
+                    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>())
+                })
+                .await?;
+            if let Ok(mut s) = self.seen.lock() {
+                s.peers = peers;
+            }
+        }
+        if round.is_multiple_of(240) {
+            self.pool
+                .with(async |c| {
+                    c.batch_execute(&format!(
+                        "DELETE FROM vault_changes WHERE at < now() - INTERVAL '{CHANGES_KEPT}'"
+                    ))
+                    .await?;
+                    Ok(())
+                })
+                .await?;
+        }
+        let Some(last) = self.last else {
+            let last: i64 = self
+                .pool
+                .with(async |c| {
+                    let row = c
+                        .query_typed_one("SELECT COALESCE(MAX(id), 0) FROM vault_changes", &[])
+                        .await?;
+                    Ok(row.get(0))
+                })
+                .await?;
+            self.last = Some(last);
+            return Ok(None);
+        };
+        let now = std::time::Instant::now();
+        self.holes
+            .retain(|_, since| now.duration_since(*since) < HOLE_WAIT);
+        let holes: Vec<i64> = self.holes.keys().copied().collect();
+        let rows: Vec<(i64, String, Vec<u8>)> = self
+            .pool
+            .with(async |c| {
+                let rows = c
+                    .query_typed(
+                        "SELECT id, node, keys FROM vault_changes WHERE id > $1 OR id = ANY($2) ORDER BY id",
+                        &[(&last, Type::INT8), (&holes, Type::INT8_ARRAY)],
+                    )
+                    .await?;
+                Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+            })
+            .await?;
+        let mut keys = Vec::new();
+        let mut everything = false;
+        let mut top = last;
+        for (id, from, packed) in rows {
+            if id > top {
+                // The ids between were handed out to transactions not
+                // committed yet (or never): looked for again.
+                if id - top <= 10_000 {
+                    for hole in top + 1..id {
+                        self.holes.insert(hole, now);
+                    }
+                }
+                top = id;
+            } else {
+                self.holes.remove(&id);
+            }
+            if from == node.as_str() {
+                continue;
+            }
+            match unpack_keys(&packed) {
+                Some(k) => keys.extend(k),
+                None => everything = true,
+            }
+        }
+        self.last = Some(top);
+        Ok(if everything {
+            Some(Changes::Everything)
+        } else if keys.is_empty() {
+            None
+        } else {
+            Some(Changes::Keys(keys))
+        })
+    }
+}
+
+/// The keys a batch changes that other nodes may cache (not the index or
+/// companion entries), packed as (u16 length, bytes)…; empty: too many to
+/// list, "everything changed". `None`: nothing to announce.
+fn pack_keys(batch: &Batch) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    for op in &batch.ops {
+        let key = match op {
+            Op::Put(k, _) | Op::Delete(k) | Op::Insert(k, _) | Op::Expect(k, _) => k,
+            Op::PutKey { .. } | Op::ShredKey { .. } => continue,
+        };
+        if key.starts_with(super::keys::INDEX_PREFIX)
+            || key.starts_with(super::keys::COMPANION_PREFIX)
+        {
+            continue;
+        }
+        let Ok(len) = u16::try_from(key.len()) else {
+            return Some(Vec::new());
+        };
+        if out.len() + key.len() + 2 > CHANGE_KEYS_MAX {
+            return Some(Vec::new());
+        }
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(key);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The keys [`pack_keys`] packed; `None`: everything.
+fn unpack_keys(mut packed: &[u8]) -> Option<Vec<Vec<u8>>> {
+    if packed.is_empty() {
+        return None;
+    }
+    let mut keys = Vec::new();
+    while let [a, b, rest @ ..] = packed {
+        let len = usize::from(u16::from_be_bytes([*a, *b]));
+        let key = rest.get(..len)?;
+        keys.push(key.to_vec());
+        packed = rest.get(len..)?;
+    }
+    Some(keys)
 }
 
 /// `batch` as one transaction, on the store's runtime (so that it runs to
@@ -719,14 +1089,30 @@ async fn transact(
     pool: Arc<Pool>,
     batch: Batch,
     failed: Arc<AtomicBool>,
+    node: Arc<str>,
 ) -> Result<(), StoreError> {
     let committing = AtomicBool::new(false);
+    // The keys other nodes must drop from their caches, announced in the
+    // same transaction (`vault_changes`).
+    let announce = pack_keys(&batch);
+    let node = node.to_string();
     let result = pool
         .with(async |c| {
             let tx = c.transaction().await?;
             // Sent together, in order (the driver pipelines the statements of
             // one connection): one round trip for the batch, not one each.
-            futures::future::try_join_all(batch.ops.iter().map(|op| apply(&tx, op))).await?;
+            let ops = futures::future::try_join_all(batch.ops.iter().map(|op| apply(&tx, op)));
+            let change = async {
+                if let Some(keys) = &announce {
+                    tx.execute_typed(
+                        "INSERT INTO vault_changes (id, node, at, keys) VALUES (nextval('vault_change_ids'), $1, now(), $2)",
+                        &[(&node, Type::TEXT), (keys, Type::BYTEA)],
+                    )
+                    .await?;
+                }
+                Ok::<_, PgError>(())
+            };
+            futures::future::try_join(ops, change).await?;
             committing.store(true, Ordering::Release);
             match tx.commit().await {
                 Ok(()) => Ok(()),
@@ -766,6 +1152,31 @@ async fn apply(tx: &tokio_postgres::Transaction<'_>, op: &Op) -> Result<(), PgEr
         Op::Delete(k) => {
             tx.execute_typed("DELETE FROM vault_kv WHERE k = $1", &[(k, Type::BYTEA)])
                 .await?;
+        }
+        Op::Insert(k, v) => {
+            let n = tx
+                .execute_typed(
+                    "INSERT INTO vault_kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO NOTHING",
+                    &[(k, Type::BYTEA), (v, Type::BYTEA)],
+                )
+                .await?;
+            if n != 1 {
+                return Err(PgError::Conflict);
+            }
+        }
+        Op::Expect(k, v) => {
+            // Locks the row until the end of the transaction: a writer on
+            // another node that read the same value waits, then finds
+            // another value (READ COMMITTED reads the row again).
+            let n = tx
+                .execute_typed(
+                    "UPDATE vault_kv SET v = v WHERE k = $1 AND v = $2",
+                    &[(k, Type::BYTEA), (v, Type::BYTEA)],
+                )
+                .await?;
+            if n != 1 {
+                return Err(PgError::Conflict);
+            }
         }
         Op::PutKey {
             slot,
@@ -842,6 +1253,7 @@ mod tests {
             pool: 4,
             ca_file: None,
             schema: Some(format!("t_{test}_{nonce:08x}")),
+            node: "test-node".into(),
         })
     }
 
@@ -857,6 +1269,7 @@ mod tests {
             pool: 1,
             ca_file: ca.then(|| "ca.pem".into()),
             schema: None,
+            node: "n".into(),
         };
         let err = |s: PgSettings| {
             parse_config(&s)
@@ -922,6 +1335,7 @@ mod tests {
             pool: 1,
             ca_file: None,
             schema: Some("x; drop table vault_kv".into()),
+            node: "n".into(),
         };
         assert!(
             parse_config(&bad)
@@ -974,17 +1388,28 @@ mod tests {
         assert_eq!(slots, n + 1);
     }
 
-    /// One node at a time: a second store on the same schema is refused
-    /// while the first is open, and opens once it is closed. After `close`,
-    /// and after a commit whose outcome is unknown, a store takes no writes.
+    /// One live node per id: a second store with the same node id on the
+    /// same schema is refused while the first is open (another id opens
+    /// beside it), and opens once it is closed. After `close`, and after a
+    /// commit whose outcome is unknown, a store takes no writes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn one_node_at_a_time_and_a_closed_store_takes_no_writes() {
+    async fn one_live_node_per_id_and_a_closed_store_takes_no_writes() {
         let Some(settings) = settings("closed") else {
             return;
         };
         let s = PgStore::open(&settings).unwrap();
         let e = PgStore::open(&settings).unwrap_err().to_string();
-        assert!(e.contains("one node at a time"), "{e}");
+        assert!(
+            e.contains("node id test-node belongs to a node seen alive"),
+            "{e}"
+        );
+        // Another id shares the database.
+        let other = PgStore::open(&PgSettings {
+            node: "other-node".into(),
+            ..settings.clone()
+        })
+        .unwrap();
+        other.close().unwrap();
         s.close().unwrap();
         let mut b = Batch::new();
         put(&mut b, "k", "v");
@@ -995,6 +1420,90 @@ mod tests {
         put(&mut b, "k", "v");
         assert!(matches!(fresh.commit(b).await, Err(StoreError::Failed)));
         assert_eq!(fresh.get(b"k").unwrap(), None);
+    }
+
+    /// Two nodes on one database: an insert or an expectation another node
+    /// defeated fails the whole commit (nothing of it stays); key slot
+    /// blocks never overlap and start at the floor; a change on one node
+    /// reaches the other's listener (and not its own) within a second; a
+    /// lease has one holder until it runs out or its holder closes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_share_counters_changes_and_leases_and_detect_conflicts() {
+        let Some(settings) = settings("nodes") else {
+            return;
+        };
+        let a = PgStore::open(&settings).unwrap();
+        let b = PgStore::open(&PgSettings {
+            node: "node-b".into(),
+            ..settings.clone()
+        })
+        .unwrap();
+        assert!(a.shared());
+        // Conflicts.
+        let mut first = Batch::new();
+        first.insert(b"sub/x".to_vec(), b"1".to_vec());
+        a.commit(first).await.unwrap();
+        let mut again = Batch::new();
+        put(&mut again, "other", "v");
+        again.insert(b"sub/x".to_vec(), b"2".to_vec());
+        assert!(matches!(b.commit(again).await, Err(StoreError::Conflict)));
+        assert_eq!(b.get(b"other").unwrap(), None);
+        let mut stale = Batch::new();
+        stale.expect(b"sub/x".to_vec(), b"0".to_vec());
+        put(&mut stale, "sub/x", "3");
+        assert!(matches!(b.commit(stale).await, Err(StoreError::Conflict)));
+        let mut fresh = Batch::new();
+        fresh.expect(b"sub/x".to_vec(), b"1".to_vec());
+        put(&mut fresh, "sub/x", "4");
+        b.commit(fresh).await.unwrap();
+        assert_eq!(a.get(b"sub/x").unwrap().as_deref(), Some(&b"4"[..]));
+        // Slot blocks.
+        let one = a.reserve_slots(100, 10).unwrap().unwrap();
+        let two = b.reserve_slots(1, 10).unwrap().unwrap();
+        assert_eq!(one, 100..110);
+        assert_eq!(two, 110..120);
+        // Changes reach the other node only.
+        let (tx, rx) = std::sync::mpsc::channel::<Changes>();
+        let tx = std::sync::Mutex::new(tx);
+        b.watch(Arc::new(move |c| {
+            let _ = tx.lock().unwrap().send(c.clone());
+        }));
+        let (own_tx, own_rx) = std::sync::mpsc::channel::<Changes>();
+        let own_tx = std::sync::Mutex::new(own_tx);
+        a.watch(Arc::new(move |c| {
+            let _ = own_tx.lock().unwrap().send(c.clone());
+        }));
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        let mut change = Batch::new();
+        put(&mut change, "cred/c1", "v");
+        change.put(super::super::keys::index(&[7; 32], "s"), b"".to_vec());
+        a.commit(change).await.unwrap();
+        let got =
+            tokio::task::spawn_blocking(move || rx.recv_timeout(std::time::Duration::from_secs(1)))
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(got, Changes::Keys(vec![b"cred/c1".to_vec()]));
+        assert!(own_rx.try_recv().is_err());
+        // Peers.
+        tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+        assert_eq!(a.cluster().unwrap().peers, vec!["node-b".to_owned()]);
+        assert!(a.cluster().unwrap().reachable);
+        // Leases.
+        let hold = std::time::Duration::from_secs(60);
+        assert!(a.lease("job", hold).await.unwrap());
+        assert!(a.lease("job", hold).await.unwrap());
+        assert!(!b.lease("job", hold).await.unwrap());
+        assert!(
+            b.lease("short", std::time::Duration::from_millis(100))
+                .await
+                .unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(a.lease("short", hold).await.unwrap());
+        a.close().unwrap();
+        assert!(b.lease("job", hold).await.unwrap());
+        b.close().unwrap();
     }
 
     /// Entries and key slots as the sled store keeps them: commits visible

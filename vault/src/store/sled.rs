@@ -480,6 +480,18 @@ impl SledStore {
                 .remove(k.as_slice())
                 .map(|old| Undo::Sled(k, old))
                 .map_err(backend),
+            Op::Insert(k, v) => match self
+                .tree_for(&k)
+                .compare_and_swap(k.as_slice(), None::<&[u8]>, Some(v))
+                .map_err(backend)?
+            {
+                Ok(()) => Ok(Undo::Sled(k, None)),
+                Err(_) => Err(StoreError::Conflict),
+            },
+            Op::Expect(k, v) => match self.tree_for(&k).get(k.as_slice()).map_err(backend)? {
+                Some(now) if now.as_ref() == v.as_slice() => Ok(Undo::Nothing),
+                _ => Err(StoreError::Conflict),
+            },
             Op::PutKey {
                 slot,
                 version,
