@@ -589,6 +589,39 @@ impl TestVault {
         }
     }
 
+    /// Starts another node of this vault (which must be on PostgreSQL): a
+    /// directory of its own (its data directory holds only its audit
+    /// trail), the same root key, the same database and schema, the same
+    /// settings, and the harness's tokens (credentials live in the
+    /// database).
+    pub fn join(&self) -> TestVault {
+        assert!(
+            self.env
+                .iter()
+                .any(|(k, v)| k == "VAULT_STORAGE" && v == "postgres"),
+            "only a vault on PostgreSQL has several nodes"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut node = Self {
+            child: None,
+            addr: String::new(),
+            dir,
+            env: self.env.clone(),
+            operator_token: self.operator_token.clone(),
+            officer_token: self.officer_token.clone(),
+            tokens: Mutex::new(self.tokens.lock().unwrap().clone()),
+        };
+        std::fs::copy(self.key_file(), node.key_file()).expect("root key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(node.key_file(), std::fs::Permissions::from_mode(0o600))
+                .expect("root key mode");
+        }
+        node.spawn();
+        node
+    }
+
     /// Starts vaultd again on the same directory (after stop or kill).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill first");

@@ -840,11 +840,7 @@ impl Engine {
             tracing::error!(error = %e, "could not read field numbers another node gave");
         }
         if keks {
-            let refreshed = crate::keystore::read(self.store.as_ref())
-                .and_then(|m| self.keyring.refresh_keks(&m, self.clock.now()));
-            if let Err(e) = refreshed {
-                tracing::error!(error = %e, "could not take the KEKs another node changed");
-            }
+            self.refresh_keks();
         }
     }
 
@@ -974,9 +970,27 @@ impl Engine {
         version: u32,
     ) -> Result<Arc<DataKey>> {
         let wrapped = record.dek(version).ok_or(Error::Integrity)?;
+        // On a shared store, a key wrapped under a KEK another node made a
+        // moment ago (before this node heard of it) takes the KEKs first.
+        if self.store.shared()
+            && let Some(kek) = crate::crypto::envelope::key_version(&wrapped.wrapped)
+            && !self.keyring.kek_versions().contains(&kek)
+        {
+            self.refresh_keks();
+        }
         self.keyring
             .dek(subject_id, version, &wrapped.wrapped)
             .map_err(crypto)
+    }
+
+    /// Reads the KEKs again from the store (another node rotated or retired
+    /// one).
+    fn refresh_keks(&self) {
+        let refreshed = crate::keystore::read(self.store.as_ref())
+            .and_then(|m| self.keyring.refresh_keks(&m, self.clock.now()));
+        if let Err(e) = refreshed {
+            tracing::error!(error = %e, "could not take the KEKs another node changed");
+        }
     }
 
     fn blind(&self, field: &FieldDef, value: &str) -> [u8; 32] {
