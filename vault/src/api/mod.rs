@@ -304,14 +304,19 @@ pub async fn run_rewrap(shared: &Shared) -> Result<Option<crate::engine::RewrapS
     result
 }
 
-/// How long the rewrap's lease lasts, on a shared store.
-pub const REWRAP_LEASE: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+/// How long the rewrap's lease lasts, on a shared store: renewed every
+/// [`REWRAP_CHECK`] while the rewrap is pending, so a node that dies during
+/// one leaves it to another within this time and a check.
+pub const REWRAP_LEASE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// How often the nodes of a shared store check for a pending rewrap.
+pub const REWRAP_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs [`run_rewrap`] in the background, logging how it ended.
 ///
 /// On a shared store it runs on one node at a time: the one that takes the
-/// rewrap's lease ([`REWRAP_LEASE`], kept by the minute's check of
-/// `server::jobs` while the rewrap is pending).
+/// rewrap's lease ([`REWRAP_LEASE`], kept by the check of `server::jobs`
+/// every [`REWRAP_CHECK`] while the rewrap is pending).
 pub fn spawn_rewrap(shared: Arc<Shared>) {
     tokio::spawn(async move {
         match shared.engine.store().lease("rewrap", REWRAP_LEASE).await {
@@ -321,7 +326,7 @@ pub fn spawn_rewrap(shared: Arc<Shared>) {
                 return;
             }
             Err(e) => {
-                tracing::error!(error = %e, "could not take the rewrap's lease; it resumes within a minute");
+                tracing::error!(error = %e, "could not take the rewrap's lease; it resumes at the next check");
                 return;
             }
         }

@@ -57,8 +57,8 @@ impl Jobs {
         }));
         // A rotation whose rewrap did not finish before the last stop
         // resumes now; on a shared store, on the node that holds the
-        // rewrap's lease ([`api::spawn_rewrap`]), checked again once a
-        // minute (the holder keeps its lease so; a node that died during a
+        // rewrap's lease ([`api::spawn_rewrap`]), checked again every few
+        // seconds (the holder keeps its lease so; a node that died during a
         // rewrap leaves it to another once its lease runs out).
         let resume = {
             let shared = shared.clone();
@@ -80,7 +80,7 @@ impl Jobs {
         };
         set.spawn(resume());
         if shared.engine.store().shared() {
-            set.spawn(every(Duration::from_secs(60), stop.clone(), resume));
+            set.spawn(every(api::REWRAP_CHECK, stop.clone(), resume));
         }
         // The retention sweeper, at its interval (the first run one interval
         // after the start, so that a restart does not sweep at once).
@@ -93,11 +93,11 @@ impl Jobs {
                     let shared = shared.clone();
                     async move {
                         // Once across the nodes of a shared store: on the
-                        // holder of the sweep's lease (two intervals long,
-                        // so that the holder keeps it and another node
-                        // takes over when it dies).
-                        let hold = Duration::from_secs(retention_sweep_secs.saturating_mul(2))
-                            .max(Duration::from_secs(30));
+                        // holder of the sweep's lease (an interval and 30 s
+                        // long, so that the holder keeps it from tick to
+                        // tick and another node takes over when it dies).
+                        let hold = Duration::from_secs(retention_sweep_secs)
+                            .saturating_add(Duration::from_secs(30));
                         if !holds(&shared, "retention-sweep", hold).await {
                             return;
                         }

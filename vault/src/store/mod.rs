@@ -139,6 +139,10 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("store closed")]
     Closed,
+    /// A write's outcome is not known yet (the database's answer was lost):
+    /// the store takes no writes until the database says, by itself.
+    #[error("a write's outcome is not known yet: no writes until the database answers")]
+    Unsettled,
     /// An [`Op::Insert`] found its key taken, or an [`Op::Expect`] found
     /// another value: another writer (another node) changed the data first.
     #[error("changed by another writer")]

@@ -53,7 +53,9 @@ pub const MIGRATIONS: &[&str] = &[
         at TIMESTAMPTZ NOT NULL, keys BYTEA NOT NULL);
      CREATE INDEX vault_changes_at ON vault_changes (at);
      CREATE TABLE vault_leases (job TEXT PRIMARY KEY, holder TEXT NOT NULL,
-        until TIMESTAMPTZ NOT NULL)",
+        until TIMESTAMPTZ NOT NULL);
+     CREATE TABLE vault_commits (id BYTEA PRIMARY KEY, at TIMESTAMPTZ NOT NULL);
+     CREATE INDEX vault_commits_at ON vault_commits (at)",
 ];
 
 /// How often a node looks for other nodes' changes (and says it is alive).
@@ -68,7 +70,8 @@ const NODE_GONE_SECS: i64 = 15;
 /// within [`ANSWER_WITHIN`]; one rolled back never shows).
 const HOLE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// How long changes are kept in `vault_changes`.
+/// How long changes are kept in `vault_changes`, and commit markers in
+/// `vault_commits`.
 const CHANGES_KEPT: &str = "1 hour";
 
 /// Past this many bytes of changed keys, one commit is announced as
@@ -252,6 +255,9 @@ struct Pool {
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     conns: Vec<Mutex<Conn>>,
     next: AtomicUsize,
+    /// Set while the poller finds the database unreachable: operations fail
+    /// at once instead of waiting [`ANSWER_WITHIN`] each.
+    down: AtomicBool,
 }
 
 impl Pool {
@@ -282,6 +288,18 @@ impl Pool {
         &self,
         f: impl AsyncFnOnce(&mut tokio_postgres::Client) -> Result<T, PgError>,
     ) -> Result<T, StoreError> {
+        if self.down.load(Ordering::Acquire) {
+            return Err(StoreError::Backend(Self::DOWN.into()));
+        }
+        self.probe(f).await
+    }
+
+    /// [`Pool::with`], even while the database looks unreachable (to find
+    /// out whether it still is).
+    async fn probe<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut tokio_postgres::Client) -> Result<T, PgError>,
+    ) -> Result<T, StoreError> {
         let n = self.conns.len().max(1);
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let free = (0..n).find_map(|k| self.conns.get((start + k) % n)?.try_lock().ok());
@@ -307,7 +325,7 @@ impl Pool {
             f(client).await.map_err(|e| match e {
                 PgError::Db(e) => pg(&e),
                 PgError::Invalid(what) => StoreError::Backend(what.into()),
-                PgError::Unknown => StoreError::Failed,
+                PgError::Unknown => StoreError::Unsettled,
                 PgError::Conflict => StoreError::Conflict,
             })
         })
@@ -323,6 +341,8 @@ impl Pool {
 
     /// What [`Pool::with`] answers past [`ANSWER_WITHIN`].
     const LATE: &'static str = "postgres: no answer within 10 s";
+    /// What [`Pool::with`] answers while the database looks unreachable.
+    const DOWN: &'static str = "postgres: the database does not answer";
 }
 
 /// PostgreSQL-backed [`Store`].
@@ -330,10 +350,10 @@ pub struct PgStore {
     pool: Arc<Pool>,
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
-    /// Set when a commit's outcome is unknown (the connection broke during
-    /// `COMMIT`): no more writes until a restart, as the trait asks of a
-    /// backend that cannot say whether a write happened.
-    failed: Arc<AtomicBool>,
+    /// Commits whose outcome is not known yet (the connection broke during
+    /// `COMMIT`, and the database has not said since): no writes while
+    /// there is one ([`settle`]).
+    unsettled: Arc<AtomicUsize>,
     closed: AtomicBool,
     /// This node's id.
     node: Arc<str>,
@@ -418,6 +438,7 @@ impl PgStore {
                 .map(|_| Mutex::new(Conn { client: None }))
                 .collect(),
             next: AtomicUsize::new(0),
+            down: AtomicBool::new(false),
         });
         if settings.node.is_empty() || settings.node.len() > 128 {
             return Err(StoreError::Backend("node_id: 1 to 128 characters".into()));
@@ -426,7 +447,7 @@ impl PgStore {
             pool,
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
-            failed: Arc::new(AtomicBool::new(false)),
+            unsettled: Arc::new(AtomicUsize::new(0)),
             closed: AtomicBool::new(false),
             node: Arc::from(settings.node.as_str()),
             seen: Arc::new(std::sync::Mutex::new(Seen {
@@ -480,8 +501,8 @@ impl PgStore {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::Closed);
         }
-        if self.failed.load(Ordering::Acquire) {
-            return Err(StoreError::Failed);
+        if self.unsettled.load(Ordering::Acquire) > 0 {
+            return Err(StoreError::Unsettled);
         }
         Ok(())
     }
@@ -699,18 +720,18 @@ impl Store for PgStore {
     fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             self.writable()?;
-            let failed = self.failed.clone();
+            let unsettled = self.unsettled.clone();
             let node = self.node.clone();
-            self.run(move |pool| transact(pool, batch, failed, node))
+            self.run(move |pool| transact(pool, batch, unsettled, node))
                 .await
         })
     }
 
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
         self.writable()?;
-        let failed = self.failed.clone();
+        let unsettled = self.unsettled.clone();
         let node = self.node.clone();
-        self.wait(move |pool| transact(pool, batch, failed, node))
+        self.wait(move |pool| transact(pool, batch, unsettled, node))
     }
 
     fn durable(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -904,6 +925,7 @@ impl Poller {
                 Ok(changes) => {
                     self.failing_since = None;
                     self.told_everything = false;
+                    self.pool.down.store(false, Ordering::Release);
                     if let Ok(mut s) = self.seen.lock() {
                         s.reachable = true;
                     }
@@ -921,6 +943,7 @@ impl Poller {
                     if since.elapsed() >= std::time::Duration::from_secs(1) && !self.told_everything
                     {
                         self.told_everything = true;
+                        self.pool.down.store(true, Ordering::Release);
                         if let Ok(mut s) = self.seen.lock() {
                             s.reachable = false;
                         }
@@ -945,7 +968,7 @@ impl Poller {
         if round.is_multiple_of(8) {
             let peers = self
                 .pool
-                .with(async |c| {
+                .probe(async |c| {
                     c.execute_typed(
                         "UPDATE vault_nodes SET seen = now() WHERE node = $1",
                         &[(&node, Type::TEXT)],
@@ -966,9 +989,10 @@ impl Poller {
         }
         if round.is_multiple_of(240) {
             self.pool
-                .with(async |c| {
+                .probe(async |c| {
                     c.batch_execute(&format!(
-                        "DELETE FROM vault_changes WHERE at < now() - INTERVAL '{CHANGES_KEPT}'"
+                        "DELETE FROM vault_changes WHERE at < now() - INTERVAL '{CHANGES_KEPT}';
+                         DELETE FROM vault_commits WHERE at < now() - INTERVAL '{CHANGES_KEPT}'"
                     ))
                     .await?;
                     Ok(())
@@ -978,7 +1002,7 @@ impl Poller {
         let Some(last) = self.last else {
             let last: i64 = self
                 .pool
-                .with(async |c| {
+                .probe(async |c| {
                     let row = c
                         .query_typed_one("SELECT COALESCE(MAX(id), 0) FROM vault_changes", &[])
                         .await?;
@@ -994,7 +1018,7 @@ impl Poller {
         let holes: Vec<i64> = self.holes.keys().copied().collect();
         let rows: Vec<(i64, String, Vec<u8>)> = self
             .pool
-            .with(async |c| {
+            .probe(async |c| {
                 let rows = c
                     .query_typed(
                         "SELECT id, node, keys FROM vault_changes WHERE id > $1 OR id = ANY($2) ORDER BY id",
@@ -1082,13 +1106,14 @@ fn unpack_keys(mut packed: &[u8]) -> Option<Vec<Vec<u8>>> {
 }
 
 /// `batch` as one transaction, on the store's runtime (so that it runs to
-/// its end even if the request that asked for it goes away). A connection
-/// lost during `COMMIT` leaves the outcome unknown: the store then takes
-/// no more writes (`failed`).
+/// its end even if the request that asked for it goes away). Each commit
+/// inserts a random marker into `vault_commits`: a connection lost during
+/// `COMMIT` leaves the outcome unknown, and the marker settles it
+/// ([`settle`]).
 async fn transact(
     pool: Arc<Pool>,
     batch: Batch,
-    failed: Arc<AtomicBool>,
+    unsettled: Arc<AtomicUsize>,
     node: Arc<str>,
 ) -> Result<(), StoreError> {
     let committing = AtomicBool::new(false);
@@ -1096,13 +1121,21 @@ async fn transact(
     // same transaction (`vault_changes`).
     let announce = pack_keys(&batch);
     let node = node.to_string();
+    let marker = crate::crypto::random_array::<16>()
+        .map_err(|_| StoreError::Backend("randomness for a commit marker".into()))?
+        .to_vec();
     let result = pool
         .with(async |c| {
             let tx = c.transaction().await?;
             // Sent together, in order (the driver pipelines the statements of
             // one connection): one round trip for the batch, not one each.
             let ops = futures::future::try_join_all(batch.ops.iter().map(|op| apply(&tx, op)));
-            let change = async {
+            let bookkeeping = async {
+                tx.execute_typed(
+                    "INSERT INTO vault_commits (id, at) VALUES ($1, now())",
+                    &[(&marker, Type::BYTEA)],
+                )
+                .await?;
                 if let Some(keys) = &announce {
                     tx.execute_typed(
                         "INSERT INTO vault_changes (id, node, at, keys) VALUES (nextval('vault_change_ids'), $1, now(), $2)",
@@ -1112,7 +1145,7 @@ async fn transact(
                 }
                 Ok::<_, PgError>(())
             };
-            futures::future::try_join(ops, change).await?;
+            futures::future::try_join(ops, bookkeeping).await?;
             committing.store(true, Ordering::Release);
             match tx.commit().await {
                 Ok(()) => Ok(()),
@@ -1124,18 +1157,82 @@ async fn transact(
     // A connection lost during the COMMIT, or no answer to it in time:
     // the outcome is unknown.
     let unknown = match &result {
-        Err(StoreError::Failed) => true,
+        Err(StoreError::Unsettled) => true,
         Err(StoreError::Backend(m)) => m == Pool::LATE && committing.load(Ordering::Acquire),
         _ => false,
     };
     if unknown {
-        failed.store(true, Ordering::Release);
-        tracing::error!(
-            "PostgreSQL did not answer a COMMIT: its outcome is unknown, and the store takes no more writes until vaultd is restarted"
-        );
-        return Err(StoreError::Failed);
+        return settle(pool, marker, unsettled).await;
     }
     result
+}
+
+/// The outcome of a commit whose answer was lost, from its `marker`: this
+/// inserts the marker itself, which waits for the lost transaction if it is
+/// still under way (the primary key), then succeeds only if that one never
+/// committed (and now never will), and finds it there if it did. Tried
+/// for [`ANSWER_WITHIN`] (a database restarting); still unknown after that,
+/// the store takes no writes until a task of its own settles it, whenever
+/// the database answers again (no restart needed).
+async fn settle(
+    pool: Arc<Pool>,
+    marker: Vec<u8>,
+    unsettled: Arc<AtomicUsize>,
+) -> Result<(), StoreError> {
+    let deadline = tokio::time::Instant::now() + ANSWER_WITHIN;
+    loop {
+        match claim(&pool, &marker).await {
+            Ok(true) => {
+                return Err(StoreError::Backend(
+                    "postgres: the connection broke during COMMIT, which did not happen".into(),
+                ));
+            }
+            Ok(false) => {
+                tracing::warn!("a commit whose answer was lost did happen");
+                return Ok(());
+            }
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(_) => break,
+        }
+    }
+    unsettled.fetch_add(1, Ordering::AcqRel);
+    tracing::error!(
+        "PostgreSQL did not say whether a COMMIT happened: the request failed UNAVAILABLE, and the store takes no writes until the database says"
+    );
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            if let Ok(inserted) = claim(&pool, &marker).await {
+                if !inserted {
+                    tracing::error!(
+                        "a write answered UNAVAILABLE had been committed (its audit event says it failed)"
+                    );
+                }
+                unsettled.fetch_sub(1, Ordering::AcqRel);
+                tracing::info!("the database answered: the store takes writes again");
+                return;
+            }
+        }
+    });
+    Err(StoreError::Unsettled)
+}
+
+/// Inserts commit `marker` (waiting for a transaction under way that holds
+/// it): whether this inserted it (that transaction did not commit).
+async fn claim(pool: &Pool, marker: &[u8]) -> Result<bool, StoreError> {
+    let marker = marker.to_vec();
+    pool.probe(async move |c| {
+        let n = c
+            .execute_typed(
+                "INSERT INTO vault_commits (id, at) VALUES ($1, now()) ON CONFLICT (id) DO NOTHING",
+                &[(&marker, Type::BYTEA)],
+            )
+            .await?;
+        Ok(n == 1)
+    })
+    .await
 }
 
 /// One operation of a batch, in transaction `tx`.
@@ -1415,11 +1512,75 @@ mod tests {
         put(&mut b, "k", "v");
         assert!(matches!(s.commit(b).await, Err(StoreError::Closed)));
         let fresh = PgStore::open(&settings).unwrap();
-        fresh.failed.store(true, Ordering::Release);
+        fresh.unsettled.store(1, Ordering::Release);
         let mut b = Batch::new();
         put(&mut b, "k", "v");
-        assert!(matches!(fresh.commit(b).await, Err(StoreError::Failed)));
+        assert!(matches!(fresh.commit(b).await, Err(StoreError::Unsettled)));
         assert_eq!(fresh.get(b"k").unwrap(), None);
+    }
+
+    /// A commit whose answer was lost is settled by its marker: one that
+    /// committed is found (the write happened), one that is still under way
+    /// is waited for, one that never committed is claimed (and so never
+    /// will); an unsettled store refuses writes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_commit_is_settled_by_its_marker() {
+        let Some(settings) = settings("settle") else {
+            return;
+        };
+        let store = PgStore::open(&settings).unwrap();
+        let pool = store.pool.clone();
+        let outcome = store
+            .run(|pool| async move {
+                // Committed: its marker is there.
+                pool.probe(async |c| {
+                    let tx = c.transaction().await?;
+                    tx.execute(
+                        "INSERT INTO vault_commits (id, at) VALUES ('\\x01', now())",
+                        &[],
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    Ok(())
+                })
+                .await?;
+                let committed = claim(&pool, &[1]).await?;
+                // Never committed: claimed.
+                let never = claim(&pool, &[2]).await?;
+                // Under way on another connection, then rolled back: the
+                // claim waits for it, then takes the marker.
+                let config = pool.config.clone();
+                let (mut other, conn) = config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| pg(&e))?;
+                tokio::spawn(conn);
+                let tx = other.transaction().await.map_err(|e| pg(&e))?;
+                tx.execute(
+                    "INSERT INTO vault_commits (id, at) VALUES ('\\x03', now())",
+                    &[],
+                )
+                .await
+                .map_err(|e| pg(&e))?;
+                let waiting = tokio::spawn({
+                    let pool = pool.clone();
+                    async move { claim(&pool, &[3]).await }
+                });
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                let waited = !waiting.is_finished();
+                tx.rollback().await.map_err(|e| pg(&e))?;
+                let after = waiting.await.map_err(|_| StoreError::Closed)??;
+                Ok((committed, never, waited, after))
+            })
+            .await
+            .unwrap();
+        assert_eq!(outcome, (false, true, true, true));
+        store.unsettled.store(1, Ordering::Release);
+        let mut b = Batch::new();
+        put(&mut b, "k", "v");
+        assert!(matches!(store.commit(b).await, Err(StoreError::Unsettled)));
+        store.unsettled.store(0, Ordering::Release);
+        let _ = pool;
     }
 
     /// Two nodes on one database: an insert or an expectation another node
