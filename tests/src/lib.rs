@@ -656,16 +656,97 @@ pub fn sled_only(why: &str) -> bool {
 /// schema `e2e_<name>`; `None` when `TEST_VAULT_POSTGRES_URL` is not set.
 pub fn postgres_env(name: &str) -> Option<Vec<(String, String)>> {
     let url = std::env::var("TEST_VAULT_POSTGRES_URL").ok()?;
+    let password = std::env::var("TEST_VAULT_POSTGRES_PASSWORD").ok();
+    Some(postgres_env_at(&url, password.as_deref(), name))
+}
+
+/// The settings of a vault on the database at `url` (with `password`), in
+/// schema `e2e_<name>`.
+pub fn postgres_env_at(url: &str, password: Option<&str>, name: &str) -> Vec<(String, String)> {
     let mut env = vec![
         ("VAULT_STORAGE".to_owned(), "postgres".to_owned()),
-        ("VAULT_POSTGRES_URL".to_owned(), url),
+        ("VAULT_POSTGRES_URL".to_owned(), url.to_owned()),
         ("VAULT_POSTGRES_SCHEMA".to_owned(), format!("e2e_{name}")),
         ("VAULT_POSTGRES_POOL".to_owned(), "4".to_owned()),
     ];
-    if let Ok(p) = std::env::var("TEST_VAULT_POSTGRES_PASSWORD") {
-        env.push(("VAULT_POSTGRES_PASSWORD".to_owned(), p));
+    if let Some(p) = password {
+        env.push(("VAULT_POSTGRES_PASSWORD".to_owned(), p.to_owned()));
     }
-    Some(env)
+    env
+}
+
+/// A PostgreSQL cluster of one test's own (`.ci/postgres start`), for a test
+/// that stops and starts it; stopped and removed when dropped. `None` (the
+/// test is skipped) where the shared test database is not configured
+/// either: the machine cannot run one.
+#[derive(Debug)]
+pub struct PrivatePostgres {
+    /// `postgres://vault@127.0.0.1:PORT/vault`.
+    pub url: String,
+    /// The `vault` role's password.
+    pub password: String,
+    dir: String,
+}
+
+impl PrivatePostgres {
+    /// Starts one.
+    pub fn start() -> Option<Self> {
+        std::env::var("TEST_VAULT_POSTGRES_URL").ok()?;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/postgres");
+        let out = Command::new(&script)
+            .arg("start")
+            .output()
+            .expect(".ci/postgres start");
+        let stdout = assert_success(&out);
+        let value = |name: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!(".ci/postgres start printed no {name}"))
+                .to_owned()
+        };
+        Some(Self {
+            url: value("TEST_VAULT_POSTGRES_URL"),
+            password: value("TEST_VAULT_POSTGRES_PASSWORD"),
+            dir: value("TEST_VAULT_POSTGRES_DIR"),
+        })
+    }
+
+    /// Kills the cluster (an immediate stop: a crash), waits `secs`, and
+    /// starts it again.
+    pub fn pause(&self, secs: u32) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/postgres");
+        let out = Command::new(&script)
+            .args(["pause", &self.dir, &secs.to_string()])
+            .output()
+            .expect(".ci/postgres pause");
+        assert_success(&out);
+    }
+}
+
+impl PrivatePostgres {
+    /// Stops the cluster cleanly (a checkpoint writes every page out),
+    /// keeping its files.
+    pub fn halt(&self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/postgres");
+        let out = Command::new(&script)
+            .args(["halt", &self.dir])
+            .output()
+            .expect(".ci/postgres halt");
+        assert_success(&out);
+    }
+
+    /// The cluster's files (its tables and its WAL, `pg_wal`).
+    pub fn files(&self) -> PathBuf {
+        Path::new(&self.dir).join("db")
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/postgres");
+        let _ = Command::new(&script).args(["stop", &self.dir]).output();
+    }
 }
 
 /// Runs `vaultctl` against `vault` as the bearer of `token`, with `args`
@@ -802,7 +883,7 @@ pub fn scan_for(dir: &Path, needles: &[Vec<u8>]) -> Vec<(PathBuf, usize)> {
             continue;
         };
         for (i, n) in needles.iter().enumerate() {
-            if !n.is_empty() && bytes.windows(n.len()).any(|w| w == n.as_slice()) {
+            if !n.is_empty() && memchr::memmem::find(&bytes, n).is_some() {
                 hits.push((f.clone(), i));
             }
         }

@@ -507,13 +507,25 @@ async fn an_edited_credential_record_stops_the_start() {
     let token = vault.issue("aud-edit", "auditor", 3600).await;
     let id = token.split('.').nth(1).unwrap().to_owned();
     assert!(vault.stop());
+    // (sled's file lock may outlive a closed store for a moment, while
+    // its last background work ends: tried for a few seconds.)
     let open = || {
-        vault::store::sled::SledStore::open(
-            &vault.data_dir(),
-            1 << 20,
-            vault::store::sled::Durability::Fsync,
-        )
-        .unwrap()
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match vault::store::sled::SledStore::open(
+                &vault.data_dir(),
+                1 << 20,
+                vault::store::sled::Durability::Fsync,
+            ) {
+                Ok(s) => break s,
+                Err(e)
+                    if std::time::Instant::now() < deadline && e.to_string().contains("lock") =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
     };
     // The bootstrap marker deleted: still no new operator token.
     {

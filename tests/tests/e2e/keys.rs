@@ -314,7 +314,7 @@ async fn a_compromised_kek_gives_its_subjects_new_data_keys() {
 /// Opens an envelope (`format ‖ key version ‖ nonce ‖ ciphertext ‖ tag`,
 /// AAD = header ‖ context) with `key`: written here from the documented
 /// format, independently of the vault's code.
-fn open_envelope(key: &[u8], context: &[u8], sealed: &[u8]) -> Vec<u8> {
+pub(crate) fn open_envelope(key: &[u8], context: &[u8], sealed: &[u8]) -> Vec<u8> {
     use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
     let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).unwrap());
     let nonce = Nonce::try_assume_unique_for_key(&sealed[5..17]).unwrap();

@@ -238,3 +238,312 @@ async fn three_nodes_share_tokens_keys_revocations_and_erasures() {
         assert!(verified.ok, "{verified:?}");
     }
 }
+
+/// What one load task saw.
+#[derive(Debug, Default)]
+struct Load {
+    /// Acknowledged writes: subject, token, value.
+    acked: Vec<(String, String, String)>,
+    /// Acknowledged after `mark` was set.
+    acked_after_mark: usize,
+    /// The codes of refused requests.
+    refused: Vec<Code>,
+}
+
+/// Tokenizes a new subject after another through `client` until `stop`.
+fn load(
+    mut client: vault_client::VaultClient,
+    tag: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    mark: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Load> {
+    use std::sync::atomic::Ordering;
+    tokio::spawn(async move {
+        let mut seen = Load::default();
+        let mut i = 0u32;
+        while !stop.load(Ordering::Acquire) {
+            i += 1;
+            let subject = format!("{tag}-{i}");
+            let value = format!("{tag}-{i}@example.com");
+            let answer = tokio::time::timeout(
+                Duration::from_secs(20),
+                client.tokenize(&subject, &[("email", value.as_str())], &[], ""),
+            )
+            .await;
+            match answer {
+                Ok(Ok(t)) => {
+                    if mark.load(Ordering::Acquire) {
+                        seen.acked_after_mark += 1;
+                    }
+                    seen.acked.push((subject, t[0].token.clone(), value));
+                }
+                Ok(Err(e)) => {
+                    seen.refused.push(e.code);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(_) => seen.refused.push(Code::DeadlineExceeded),
+            }
+        }
+        seen
+    })
+}
+
+/// Every acknowledged write of `loads` reveals through `client` with its
+/// value.
+async fn all_acknowledged_reveal(client: &mut vault_client::VaultClient, loads: &[Load]) -> usize {
+    let acked: Vec<&(String, String, String)> = loads.iter().flat_map(|l| &l.acked).collect();
+    for chunk in acked.chunks(200) {
+        let tokens: Vec<&str> = chunk.iter().map(|(_, t, _)| t.as_str()).collect();
+        let shown = client.detokenize(&tokens, "booking").await.unwrap();
+        for (d, (subject, _, value)) in shown.iter().zip(chunk) {
+            assert_eq!(&d.value, value, "{subject}: an acknowledged write lost");
+        }
+    }
+    acked.len()
+}
+
+/// kill -9 of one of three nodes under load: every write a client was told
+/// succeeded (on any node, the killed one included) reveals afterwards, and
+/// the two others keep serving without a refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_under_load_loses_no_acknowledged_write() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(env) = pg_env("kill") else {
+        return;
+    };
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let a = TestVault::start_with(&env);
+    let mut on_a = a.client().await;
+    let mut b = a.join();
+    let c = a.join();
+    let (stop, killed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let mut tasks = Vec::new();
+    for (name, node) in [("a", &a), ("b", &b), ("c", &c)] {
+        for k in 0..2 {
+            let client = node.client().await;
+            tasks.push((
+                name,
+                load(
+                    client,
+                    format!("kill-{name}{k}"),
+                    stop.clone(),
+                    killed.clone(),
+                ),
+            ));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    b.kill();
+    killed.store(true, Ordering::Release);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Release);
+    let mut loads = Vec::new();
+    for (name, task) in tasks {
+        let seen = task.await.unwrap();
+        if name != "b" {
+            assert!(
+                seen.refused.is_empty(),
+                "node {name} refused {:?}",
+                seen.refused
+            );
+            assert!(seen.acked_after_mark > 0, "node {name} kept serving");
+        }
+        loads.push(seen);
+    }
+    let n = all_acknowledged_reveal(&mut on_a, &loads).await;
+    eprintln!("{n} acknowledged writes, all revealed after kill -9 of one node");
+    assert!(n > 0);
+}
+
+/// A PostgreSQL crash and restart under load (a cluster of the test's own,
+/// down 3 s): requests are refused UNAVAILABLE and nothing else, health
+/// says NOT_SERVING meanwhile, both nodes serve again without a restart,
+/// and every acknowledged write reveals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_under_load_is_unavailable_then_recovers() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let Some(pg) = vault_tests::PrivatePostgres::start() else {
+        eprintln!("skipped: TEST_VAULT_POSTGRES_URL is not set (.ci/postgres start)");
+        return;
+    };
+    let pg = Arc::new(pg);
+    let env = vault_tests::postgres_env_at(&pg.url, Some(&pg.password), "pause");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let a = TestVault::start_with(&env);
+    let mut on_a = a.client().await;
+    let b = a.join();
+    let mut on_b = b.client().await;
+    let (stop, back) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let mut tasks = Vec::new();
+    for (name, node) in [("a", &a), ("b", &b)] {
+        for k in 0..2 {
+            let client = node.client().await;
+            tasks.push(load(
+                client,
+                format!("pause-{name}{k}"),
+                stop.clone(),
+                back.clone(),
+            ));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pause = tokio::task::spawn_blocking({
+        let pg = pg.clone();
+        move || pg.pause(3)
+    });
+    let not_serving = within(Duration::from_secs(3), || {
+        let mut c = on_a.clone();
+        async move {
+            c.health("")
+                .await
+                .is_ok_and(|s| s == ServingStatus::NotServing)
+        }
+    })
+    .await;
+    pause.await.unwrap();
+    let serving = within(Duration::from_secs(15), || {
+        let (mut ca, mut cb) = (on_a.clone(), on_b.clone());
+        async move {
+            ca.health("")
+                .await
+                .is_ok_and(|s| s == ServingStatus::Serving)
+                && cb
+                    .health("")
+                    .await
+                    .is_ok_and(|s| s == ServingStatus::Serving)
+        }
+    })
+    .await;
+    eprintln!("NOT_SERVING after {not_serving:?}; SERVING again {serving:?} after the restart");
+    assert!(
+        not_serving.is_some(),
+        "health said NOT_SERVING while the database was down"
+    );
+    assert!(
+        serving.is_some(),
+        "both nodes serve again without a restart"
+    );
+    back.store(true, Ordering::Release);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Release);
+    let mut loads = Vec::new();
+    for task in tasks {
+        let seen = task.await.unwrap();
+        assert!(
+            seen.refused.iter().all(|c| *c == Code::Unavailable),
+            "refused other than UNAVAILABLE: {:?}",
+            seen.refused
+        );
+        assert!(seen.acked_after_mark > 0, "writes go on after the restart");
+        loads.push(seen);
+    }
+    let n = all_acknowledged_reveal(&mut on_b, &loads).await;
+    eprintln!("{n} acknowledged writes, all revealed after the database restart");
+    assert!(n > 0);
+    let st = a.operator().await.status().await.unwrap();
+    assert!(st.database_reachable);
+}
+
+/// PCI 3.4 / 3.6.1 on PostgreSQL, without pgcrypto: the database's files
+/// (tables, indexes and the WAL, after a clean stop writes every page out)
+/// hold no stored value in clear and no unwrapped key (root, KEK, seed,
+/// data keys, the erased subject's included), before and after an erasure;
+/// the wrapped data keys are found there (the scan works).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_files_and_wal_hold_no_plaintext_and_no_unwrapped_key() {
+    use base64::Engine as _;
+    use prost::Message as _;
+    use vault::store::{Store, keys};
+    let Some(pg) = vault_tests::PrivatePostgres::start() else {
+        eprintln!("skipped: TEST_VAULT_POSTGRES_URL is not set (.ci/postgres start)");
+        return;
+    };
+    let env = vault_tests::postgres_env_at(&pg.url, Some(&pg.password), "files");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut vault = TestVault::start_with(&env);
+    let mut c = vault.client().await;
+    let mut plain: Vec<Vec<u8>> = Vec::new();
+    for i in 0..10 {
+        let email = format!("pgscan-{i}-marker@example.com");
+        let name = format!("Marker Pgscan{}", char::from(b'a' + i));
+        c.tokenize(
+            &format!("scan-{i}"),
+            &[("email", email.as_str()), ("full_name", name.as_str())],
+            &[],
+            "",
+        )
+        .await
+        .unwrap();
+        plain.push(email.into_bytes());
+        plain.push(name.into_bytes());
+    }
+    // The stored keys, read beside the running vault (another node's view).
+    let store = vault::store::postgres::PgStore::open(&vault::store::postgres::PgSettings {
+        url: pg.url.clone(),
+        password: Some(pg.password.clone().into()),
+        pool: 1,
+        ca_file: None,
+        schema: Some("e2e_files".into()),
+        node: "scanner".into(),
+    })
+    .unwrap();
+    let text = std::fs::read_to_string(vault.key_file()).unwrap();
+    let root = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text.split_whitespace().last().unwrap())
+        .unwrap();
+    let wrapped_kek = store.get(&keys::kek(1)).unwrap().unwrap();
+    let wrapped_seed = store.get(keys::SEED).unwrap().unwrap();
+    let mut kek_context = b"vault/v1/kek/".to_vec();
+    kek_context.extend_from_slice(&1u32.to_be_bytes());
+    let kek = crate::keys::open_envelope(&root, &kek_context, &wrapped_kek);
+    let seed = crate::keys::open_envelope(&root, b"vault/v1/seed", &wrapped_seed);
+    let mut raw = vec![root.clone(), kek.clone(), seed];
+    let mut wrapped = Vec::new();
+    for i in 0..10 {
+        let sid = format!("scan-{i}");
+        let bytes = store.get(&keys::subject(&sid)).unwrap().unwrap();
+        let record = vault::engine::records::SubjectRecord::decode(bytes.as_slice()).unwrap();
+        for (version, w) in store.keys(record.slot).unwrap() {
+            let mut context = b"vault/v1/dek/".to_vec();
+            context.extend_from_slice(&version.to_be_bytes());
+            context.extend_from_slice(sid.as_bytes());
+            raw.push(crate::keys::open_envelope(&kek, &context, &w));
+            wrapped.push(w);
+        }
+    }
+    store.close().unwrap();
+    drop(store);
+    vault
+        .officer()
+        .await
+        .erase("scan-0", "GDPR 17")
+        .await
+        .unwrap();
+    assert!(vault.stop());
+    pg.halt();
+    let files = pg.files();
+    assert!(files.join("pg_wal").is_dir());
+    let hits = vault_tests::scan_for(&files, &plain);
+    assert!(
+        hits.is_empty(),
+        "values in clear in the database's files: {hits:?}"
+    );
+    let hits = vault_tests::scan_for(&files, &raw);
+    assert!(
+        hits.is_empty(),
+        "unwrapped keys in the database's files: {hits:?}"
+    );
+    assert!(
+        !vault_tests::scan_for(&files, &wrapped).is_empty(),
+        "the wrapped data keys are found (the scan reads the files)"
+    );
+}

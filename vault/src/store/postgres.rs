@@ -1121,9 +1121,9 @@ async fn transact(
     // same transaction (`vault_changes`).
     let announce = pack_keys(&batch);
     let node = node.to_string();
-    let marker = crate::crypto::random_array::<16>()
-        .map_err(|_| StoreError::Backend("randomness for a commit marker".into()))?
-        .to_vec();
+    let mut marker = vec![0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut marker)
+        .map_err(|_| StoreError::Backend("randomness for a commit marker".into()))?;
     let result = pool
         .with(async |c| {
             let tx = c.transaction().await?;
