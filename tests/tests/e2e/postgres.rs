@@ -376,7 +376,7 @@ async fn a_database_restart_under_load_is_unavailable_then_recovers() {
     let env = vault_tests::postgres_env_at(&pg.url, Some(&pg.password), "pause");
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let a = TestVault::start_with(&env);
-    let mut on_a = a.client().await;
+    let on_a = a.client().await;
     let b = a.join();
     let mut on_b = b.client().await;
     let (stop, back) = (
