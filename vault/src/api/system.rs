@@ -177,6 +177,7 @@ impl SystemService for SystemApi {
                 node_id: cluster.node,
                 peers: cluster.peers,
                 database_reachable: cluster.reachable,
+                database_round_trips: e.store().round_trips(),
             }))
         }
         .await;

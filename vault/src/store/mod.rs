@@ -300,6 +300,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         None
     }
 
+    /// Round trips to a database server so far (this node's background
+    /// work included); 0 for an embedded store.
+    fn round_trips(&self) -> u64 {
+        0
+    }
+
     /// Takes or keeps, for `hold`, the lease of cluster-wide job `job`:
     /// whether this node holds it now (always, where one process owns the
     /// store). A node that dies loses its leases when they run out.

@@ -258,6 +258,8 @@ struct Pool {
     /// Set while the poller finds the database unreachable: operations fail
     /// at once instead of waiting [`ANSWER_WITHIN`] each.
     down: AtomicBool,
+    /// Round trips to the database so far ([`Store::round_trips`]).
+    trips: std::sync::atomic::AtomicU64,
 }
 
 impl Pool {
@@ -300,6 +302,7 @@ impl Pool {
         &self,
         f: impl AsyncFnOnce(&mut tokio_postgres::Client) -> Result<T, PgError>,
     ) -> Result<T, StoreError> {
+        self.trips.fetch_add(1, Ordering::Relaxed);
         let n = self.conns.len().max(1);
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let free = (0..n).find_map(|k| self.conns.get((start + k) % n)?.try_lock().ok());
@@ -439,6 +442,7 @@ impl PgStore {
                 .collect(),
             next: AtomicUsize::new(0),
             down: AtomicBool::new(false),
+            trips: std::sync::atomic::AtomicU64::new(0),
         });
         if settings.node.is_empty() || settings.node.len() > 128 {
             return Err(StoreError::Backend("node_id: 1 to 128 characters".into()));
@@ -826,6 +830,10 @@ impl Store for PgStore {
         });
     }
 
+    fn round_trips(&self) -> u64 {
+        self.pool.trips.load(Ordering::Relaxed)
+    }
+
     fn cluster(&self) -> Option<Cluster> {
         let seen = self.seen.lock().ok()?;
         Some(Cluster {
@@ -1124,6 +1132,8 @@ async fn transact(
     let mut marker = vec![0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut marker)
         .map_err(|_| StoreError::Backend("randomness for a commit marker".into()))?;
+    // Three round trips: BEGIN, the batch, COMMIT (`with` counts one).
+    pool.trips.fetch_add(2, Ordering::Relaxed);
     let result = pool
         .with(async |c| {
             let tx = c.transaction().await?;

@@ -163,7 +163,7 @@ pub async fn run_info(
         }
         InfoCommand::Status => {
             let s = vault.status().await?;
-            let rows = vec![
+            let mut rows = vec![
                 vec!["version".into(), s.version.clone()],
                 vec!["sealed".into(), s.sealed.to_string()],
                 vec!["uptime_seconds".into(), s.uptime_seconds.to_string()],
@@ -199,8 +199,30 @@ pub async fn run_info(
                     },
                 ],
             ];
+            if !s.node_id.is_empty() {
+                rows.push(vec!["node_id".into(), s.node_id.clone()]);
+                rows.push(vec![
+                    "peers".into(),
+                    if s.peers.is_empty() {
+                        "none".into()
+                    } else {
+                        s.peers.join(",")
+                    },
+                ]);
+                rows.push(vec![
+                    "database_reachable".into(),
+                    s.database_reachable.to_string(),
+                ]);
+                rows.push(vec![
+                    "database_round_trips".into(),
+                    s.database_round_trips.to_string(),
+                ]);
+            }
             if json {
                 let v = serde_json::json!({
+                    "node_id": s.node_id, "peers": s.peers,
+                    "database_reachable": s.database_reachable,
+                    "database_round_trips": s.database_round_trips,
                     "version": s.version, "sealed": s.sealed, "uptime_seconds": s.uptime_seconds,
                     "active_kek_version": s.active_kek_version, "schema_fields": s.schema_fields,
                     "root_key_source": s.root_key_source, "storage": s.storage,
