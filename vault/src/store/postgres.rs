@@ -45,10 +45,9 @@ pub const MIGRATIONS: &[&str] = &[
     // 2: several nodes: counters, the nodes seen, the changes that other
     // nodes' caches follow, and the leases of cluster-wide jobs.
     "CREATE TABLE vault_counters (name TEXT PRIMARY KEY, next BIGINT NOT NULL);
-     INSERT INTO vault_counters (name, next) VALUES ('slot', 1);
-     CREATE TABLE vault_nodes (node TEXT PRIMARY KEY, started TIMESTAMPTZ NOT NULL,
-        seen TIMESTAMPTZ NOT NULL, version TEXT NOT NULL);
-     CREATE SEQUENCE vault_change_ids;
+     CREATE TABLE vault_nodes (node TEXT PRIMARY KEY, incarnation BYTEA NOT NULL,
+        started TIMESTAMPTZ NOT NULL, seen TIMESTAMPTZ NOT NULL, version TEXT NOT NULL);
+     CREATE SEQUENCE vault_change_ids CACHE 1;
      CREATE TABLE vault_changes (id BIGINT PRIMARY KEY, node TEXT NOT NULL,
         at TIMESTAMPTZ NOT NULL, keys BYTEA NOT NULL);
      CREATE INDEX vault_changes_at ON vault_changes (at);
@@ -165,7 +164,13 @@ fn parse_config(s: &PgSettings) -> Result<tokio_postgres::Config, StoreError> {
     }
     // Every commit durable when it returns, and no statement or connection
     // attempt hanging a request for long.
-    let mut options = "-c synchronous_commit=on -c statement_timeout=10000".to_owned();
+    // A transaction whose client vanished (its COMMIT lost on the wire)
+    // ends within 15 s, not when the operating system's keepalive gives up
+    // (hours): it holds row locks and a commit marker other nodes wait on.
+    let mut options = "-c synchronous_commit=on -c statement_timeout=10000 \
+         -c idle_in_transaction_session_timeout=15000 -c tcp_keepalives_idle=10 \
+         -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
+        .to_owned();
     if let Some(schema) = &s.schema {
         if !is_identifier(schema) {
             return Err(StoreError::Backend(
@@ -326,6 +331,16 @@ impl Pool {
             }
             let client = conn.client.as_mut().ok_or(StoreError::Closed)?;
             f(client).await.map_err(|e| match e {
+                // A serialization failure or a deadlock: another
+                // transaction won; this one did nothing.
+                PgError::Db(e)
+                    if e.code()
+                        == Some(&tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE)
+                        || e.code()
+                            == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
+                {
+                    StoreError::Conflict
+                }
                 PgError::Db(e) => pg(&e),
                 PgError::Invalid(what) => StoreError::Backend(what.into()),
                 PgError::Unknown => StoreError::Unsettled,
@@ -360,6 +375,12 @@ pub struct PgStore {
     closed: AtomicBool,
     /// This node's id.
     node: Arc<str>,
+    /// This process's mark on its node row: a row another process took
+    /// over (after this one was unseen for [`NODE_GONE_SECS`]) stops it.
+    incarnation: Arc<[u8]>,
+    /// The last change id when the store opened: the poller follows the
+    /// changes after it (so none made while this node loads is missed).
+    first_change: i64,
     /// The peers and reachability the poller saw last.
     seen: Arc<std::sync::Mutex<Seen>>,
     /// Stops the poller.
@@ -445,15 +466,20 @@ impl PgStore {
             trips: std::sync::atomic::AtomicU64::new(0),
         });
         if settings.node.is_empty() || settings.node.len() > 128 {
-            return Err(StoreError::Backend("node_id: 1 to 128 characters".into()));
+            return Err(StoreError::Backend("node_id: 1 to 128 bytes".into()));
         }
-        let store = Self {
+        let mut incarnation = vec![0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut incarnation)
+            .map_err(|_| StoreError::Backend("randomness for a node's incarnation".into()))?;
+        let mut store = Self {
             pool,
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
             unsettled: Arc::new(AtomicUsize::new(0)),
             closed: AtomicBool::new(false),
             node: Arc::from(settings.node.as_str()),
+            incarnation: Arc::from(incarnation.as_slice()),
+            first_change: 0,
             seen: Arc::new(std::sync::Mutex::new(Seen {
                 peers: Vec::new(),
                 reachable: true,
@@ -463,6 +489,15 @@ impl PgStore {
         let schema = settings.schema.clone();
         store.wait(|pool| async move { migrate(&pool, schema.as_deref()).await })?;
         store.register()?;
+        store.first_change = store.wait(|pool| async move {
+            pool.with(async |c| {
+                let row = c
+                    .query_typed_one("SELECT COALESCE(MAX(id), 0) FROM vault_changes", &[])
+                    .await?;
+                Ok(row.get::<_, i64>(0))
+            })
+            .await
+        })?;
         tracing::warn!(
             node = %store.node,
             "storage on PostgreSQL: an erasure does not reach the database's old row versions, WAL or backups (docs/operations.md, PostgreSQL)"
@@ -475,17 +510,18 @@ impl PgStore {
     /// removes its row, one that died leaves it to age out).
     fn register(&self) -> Result<(), StoreError> {
         let node = self.node.to_string();
+        let incarnation = self.incarnation.to_vec();
         let got = self.wait(|pool| async move {
             pool.with(async move |c| {
                 let version = env!("CARGO_PKG_VERSION").to_owned();
                 let n = c
                     .execute_typed(
                         &format!(
-                            "INSERT INTO vault_nodes (node, started, seen, version) VALUES ($1, now(), now(), $2)
-                             ON CONFLICT (node) DO UPDATE SET started = now(), seen = now(), version = excluded.version
+                            "INSERT INTO vault_nodes (node, incarnation, started, seen, version) VALUES ($1, $2, now(), now(), $3)
+                             ON CONFLICT (node) DO UPDATE SET incarnation = excluded.incarnation, started = now(), seen = now(), version = excluded.version
                              WHERE vault_nodes.seen < now() - INTERVAL '{NODE_GONE_SECS} seconds'"
                         ),
-                        &[(&node, Type::TEXT), (&version, Type::TEXT)],
+                        &[(&node, Type::TEXT), (&incarnation, Type::BYTEA), (&version, Type::TEXT)],
                     )
                     .await?;
                 Ok(n == 1)
@@ -798,7 +834,9 @@ impl Store for PgStore {
             pool.with(async move |c| {
                 let row = c
                     .query_typed_one(
-                        "UPDATE vault_counters SET next = GREATEST(next, $1) + $2 WHERE name = 'slot' RETURNING next",
+                        "INSERT INTO vault_counters (name, next) VALUES ('slot', $1 + $2)
+                         ON CONFLICT (name) DO UPDATE SET next = GREATEST(vault_counters.next, $1) + $2
+                         RETURNING next",
                         &[(&floor, Type::INT8), (&count, Type::INT8)],
                     )
                     .await?;
@@ -813,13 +851,15 @@ impl Store for PgStore {
     fn watch(&self, listener: Listener) {
         let poller = Poller {
             pool: self.pool.clone(),
+            conn: None,
             node: self.node.clone(),
+            incarnation: self.incarnation.clone(),
             seen: self.seen.clone(),
             listener,
-            last: None,
+            last: self.first_change,
             holes: std::collections::BTreeMap::new(),
-            failing_since: None,
-            told_everything: false,
+            last_ok: std::time::Instant::now(),
+            cut_off: false,
         };
         let stop = self.stop.clone();
         self.handle.spawn(async move {
@@ -881,17 +921,21 @@ impl Store for PgStore {
         // This node's row goes, so that its id is free at once (a node that
         // dies leaves it to age out).
         let node = self.node.to_string();
+        let incarnation = self.incarnation.to_vec();
         self.wait(|pool| async move {
             let _ = pool
-                .with(async move |c| {
+                .probe(async move |c| {
+                    // Only while the id is still this process's (not one
+                    // another process took over).
                     c.execute_typed(
-                        "DELETE FROM vault_nodes WHERE node = $1",
-                        &[(&node, Type::TEXT)],
+                        "DELETE FROM vault_leases WHERE holder = $1
+                         AND EXISTS (SELECT 1 FROM vault_nodes WHERE node = $1 AND incarnation = $2)",
+                        &[(&node, Type::TEXT), (&incarnation, Type::BYTEA)],
                     )
                     .await?;
                     c.execute_typed(
-                        "DELETE FROM vault_leases WHERE holder = $1",
-                        &[(&node, Type::TEXT)],
+                        "DELETE FROM vault_nodes WHERE node = $1 AND incarnation = $2",
+                        &[(&node, Type::TEXT), (&incarnation, Type::BYTEA)],
                     )
                     .await?;
                     Ok(())
@@ -903,22 +947,33 @@ impl Store for PgStore {
 }
 
 /// Follows the other nodes' changes ([`Store::watch`]) and says this node
-/// is alive.
+/// is alive, on a connection of its own (never queued behind requests),
+/// each round within [`ROUND_WITHIN`].
 struct Poller {
     pool: Arc<Pool>,
+    conn: Option<tokio_postgres::Client>,
     node: Arc<str>,
+    incarnation: Arc<[u8]>,
     seen: Arc<std::sync::Mutex<Seen>>,
     listener: Listener,
-    /// The highest change id seen (`None`: not read yet).
-    last: Option<i64>,
+    /// The highest change id seen.
+    last: i64,
     /// Change ids below `last` not seen yet (a transaction under way, or
     /// rolled back), and when they were first missed.
     holes: std::collections::BTreeMap<i64, std::time::Instant>,
-    /// Since when the database has not answered.
-    failing_since: Option<std::time::Instant>,
-    /// Whether the listener was told "everything" in this outage.
-    told_everything: bool,
+    /// When a round last succeeded.
+    last_ok: std::time::Instant,
+    /// Whether this node is cut off: the listener was told "everything",
+    /// and is told again once the database answers.
+    cut_off: bool,
 }
+
+/// Longest a round of the poller may take.
+const ROUND_WITHIN: std::time::Duration = std::time::Duration::from_millis(750);
+
+/// Past this long without a successful round, a node's caches may be
+/// stale: it drops them and answers nothing from memory.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Poller {
     async fn run(mut self) {
@@ -927,30 +982,49 @@ impl Poller {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let result = self.round(round).await;
+            let result = match tokio::time::timeout(ROUND_WITHIN, self.round(round)).await {
+                Ok(r) => r,
+                Err(_) => Err(StoreError::Backend(
+                    "postgres: the change poll did not finish in time".into(),
+                )),
+            };
             round = round.wrapping_add(1);
             match result {
                 Ok(changes) => {
-                    self.failing_since = None;
-                    self.told_everything = false;
-                    self.pool.down.store(false, Ordering::Release);
-                    if let Ok(mut s) = self.seen.lock() {
-                        s.reachable = true;
-                    }
-                    if let Some(changes) = changes {
+                    self.last_ok = std::time::Instant::now();
+                    if self.cut_off {
+                        // Back: what changed meanwhile is unknown (rows may
+                        // even have been pruned): everything again, now
+                        // that it can be read.
+                        self.cut_off = false;
+                        self.pool.down.store(false, Ordering::Release);
+                        if let Ok(mut s) = self.seen.lock() {
+                            s.reachable = true;
+                        }
+                        tracing::warn!(
+                            "the database answers again: caches and credentials read again"
+                        );
+                        self.tell(Changes::Everything).await;
+                    } else if let Some(changes) = changes {
                         self.tell(changes).await;
                     }
                 }
+                Err(StoreError::Closed) => {
+                    // This node's id was taken over (it was not seen for
+                    // longer than NODE_GONE_SECS): it serves no more.
+                    self.cut_off = true;
+                    self.pool.down.store(true, Ordering::Release);
+                    if let Ok(mut s) = self.seen.lock() {
+                        s.reachable = false;
+                    }
+                    tracing::error!(node = %self.node, "another vaultd took this node's id after it was unseen for a while: this node answers nothing from the database until restarted");
+                    self.tell(Changes::Everything).await;
+                    return;
+                }
                 Err(e) => {
-                    let since = *self
-                        .failing_since
-                        .get_or_insert_with(std::time::Instant::now);
-                    // Past a second without the others' changes, this node's
-                    // caches may be stale: dropped, and reads go to the
-                    // database (which fail while it is unreachable).
-                    if since.elapsed() >= std::time::Duration::from_secs(1) && !self.told_everything
-                    {
-                        self.told_everything = true;
+                    self.conn = None;
+                    if self.last_ok.elapsed() >= STALE_AFTER && !self.cut_off {
+                        self.cut_off = true;
                         self.pool.down.store(true, Ordering::Release);
                         if let Ok(mut s) = self.seen.lock() {
                             s.reachable = false;
@@ -969,77 +1043,69 @@ impl Poller {
     }
 
     /// One round: the changes since the last one (every round), this
-    /// node's heartbeat and its peers (every 8th), old changes removed
-    /// (every 240th).
+    /// node's heartbeat and its peers (every 8th), old changes and commit
+    /// markers removed (every 240th). `Closed` when this node's row is no
+    /// longer its own.
     async fn round(&mut self, round: u64) -> Result<Option<Changes>, StoreError> {
+        if self
+            .conn
+            .as_ref()
+            .is_none_or(tokio_postgres::Client::is_closed)
+        {
+            self.conn = Some(self.pool.connect().await?);
+        }
+        let c = self.conn.as_mut().ok_or(StoreError::Closed)?;
+        self.pool.trips.fetch_add(1, Ordering::Relaxed);
         let node = self.node.to_string();
         if round.is_multiple_of(8) {
-            let peers = self
-                .pool
-                .probe(async |c| {
-                    c.execute_typed(
-                        "UPDATE vault_nodes SET seen = now() WHERE node = $1",
-                        &[(&node, Type::TEXT)],
-                    )
-                    .await?;
-                    let rows = c
-                        .query_typed(
-                            &format!("SELECT node FROM vault_nodes WHERE node <> $1 AND seen > now() - INTERVAL '{NODE_GONE_SECS} seconds' ORDER BY node"),
-                            &[(&node, Type::TEXT)],
-                        )
-                        .await?;
-                    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>())
-                })
-                .await?;
+            let incarnation = self.incarnation.to_vec();
+            let mine = c
+                .execute_typed(
+                    "UPDATE vault_nodes SET seen = now() WHERE node = $1 AND incarnation = $2",
+                    &[(&node, Type::TEXT), (&incarnation, Type::BYTEA)],
+                )
+                .await
+                .map_err(|e| pg(&e))?;
+            if mine != 1 {
+                return Err(StoreError::Closed);
+            }
+            let rows = c
+                .query_typed(
+                    &format!("SELECT node FROM vault_nodes WHERE node <> $1 AND seen > now() - INTERVAL '{NODE_GONE_SECS} seconds' ORDER BY node"),
+                    &[(&node, Type::TEXT)],
+                )
+                .await
+                .map_err(|e| pg(&e))?;
+            let peers = rows.iter().map(|r| r.get::<_, String>(0)).collect();
             if let Ok(mut s) = self.seen.lock() {
                 s.peers = peers;
             }
         }
         if round.is_multiple_of(240) {
-            self.pool
-                .probe(async |c| {
-                    c.batch_execute(&format!(
-                        "DELETE FROM vault_changes WHERE at < now() - INTERVAL '{CHANGES_KEPT}';
-                         DELETE FROM vault_commits WHERE at < now() - INTERVAL '{CHANGES_KEPT}'"
-                    ))
-                    .await?;
-                    Ok(())
-                })
-                .await?;
+            c.batch_execute(&format!(
+                "DELETE FROM vault_changes WHERE at < now() - INTERVAL '{CHANGES_KEPT}';
+                 DELETE FROM vault_commits WHERE at < now() - INTERVAL '{CHANGES_KEPT}'"
+            ))
+            .await
+            .map_err(|e| pg(&e))?;
         }
-        let Some(last) = self.last else {
-            let last: i64 = self
-                .pool
-                .probe(async |c| {
-                    let row = c
-                        .query_typed_one("SELECT COALESCE(MAX(id), 0) FROM vault_changes", &[])
-                        .await?;
-                    Ok(row.get(0))
-                })
-                .await?;
-            self.last = Some(last);
-            return Ok(None);
-        };
         let now = std::time::Instant::now();
         self.holes
             .retain(|_, since| now.duration_since(*since) < HOLE_WAIT);
         let holes: Vec<i64> = self.holes.keys().copied().collect();
-        let rows: Vec<(i64, String, Vec<u8>)> = self
-            .pool
-            .probe(async |c| {
-                let rows = c
-                    .query_typed(
-                        "SELECT id, node, keys FROM vault_changes WHERE id > $1 OR id = ANY($2) ORDER BY id",
-                        &[(&last, Type::INT8), (&holes, Type::INT8_ARRAY)],
-                    )
-                    .await?;
-                Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
-            })
-            .await?;
+        let last = self.last;
+        let rows = c
+            .query_typed(
+                "SELECT id, node, keys FROM vault_changes WHERE id > $1 OR id = ANY($2) ORDER BY id",
+                &[(&last, Type::INT8), (&holes, Type::INT8_ARRAY)],
+            )
+            .await
+            .map_err(|e| pg(&e))?;
         let mut keys = Vec::new();
         let mut everything = false;
         let mut top = last;
-        for (id, from, packed) in rows {
+        for row in rows {
+            let (id, from, packed): (i64, String, Vec<u8>) = (row.get(0), row.get(1), row.get(2));
             if id > top {
                 // The ids between were handed out to transactions not
                 // committed yet (or never): looked for again.
@@ -1047,6 +1113,10 @@ impl Poller {
                     for hole in top + 1..id {
                         self.holes.insert(hole, now);
                     }
+                } else {
+                    // Too many to follow one by one: whatever they were,
+                    // caches are dropped.
+                    everything = true;
                 }
                 top = id;
             } else {
@@ -1060,7 +1130,7 @@ impl Poller {
                 None => everything = true,
             }
         }
-        self.last = Some(top);
+        self.last = top;
         Ok(if everything {
             Some(Changes::Everything)
         } else if keys.is_empty() {
@@ -1644,18 +1714,40 @@ mod tests {
         a.watch(Arc::new(move |c| {
             let _ = own_tx.lock().unwrap().send(c.clone());
         }));
-        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
         let mut change = Batch::new();
         put(&mut change, "cred/c1", "v");
         change.put(super::super::keys::index(&[7; 32], "s"), b"".to_vec());
         a.commit(change).await.unwrap();
-        let got =
-            tokio::task::spawn_blocking(move || rx.recv_timeout(std::time::Duration::from_secs(1)))
-                .await
-                .unwrap()
-                .unwrap();
-        assert_eq!(got, Changes::Keys(vec![b"cred/c1".to_vec()]));
-        assert!(own_rx.try_recv().is_err());
+        // Everything A changed since B opened (A's insert of sub/x
+        // included), without the index entry; B's own writes are not told.
+        let got = tokio::task::spawn_blocking(move || {
+            let mut keys = Vec::new();
+            while !keys.contains(&b"cred/c1".to_vec()) {
+                match rx.recv_timeout(std::time::Duration::from_secs(1)) {
+                    Ok(Changes::Keys(k)) => keys.extend(k),
+                    other => panic!("{other:?}"),
+                }
+            }
+            keys
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, vec![b"sub/x".to_vec(), b"cred/c1".to_vec()]);
+        // A is told of B's writes to sub/x, never of its own cred/c1 (over
+        // more than two poll periods).
+        let told_a = tokio::task::spawn_blocking(move || {
+            let mut keys = Vec::new();
+            while let Ok(c) = own_rx.recv_timeout(std::time::Duration::from_millis(700)) {
+                if let Changes::Keys(k) = c {
+                    keys.extend(k);
+                }
+            }
+            keys
+        })
+        .await
+        .unwrap();
+        assert!(told_a.contains(&b"sub/x".to_vec()), "{told_a:?}");
+        assert!(!told_a.contains(&b"cred/c1".to_vec()), "{told_a:?}");
         // Peers.
         tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
         assert_eq!(a.cluster().unwrap().peers, vec!["node-b".to_owned()]);
