@@ -675,10 +675,11 @@ pub fn postgres_env_at(url: &str, password: Option<&str>, name: &str) -> Vec<(St
     env
 }
 
-/// A PostgreSQL cluster of one test's own (`.ci/postgres start`), for a test
-/// that stops and starts it; stopped and removed when dropped. `None` (the
-/// test is skipped) where the shared test database is not configured
-/// either: the machine cannot run one.
+/// A PostgreSQL cluster of one test's own (`.ci/postgres start`, as root),
+/// for a test that crashes, restarts or reads it; stopped and removed when
+/// dropped. `None` (the test is skipped) unless the shared test database
+/// was started the same way (`TEST_VAULT_POSTGRES_DIR` set: the machine can
+/// run one).
 #[derive(Debug)]
 pub struct PrivatePostgres {
     /// `postgres://vault@127.0.0.1:PORT/vault`.
@@ -691,13 +692,8 @@ pub struct PrivatePostgres {
 impl PrivatePostgres {
     /// Starts one.
     pub fn start() -> Option<Self> {
-        std::env::var("TEST_VAULT_POSTGRES_URL").ok()?;
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/postgres");
-        let out = Command::new(&script)
-            .arg("start")
-            .output()
-            .expect(".ci/postgres start");
-        let stdout = assert_success(&out);
+        std::env::var("TEST_VAULT_POSTGRES_DIR").ok()?;
+        let stdout = Self::script(&["start"]);
         let value = |name: &str| {
             stdout
                 .lines()
@@ -712,33 +708,37 @@ impl PrivatePostgres {
         })
     }
 
-    /// Kills the cluster (an immediate stop: a crash), waits `secs`, and
-    /// starts it again.
-    pub fn pause(&self, secs: u32) {
+    /// Runs `.ci/postgres` with `args`; its standard output.
+    fn script(args: &[&str]) -> String {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/postgres");
         let out = Command::new(&script)
-            .args(["pause", &self.dir, &secs.to_string()])
+            .args(args)
             .output()
-            .expect(".ci/postgres pause");
-        assert_success(&out);
+            .expect(".ci/postgres");
+        assert_success(&out)
     }
-}
 
-impl PrivatePostgres {
+    /// Kills the cluster (an immediate stop: a crash).
+    pub fn crash(&self) {
+        Self::script(&["crash", &self.dir]);
+    }
+
+    /// Starts it again after [`PrivatePostgres::crash`] or
+    /// [`PrivatePostgres::halt`].
+    pub fn resume(&self) {
+        Self::script(&["resume", &self.dir]);
+    }
+
     /// Stops the cluster cleanly (a checkpoint writes every page out),
     /// keeping its files.
     pub fn halt(&self) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/postgres");
-        let out = Command::new(&script)
-            .args(["halt", &self.dir])
-            .output()
-            .expect(".ci/postgres halt");
-        assert_success(&out);
+        Self::script(&["halt", &self.dir]);
     }
 
-    /// The cluster's files (its tables and its WAL, `pg_wal`).
-    pub fn files(&self) -> PathBuf {
-        Path::new(&self.dir).join("db")
+    /// The cluster's directory: its files (`db`, with the WAL in
+    /// `db/pg_wal`) and its server log.
+    pub fn dir(&self) -> PathBuf {
+        PathBuf::from(&self.dir)
     }
 }
 

@@ -115,9 +115,14 @@ pub async fn open(
                 k.created_at.unwrap_or(now).to_be_bytes().to_vec(),
             );
         }
-        b.put(keys::SEED, m.seed.clone());
+        // (Inserted, not put: of nodes starting at once on an empty shared
+        // store, one makes the keys and the others read them.)
+        b.insert(keys::SEED, m.seed.clone());
         b.put(keys::ACTIVE_KEK, m.active.to_be_bytes().to_vec());
-        store.commit(b).await.map_err(store_error)?;
+        match store.commit(b).await {
+            Ok(()) | Err(crate::store::StoreError::Conflict) => {}
+            Err(e) => return Err(store_error(e)),
+        }
     }
     check_layout(store).await?;
     let material = read(store)?;

@@ -23,19 +23,21 @@ fn pg_env(test: &str) -> Option<Vec<(String, String)>> {
     env
 }
 
-/// Calls `check` every 20 ms until it returns true; how long that took, or
-/// `None` if it still failed after `limit`.
+/// Calls `check` every 20 ms until it returns true; when the check that
+/// succeeded began (from now), or `None` if none that began within `limit`
+/// succeeded.
 async fn within<F: Future<Output = bool>>(
     limit: Duration,
     mut check: impl FnMut() -> F,
 ) -> Option<Duration> {
     let start = Instant::now();
     loop {
-        if check().await {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() > limit {
+        let began = start.elapsed();
+        if began > limit {
             return None;
+        }
+        if check().await {
+            return Some(began);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -46,12 +48,7 @@ async fn within<F: Future<Output = bool>>(
 /// erases: the token answers ERASED and look-up finds nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vault_on_postgres_stores_reveals_restarts_and_erases() {
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
-    let Some(env) = vault_tests::postgres_env(&format!("basic_{nonce:08x}")) else {
-        eprintln!("skipped: TEST_VAULT_POSTGRES_URL is not set (.ci/postgres start)");
+    let Some(env) = pg_env("basic") else {
         return;
     };
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -360,8 +357,8 @@ async fn a_node_killed_under_load_loses_no_acknowledged_write() {
 }
 
 /// A PostgreSQL crash and restart under load (a cluster of the test's own,
-/// down 3 s): requests are refused UNAVAILABLE and nothing else, health
-/// says NOT_SERVING meanwhile, both nodes serve again without a restart,
+/// down until health says NOT_SERVING, and a second more): requests are
+/// refused UNAVAILABLE and nothing else, health says NOT_SERVING meanwhile, both nodes serve again without a restart,
 /// and every acknowledged write reveals.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_restart_under_load_is_unavailable_then_recovers() {
@@ -396,11 +393,13 @@ async fn a_database_restart_under_load_is_unavailable_then_recovers() {
         }
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let pause = tokio::task::spawn_blocking({
+    tokio::task::spawn_blocking({
         let pg = pg.clone();
-        move || pg.pause(3)
-    });
-    let not_serving = within(Duration::from_secs(3), || {
+        move || pg.crash()
+    })
+    .await
+    .unwrap();
+    let not_serving = within(Duration::from_secs(10), || {
         let mut c = on_a.clone();
         async move {
             c.health("")
@@ -409,7 +408,13 @@ async fn a_database_restart_under_load_is_unavailable_then_recovers() {
         }
     })
     .await;
-    pause.await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::task::spawn_blocking({
+        let pg = pg.clone();
+        move || pg.resume()
+    })
+    .await
+    .unwrap();
     let serving = within(Duration::from_secs(15), || {
         let (mut ca, mut cb) = (on_a.clone(), on_b.clone());
         async move {
@@ -454,10 +459,12 @@ async fn a_database_restart_under_load_is_unavailable_then_recovers() {
 }
 
 /// PCI 3.4 / 3.6.1 on PostgreSQL, without pgcrypto: the database's files
-/// (tables, indexes and the WAL, after a clean stop writes every page out)
-/// hold no stored value in clear and no unwrapped key (root, KEK, seed,
-/// data keys, the erased subject's included), before and after an erasure;
-/// the wrapped data keys are found there (the scan works).
+/// (tables, indexes, the WAL, which keeps every row version written, and
+/// the server's log), after a clean stop writes every page out, hold no
+/// stored value in clear and no unwrapped key (root, KEK, seed, data keys,
+/// the erased subject's included): neither what the vault wrote before the
+/// erasure (in the WAL) nor after it; the wrapped data keys are found in
+/// the WAL (the scan reads it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_files_and_wal_hold_no_plaintext_and_no_unwrapped_key() {
     use base64::Engine as _;
@@ -530,8 +537,10 @@ async fn the_database_files_and_wal_hold_no_plaintext_and_no_unwrapped_key() {
         .unwrap();
     assert!(vault.stop());
     pg.halt();
-    let files = pg.files();
-    assert!(files.join("pg_wal").is_dir());
+    // The cluster's directory: tables, indexes, WAL and the server's log.
+    let files = pg.dir();
+    let wal = files.join("db").join("pg_wal");
+    assert!(wal.is_dir());
     let hits = vault_tests::scan_for(&files, &plain);
     assert!(
         hits.is_empty(),
@@ -543,7 +552,52 @@ async fn the_database_files_and_wal_hold_no_plaintext_and_no_unwrapped_key() {
         "unwrapped keys in the database's files: {hits:?}"
     );
     assert!(
-        !vault_tests::scan_for(&files, &wrapped).is_empty(),
-        "the wrapped data keys are found (the scan reads the files)"
+        !vault_tests::scan_for(&wal, &wrapped).is_empty(),
+        "the wrapped data keys are found in the WAL (the scan reads it)"
     );
+}
+
+/// A grant rejected on node A and approved on node B at once (before B has
+/// heard of the rejection): the approval is refused, and the grant never
+/// becomes a token that B or A accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_rejected_on_one_node_is_not_approved_on_another() {
+    let Some(env) = pg_env("grant") else {
+        return;
+    };
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let a = TestVault::start_with(&env);
+    let b = a.join();
+    let created = a
+        .operator()
+        .await
+        .create_principal("raced", vault_tests::CORE_ROLE, 3600)
+        .await
+        .unwrap();
+    assert!(created.pending);
+    let id = created.principal.unwrap().id;
+    // B knows the grant as pending (it reads the list), then A rejects it
+    // and B is asked to approve it at once.
+    let listed = within(Duration::from_secs(2), || {
+        let (b, id) = (&b, &id);
+        async move {
+            let listed = b.operator().await.list_principals().await.unwrap();
+            listed.iter().any(|p| &p.id == id)
+        }
+    })
+    .await;
+    assert!(listed.is_some(), "B lists the pending grant");
+    a.officer().await.reject_grant(&id, "raced").await.unwrap();
+    let approved = b
+        .officer()
+        .await
+        .approve_grant(&id, "raced", vault_tests::CORE_ROLE)
+        .await;
+    assert_eq!(
+        approved.unwrap_err().code,
+        Code::FailedPrecondition,
+        "a rejected grant approved on another node"
+    );
+    let mut c = b.anonymous().await.with_token(&created.token).unwrap();
+    assert_eq!(c.who_am_i().await.unwrap_err().code, Code::Unauthenticated);
 }

@@ -329,7 +329,11 @@ impl CredentialStore {
             .store
             .get(&keys::credential(id))
             .map_err(Error::from)
-            .and_then(|b| b.map(|b| load_record(&self.key, &b)).transpose());
+            .and_then(|b| b.map(|b| load_record(&self.key, &b)).transpose())
+            .and_then(|r| match r {
+                Some(mut r) => self.keep_revoked(&mut r).map(|()| Some(r)),
+                None => Ok(None),
+            });
         match loaded {
             Ok(Some(r)) if r.id == id => {
                 self.write().insert(r.id.clone(), Issued::new(Arc::new(r)));
@@ -499,7 +503,7 @@ impl CredentialStore {
         audit: Option<Audited<'_>>,
     ) -> Result<(Arc<CredentialRecord>, IssuedToken)> {
         let _one = self.change.lock().await;
-        let current = self.get(id).ok_or(Error::NotFound("grant"))?;
+        let (current, stored) = self.current(id, "grant")?;
         if !current.pending(now) {
             return Err(Error::FailedPrecondition(
                 "the grant is not pending (approved, rejected, revoked or past its approval time)",
@@ -515,7 +519,7 @@ impl CredentialStore {
             "id {} name {} role {} approved; requested by {}; expires_at {}",
             record.id, record.name, record.role, record.created_by, record.expires_at
         );
-        let record = self.put(record, detail, audit).await?;
+        let record = self.put(record, stored, detail, audit).await?;
         let text = URL_SAFE_NO_PAD.encode(part.as_ref());
         Ok((record, IssuedToken(SecretString::from(text))))
     }
@@ -529,7 +533,7 @@ impl CredentialStore {
         audit: Option<Audited<'_>>,
     ) -> Result<Arc<CredentialRecord>> {
         let _one = self.change.lock().await;
-        let current = self.get(id).ok_or(Error::NotFound("grant"))?;
+        let (current, stored) = self.current(id, "grant")?;
         if !current.pending(now) {
             return Err(Error::FailedPrecondition(
                 "the grant is not pending (approved, rejected, revoked or past its approval time)",
@@ -542,7 +546,50 @@ impl CredentialStore {
             "id {} name {} role {} rejected; requested by {}; reason: {reason}",
             record.id, record.name, record.role, record.created_by
         );
-        self.put(record, detail, audit).await
+        self.put(record, stored, detail, audit).await
+    }
+
+    /// Credential `id` (`what` names it in a `NOT_FOUND`) as a change starts
+    /// from it, and, on a store several nodes share, the stored bytes it was
+    /// read from (the change then holds only if they are unchanged: an
+    /// approval on one node cannot write back a grant another node rejected
+    /// or revoked meanwhile). On such a store it is read from the store,
+    /// not memory, which another node's change may not have reached yet.
+    fn current(
+        &self,
+        id: &str,
+        what: &'static str,
+    ) -> Result<(Arc<CredentialRecord>, Option<Vec<u8>>)> {
+        if !self.store.shared() {
+            return Ok((self.get(id).ok_or(Error::NotFound(what))?, None));
+        }
+        let bytes = self
+            .store
+            .get(&keys::credential(id))?
+            .ok_or(Error::NotFound(what))?;
+        let mut record = load_record(&self.key, &bytes)?;
+        self.keep_revoked(&mut record)?;
+        let record = Arc::new(record);
+        self.write()
+            .insert(record.id.clone(), Issued::new(record.clone()));
+        Ok((record, Some(bytes)))
+    }
+
+    /// A record the revocation journal names stays revoked, whatever the
+    /// record itself says (a record written back unrevoked, by a race or
+    /// by hand, does not bring the credential back).
+    fn keep_revoked(&self, record: &mut CredentialRecord) -> Result<()> {
+        if record.revoked_at == 0
+            && let Some(at) = self.store.get(&keys::revoked(&record.id))?
+        {
+            record.revoked_at = at
+                .as_slice()
+                .try_into()
+                .map(i64::from_be_bytes)
+                .unwrap_or(1)
+                .max(1);
+        }
+        Ok(())
     }
 
     /// Stores a changed `record` (its event, with `detail`, durable first)
@@ -553,10 +600,15 @@ impl CredentialStore {
     async fn put(
         &self,
         record: CredentialRecord,
+        stored: Option<Vec<u8>>,
         detail: String,
         audit: Option<Audited<'_>>,
     ) -> Result<Arc<CredentialRecord>> {
-        self.put_in(Batch::new(), record, detail, audit).await
+        let mut batch = Batch::new();
+        if let Some(stored) = stored {
+            batch.expect(keys::credential(&record.id), stored);
+        }
+        self.put_in(batch, record, detail, audit).await
     }
 
     /// [`CredentialStore::put`] with `batch` written in the same commit.
@@ -595,8 +647,10 @@ impl CredentialStore {
             return Ok(None);
         }
         let mut batch = Batch::new();
-        batch.put(keys::BOOTSTRAPPED, now.to_be_bytes().to_vec());
-        let (_, token) = self
+        // (Inserted: of nodes starting at once on an empty shared store,
+        // one issues the token.)
+        batch.insert(keys::BOOTSTRAPPED, now.to_be_bytes().to_vec());
+        let created = self
             .create_with(
                 &Issue {
                     name: BOOTSTRAP_NAME,
@@ -609,8 +663,12 @@ impl CredentialStore {
                 batch,
                 None,
             )
-            .await?;
-        Ok(Some(token))
+            .await;
+        match created {
+            Ok((_, token)) => Ok(Some(token)),
+            Err(Error::Aborted(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The principal of the newest valid (unrevoked, unexpired at `now`)
@@ -651,7 +709,7 @@ impl CredentialStore {
         // Under the same lock as approvals: an approval that read the record
         // before this revocation cannot write it back unrevoked after it.
         let _one = self.change.lock().await;
-        let current = self.get(id).ok_or(Error::NotFound("credential"))?;
+        let (current, stored) = self.current(id, "credential")?;
         if current.revoked_at != 0 {
             if let Some(mut a) = audit {
                 a.event.detail =
@@ -663,7 +721,7 @@ impl CredentialStore {
         let mut record = CredentialRecord::clone(&current);
         record.revoked_at = now;
         let detail = format!("id {} name {}", record.id, record.name);
-        self.put(record, detail, audit).await
+        self.put(record, stored, detail, audit).await
     }
 }
 
@@ -682,11 +740,28 @@ fn load_record(key: &CredentialKey, bytes: &[u8]) -> Result<CredentialRecord> {
     Ok(r)
 }
 
-/// Every stored credential record, MACs checked.
+/// Every stored credential record, MACs checked; one the revocation
+/// journal names is revoked whatever it says.
 fn load_all(store: &dyn Store, key: &CredentialKey) -> Result<HashMap<String, Issued>> {
+    let mut revoked = HashMap::new();
+    for (k, at) in store.scan_prefix(keys::REVOKED_PREFIX, usize::MAX)? {
+        if let Some(id) = k.strip_prefix(keys::REVOKED_PREFIX) {
+            let at = at
+                .as_slice()
+                .try_into()
+                .map(i64::from_be_bytes)
+                .unwrap_or(1);
+            revoked.insert(id.to_vec(), at.max(1));
+        }
+    }
     let mut records = HashMap::new();
     for (_, bytes) in store.scan_prefix(keys::CREDENTIAL_PREFIX, usize::MAX)? {
-        let r = load_record(key, &bytes)?;
+        let mut r = load_record(key, &bytes)?;
+        if r.revoked_at == 0
+            && let Some(at) = revoked.get(r.id.as_bytes())
+        {
+            r.revoked_at = *at;
+        }
         records.insert(r.id.clone(), Issued::new(Arc::new(r)));
     }
     Ok(records)

@@ -90,6 +90,35 @@ impl RecordCache {
         }
     }
 
+    /// The shard generation of `subject` now (to quote in
+    /// [`RecordCache::write_through_since`]).
+    pub(super) fn generation(&self, subject: &str) -> u64 {
+        self.subjects[self.shard(subject)]
+            .lock()
+            .map_or(u64::MAX, |s| s.generation)
+    }
+
+    /// Caches the record a writer just committed, unless the shard was
+    /// told of a change since `generation` (on a shared store, another
+    /// node's change, newer than this one, may have been dropped from the
+    /// cache meanwhile): then the subject is forgotten instead.
+    pub(super) fn write_through_since(
+        &self,
+        subject: &str,
+        record: Arc<SubjectRecord>,
+        generation: u64,
+    ) {
+        if let Ok(mut shard) = self.subjects[self.shard(subject)].lock() {
+            let unchanged = shard.generation == generation;
+            shard.generation = shard.generation.wrapping_add(1);
+            if unchanged {
+                shard.records.put(Arc::from(subject), record);
+            } else {
+                shard.records.pop(subject);
+            }
+        }
+    }
+
     /// Caches the record a writer just committed.
     pub(super) fn write_through(&self, subject: &str, record: Arc<SubjectRecord>) {
         if let Ok(mut shard) = self.subjects[self.shard(subject)].lock() {

@@ -755,12 +755,18 @@ impl Engine {
         } else {
             batch.put(keys::subject(subject), record.stored_form());
         }
+        let generation = self.cache.generation(subject);
         let write = async { self.store.commit(batch).await.map_err(Error::from) };
         let result = journal::commit(audit, write).await;
         match result {
             Ok(()) => {
                 let record = Arc::new(record);
-                self.cache.write_through(subject, record.clone());
+                if self.store.shared() {
+                    self.cache
+                        .write_through_since(subject, record.clone(), generation);
+                } else {
+                    self.cache.write_through(subject, record.clone());
+                }
                 Ok(record)
             }
             Err(e) => {

@@ -95,9 +95,24 @@ impl Engine {
             stats.deks += pass.deks;
             if self.keyring.active_kek_version() == target {
                 let mut b = Batch::new();
+                if self.store.shared() {
+                    // (Only the mark of this rotation: another node's newer
+                    // rotation keeps its own, and this pass goes on.)
+                    b.expect(keys::REWRAP.to_vec(), target.to_be_bytes().to_vec());
+                }
                 b.delete(keys::REWRAP.to_vec());
-                self.store.commit(b).await?;
-                return Ok(Some(stats));
+                match self.store.commit(b).await {
+                    Ok(()) => return Ok(Some(stats)),
+                    Err(crate::store::StoreError::Conflict) => {
+                        // Gone (another node finished it): done; another
+                        // rotation's mark: its KEK, and on.
+                        if self.store.get(keys::REWRAP)?.is_none() {
+                            return Ok(Some(stats));
+                        }
+                        self.refresh_keks();
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
     }
