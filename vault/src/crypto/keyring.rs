@@ -142,6 +142,21 @@ fn unwrap_seed(root: &Root, wrapped: &[u8]) -> Result<DerivationSeed, KeyringErr
     Ok(DerivationSeed::from_bytes(bytes))
 }
 
+/// Stored KEK `k` unwrapped by `root` (made `now` if it does not say).
+fn unwrap_kek(root: &Root, k: &WrappedKek, now: i64) -> Result<Kek, KeyringError> {
+    let raw = root
+        .unwrap(&kek_context(k.version), &k.wrapped)
+        .map_err(|_| KeyringError::WrongRootKey)?;
+    let bytes: &[u8; KEY_LEN] = raw
+        .as_slice()
+        .try_into()
+        .map_err(|_| KeyringError::Damaged("KEK length"))?;
+    Ok(Kek {
+        key: Arc::new(KeyEncryptionKey::from_bytes(k.version, bytes)),
+        created_at: k.created_at.unwrap_or(now),
+    })
+}
+
 /// The backup key of the vault whose seed `root` wrapped as `wrapped_seed`
 /// (a restore, before the store holds anything): [`KeyringError::WrongRootKey`]
 /// if `root` does not open it (another vault's key, or a changed seed).
@@ -229,20 +244,7 @@ impl Keyring {
     ) -> Result<Self, KeyringError> {
         let mut keks = BTreeMap::new();
         for k in &material.keks {
-            let raw = root
-                .unwrap(&kek_context(k.version), &k.wrapped)
-                .map_err(|_| KeyringError::WrongRootKey)?;
-            let bytes: &[u8; KEY_LEN] = raw
-                .as_slice()
-                .try_into()
-                .map_err(|_| KeyringError::Damaged("KEK length"))?;
-            keks.insert(
-                k.version,
-                Kek {
-                    key: Arc::new(KeyEncryptionKey::from_bytes(k.version, bytes)),
-                    created_at: k.created_at.unwrap_or(now),
-                },
-            );
+            keks.insert(k.version, unwrap_kek(&root, k, now)?);
         }
         if !keks.contains_key(&material.active) {
             return Err(KeyringError::Damaged("active KEK missing"));
@@ -333,21 +335,7 @@ impl Keyring {
         let held = self.kek_versions();
         let mut fresh = Vec::new();
         for k in material.keks.iter().filter(|k| !held.contains(&k.version)) {
-            let raw = self
-                .root
-                .unwrap(&kek_context(k.version), &k.wrapped)
-                .map_err(|_| KeyringError::WrongRootKey)?;
-            let bytes: &[u8; KEY_LEN] = raw
-                .as_slice()
-                .try_into()
-                .map_err(|_| KeyringError::Damaged("KEK length"))?;
-            fresh.push((
-                k.version,
-                Kek {
-                    key: Arc::new(KeyEncryptionKey::from_bytes(k.version, bytes)),
-                    created_at: k.created_at.unwrap_or(now),
-                },
-            ));
+            fresh.push((k.version, unwrap_kek(&self.root, k, now)?));
         }
         let mut keks = self
             .keks
